@@ -1,0 +1,389 @@
+"""FAISS store: inner product on normalised vectors; ids, vectors and payloads in SQLite.
+
+Options (``[store]``):
+    path           folder (none: in memory only)
+    index          "auto" (exact Flat while small, IVF once ``ivf_threshold`` vectors
+                   make training worthwhile) or any FAISS factory string ("HNSW32", "IVF256,SQ8")
+    nprobe         IVF cells searched (default: auto, about nlist/16, at least 8)
+    ef_search      HNSW search breadth (default 128)
+    ivf_threshold  vectors at which "auto" switches from Flat to IVF (default 50000)
+
+SQLite (stdlib) is the durable truth: every upsert and delete commits there
+with a generation number. The FAISS index is derived from it and saved
+atomically (temp file, fsync, rename) with the generation it reflects; on open
+a missing or stale index is rebuilt from SQLite, so a crash never leaves a
+half-written or out-of-step index. String ids map to SQLite row numbers used
+as FAISS int64 ids (IndexIDMap2). Filtered search restricts FAISS with an id
+selector instead of over-fetching.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vecguard import filters
+from vecguard.atomic import canonical_json, fsync_directory, write_json_atomically
+from vecguard.config import resolve_path, take_options
+from vecguard.errors import ConfigError, StorageError
+from vecguard.protocols import Payload, RankedList, check_batch, check_query
+from vecguard.registry import Part, hookimpl
+
+SQL_BATCH = 500
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS points (
+    num INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    vector BLOB NOT NULL,
+    payload TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+def _import_faiss() -> Any:
+    import faiss
+
+    return faiss
+
+
+class FaissStore:
+    def __init__(self, path: Path | None, *, index: str = "auto", nprobe: int | None = None, ef_search: int = 128, ivf_threshold: int = 50_000) -> None:
+        self._faiss = _import_faiss()
+        self._path = path
+        self._spec = index
+        self._nprobe = nprobe
+        self._ef_search = ef_search
+        self._ivf_threshold = ivf_threshold
+        if path is not None:
+            path.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path / "points.sqlite3", isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+        else:
+            self._db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        self._db.executescript(_SCHEMA)
+        self._index: Any = None
+        self._index_spec: str | None = None
+        self._dirty = True
+        self._metadata: dict[int, dict[str, Any]] | None = None
+        dim = self._meta("dimension")
+        self._dimension: int | None = int(dim) if dim is not None else None
+        self._load_saved_index()
+
+    # ------------------------------------------------------------ sqlite
+
+    def _meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    @property
+    def _generation(self) -> int:
+        return int(self._meta("generation") or 0)
+
+    def _bump_generation(self) -> None:
+        self._set_meta("generation", str(self._generation + 1))
+
+    # ------------------------------------------------------------ the FAISS index
+
+    def _index_files(self) -> tuple[Path, Path] | None:
+        if self._path is None:
+            return None
+        return self._path / "index.faiss", self._path / "index.json"
+
+    def _load_saved_index(self) -> None:
+        files = self._index_files()
+        if files is None or not files[0].exists() or not files[1].exists():
+            return
+        try:
+            state = json.loads(files[1].read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return  # rebuilt from SQLite on first use
+        if state.get("generation") != self._generation or state.get("requested") != self._spec:
+            return
+        try:
+            self._index = self._faiss.read_index(str(files[0]))
+        except RuntimeError:
+            return  # unreadable: rebuilt from SQLite on first use
+        self._index_spec = state.get("spec")
+        self._dirty = False
+
+    def _choose_spec(self, n: int) -> str:
+        if self._spec != "auto":
+            return self._spec
+        if n < self._ivf_threshold:
+            return "Flat"
+        nlist = max(16, int(4 * math.sqrt(n)))
+        return f"IVF{nlist},Flat"
+
+    def _rebuild(self) -> None:
+        """Build the index from every vector in SQLite."""
+        faiss = self._faiss
+        n = self.count()
+        spec = self._choose_spec(n)
+        if self._dimension is None:
+            self._index, self._index_spec, self._dirty = None, spec, False
+            return
+        try:
+            base = faiss.index_factory(self._dimension, spec, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as exc:
+            raise ConfigError(f"[store] faiss index {spec!r} is not a valid FAISS factory string: {exc}") from exc
+        index = faiss.IndexIDMap2(base)
+        nums, vectors = self._all_vectors()
+        if not base.is_trained:
+            if n < 1:
+                self._index, self._index_spec, self._dirty = None, spec, False
+                return
+            try:
+                index.train(vectors)
+            except RuntimeError as exc:
+                raise StorageError(
+                    f"FAISS index {spec!r} cannot be trained on {n} vectors ({exc}); add more documents or use index = \"auto\""
+                ) from exc
+        if n:
+            index.add_with_ids(vectors, nums)
+        self._index, self._index_spec, self._dirty = index, spec, False
+
+    def _all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        rows = self._db.execute("SELECT num, vector FROM points ORDER BY num").fetchall()
+        nums = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        vectors = np.empty((len(rows), self._dimension or 0), dtype=np.float32)
+        for i, (_, blob) in enumerate(rows):
+            vectors[i] = np.frombuffer(blob, dtype="<f4")
+        return nums, vectors
+
+    def _ready_index(self) -> Any:
+        if self._dirty:
+            self._rebuild()
+        return self._index
+
+    def _can_update_in_place(self) -> bool:
+        # HNSW cannot remove ids, and an untrained index cannot take vectors: those are rebuilt lazily.
+        return (
+            not self._dirty and self._index is not None and self._index.is_trained
+            and "HNSW" not in (self._index_spec or "")
+        )
+
+    def _save_index(self) -> None:
+        files = self._index_files()
+        if files is None or self._dirty or self._index is None:
+            return
+        index_file, state_file = files
+        tmp = index_file.with_name(f".{index_file.name}.tmp")
+        self._faiss.write_index(self._index, str(tmp))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, index_file)
+        fsync_directory(index_file.parent)
+        write_json_atomically(state_file, {"generation": self._generation, "spec": self._index_spec, "requested": self._spec})
+
+    # ------------------------------------------------------------ VectorStore
+
+    def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[Payload]) -> None:
+        vectors = check_batch(ids, vectors, payloads, self._dimension)
+        if not len(ids):
+            return
+        blobs = [v.astype("<f4").tobytes() for v in vectors]
+        texts = [canonical_json(p) for p in payloads]
+        nums: list[int] = []
+        replaced: list[int] = []
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if self._dimension is None:
+                self._set_meta("dimension", str(vectors.shape[1]))
+            existing = self._nums(ids)
+            for key, blob, text in zip(ids, blobs, texts):
+                if key in existing:
+                    db.execute("UPDATE points SET vector = ?, payload = ? WHERE num = ?", (blob, text, existing[key]))
+                    nums.append(existing[key])
+                    replaced.append(existing[key])
+                else:
+                    nums.append(db.execute("INSERT INTO points (id, vector, payload) VALUES (?, ?, ?)", (key, blob, text)).lastrowid)
+            self._bump_generation()
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._dimension = vectors.shape[1]
+        if self._metadata is not None:
+            for num, payload in zip(nums, payloads):
+                self._metadata[num] = dict(payload.get("metadata", {}))
+        if self._can_update_in_place():
+            id_array = np.asarray(nums, dtype=np.int64)
+            if replaced:
+                self._index.remove_ids(np.asarray(replaced, dtype=np.int64))
+            self._index.add_with_ids(vectors, id_array)
+        else:
+            self._dirty = True
+
+    def _nums(self, ids: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for start in range(0, len(ids), SQL_BATCH):
+            part = list(ids[start:start + SQL_BATCH])
+            marks = ",".join("?" * len(part))
+            found.update(self._db.execute(f"SELECT id, num FROM points WHERE id IN ({marks})", part).fetchall())
+        return found
+
+    def delete(self, ids: Sequence[str]) -> None:
+        existing = self._nums(list(ids))
+        if not existing:
+            return
+        nums = list(existing.values())
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for start in range(0, len(nums), SQL_BATCH):
+                part = nums[start:start + SQL_BATCH]
+                db.execute(f"DELETE FROM points WHERE num IN ({','.join('?' * len(part))})", part)
+            self._bump_generation()
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        if self._metadata is not None:
+            for num in nums:
+                self._metadata.pop(num, None)
+        if self._can_update_in_place():
+            self._index.remove_ids(np.asarray(nums, dtype=np.int64))
+        else:
+            self._dirty = True
+
+    def get(self, ids: Sequence[str]) -> dict[str, tuple[np.ndarray, Payload]]:
+        found: dict[str, tuple[np.ndarray, Payload]] = {}
+        for start in range(0, len(ids), SQL_BATCH):
+            part = list(ids[start:start + SQL_BATCH])
+            rows = self._db.execute(
+                f"SELECT id, vector, payload FROM points WHERE id IN ({','.join('?' * len(part))})", part
+            ).fetchall()
+            for key, blob, text in rows:
+                found[key] = (np.frombuffer(blob, dtype="<f4").copy(), json.loads(text))
+        return found
+
+    def _allowed_nums(self, filter: Mapping[str, Any]) -> np.ndarray:
+        if self._metadata is None:
+            self._metadata = {
+                num: json.loads(text).get("metadata", {})
+                for num, text in self._db.execute("SELECT num, payload FROM points")
+            }
+        return np.fromiter(
+            (num for num, metadata in self._metadata.items() if filters.matches(filter, metadata)), dtype=np.int64
+        )
+
+    def search(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None = None) -> RankedList:
+        vector = check_query(vector, k, self._dimension)
+        if filter:
+            filters.validate(filter)
+        index = self._ready_index()
+        if index is None or index.ntotal == 0:
+            return []
+        faiss = self._faiss
+        kwargs: dict[str, Any] = {}
+        spec = self._index_spec or ""
+        if "IVF" in spec:
+            nlist = faiss.extract_index_ivf(index).nlist
+            kwargs["nprobe"] = self._nprobe or min(nlist, max(8, nlist // 16))
+        if "HNSW" in spec:
+            kwargs["efSearch"] = max(self._ef_search, k)
+        if filter:
+            allowed = self._allowed_nums(filter)
+            if not len(allowed):
+                return []
+            kwargs["sel"] = faiss.IDSelectorBatch(allowed)
+        params = None
+        if kwargs:
+            params_class = (
+                faiss.SearchParametersIVF if "nprobe" in kwargs
+                else faiss.SearchParametersHNSW if "efSearch" in kwargs
+                else faiss.SearchParameters
+            )
+            params = params_class(**kwargs)
+        k = min(k, index.ntotal)
+        scores, nums = index.search(vector.reshape(1, -1), k, params=params)
+        pairs = [(int(n), float(s)) for n, s in zip(nums[0], scores[0]) if n >= 0]
+        if not pairs:
+            return []
+        names = dict(self._db.execute(
+            f"SELECT num, id FROM points WHERE num IN ({','.join('?' * len(pairs))})", [n for n, _ in pairs]
+        ).fetchall())
+        return [(names[n], s) for n, s in pairs if n in names]
+
+    def scan(self, batch_size: int = 1000) -> Iterator[tuple[list[str], np.ndarray, list[Payload]]]:
+        last = -1
+        while True:
+            rows = self._db.execute(
+                "SELECT num, id, vector, payload FROM points WHERE num > ? ORDER BY num LIMIT ?", (last, batch_size)
+            ).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            vectors = np.stack([np.frombuffer(r[2], dtype="<f4") for r in rows]).astype(np.float32)
+            yield [r[1] for r in rows], vectors, [json.loads(r[3]) for r in rows]
+
+    def count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM points").fetchone()[0])
+
+    def _manifest_file(self) -> Path | None:
+        return self._path / "manifest.json" if self._path is not None else None
+
+    def read_manifest(self) -> dict[str, Any] | None:
+        path = self._manifest_file()
+        if path is None:
+            text = self._meta("manifest")
+            return json.loads(text) if text else None
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise StorageError(f"manifest {path} is unreadable ({exc}); restore it from a backup or rebuild the collection") from exc
+
+    def write_manifest(self, manifest: Mapping[str, Any]) -> None:
+        path = self._manifest_file()
+        if path is None:
+            self._set_meta("manifest", canonical_json(dict(manifest)))
+        else:
+            write_json_atomically(path, dict(manifest))
+
+    def close(self) -> None:
+        if self._db is None:
+            return
+        if self._path is not None:
+            if self._spec == "auto" and self._index_spec != self._choose_spec(self.count()):
+                self._dirty = True  # grown past ivf_threshold: rebuild as IVF before saving
+            self._ready_index()
+            self._save_index()
+        self._db.close()
+        self._db = None  # type: ignore[assignment]
+
+
+def _build(options: dict[str, Any], base_dir: Path) -> FaissStore:
+    opts = take_options(
+        "[store] faiss", options,
+        {"path": None, "index": "auto", "nprobe": None, "ef_search": 128, "ivf_threshold": 50_000},
+    )
+    if not isinstance(opts["index"], str) or not opts["index"]:
+        raise ConfigError(f"[store] faiss index must be \"auto\" or a FAISS factory string, got {opts['index']!r}")
+    for key in ("nprobe", "ef_search", "ivf_threshold"):
+        value = opts[key]
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ConfigError(f"[store] faiss {key} must be a whole number >= 1, got {value!r}")
+    return FaissStore(
+        resolve_path(opts["path"], base_dir, "[store] faiss"),
+        index=opts["index"], nprobe=opts["nprobe"], ef_search=opts["ef_search"], ivf_threshold=opts["ivf_threshold"],
+    )
+
+
+@hookimpl
+def vecguard_parts() -> list[Part]:
+    return [Part("store", "faiss", _build, extra="faiss", description="FAISS inner product + SQLite payloads")]

@@ -1,0 +1,78 @@
+"""Real corpora that come inside registry packages (no download at run time).
+
+    python benchmarks/corpora.py cwe OUT.jsonl     MITRE CWE v4.14 (PyPI cwe2), one document per weakness
+
+Each CWE document holds the weakness's name, descriptions and its observed
+examples (real CVE ids with their summaries), so both meaning ("a cookie
+without HttpOnly") and identifiers ("CVE-2022-24045") have an answer.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def _cwe_xml() -> Path:
+    import cwe2
+
+    return Path(cwe2.__file__).parent / "database_v49" / "cwec_v4.14.xml"
+
+
+def _text(element: ET.Element | None) -> str:
+    return " ".join("".join(element.itertext()).split()) if element is not None else ""
+
+
+def cwe_weaknesses() -> Iterator[dict[str, Any]]:
+    """Every weakness that is not deprecated: id, name, description, observed (cve, text) pairs."""
+    root = ET.parse(_cwe_xml()).getroot()
+    ns = {"c": root.tag.split("}")[0][1:]}
+    for weakness in root.iterfind(".//c:Weakness", ns):
+        if weakness.get("Status") == "Deprecated":
+            continue
+        examples = [
+            (_text(example.find("c:Reference", ns)), _text(example.find("c:Description", ns)))
+            for example in weakness.iterfind("c:Observed_Examples/c:Observed_Example", ns)
+        ]
+        yield {
+            "id": f"CWE-{weakness.get('ID')}",
+            "name": weakness.get("Name", ""),
+            "abstraction": weakness.get("Abstraction", ""),
+            "status": weakness.get("Status", ""),
+            "description": _text(weakness.find("c:Description", ns)),
+            "extended": _text(weakness.find("c:Extended_Description", ns)),
+            "observed": examples,
+        }
+
+
+def cwe_documents() -> Iterator[dict[str, Any]]:
+    for w in cwe_weaknesses():
+        observed = " ".join(f"{cve}: {text}" for cve, text in w["observed"])
+        parts = [f"{w['id']}: {w['name']}.", w["description"], w["extended"]]
+        if observed:
+            parts.append(f"Observed examples: {observed}")
+        yield {
+            "id": w["id"],
+            "text": "\n\n".join(p for p in parts if p),
+            "metadata": {"abstraction": w["abstraction"], "status": w["status"], "observed_examples": len(w["observed"])},
+        }
+
+
+def write_jsonl(documents: Iterator[dict[str, Any]], path: Path) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with open(path, "w", encoding="utf-8") as out:
+        for document in documents:
+            out.write(json.dumps(document, ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] != "cwe":
+        sys.exit("usage: python benchmarks/corpora.py cwe OUT.jsonl")
+    print(f"wrote {write_jsonl(cwe_documents(), Path(sys.argv[2]))} CWE weaknesses to {sys.argv[2]}")

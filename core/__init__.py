@@ -1,0 +1,34 @@
+"""vecguard: hybrid semantic search that refuses a drifted embedding space.
+
+    import vecguard
+    with vecguard.open("vecguard.toml") as engine:
+        engine.add([{"id": "a", "text": "...", "metadata": {"year": 2024}}])
+        hits = engine.search("query", k=5, filter={"year": {"$gte": 2020}}, min_score=0.3)
+"""
+
+from .config import Config, load_config
+from .engine import Engine, open
+from .errors import (
+    CompatibilityError,
+    ConfigError,
+    DimensionError,
+    DocumentError,
+    EmbeddingDriftError,
+    FilterError,
+    MissingExtraError,
+    PluginError,
+    PluginNotFoundError,
+    StorageError,
+    VecguardError,
+)
+from .guard import GuardReport
+from .protocols import Document, Encoder, EncoderIdentity, FusedHit, Fuser, Hit, KeywordIndex, SignalEvidence, VectorStore
+from .registry import Part, Registry, hookimpl, hookspec
+
+__all__ = [
+    "CompatibilityError", "Config", "ConfigError", "DimensionError", "Document", "DocumentError",
+    "EmbeddingDriftError", "Encoder", "EncoderIdentity", "Engine", "FilterError", "FusedHit", "Fuser",
+    "GuardReport", "Hit", "KeywordIndex", "MissingExtraError", "Part", "PluginError", "PluginNotFoundError",
+    "Registry", "SignalEvidence", "StorageError", "VecguardError", "VectorStore", "hookimpl", "hookspec",
+    "load_config", "open",
+]

@@ -1,0 +1,236 @@
+"""The `vecguard` command. Exit status: 0 ok, 1 a check failed (drift), 2 bad input or error."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import DocumentError, EmbeddingDriftError, VecguardError
+from .protocols import Document
+
+EXIT_OK, EXIT_DRIFT, EXIT_ERROR = 0, 1, 2
+
+
+def read_source(source: Path) -> Iterator[Document]:
+    """Documents from a JSONL file ({"id", "text", "metadata"} per line) or a folder of .txt/.md files."""
+    from .engine import validate_document
+
+    if source.is_dir():
+        files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in (".txt", ".md"))
+        if not files:
+            raise DocumentError(f"{source}: no .txt or .md files in this folder")
+        for path in files:
+            relative = path.relative_to(source).as_posix()
+            try:
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError as exc:
+                raise DocumentError(f"{path}: not UTF-8 text ({exc}); convert it or remove it") from exc
+            document = Document(relative, text, {"path": relative})
+            validate_document(document, str(path))
+            yield document
+        return
+    if not source.is_file():
+        raise DocumentError(f"{source}: no such file or folder; give a JSONL file or a folder of .txt/.md files")
+    with open(source, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            where = f"{source}:{number}"
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DocumentError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
+            if not isinstance(record, dict):
+                raise DocumentError(f"{where}: each line must be an object like {{\"id\": ..., \"text\": ..., \"metadata\": {{...}}}}")
+            unknown = sorted(set(record) - {"id", "text", "metadata"})
+            if unknown:
+                raise DocumentError(f"{where}: unknown field {unknown[0]!r}; fields are id, text, metadata")
+            metadata = record.get("metadata", {})
+            document = Document(record.get("id"), record.get("text"), metadata if metadata is not None else {})
+            validate_document(document, where)
+            yield document
+
+
+def _count_lines(source: Path) -> int | None:
+    if not source.is_file():
+        return None
+    with open(source, "rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from .registry import Registry
+
+    registry = Registry.discover()
+    rows = [
+        {"kind": found.part.kind, "name": found.part.name, "distribution": found.distribution,
+         "entry_point": found.plugin, "description": found.part.description}
+        for found in sorted(registry.parts.values(), key=lambda f: (f.part.kind, f.part.name))
+    ]
+    broken = [{"entry_point": b.entry_point, "distribution": b.distribution, "error": b.error} for b in registry.broken]
+    if args.json:
+        print(json.dumps({"parts": rows, "broken": broken}, indent=2))
+        return EXIT_OK
+    print(f"{'kind':<9} {'name':<22} {'from':<24} description")
+    for row in rows:
+        print(f"{row['kind']:<9} {row['name']:<22} {row['distribution']:<24} {row['description']}")
+    for row in broken:
+        print(f"BROKEN    {row['entry_point']:<22} {row['distribution']:<24} {row['error']}")
+    return EXIT_OK
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .engine import open as open_engine
+
+    source = Path(args.source)
+    with open_engine(args.config) as engine:
+        with tqdm(total=_count_lines(source), unit="docs", desc="indexing", disable=args.quiet) as bar:
+            try:
+                written = engine.add(read_source(source), progress=bar)
+            finally:
+                bar.close()
+        elapsed = bar.format_dict.get("elapsed") or 0.0
+        rate = written / elapsed if elapsed else 0.0
+        print(f"indexed {written} documents ({engine.count()} in the collection, {engine.count_chunks()} chunks) in {elapsed:.1f} s, {rate:.1f} docs/s")
+    return EXIT_OK
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .engine import open as open_engine
+
+    filter = None
+    if args.filter:
+        try:
+            filter = json.loads(args.filter)
+        except json.JSONDecodeError as exc:
+            raise VecguardError(f"--filter is not valid JSON ({exc.msg} at column {exc.colno}); example: --filter '{{\"year\": {{\"$gte\": 2020}}}}'") from exc
+    with open_engine(args.config) as engine:
+        hits = engine.search(args.query, k=args.k, mode=args.mode, filter=filter, min_score=args.min_score, chunks=args.chunks)
+    if args.json:
+        print(json.dumps([
+            {"rank": rank, "id": hit.id, "score": hit.score, "chunk": hit.chunk, "metadata": hit.metadata, "text": hit.text,
+             "signals": {name: {"rank": e.rank, "score": e.score} for name, e in hit.signals.items()}}
+            for rank, hit in enumerate(hits, start=1)
+        ], indent=2, ensure_ascii=False))
+        return EXIT_OK
+    if not hits:
+        print("no results" + (f" above min_score {args.min_score}" if args.min_score is not None else ""))
+        return EXIT_OK
+    print(f"{'#':>3}  {'id':<28} {'score':>8} {'dense':>6} {'cosine':>7} {'kw':>5} {'bm25':>7} {'exact':>5}  text")
+    for rank, hit in enumerate(hits, start=1):
+        dense, keyword = hit.signals.get("dense"), hit.signals.get("keyword")
+        snippet = " ".join(hit.text.split())[:70]
+        print(
+            f"{rank:>3}  {hit.id[:28]:<28} {hit.score:>8.4f} "
+            f"{dense.rank if dense else '-':>6} {f'{dense.score:.3f}' if dense else '-':>7} "
+            f"{keyword.rank if keyword else '-':>5} {f'{keyword.score:.2f}' if keyword else '-':>7} "
+            f"{'yes' if 'identifier' in hit.signals else '':>5}  {snippet}"
+        )
+    return EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .engine import open as open_engine
+
+    with open_engine(args.config) as engine:
+        info = engine.info()
+    print(json.dumps(info, indent=2, ensure_ascii=False))
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from . import guard
+    from .config import load_config
+    from .engine import Engine
+
+    with Engine(load_config(args.config), check_guard=False) as engine:
+        report = engine.check()
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print(f"{report.status.upper()}: {report.message(args.config)}")
+        if report.mean_cosine is not None:
+            print(f"probe cosine over {len(guard.PROBE_SENTENCES)} sentences: mean {report.mean_cosine:.4f}, min {report.min_cosine:.4f}")
+        print(f"check took {report.elapsed_ms:.1f} ms")
+    return EXIT_DRIFT if report.status == "refused" else EXIT_OK
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .reindex import reindex
+
+    with tqdm(unit="docs", desc="reindexing", disable=args.quiet) as bar:
+        report = reindex(args.config, progress=bar)
+    print(f"reindexed {report.documents} documents ({report.chunks} chunks) in {report.seconds:.1f} s; manifest {report.old_manifest_id and report.old_manifest_id[:12]} -> {report.new_manifest_id and report.new_manifest_id[:12]}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vecguard", description="Hybrid semantic search that refuses a drifted embedding space.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the engine does")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("plugins", help="list the parts discovered through entry points, and plugins that failed to load")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_plugins)
+
+    p = sub.add_parser("index", help="add documents from a JSONL file or a folder of .txt/.md files")
+    p.add_argument("--config", "-c", required=True)
+    p.add_argument("source")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(run=cmd_index)
+
+    p = sub.add_parser("search", help="hybrid, dense or keyword search")
+    p.add_argument("--config", "-c", required=True)
+    p.add_argument("query")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--mode", choices=("hybrid", "dense", "keyword"), default="hybrid")
+    p.add_argument("--filter", help='JSON, e.g. \'{"year": {"$gte": 2020}}\'')
+    p.add_argument("--min-score", type=float, default=None, help="floor on the dense cosine similarity")
+    p.add_argument("--chunks", action="store_true", help="return chunks instead of documents")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_search)
+
+    p = sub.add_parser("info", help="what the collection holds and which encoder built it")
+    p.add_argument("--config", "-c", required=True)
+    p.set_defaults(run=cmd_info)
+
+    p = sub.add_parser("check", help="compare the collection's manifest with the live encoder (exit 0 ok, 1 drift, 2 error)")
+    p.add_argument("--config", "-c", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_check)
+
+    p = sub.add_parser("reindex", help="rebuild the collection from its stored texts with the current encoder")
+    p.add_argument("--config", "-c", required=True)
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.set_defaults(run=cmd_reindex)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.run(args)
+    except EmbeddingDriftError as exc:
+        print(f"vecguard: {exc}", file=sys.stderr)
+        return EXIT_DRIFT if args.command == "check" else EXIT_ERROR
+    except VecguardError as exc:
+        print(f"vecguard: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("vecguard: interrupted; everything committed before this point is kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

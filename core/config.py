@@ -1,0 +1,155 @@
+"""One TOML file chooses every part; code that uses the engine never changes.
+
+    [encoder]   plugin = "sentence-transformers"   (plus the plugin's own keys)
+    [store]     plugin = "faiss", path = "data/index", ...
+    [keyword]   plugin = "bm25", ...
+    [fusion]    plugin = "rrf", k = 60, depth = 100, weights = {dense = 1.0, keyword = 1.0}
+    [chunking]  tokens = 256, overlap = 32, batch_documents = 64
+    [guard]     mode = "enforce", min_mean_cosine = 0.99, min_cosine = 0.98
+
+Relative paths are resolved against the folder of the config file.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "encoder": {"plugin": "sentence-transformers"},
+    "store": {"plugin": "faiss"},
+    "keyword": {"plugin": "bm25"},
+    "fusion": {"plugin": "rrf", "depth": 100, "weights": {"dense": 1.0, "keyword": 1.0}},
+    "chunking": {"tokens": 256, "overlap": 32, "batch_documents": 64},
+    "guard": {"mode": "enforce", "min_mean_cosine": 0.99, "min_cosine": 0.98},
+}
+SIGNALS = ("dense", "keyword")
+GUARD_MODES = ("enforce", "warn")
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated configuration; ``section(name)`` returns a copy of one table."""
+
+    tables: dict[str, dict[str, Any]]
+    base_dir: Path
+    source: str
+
+    def section(self, name: str) -> dict[str, Any]:
+        return copy.deepcopy(self.tables[name])
+
+    def plugin_options(self, kind_section: str, engine_keys: Iterable[str] = ()) -> tuple[str, dict[str, Any]]:
+        """(plugin name, the keys meant for the plugin) of a section."""
+        table = self.section(kind_section)
+        name = table.pop("plugin")
+        for key in engine_keys:
+            table.pop(key, None)
+        return name, table
+
+    @property
+    def fusion_depth(self) -> int:
+        return self.tables["fusion"]["depth"]
+
+    @property
+    def fusion_weights(self) -> dict[str, float]:
+        return dict(self.tables["fusion"]["weights"])
+
+
+def load_config(source: str | Path | Mapping[str, Any] | Config) -> Config:
+    """Read a TOML file path or a dict into a validated Config."""
+    if isinstance(source, Config):
+        return source
+    if isinstance(source, Mapping):
+        return _validated(dict(source), Path.cwd(), "<dict>")
+    path = Path(source)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist; pass the path of a TOML file (see README, 'Config')")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text: {exc}") from exc
+    return _validated(raw, path.resolve().parent, str(path))
+
+
+def _validated(raw: dict[str, Any], base_dir: Path, source: str) -> Config:
+    unknown = sorted(set(raw) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"{source}: unknown section [{unknown[0]}]; sections are {', '.join('[' + s + ']' for s in DEFAULTS)}")
+    tables: dict[str, dict[str, Any]] = {}
+    for name, defaults in DEFAULTS.items():
+        given = raw.get(name, {})
+        if not isinstance(given, dict):
+            raise ConfigError(f"{source}: [{name}] must be a table, got {given!r}")
+        table = copy.deepcopy(defaults)
+        table.update(copy.deepcopy(given))
+        tables[name] = table
+        if "plugin" in defaults and (not isinstance(table["plugin"], str) or not table["plugin"]):
+            raise ConfigError(f"{source}: [{name}] plugin must be a plugin name (see `vecguard plugins`), got {table['plugin']!r}")
+
+    _check_keys(source, "chunking", tables["chunking"], DEFAULTS["chunking"])
+    chunking = tables["chunking"]
+    for key in ("tokens", "batch_documents"):
+        _positive_int(source, "chunking", key, chunking[key])
+    overlap = chunking["overlap"]
+    if not isinstance(overlap, int) or isinstance(overlap, bool) or not 0 <= overlap < chunking["tokens"]:
+        raise ConfigError(
+            f"{source}: [chunking] overlap must be a whole number from 0 to tokens - 1 ({chunking['tokens'] - 1}), got {overlap!r}"
+        )
+
+    fusion = tables["fusion"]
+    _positive_int(source, "fusion", "depth", fusion["depth"])
+    weights = fusion["weights"]
+    if not isinstance(weights, dict) or set(weights) - set(SIGNALS):
+        raise ConfigError(f"{source}: [fusion] weights must be a table with keys among {', '.join(SIGNALS)}, got {weights!r}")
+    for signal, weight in weights.items():
+        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight < 0:
+            raise ConfigError(f"{source}: [fusion] weights.{signal} must be a number >= 0, got {weight!r}")
+    fusion["weights"] = {s: float(weights.get(s, 1.0)) for s in SIGNALS}
+
+    _check_keys(source, "guard", tables["guard"], DEFAULTS["guard"])
+    guard = tables["guard"]
+    if guard["mode"] not in GUARD_MODES:
+        raise ConfigError(f"{source}: [guard] mode must be one of {', '.join(GUARD_MODES)}, got {guard['mode']!r}")
+    for key in ("min_mean_cosine", "min_cosine"):
+        value = guard[key]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not -1.0 <= value <= 1.0:
+            raise ConfigError(f"{source}: [guard] {key} must be a cosine between -1 and 1, got {value!r}")
+    return Config(tables=tables, base_dir=base_dir, source=source)
+
+
+def _check_keys(source: str, section: str, table: Mapping[str, Any], allowed: Iterable[str]) -> None:
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key {unknown[0]!r} in [{section}]; known keys: {', '.join(sorted(allowed))}")
+
+
+def _positive_int(source: str, section: str, key: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{source}: [{section}] {key} must be a whole number >= 1, got {value!r}")
+
+
+def take_options(part: str, options: Mapping[str, Any], allowed: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge a plugin's options over its defaults; an unknown key is a ConfigError naming the part."""
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{part}: unknown option {unknown[0]!r}; known options: {', '.join(sorted(allowed)) or 'none'}")
+    merged = dict(allowed)
+    merged.update(options)
+    return merged
+
+
+def resolve_path(value: Any, base_dir: Path, part: str, key: str = "path") -> Path | None:
+    if value is None:
+        return None
+    if not isinstance(value, (str, Path)) or not str(value):
+        raise ConfigError(f"{part}: {key} must be a folder path, got {value!r}")
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base_dir / path)

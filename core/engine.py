@@ -1,0 +1,423 @@
+"""The engine: chunk, encode, store, keyword-index, fuse and guard, on any backend.
+
+Store ids are chunk ids; every chunk's payload carries its document::
+
+    {"doc_id", "chunk", "chunks", "start", "end", "text", "metadata"}
+
+so re-adding a document finds and replaces all of its chunks through the
+VectorStore protocol alone, and a document can be rebuilt from its chunks.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import filters as portable_filters
+from . import guard
+from .atomic import canonical_json
+from .chunking import TokenChunker, join_chunks
+from .config import Config, load_config
+from .errors import ConfigError, DocumentError, StorageError, VecguardError
+from .protocols import Document, Encoder, Fuser, Hit, KeywordIndex, Payload, RankedList, SignalEvidence, VectorStore, as_documents
+from .registry import Registry
+
+log = logging.getLogger(__name__)
+
+MODES = ("hybrid", "dense", "keyword")
+GET_BATCH = 512
+
+
+def open(config: str | Path | Mapping[str, Any] | Config, *, registry: Registry | None = None) -> "Engine":  # noqa: A001
+    """Open (or create) the collection a config describes; the version guard runs here."""
+    return Engine(load_config(config), registry=registry)
+
+
+def chunk_id(doc_id: str, index: int) -> str:
+    return f"{doc_id}#{index}"
+
+
+class Engine:
+    """Hybrid search over one collection. Use as a context manager or call ``close()``."""
+
+    def __init__(self, config: Config, *, registry: Registry | None = None, check_guard: bool = True) -> None:
+        self.config = config
+        self.registry = registry or Registry.discover()
+        base = config.base_dir
+        encoder_name, encoder_options = config.plugin_options("encoder")
+        store_name, store_options = config.plugin_options("store")
+        keyword_name, keyword_options = config.plugin_options("keyword", engine_keys=("path",))
+        fuser_name, fuser_options = config.plugin_options("fusion", engine_keys=("depth", "weights"))
+        self.store_plugin = store_name
+        self.store: VectorStore = self.registry.build("store", store_name, store_options, base)
+        try:
+            self.encoder: Encoder = self.registry.build("encoder", encoder_name, encoder_options, base)
+            self.keyword: KeywordIndex = self.registry.build("keyword", keyword_name, keyword_options, base)
+            self.fuser: Fuser = self.registry.build("fuser", fuser_name, fuser_options, base)
+            chunking = config.section("chunking")
+            self.chunker = TokenChunker(self.encoder, chunking["tokens"], chunking["overlap"])
+            self.batch_documents = chunking["batch_documents"]
+            self.keyword_dir = self._keyword_dir(config, store_options)
+            self.guard_report: guard.GuardReport | None = None
+            self._open_collection(check_guard)
+        except BaseException:
+            self.store.close()
+            raise
+
+    # ------------------------------------------------------------ lifecycle
+
+    @staticmethod
+    def _keyword_dir(config: Config, store_options: Mapping[str, Any]) -> Path | None:
+        keyword_path = config.section("keyword").get("path")
+        if keyword_path is not None:
+            return Path(config.base_dir, keyword_path)
+        if store_options.get("path") is not None:
+            return Path(config.base_dir, store_options["path"]) / "keyword"
+        return None
+
+    @property
+    def metric(self) -> str:
+        return "cosine" if self.encoder.identity().normalized else "inner_product"
+
+    def _live_settings(self) -> dict[str, Any]:
+        return {"metric": self.metric, "chunking": self.chunker.settings(), "keyword": self.keyword.settings()}
+
+    def _open_collection(self, check_guard: bool) -> None:
+        manifest = self.store.read_manifest()
+        stored_chunks = self.store.count()
+        if manifest is None:
+            if stored_chunks:
+                raise StorageError(
+                    f"the collection holds {stored_chunks} vectors but no vecguard manifest, so nothing says which "
+                    f"model built them; fix: rebuild it with `vecguard index` into an empty store"
+                )
+            self.manifest = guard.build_manifest(self.encoder, store_plugin=self.store_plugin, **self._live_settings())
+            self.store.write_manifest(self.manifest)
+        else:
+            self.manifest = dict(manifest)
+            if check_guard:
+                self.guard_report = self.check()
+                guard.enforce(self.guard_report, self.config.tables["guard"]["mode"], self.config.source)
+        self._load_keyword_index(stored_chunks)
+        counts = self.manifest.get("counts") or {}
+        if counts.get("chunks") != stored_chunks:
+            # A crash between the store's commit and the manifest's: recount from the store.
+            self._recount()
+
+    def check(self) -> guard.GuardReport:
+        """Compare the collection's manifest with the live encoder and settings (what `vecguard check` runs)."""
+        thresholds = self.config.tables["guard"]
+        return guard.check_compatibility(
+            self.manifest,
+            self.encoder,
+            min_mean_cosine=thresholds["min_mean_cosine"],
+            min_cosine=thresholds["min_cosine"],
+            **self._live_settings(),
+        )
+
+    def _load_keyword_index(self, stored_chunks: int) -> None:
+        loaded = self.keyword_dir is not None and self.keyword.load(self.keyword_dir)
+        if stored_chunks and (not loaded or self.keyword.count() != stored_chunks):
+            log.warning("keyword index is missing or out of step with the store; rebuilding it from stored texts")
+            self.keyword = self.registry.build(
+                "keyword", *self.config.plugin_options("keyword", engine_keys=("path",)), self.config.base_dir
+            )
+            for ids, _, payloads in self.store.scan(batch_size=1000):
+                self.keyword.add(ids, [p["text"] for p in payloads])
+            self._save_keyword_index()
+
+    def _save_keyword_index(self) -> None:
+        if self.keyword_dir is not None:
+            self.keyword.save(self.keyword_dir)
+
+    def _recount(self) -> None:
+        documents = chunks = 0
+        for _, _, payloads in self.store.scan(batch_size=1000):
+            chunks += len(payloads)
+            documents += sum(1 for p in payloads if p.get("chunk") == 0)
+        self._write_counts(documents, chunks)
+
+    def _write_counts(self, documents: int, chunks: int) -> None:
+        self.manifest["counts"] = {"documents": documents, "chunks": chunks}
+        self.store.write_manifest(self.manifest)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ writing
+
+    def add(self, documents: Iterable[Document | Mapping[str, Any]], *, progress: Any = None) -> int:
+        """Chunk, encode and store documents in batches; return how many were written.
+
+        Re-adding an id replaces all of its chunks. A malformed document raises
+        DocumentError after every document before it has been committed.
+        """
+        written = 0
+        batch: dict[str, Document] = {}
+        try:
+            for position, document in enumerate(as_documents(documents)):
+                validate_document(document, f"document {position + 1}")
+                batch.pop(document.id, None)
+                batch[document.id] = document
+                if len(batch) >= self.batch_documents:
+                    written += self._write_batch(list(batch.values()))
+                    if progress is not None:
+                        progress.update(len(batch))
+                    batch = {}
+        finally:
+            if batch:
+                written += self._write_batch(list(batch.values()))
+                if progress is not None:
+                    progress.update(len(batch))
+        return written
+
+    def _existing_chunk_ids(self, doc_ids: Sequence[str]) -> dict[str, list[str]]:
+        heads = self._get_payloads([chunk_id(d, 0) for d in doc_ids])
+        return {
+            payload["doc_id"]: [chunk_id(payload["doc_id"], i) for i in range(payload["chunks"])]
+            for payload in heads.values()
+        }
+
+    def _write_batch(self, documents: list[Document]) -> int:
+        existing = self._existing_chunk_ids([d.id for d in documents])
+        ids: list[str] = []
+        texts: list[str] = []
+        payloads: list[Payload] = []
+        for document in documents:
+            chunks = self.chunker.split(document.text)
+            for chunk in chunks:
+                ids.append(chunk_id(document.id, chunk.index))
+                texts.append(chunk.text)
+                payloads.append({
+                    "doc_id": document.id, "chunk": chunk.index, "chunks": len(chunks),
+                    "start": chunk.start, "end": chunk.end, "text": chunk.text,
+                    "metadata": dict(document.metadata),
+                })
+        vectors = self.encoder.encode_documents(texts)
+        new_ids = set(ids)
+        stale = [cid for cids in existing.values() for cid in cids if cid not in new_ids]
+        # New chunks first, then stale ones: a crash in between leaves extra chunks, never a lost document.
+        self.store.upsert(ids, vectors, payloads)
+        self.keyword.add(ids, texts)
+        if stale:
+            self.store.delete(stale)
+            self.keyword.delete(stale)
+        counts = self.manifest["counts"]
+        self._write_counts(
+            counts["documents"] + len(documents) - len(existing),
+            counts["chunks"] + len(ids) - sum(len(c) for c in existing.values()),
+        )
+        self._save_keyword_index()
+        return len(documents)
+
+    def delete(self, doc_ids: Sequence[str]) -> int:
+        """Remove documents (every chunk, from both signals); unknown ids are ignored. Returns how many existed."""
+        doc_ids = _as_id_list(doc_ids)
+        existing = self._existing_chunk_ids(doc_ids)
+        chunk_ids = [cid for cids in existing.values() for cid in cids]
+        if chunk_ids:
+            self.store.delete(chunk_ids)
+            self.keyword.delete(chunk_ids)
+            counts = self.manifest["counts"]
+            self._write_counts(counts["documents"] - len(existing), counts["chunks"] - len(chunk_ids))
+            self._save_keyword_index()
+        return len(existing)
+
+    # ------------------------------------------------------------ reading
+
+    def count(self) -> int:
+        """Number of documents."""
+        return int(self.manifest["counts"]["documents"])
+
+    def count_chunks(self) -> int:
+        return self.store.count()
+
+    def get(self, doc_ids: Sequence[str]) -> list[Document]:
+        """The stored documents among ``doc_ids``, in the order asked, rebuilt from their chunks."""
+        doc_ids = _as_id_list(doc_ids)
+        existing = self._existing_chunk_ids(doc_ids)
+        payloads = self._get_payloads([cid for cids in existing.values() for cid in cids])
+        documents = []
+        for doc_id in doc_ids:
+            if doc_id not in existing:
+                continue
+            parts = [payloads[cid] for cid in existing[doc_id] if cid in payloads]
+            text = join_chunks([(p["start"], p["end"], p["text"]) for p in parts])
+            documents.append(Document(doc_id, text, dict(parts[0]["metadata"])))
+        return documents
+
+    def documents(self, batch_size: int = 1000) -> Iterator[Document]:
+        """Every stored document once (for reindexing and export)."""
+        for _, _, payloads in self.store.scan(batch_size=batch_size):
+            heads = [p["doc_id"] for p in payloads if p["chunk"] == 0]
+            yield from self.get(heads)
+
+    def _get_payloads(self, ids: Sequence[str]) -> dict[str, Payload]:
+        found: dict[str, Payload] = {}
+        for start in range(0, len(ids), GET_BATCH):
+            for key, (_, payload) in self.store.get(ids[start:start + GET_BATCH]).items():
+                found[key] = payload
+        return found
+
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        *,
+        mode: str = "hybrid",
+        filter: Mapping[str, Any] | None = None,
+        min_score: float | None = None,
+        chunks: bool = False,
+    ) -> list[Hit]:
+        """Best ``k`` documents (or chunks) for ``query``.
+
+        ``min_score`` is a floor on the dense cosine similarity: a query that
+        nothing passes returns []. In hybrid mode keyword-only matches are kept
+        (an exact identifier has no meaningful cosine).
+        """
+        if not isinstance(query, str) or not query.strip():
+            raise VecguardError("query must be a non-empty string")
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise VecguardError(f"k must be a whole number >= 1, got {k!r}")
+        if mode not in MODES:
+            raise VecguardError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if min_score is not None:
+            if mode == "keyword":
+                raise VecguardError("min_score is a floor on the dense cosine; keyword mode has no cosine to compare")
+            if not isinstance(min_score, (int, float)) or isinstance(min_score, bool) or math.isnan(min_score):
+                raise VecguardError(f"min_score must be a cosine similarity like 0.3, got {min_score!r}")
+        if filter:
+            portable_filters.validate(filter)
+        depth = max(k, self.config.fusion_depth)
+
+        ranked: dict[str, RankedList] = {}
+        if mode == "hybrid":
+            # Identifier routing: chunks that hold an identifier of the query verbatim rank first
+            # (ordered among themselves by the fused score); plain RRF buries BM25's exact hit.
+            ranked["identifier"] = self._keyword_ranked(query, depth, filter, self.keyword.exact_matches)
+        if mode in ("hybrid", "dense"):
+            vector = self.encoder.encode_queries([query])[0]
+            dense = self.store.search(vector, depth, filter or None)
+            if min_score is not None:
+                dense = [(i, s) for i, s in dense if s >= min_score]
+            ranked["dense"] = dense
+        if mode in ("hybrid", "keyword"):
+            ranked["keyword"] = self._keyword_ranked(query, depth, filter, self.keyword.search)
+
+        payloads = self._get_payloads(sorted({i for hits in ranked.values() for i, _ in hits}))
+        # In document mode a document shows the chunk holding the identifier, else its best dense, else keyword chunk.
+        representative: dict[str, str] = {}
+        if not chunks:
+            ranked = {signal: _collapse(hits, payloads, representative) for signal, hits in ranked.items()}
+
+        if mode == "hybrid":
+            identifier = ranked.pop("identifier")
+            fused = self.fuser.fuse(ranked, self.config.fusion_weights)
+            exact = {key: SignalEvidence(rank, score) for rank, (key, score) in enumerate(identifier, start=1)}
+            scored = [(f.id, f.score, {**f.signals, "identifier": exact[f.id]}) for f in fused if f.id in exact]
+            scored += [(f.id, f.score, f.signals) for f in fused if f.id not in exact]
+        else:
+            (signal, hits), = ranked.items()
+            scored = [(i, s, {signal: SignalEvidence(r, s)}) for r, (i, s) in enumerate(hits, start=1)]
+
+        results = []
+        for key, score, signals in scored[:k]:
+            chunk_key = representative.get(key, key)
+            payload = payloads[chunk_key]
+            results.append(Hit(
+                id=payload["doc_id"] if not chunks else key,
+                score=float(score),
+                text=payload["text"],
+                metadata=dict(payload["metadata"]),
+                signals=dict(signals),
+                chunk=payload["chunk"],
+                start=payload["start"],
+                end=payload["end"],
+            ))
+        return results
+
+    def _keyword_ranked(
+        self, query: str, depth: int, filter: Mapping[str, Any] | None, search: Callable[[str, int], RankedList],
+    ) -> RankedList:
+        """``search``'s best ``depth`` chunks that pass ``filter`` (checked on stored payloads)."""
+        if not filter:
+            return search(query, depth)
+        wanted = depth * 4
+        while True:
+            candidates = search(query, wanted)
+            payloads = self._get_payloads([i for i, _ in candidates])
+            kept = [(i, s) for i, s in candidates if i in payloads and portable_filters.matches(filter, payloads[i]["metadata"])]
+            if len(kept) >= depth or len(candidates) < wanted:
+                return kept[:depth]
+            wanted *= 4
+
+    def info(self) -> dict[str, Any]:
+        identity = self.manifest.get("encoder", {})
+        return {
+            "config": self.config.source,
+            "store": self.store_plugin,
+            "documents": self.count(),
+            "chunks": self.store.count(),
+            "manifest_id": self.manifest.get("id"),
+            "encoder": {k: identity.get(k) for k in ("plugin", "name", "revision", "fingerprint", "dimension", "normalized", "max_seq_length", "pooling", "precision")},
+            "metric": self.manifest.get("metric"),
+            "chunking": self.manifest.get("chunking"),
+            "keyword": self.manifest.get("keyword"),
+            "libraries": self.manifest.get("libraries"),
+            "created_at": self.manifest.get("created_at"),
+            "guard": self.guard_report.status if self.guard_report else "new collection",
+        }
+
+
+def _collapse(hits: RankedList, payloads: Mapping[str, Payload], representative: dict[str, str]) -> RankedList:
+    """Chunk hits -> document hits, best chunk first; records each document's first-seen chunk."""
+    seen: set[str] = set()
+    collapsed = []
+    for key, score in hits:
+        doc_id = payloads[key]["doc_id"]
+        if doc_id not in seen:
+            seen.add(doc_id)
+            collapsed.append((doc_id, score))
+            representative.setdefault(doc_id, key)
+    return collapsed
+
+
+def validate_document(document: Document, where: str) -> None:
+    """Raise DocumentError naming ``where`` (a position or a file line) and the bad field."""
+    if not isinstance(document.id, str) or not document.id.strip():
+        raise DocumentError(f"{where}: 'id' must be a non-empty string, got {document.id!r}")
+    where = f"{where} (id {document.id!r})"
+    if not isinstance(document.text, str) or not document.text.strip():
+        raise DocumentError(f"{where}: 'text' must be non-empty text, got {document.text!r:.60}")
+    if not isinstance(document.metadata, Mapping):
+        raise DocumentError(f"{where}: 'metadata' must be an object of flat values, got {type(document.metadata).__name__}")
+    for key, value in document.metadata.items():
+        if not isinstance(key, str) or not key or key.startswith("$"):
+            raise DocumentError(f"{where}: metadata key {key!r} must be a non-empty string not starting with '$'")
+        if not isinstance(value, (str, int, float, bool)) or (isinstance(value, float) and not math.isfinite(value)):
+            raise DocumentError(
+                f"{where}: metadata {key!r} is {type(value).__name__} {value!r:.60}; values must be strings, "
+                f"finite numbers or bools (flatten lists and objects into several keys)"
+            )
+    canonical_json(document.metadata)  # fails loudly on anything JSON cannot hold
+
+
+def _as_id_list(ids: Sequence[str] | str) -> list[str]:
+    if isinstance(ids, str):
+        return [ids]
+    ids = list(ids)
+    for value in ids:
+        if not isinstance(value, str):
+            raise VecguardError(f"ids must be strings, got {type(value).__name__} {value!r}")
+    return ids

@@ -1,0 +1,235 @@
+"""The four seams of vecguard and the plain data that crosses them.
+
+Nothing backend-specific ever passes through here: vectors are numpy float32
+arrays, ids are str, metadata and payloads are JSON-compatible dicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from .errors import DimensionError, StorageError
+
+Scalar = str | int | float | bool
+Metadata = dict[str, Scalar]
+Payload = dict[str, Any]
+RankedList = list[tuple[str, float]]
+"""(id, score) pairs, best first; score is higher-is-better."""
+
+
+@dataclass(frozen=True)
+class Document:
+    """A document to index: a stable id, its text and flat scalar metadata."""
+
+    id: str
+    text: str
+    metadata: Metadata = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SignalEvidence:
+    """Where one signal placed a hit: 1-based rank and the signal's own score."""
+
+    rank: int
+    score: float
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result that explains itself.
+
+    ``score`` is the fused score in hybrid mode, the cosine similarity in dense
+    mode and the BM25 score in keyword mode. ``signals`` holds each signal's
+    rank and score for this hit (``"dense"``: cosine, ``"keyword"``: BM25).
+    """
+
+    id: str
+    score: float
+    text: str
+    metadata: Metadata
+    signals: dict[str, SignalEvidence]
+    chunk: int | None = None
+    start: int | None = None
+    end: int | None = None
+
+    def rank_of(self, signal: str) -> int | None:
+        evidence = self.signals.get(signal)
+        return evidence.rank if evidence else None
+
+    def score_of(self, signal: str) -> float | None:
+        evidence = self.signals.get(signal)
+        return evidence.score if evidence else None
+
+
+@dataclass(frozen=True)
+class FusedHit:
+    """A fuser's output: an id, its fused score and the evidence behind it."""
+
+    id: str
+    score: float
+    signals: dict[str, SignalEvidence]
+
+
+@dataclass(frozen=True)
+class EncoderIdentity:
+    """What determines the vector space an encoder produces.
+
+    ``fingerprint`` is a sha256 over the files that define the model (weights,
+    config, tokenizer, pooling); two encoders with the same fingerprint and
+    settings produce the same vectors.
+    """
+
+    plugin: str
+    name: str
+    revision: str
+    fingerprint: str
+    dimension: int
+    normalized: bool
+    max_seq_length: int
+    pooling: str
+    precision: str = "fp32"
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Turns text into vectors; also tokenises, so chunks are measured in its tokens."""
+
+    def identity(self) -> EncoderIdentity: ...
+
+    def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
+        """Return float32 (len(texts), dimension); L2-normalised when identity().normalized."""
+        ...
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Return float32 (len(texts), dimension); L2-normalised when identity().normalized."""
+        ...
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        """Character (start, end) of every token of ``text``, without special tokens."""
+        ...
+
+    @property
+    def max_tokens(self) -> int:
+        """How many content tokens one encoded text may hold (special tokens excluded)."""
+        ...
+
+
+@runtime_checkable
+class VectorStore(Protocol):
+    """Stores vectors with payloads and finds the nearest by inner product.
+
+    Scores are cosine / inner product: higher is better, the same scale on
+    every backend. ``filter`` is the portable filter language (see
+    ``vecguard.filters``), applied to ``payload["metadata"]``.
+    """
+
+    def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[Payload]) -> None: ...
+
+    def delete(self, ids: Sequence[str]) -> None:
+        """Remove the ids; ids that are not stored are ignored."""
+        ...
+
+    def get(self, ids: Sequence[str]) -> dict[str, tuple[np.ndarray, Payload]]:
+        """Vector and payload of every stored id among ``ids`` (missing ids are absent)."""
+        ...
+
+    def search(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None = None) -> RankedList: ...
+
+    def scan(self, batch_size: int = 1000) -> Iterator[tuple[list[str], np.ndarray, list[Payload]]]:
+        """Every stored point exactly once, in batches of (ids, float32 (n, dim), payloads)."""
+        ...
+
+    def count(self) -> int: ...
+
+    def read_manifest(self) -> dict[str, Any] | None: ...
+
+    def write_manifest(self, manifest: Mapping[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class KeywordIndex(Protocol):
+    """A lexical index (BM25 by default); persists as plain files, never pickle."""
+
+    def settings(self) -> dict[str, Any]:
+        """Tokenizer and scoring settings; recorded in the manifest."""
+        ...
+
+    def add(self, ids: Sequence[str], texts: Sequence[str]) -> None: ...
+
+    def delete(self, ids: Sequence[str]) -> None: ...
+
+    def search(self, query: str, k: int, allowed_ids: Iterable[str] | None = None) -> RankedList:
+        """Best ``k`` ids with a positive score, restricted to ``allowed_ids`` when given."""
+        ...
+
+    def exact_matches(self, query: str, k: int) -> RankedList:
+        """Ids that hold an identifier of the query verbatim (order ids, CVE ids, citations), best first.
+
+        Return [] when the query holds no identifier or the index does not
+        support it; the engine ranks these first in hybrid mode.
+        """
+        ...
+
+    def count(self) -> int: ...
+
+    def save(self, directory: Path) -> None: ...
+
+    def load(self, directory: Path) -> bool:
+        """Load what ``save`` wrote; return False when nothing was saved there."""
+        ...
+
+
+@runtime_checkable
+class Fuser(Protocol):
+    """Combines ranked lists from several signals into one ranking."""
+
+    def fuse(self, ranked: Mapping[str, RankedList], weights: Mapping[str, float]) -> list[FusedHit]: ...
+
+
+def as_documents(items: Iterable[Document | Mapping[str, Any]]) -> Iterator[Document]:
+    """Accept Documents or dicts with id, text and optional metadata."""
+    for item in items:
+        if isinstance(item, Document):
+            yield item
+        else:
+            yield Document(
+                id=item.get("id"),  # type: ignore[arg-type]
+                text=item.get("text"),  # type: ignore[arg-type]
+                metadata=item.get("metadata") or {},
+            )
+
+
+# Contract checks every VectorStore applies the same way.
+
+def check_batch(ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[Payload], dimension: int | None) -> np.ndarray:
+    """Validate an upsert batch the same way on every backend; return float32 (n, dim)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or len(ids) != vectors.shape[0] or len(payloads) != len(ids):
+        raise StorageError(
+            f"upsert needs as many ids, vectors and payloads: got {len(ids)} ids, vectors of shape "
+            f"{vectors.shape}, {len(payloads)} payloads"
+        )
+    if dimension is not None and vectors.shape[1] != dimension:
+        raise DimensionError(f"vectors have dimension {vectors.shape[1]} but the store holds dimension {dimension}")
+    if not np.isfinite(vectors).all():
+        raise StorageError("vectors contain NaN or infinity; check the encoder output")
+    if len(set(ids)) != len(ids):
+        raise StorageError("upsert got the same id twice in one batch; deduplicate it first")
+    return vectors
+
+
+def check_query(vector: np.ndarray, k: int, dimension: int | None) -> np.ndarray:
+    vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+    if dimension is not None and vector.shape[0] != dimension:
+        raise DimensionError(f"query vector has dimension {vector.shape[0]} but the store holds dimension {dimension}")
+    if not isinstance(k, int) or k < 1:
+        raise StorageError(f"k must be a whole number >= 1, got {k!r}")
+    return vector

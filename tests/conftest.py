@@ -1,0 +1,78 @@
+"""Shared scenario: a small corpus with metadata and identifiers, real parts only."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TOPICS = [
+    ("Password reset", "How to reset a forgotten password using the account recovery email link."),
+    ("Refund policy", "Customers may return unused items within thirty days for a full refund to the original card."),
+    ("Shipping delays", "Storms closed the northern warehouse, so parcels to the coast arrive a week late."),
+    ("Buffer overflow", "Writing past the end of a fixed-size buffer corrupts adjacent memory and can run attacker code."),
+    ("SQL injection", "Building database queries by concatenating user input lets attackers read or change tables."),
+    ("Cross-site scripting", "Reflecting untrusted input into a web page lets scripts run in other users' browsers."),
+    ("Photosynthesis", "Plants turn sunlight, water and carbon dioxide into sugar and release oxygen."),
+    ("Volcanoes", "Magma rising through the crust erupts as lava, ash and volcanic gases."),
+    ("Jazz history", "Jazz grew in New Orleans from blues and ragtime, with improvisation at its heart."),
+    ("Bread baking", "Knead the dough, let the yeast rise it overnight, then bake in a very hot oven."),
+    ("Marathon training", "Build weekly mileage slowly and rest well before a long distance race."),
+    ("Tax filing", "File the annual income tax return before the deadline to avoid a late penalty."),
+    ("Court appeal", "A party who loses at trial may appeal to a higher court on points of law."),
+    ("Coffee brewing", "Grind the beans fresh and pour water just off the boil over the grounds."),
+    ("Solar panels", "Photovoltaic cells on the roof convert daylight into electricity for the house."),
+    ("Vaccines", "A vaccine trains the immune system to recognise a virus before an infection."),
+    ("Chess openings", "The Sicilian Defence answers the king's pawn with a pawn to c5."),
+    ("Sleep hygiene", "A dark, cool bedroom and a regular bedtime help adults sleep through the night."),
+    ("Rust ownership", "Each value in Rust has one owner, and memory is freed when the owner goes out of scope."),
+    ("Tides", "The pull of the moon raises the oceans twice a day along the shore."),
+]
+IDENTIFIERS = ["ORD-2024-00017", "CVE-2022-24045", "2013/34/EU", "J45.909", "42 U.S.C. § 1983"]
+
+
+def corpus() -> list[dict[str, Any]]:
+    """20 documents; five carry an identifier; metadata has ints, strings and bools."""
+    documents = []
+    for i, (title, text) in enumerate(TOPICS):
+        body = f"{title}. {text}"
+        if i < len(IDENTIFIERS):
+            body += f" Reference {IDENTIFIERS[i]} applies to this case."
+        metadata: dict[str, Any] = {"year": 2015 + i % 10, "topic": title.lower(), "public": i % 2 == 0}
+        if i % 3 == 0:
+            metadata["court"] = ["UK", "EU", "US"][i % 9 // 3]
+        documents.append({"id": f"doc-{i:02d}", "text": body, "metadata": metadata})
+    return documents
+
+
+def config(store: str, path: Path | None = None, **tables: dict[str, Any]) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "encoder": {"plugin": "sentence-transformers", "model": "bundled"},
+        "store": {"plugin": store},
+        "chunking": {"tokens": 64, "overlap": 8, "batch_documents": 8},
+    }
+    if path is not None:
+        cfg["store"]["path"] = str(path)
+    for name, table in tables.items():
+        cfg.setdefault(name, {}).update(table)
+    return cfg
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VECGUARD_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "vecguard-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def run_python(code: str, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> "subprocess.CompletedProcess[str]":
+    """Run code in a fresh interpreter (a real restart), return the finished process."""
+    import subprocess
+
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=300)
