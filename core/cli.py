@@ -90,8 +90,11 @@ def cmd_index(args: argparse.Namespace) -> int:
     from .engine import open as open_engine
 
     source = Path(args.source)
+    if not source.exists():
+        raise DocumentError(f"{source}: no such file or folder; give a JSONL file or a folder of .txt/.md files")
     with open_engine(args.config) as engine:
-        with tqdm(total=_count_lines(source), unit="docs", desc="indexing", disable=args.quiet) as bar:
+        # disable=None: no bar when stderr is not a terminal (logs, CI)
+        with tqdm(total=_count_lines(source), unit="docs", desc="indexing", disable=True if args.quiet else None) as bar:
             try:
                 written = engine.add(read_source(source), progress=bar)
             finally:
@@ -105,12 +108,15 @@ def cmd_index(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from .engine import open as open_engine
 
+    from .filters import validate
+
     filter = None
     if args.filter:
         try:
             filter = json.loads(args.filter)
         except json.JSONDecodeError as exc:
             raise VecguardError(f"--filter is not valid JSON ({exc.msg} at column {exc.colno}); example: --filter '{{\"year\": {{\"$gte\": 2020}}}}'") from exc
+        validate(filter)  # before the model loads
     with open_engine(args.config) as engine:
         hits = engine.search(args.query, k=args.k, mode=args.mode, filter=filter, min_score=args.min_score, chunks=args.chunks)
     if args.json:
@@ -167,7 +173,7 @@ def cmd_reindex(args: argparse.Namespace) -> int:
 
     from .reindex import reindex
 
-    with tqdm(unit="docs", desc="reindexing", disable=args.quiet) as bar:
+    with tqdm(unit="docs", desc="reindexing", disable=True if args.quiet else None) as bar:
         report = reindex(args.config, progress=bar)
     print(f"reindexed {report.documents} documents ({report.chunks} chunks) in {report.seconds:.1f} s; manifest {report.old_manifest_id and report.old_manifest_id[:12]} -> {report.new_manifest_id and report.new_manifest_id[:12]}")
     return EXIT_OK

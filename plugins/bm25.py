@@ -148,8 +148,10 @@ class BM25Index:
             scores = np.where(mask, scores, 0.0)
         positive = np.flatnonzero(scores > 0)
         if len(positive) > k:
-            positive = positive[np.argpartition(-scores[positive], k - 1)[:k]]
-        order = sorted(positive, key=lambda i: (-scores[i], self._scorer_ids[i]))
+            # Keep every tie of the k-th score so the cut is made by id, the same in every process.
+            kth = -np.partition(-scores[positive], k - 1)[k - 1]
+            positive = positive[scores[positive] >= kth]
+        order = sorted(positive, key=lambda i: (-scores[i], self._scorer_ids[i]))[:k]
         return [(self._scorer_ids[i], float(scores[i])) for i in order]
 
     def exact_matches(self, query: str, k: int) -> RankedList:

@@ -1,0 +1,262 @@
+"""Ingest throughput: vecguard's ``Engine.add`` next to a raw ``SentenceTransformer.encode``.
+
+    make bench                                  # = .venv/bin/python benchmarks/ingest_speed.py
+    .venv/bin/python benchmarks/ingest_speed.py --repeats 3 --limit 300 --profile 0
+
+On the same texts (MITRE CWE, ``benchmarks/corpora.py: cwe_documents()``, 938 docs,
+or the first ``--limit``), interleaved A, B, C, A, B, C, ... and reported as medians:
+
+  A  vecguard: ``engine.add(docs)`` + ``close()`` into a fresh FAISS + BM25 collection
+     (chunking, encoding, SQLite writes, BM25, manifest; the Flat index is built at close)
+  B  raw ``SentenceTransformer(model, device="cpu").encode(full texts, batch_size=32)``
+     (each text truncated at the model's 256 tokens: less work than A)
+  C  raw encode of vecguard's exact chunk texts (the like-for-like encoding cost of A)
+
+plus ``vecguard index --config C data.jsonl -q`` once as a subprocess (wall time, with
+interpreter start, imports and model load). Imports, model load and engine open are
+timed separately and kept out of the throughput. Everything is written under a temp
+dir (VECGUARD_CACHE_DIR included); results go to benchmarks/results/ingest_speed.{json,md}.
+``--profile N`` (default 200) adds a cProfile of one add on the first N docs: the top
+cumulative entries outside torch/transformers/sentence-transformers/tokenizers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime
+import importlib.metadata
+import io
+import json
+import os
+import platform
+import pstats
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+CONFIG = """\
+[encoder]
+plugin = "sentence-transformers"
+model = "bundled"
+
+[store]
+plugin = "faiss"
+path = "{path}"
+index = "auto"
+
+[keyword]
+plugin = "bm25"
+
+[fusion]
+plugin = "rrf"
+k = 60
+depth = 100
+weights = {{ dense = 1.0, keyword = 1.0 }}
+
+[chunking]
+tokens = 256
+overlap = 32
+"""
+
+
+def timed(fn, *args):
+    start = time.perf_counter()
+    value = fn(*args)
+    return time.perf_counter() - start, value
+
+
+def write_config(work: Path, name: str) -> Path:
+    config = work / f"{name}.toml"
+    config.write_text(CONFIG.format(path=(work / name).as_posix()), encoding="utf-8")
+    return config
+
+
+def vecguard_add(work: Path, name: str, docs: list[dict]) -> dict:
+    """A: open a fresh collection (timed apart), then add + close (the throughput)."""
+    import vecguard
+
+    open_s, engine = timed(vecguard.open, write_config(work, name))
+    add_s, written = timed(engine.add, docs)
+    chunks = engine.count_chunks()
+    close_s, _ = timed(engine.close)
+    assert written == len(docs), (written, len(docs))
+    return {"seconds": add_s + close_s, "add_s": add_s, "close_s": close_s, "open_s": open_s, "chunks": chunks}
+
+
+def raw_encode(model, texts: list[str]) -> dict:
+    """B and C: the bare model on ``texts``."""
+    seconds, vectors = timed(lambda: model.encode(texts, batch_size=32, show_progress_bar=False))
+    assert len(vectors) == len(texts)
+    return {"seconds": seconds}
+
+
+def cli_index(work: Path, data: Path) -> dict:
+    """The CLI once, as a user runs it (wall time, startup and model load included)."""
+    vecguard_bin = Path(sys.executable).with_name("vecguard")
+    command = [str(vecguard_bin), "index", "--config", str(write_config(work, "cli")), str(data), "-q"]
+    seconds, done = timed(lambda: subprocess.run(command, capture_output=True, text=True, env=os.environ.copy()))
+    if done.returncode:
+        sys.exit(f"vecguard index failed ({done.returncode}): {done.stderr}")
+    return {"seconds": seconds, "output": done.stdout.strip()}
+
+
+def chunk_texts(work: Path, docs: list[dict]) -> tuple[float, float, list[str]]:
+    """vecguard's exact chunk texts from the engine's own chunker: (first open s, chunking s, texts)."""
+    import vecguard
+
+    open_s, engine = timed(vecguard.open, write_config(work, "chunker"))
+    with engine:
+        split_s, chunks = timed(lambda: [c.text for doc in docs for c in engine.chunker.split(doc["text"])])
+    return open_s, split_s, chunks
+
+
+MODEL_CODE = ("/torch/", "/transformers/", "/sentence_transformers/", "/tokenizers/", "method torch")
+
+
+def profile_add(work: Path, docs: list[dict], top: int = 20) -> str:
+    """cProfile one add + close; lists the top cumulative entries outside the model's own code."""
+    import vecguard
+
+    engine = vecguard.open(write_config(work, "profile"))
+    profiler = cProfile.Profile()
+    profiler.enable()
+    engine.add(docs)
+    engine.close()
+    profiler.disable()
+    stats = pstats.Stats(profiler).stats
+    total = max(ct for _, _, _, ct, _ in stats.values())
+    rows = sorted(
+        ((ct, tt, nc, f"{Path(file).name}:{line}({func})") for (file, line, func), (_, nc, tt, ct, _) in stats.items()
+         if not any(part in f"{file} {func}" for part in MODEL_CODE)),
+        reverse=True,
+    )[:top]
+    lines = [f"add + close of {len(docs)} docs: {total:.2f} s under cProfile; entries outside torch/transformers/"
+             f"sentence_transformers/tokenizers (vecguard's encode wrappers include the forward pass)",
+             f"{'cumulative s':>12} {'own s':>8} {'calls':>7}  function"]
+    lines += [f"{ct:>12.3f} {tt:>8.3f} {nc:>7}  {name}" for ct, tt, nc, name in rows]
+    return "\n".join(lines) + "\n"
+
+
+def machine() -> dict:
+    cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "?")
+    versions = {}
+    for name in ("vecguard", "torch", "sentence-transformers", "transformers", "tokenizers", "faiss-cpu", "rank-bm25", "numpy"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return {"nproc": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
+            "platform": platform.platform(), "load_average_at_start": os.getloadavg(), "libraries": versions}
+
+
+def markdown(report: dict) -> str:
+    m, s = report["machine"], report["settings"]
+    lines = [
+        f"# Ingest speed: vecguard add vs raw encode ({report['date']})", "",
+        f"Machine: {m['nproc']} CPUs, {m['cpu_model']}; torch {m['libraries']['torch']} ({s['torch_threads']} threads), "
+        f"sentence-transformers {m['libraries']['sentence-transformers']}, faiss-cpu {m['libraries']['faiss-cpu']}.",
+        f"Corpus: {report['corpus']['name']}, {report['corpus']['documents']} documents, {report['corpus']['characters']:,} characters, "
+        f"{report['corpus']['vecguard_chunks']} vecguard chunks (256 tokens, 32 overlap). "
+        f"Repetitions: {s['repeats']} interleaved, medians; batch_size 32, CPU.", "",
+        "| measurement | docs | texts encoded | median s | docs/s | chunks/s | runs (s) |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in report["rows"]:
+        chunks_per_s = f"{row['chunks_per_s']:.1f}" if row.get("chunks_per_s") else "-"
+        runs = ", ".join(f"{x:.1f}" for x in row["runs_s"])
+        lines.append(f"| {row['name']} | {row['docs']} | {row['texts']} | {row['median_s']:.2f} | {row['docs_per_s']:.1f} | {chunks_per_s} | {runs} |")
+    lines += ["", "Not in the throughput (seconds): " + ", ".join(f"{k} {v:.2f}" for k, v in report["load_s"].items()), ""]
+    lines += [f"vecguard add vs raw encode of the same chunks: {report['overhead']['ratio']:.2f}x "
+              f"({report['overhead']['seconds']:.1f} s beyond encoding, median add {report['overhead']['add_s']:.1f} s + close "
+              f"{report['overhead']['close_s']:.2f} s).", ""]
+    if report.get("cli_output"):
+        lines += [f"CLI said: `{report['cli_output']}`", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N documents")
+    parser.add_argument("--profile", type=int, default=200, metavar="N", help="cProfile one add on the first N documents (0: none)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="vecguard-bench-") as tmp:
+        work = Path(tmp)
+        os.environ["VECGUARD_CACHE_DIR"] = str(work / "cache")
+        load = {}
+        load["import torch"], torch = timed(__import__, "torch")
+        load["import sentence_transformers"], st = timed(__import__, "sentence_transformers")
+        load["import vecguard"], _ = timed(__import__, "vecguard")
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+        sys.path.insert(0, str(HERE))
+        from corpora import cwe_documents, write_jsonl
+        from vecguard.plugins.sentence_transformers import bundled_model_path
+
+        docs = list(cwe_documents())[: args.limit]
+        texts = [d["text"] for d in docs]
+        data = work / "data.jsonl"
+        write_jsonl(iter(docs), data)
+        load["SentenceTransformer load"], model = timed(lambda: st.SentenceTransformer(str(bundled_model_path()), device="cpu"))
+        load["first engine open (cold fingerprint cache)"], load["chunking alone (all docs)"], chunks = chunk_texts(work, docs)
+
+        runs = {"A": [], "B": [], "C": []}
+        for i in range(args.repeats):
+            runs["A"].append(vecguard_add(work, f"add-{i}", docs))
+            runs["B"].append(raw_encode(model, texts))
+            runs["C"].append(raw_encode(model, chunks))
+            print(f"round {i + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]['seconds']:.1f} s" for k, v in runs.items()), flush=True)
+        cli = cli_index(work, data)
+        profile = profile_add(work, docs[: args.profile]) if args.profile else None
+
+    median = {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
+    n_docs, n_chunks = len(docs), len(chunks)
+    assert all(r["chunks"] == n_chunks for r in runs["A"]), "vecguard stored a different number of chunks than its chunker made"
+    load["engine open (median, model load + manifest)"] = statistics.median(r["open_s"] for r in runs["A"])
+    rows = [
+        {"name": "vecguard Engine.add + close (end to end)", "docs": n_docs, "texts": n_chunks, "median_s": median["A"],
+         "docs_per_s": n_docs / median["A"], "chunks_per_s": n_chunks / median["A"], "runs_s": [r["seconds"] for r in runs["A"]]},
+        {"name": "raw encode, full texts (truncated at 256 tokens)", "docs": n_docs, "texts": n_docs, "median_s": median["B"],
+         "docs_per_s": n_docs / median["B"], "chunks_per_s": None, "runs_s": [r["seconds"] for r in runs["B"]]},
+        {"name": "raw encode, vecguard's chunk texts", "docs": n_docs, "texts": n_chunks, "median_s": median["C"],
+         "docs_per_s": n_docs / median["C"], "chunks_per_s": n_chunks / median["C"], "runs_s": [r["seconds"] for r in runs["C"]]},
+        {"name": "`vecguard index -q` CLI, once (wall, incl. startup + model load)", "docs": n_docs, "texts": n_chunks,
+         "median_s": cli["seconds"], "docs_per_s": n_docs / cli["seconds"], "chunks_per_s": n_chunks / cli["seconds"], "runs_s": [cli["seconds"]]},
+    ]
+    report = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "corpus": {"name": "MITRE CWE v4.14 (cwe2), benchmarks/corpora.py cwe_documents()" + (f", first {args.limit}" if args.limit else ""),
+                   "documents": n_docs, "characters": sum(map(len, texts)), "vecguard_chunks": n_chunks},
+        "settings": {"repeats": args.repeats, "order": "A, B, C interleaved per round; CLI once after", "batch_size": 32,
+                     "device": "cpu", "chunking": {"tokens": 256, "overlap": 32, "batch_documents": 64},
+                     "store": "faiss index=auto (Flat) + SQLite", "keyword": "bm25", "torch_threads": torch.get_num_threads()},
+        "rows": rows,
+        "runs": runs,
+        "load_s": load,
+        "overhead": {"seconds": median["A"] - median["C"], "ratio": median["A"] / median["C"],
+                     "add_s": statistics.median(r["add_s"] for r in runs["A"]),
+                     "close_s": statistics.median(r["close_s"] for r in runs["A"])},
+        "cli_output": cli["output"],
+        "profile": profile,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "ingest_speed.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    text = markdown(report)
+    if profile:
+        text += f"\n## cProfile of one add on {args.profile} docs (top cumulative)\n\n```\n{profile}```\n"
+    (RESULTS / "ingest_speed.md").write_text(text, encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

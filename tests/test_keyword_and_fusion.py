@@ -1,0 +1,106 @@
+"""BM25 with identifiers, saved without pickle; weighted RRF exactly as specified."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vecguard import ConfigError
+from vecguard.plugins.bm25 import BM25Index, tokenize
+from vecguard.plugins.rrf import ReciprocalRankFusion, reciprocal_rank_fusion
+
+IDENTIFIERS = {
+    "ORD-2024-00017": "ord-2024-00017",
+    "CVE-2022-24045": "cve-2022-24045",
+    "2013/34/EU": "2013/34/eu",
+    "J45.909": "j45.909",
+    "42 U.S.C. § 1983": "u.s.c",
+}
+
+
+@pytest.mark.parametrize(("identifier", "whole"), IDENTIFIERS.items())
+def test_identifiers_are_kept_whole_as_well_as_split(identifier: str, whole: str) -> None:
+    tokens = tokenize(f"See {identifier}, then stop.")
+    assert whole in tokens
+    assert "see" in tokens and "stop" in tokens
+
+
+def _index() -> BM25Index:
+    index = BM25Index()
+    texts = {f"d{i}": f"filler text number {i} about orders and codes" for i in range(12)}
+    for i, identifier in enumerate(IDENTIFIERS):
+        texts[f"d{i}"] += f" reference {identifier}"
+    texts["near"] = "order ORD-2024-00018 and code J45.90 and 2013/34 and CVE-2022-2404"
+    index.add(list(texts), list(texts.values()))
+    return index
+
+
+@pytest.mark.parametrize(("position", "identifier"), list(enumerate(IDENTIFIERS)))
+def test_an_exact_identifier_is_found_first(position: int, identifier: str) -> None:
+    index = _index()
+    assert index.search(identifier, 3)[0][0] == f"d{position}"
+    assert [key for key, _ in index.exact_matches(identifier, 3)] == [f"d{position}"]
+
+
+def test_scores_are_positive_sorted_and_respect_allowed_ids() -> None:
+    index = _index()
+    hits = index.search("orders codes reference", 20)
+    assert all(score > 0 for _, score in hits)
+    assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
+    assert {key for key, _ in index.search("orders codes", 20, allowed_ids=["d1", "d2"])} == {"d1", "d2"}
+    assert index.search("the of and", 5) == []  # stopwords only
+
+
+def test_delete_and_replace() -> None:
+    index = _index()
+    index.delete(["d0", "missing"])
+    assert index.exact_matches("ORD-2024-00017", 3) == []
+    index.add(["d1"], ["now about J45.909 only"])
+    assert index.exact_matches("CVE-2022-24045", 3) == []
+    assert {k for k, _ in index.exact_matches("J45.909", 3)} == {"d1", "d3"}
+
+
+def test_save_and_load_round_trip_as_json(tmp_path: Path) -> None:
+    index = _index()
+    index.save(tmp_path)
+    data = json.loads((tmp_path / "bm25.json").read_text())  # plain JSON, never pickle
+    assert data["settings"] == index.settings()
+    loaded = BM25Index()
+    assert loaded.load(tmp_path)
+    assert loaded.search("ORD-2024-00017 codes", 5) == index.search("ORD-2024-00017 codes", 5)
+    assert loaded.exact_matches("J45.909", 5) == index.exact_matches("J45.909", 5)
+
+
+def test_an_index_saved_with_other_settings_is_not_loaded(tmp_path: Path) -> None:
+    _index().save(tmp_path)
+    assert BM25Index(k1=1.2).load(tmp_path) is False
+    assert BM25Index().load(tmp_path / "nowhere") is False
+
+
+def test_bad_bm25_settings_are_refused() -> None:
+    with pytest.raises(ConfigError, match="stopwords"):
+        BM25Index(stopwords="french")
+    with pytest.raises(ConfigError, match="k1"):
+        BM25Index(k1=-1)
+
+
+def test_weighted_rrf_is_the_specified_formula() -> None:
+    ranked = {"dense": [("a", 0.9), ("b", 0.8), ("c", 0.1)], "keyword": [("c", 12.0), ("a", 3.0)]}
+    fused = reciprocal_rank_fusion(ranked, {"dense": 2.0, "keyword": 0.5}, k=60)
+    expected = {"a": 2 / 61 + 0.5 / 62, "b": 2 / 62, "c": 2 / 63 + 0.5 / 61}
+    assert [hit.id for hit in fused] == sorted(expected, key=lambda key: -expected[key])
+    for hit in fused:
+        assert hit.score == pytest.approx(expected[hit.id], rel=1e-12)
+    c = next(hit for hit in fused if hit.id == "c")
+    assert (c.signals["dense"].rank, c.signals["keyword"].rank, c.signals["keyword"].score) == (3, 1, 12.0)
+
+
+def test_rrf_k_is_configurable_and_ties_are_deterministic() -> None:
+    ranked = {"dense": [("x", 1.0), ("y", 0.5)], "keyword": [("y", 2.0), ("x", 1.0)]}
+    fused = ReciprocalRankFusion(k=1).fuse(ranked, {})
+    assert [h.id for h in fused] == ["x", "y"]  # equal scores: best single rank, then id
+    assert fused[0].score == pytest.approx(1 / 2 + 1 / 3)
+    with pytest.raises(ConfigError):
+        ReciprocalRankFusion(k=-1)
