@@ -4,7 +4,7 @@ Options (``[store]``):
     path           folder (none: in memory only)
     index          "auto" (exact Flat while small, IVF once ``ivf_threshold`` vectors
                    make training worthwhile) or any FAISS factory string ("HNSW32", "IVF256,SQ8")
-    nprobe         IVF cells searched (default: auto, about nlist/16, at least 8)
+    nprobe         IVF cells searched (default: nlist/8, at least 16; measure recall before lowering it)
     ef_search      HNSW search breadth (default 128)
     ivf_threshold  vectors at which "auto" switches from Flat to IVF (default 50000)
 
@@ -123,7 +123,8 @@ class FaissStore:
             return self._spec
         if n < self._ivf_threshold:
             return "Flat"
-        nlist = max(16, int(4 * math.sqrt(n)))
+        # 4*sqrt(n) cells, but at least 39 training points per cell (FAISS's own floor for sound k-means).
+        nlist = max(16, min(int(4 * math.sqrt(n)), n // 39))
         return f"IVF{nlist},Flat"
 
     def _rebuild(self) -> None:
@@ -292,7 +293,7 @@ class FaissStore:
         spec = self._index_spec or ""
         if "IVF" in spec:
             nlist = faiss.extract_index_ivf(index).nlist
-            kwargs["nprobe"] = self._nprobe or min(nlist, max(8, nlist // 16))
+            kwargs["nprobe"] = self._nprobe or min(nlist, max(16, nlist // 8))
         if "HNSW" in spec:
             kwargs["efSearch"] = max(self._ef_search, k)
         if filter:

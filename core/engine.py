@@ -103,10 +103,13 @@ class Engine:
             if check_guard:
                 self.guard_report = self.check()
                 guard.enforce(self.guard_report, self.config.tables["guard"]["mode"], self.config.source)
-        self._load_keyword_index(stored_chunks)
-        counts = self.manifest.get("counts") or {}
-        if counts.get("chunks") != stored_chunks:
-            # A crash between the store's commit and the manifest's: recount from the store.
+        interrupted = (self.manifest.get("state") or {}).get("writing", False)
+        if interrupted:
+            log.warning("the last write to this collection did not finish; repairing it from the stored chunks")
+            self._remove_orphan_chunks()
+            stored_chunks = self.store.count()
+        self._load_keyword_index(stored_chunks, rebuild=interrupted)
+        if interrupted or (self.manifest.get("counts") or {}).get("chunks") != stored_chunks:
             self._recount()
 
     def check(self) -> guard.GuardReport:
@@ -120,8 +123,8 @@ class Engine:
             **self._live_settings(),
         )
 
-    def _load_keyword_index(self, stored_chunks: int) -> None:
-        loaded = self.keyword_dir is not None and self.keyword.load(self.keyword_dir)
+    def _load_keyword_index(self, stored_chunks: int, rebuild: bool = False) -> None:
+        loaded = not rebuild and self.keyword_dir is not None and self.keyword.load(self.keyword_dir)
         if stored_chunks and (not loaded or self.keyword.count() != stored_chunks):
             log.warning("keyword index is missing or out of step with the store; rebuilding it from stored texts")
             self.keyword = self.registry.build(
@@ -135,6 +138,19 @@ class Engine:
         if self.keyword_dir is not None:
             self.keyword.save(self.keyword_dir)
 
+    def _remove_orphan_chunks(self) -> None:
+        """Chunks a crashed replace left behind: beyond their document's current chunk count."""
+        chunk_counts: dict[str, int] = {}
+        seen: list[tuple[str, str, int]] = []
+        for ids, _, payloads in self.store.scan(batch_size=1000):
+            for key, payload in zip(ids, payloads):
+                seen.append((key, payload["doc_id"], payload["chunk"]))
+                if payload["chunk"] == 0:
+                    chunk_counts[payload["doc_id"]] = payload["chunks"]
+        orphans = [key for key, doc_id, index in seen if index >= chunk_counts.get(doc_id, 0)]
+        if orphans:
+            self.store.delete(orphans)
+
     def _recount(self) -> None:
         documents = chunks = 0
         for _, _, payloads in self.store.scan(batch_size=1000):
@@ -144,6 +160,11 @@ class Engine:
 
     def _write_counts(self, documents: int, chunks: int) -> None:
         self.manifest["counts"] = {"documents": documents, "chunks": chunks}
+        self.store.write_manifest(self.manifest)
+
+    def _set_writing(self, writing: bool) -> None:
+        """Mark the collection as mid-write in its manifest, so a crash is repaired at the next open."""
+        self.manifest["state"] = {"writing": writing}
         self.store.write_manifest(self.manifest)
 
     def close(self) -> None:
@@ -165,21 +186,36 @@ class Engine:
         """
         written = 0
         batch: dict[str, Document] = {}
+        store_failed = False
+
+        def flush() -> None:
+            nonlocal written, batch, store_failed
+            taken, batch = list(batch.values()), {}
+            if not written:
+                self._set_writing(True)
+            try:
+                written += self._write_batch(taken)
+            except BaseException:
+                store_failed = True  # leave the collection marked mid-write: the next open repairs it
+                raise
+            if progress is not None:
+                progress.update(len(taken))
+
         try:
             for position, document in enumerate(as_documents(documents)):
                 validate_document(document, f"document {position + 1}")
                 batch.pop(document.id, None)
                 batch[document.id] = document
                 if len(batch) >= self.batch_documents:
-                    written += self._write_batch(list(batch.values()))
-                    if progress is not None:
-                        progress.update(len(batch))
-                    batch = {}
+                    flush()
         finally:
-            if batch:
-                written += self._write_batch(list(batch.values()))
-                if progress is not None:
-                    progress.update(len(batch))
+            # Documents read before a bad one are valid: commit them, then let the error through.
+            if batch and not store_failed:
+                flush()
+            if written and not store_failed:
+                # The keyword index is saved once per call, not per batch: it is rewritten whole.
+                self._save_keyword_index()
+                self._set_writing(False)
         return written
 
     def _existing_chunk_ids(self, doc_ids: Sequence[str]) -> dict[str, list[str]]:
@@ -218,7 +254,6 @@ class Engine:
             counts["documents"] + len(documents) - len(existing),
             counts["chunks"] + len(ids) - sum(len(c) for c in existing.values()),
         )
-        self._save_keyword_index()
         return len(documents)
 
     def delete(self, doc_ids: Sequence[str]) -> int:
@@ -227,11 +262,13 @@ class Engine:
         existing = self._existing_chunk_ids(doc_ids)
         chunk_ids = [cid for cids in existing.values() for cid in cids]
         if chunk_ids:
+            self._set_writing(True)
             self.store.delete(chunk_ids)
             self.keyword.delete(chunk_ids)
             counts = self.manifest["counts"]
             self._write_counts(counts["documents"] - len(existing), counts["chunks"] - len(chunk_ids))
             self._save_keyword_index()
+            self._set_writing(False)
         return len(existing)
 
     # ------------------------------------------------------------ reading

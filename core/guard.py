@@ -157,7 +157,7 @@ def build_manifest(
 
 
 def manifest_id(manifest: Mapping[str, Any]) -> str:
-    space = {k: v for k, v in manifest.items() if k not in ("id", "counts", "created_at", "libraries")}
+    space = {k: v for k, v in manifest.items() if k not in ("id", "counts", "state", "created_at", "libraries")}
     return fingerprint(space)
 
 

@@ -205,3 +205,32 @@ def test_results_survive_a_restart_in_a_fresh_process(store: str, tmp_path: Path
     answer = json.loads(result.stdout.strip().splitlines()[-1])
     assert answer["count"] == 19
     assert [tuple(h) for h in answer["hits"]] == before
+
+
+@pytest.mark.parametrize("store", STORES[1:])
+def test_a_process_killed_mid_add_leaves_a_collection_that_repairs_itself(store: str, tmp_path: Path) -> None:
+    cfg = config(store, tmp_path / "index")
+    with vecguard.open(cfg) as engine:
+        engine.add(corpus()[:10])
+    code = (
+        "import json, os, sys, vecguard\n"
+        "docs = json.loads(sys.argv[2])\n"
+        "def stream():\n"
+        "    for i, d in enumerate(docs):\n"
+        "        if i == 13: os._exit(9)  # like kill -9: no close, no flush\n"
+        "        yield d\n"
+        "engine = vecguard.open(json.loads(sys.argv[1]))\n"
+        "engine.add(stream())\n"
+    )
+    replaced = [{**d, "text": LONG if d["id"] == "doc-01" else d["text"]} for d in corpus()]
+    result = run_python(code, json.dumps(cfg), json.dumps(replaced))
+    assert result.returncode == 9, result.stderr
+    with vecguard.open(cfg) as engine:
+        stored = {}
+        for ids, _, payloads in engine.store.scan():
+            stored.update(zip(ids, payloads))
+        assert engine.count() == len({p["doc_id"] for p in stored.values()})
+        assert engine.count_chunks() == len(stored) == engine.keyword.count()
+        for key, payload in stored.items():
+            assert payload["chunk"] < stored[f"{payload['doc_id']}#0"]["chunks"], key
+        assert engine.search("ORD-2024-00017", k=1)[0].id == "doc-00"

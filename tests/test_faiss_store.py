@@ -1,0 +1,119 @@
+"""FAISS specifics: crash safety through SQLite, auto Flat -> IVF, factory strings, selectors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vecguard import ConfigError, DimensionError, StorageError
+from vecguard.backends.faiss import FaissStore
+from vecguard.backends.memory import MemoryStore
+
+
+def _vectors(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:
+    vectors = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def _fill(store, n: int, dim: int = 16) -> np.ndarray:
+    vectors = _vectors(n, dim)
+    store.upsert([f"p{i}" for i in range(n)], vectors, [{"metadata": {"i": i}} for i in range(n)])
+    return vectors
+
+
+def test_a_stale_or_corrupt_index_file_is_rebuilt_from_sqlite(tmp_path: Path) -> None:
+    store = FaissStore(tmp_path)
+    vectors = _fill(store, 50)
+    store.close()
+    # A crash after more writes were committed to SQLite but before the index was saved again:
+    store = FaissStore(tmp_path)
+    store.upsert(["late"], vectors[:1] * -1, [{"metadata": {}}])
+    store._db.close()  # simulate kill -9: no close(), index.faiss still reflects the old generation
+    reopened = FaissStore(tmp_path)
+    assert reopened.count() == 51
+    assert reopened.search(vectors[0] * -1, 1)[0][0] == "late"
+    reopened.close()
+    (tmp_path / "index.faiss").write_bytes(b"garbage")
+    state = json.loads((tmp_path / "index.json").read_text())
+    assert state["generation"] >= 2
+    again = FaissStore(tmp_path)
+    assert again.search(vectors[3], 1)[0] == ("p3", pytest.approx(1.0, abs=1e-5))
+    again.close()
+
+
+def test_auto_switches_from_flat_to_ivf_and_keeps_recall(tmp_path: Path) -> None:
+    store = FaissStore(tmp_path, index="auto", ivf_threshold=2000)
+    vectors = _vectors(3000)
+    ids = [f"p{i}" for i in range(3000)]
+    store.upsert(ids[:1000], vectors[:1000], [{"metadata": {}}] * 1000)
+    assert store.search(vectors[0], 1)[0][0] == "p0"
+    store.upsert(ids[1000:], vectors[1000:], [{"metadata": {}}] * 2000)  # grows the exact index in place
+    assert store.search(vectors[2500], 1)[0][0] == "p2500"
+    store.close()
+    state = json.loads((tmp_path / "index.json").read_text())
+    assert state["spec"].startswith("IVF")
+    reopened = FaissStore(tmp_path, index="auto", ivf_threshold=2000)
+    exact = MemoryStore()
+    exact.upsert([f"p{i}" for i in range(3000)], vectors, [{"metadata": {}}] * 3000)
+    queries = _vectors(50, seed=1)
+    recall = np.mean([
+        len({k for k, _ in reopened.search(q, 10)} & {k for k, _ in exact.search(q, 10)}) / 10 for q in queries
+    ])
+    assert recall >= 0.9
+    reopened.close()
+
+
+@pytest.mark.parametrize("spec", ["HNSW16", "IVF8,Flat", "Flat"])
+def test_factory_strings_support_upsert_and_delete(spec: str) -> None:
+    store = FaissStore(None, index=spec)
+    vectors = _fill(store, 400)
+    store.delete(["p1", "p2"])
+    store.upsert(["p3"], vectors[:1], [{"metadata": {"i": -1}}])
+    hits = dict(store.search(vectors[0], 5))
+    assert "p1" not in hits and "p2" not in hits
+    assert hits["p3"] == pytest.approx(1.0, abs=1e-4)
+    assert store.count() == 398
+    assert store.get(["p3"])["p3"][1] == {"metadata": {"i": -1}}
+
+
+def test_filtered_search_uses_a_selector_and_never_returns_excluded_ids() -> None:
+    store = FaissStore(None)
+    vectors = _fill(store, 200)
+    hits = store.search(vectors[0], 10, {"i": {"$gte": 190}})
+    assert {k for k, _ in hits} == {f"p{i}" for i in range(190, 200)}
+    assert store.search(vectors[0], 10, {"i": {"$gt": 1000}}) == []
+
+
+def test_scan_returns_everything_exactly_once_with_vectors() -> None:
+    store = FaissStore(None)
+    vectors = _fill(store, 123)
+    seen = []
+    for ids, batch, payloads in store.scan(batch_size=50):
+        assert len(ids) == len(batch) == len(payloads)
+        for key, vector in zip(ids, batch):
+            assert np.array_equal(vector, vectors[int(key[1:])])
+        seen += ids
+    assert sorted(seen) == sorted(f"p{i}" for i in range(123))
+
+
+def test_bad_writes_are_refused_and_lose_nothing(tmp_path: Path) -> None:
+    store = FaissStore(tmp_path)
+    _fill(store, 10)
+    with pytest.raises(DimensionError, match="dimension 8"):
+        store.upsert(["x"], _vectors(1, dim=8), [{}])
+    with pytest.raises(StorageError, match="NaN"):
+        store.upsert(["x"], np.full((1, 16), np.nan, dtype=np.float32), [{}])
+    with pytest.raises(StorageError, match="same id twice"):
+        store.upsert(["x", "x"], _vectors(2), [{}, {}])
+    assert store.count() == 10
+    store.close()
+
+
+def test_an_invalid_factory_string_is_a_config_error() -> None:
+    store = FaissStore(None, index="NotAnIndex42")
+    with pytest.raises(ConfigError, match="NotAnIndex42"):
+        _fill(store, 5)
+        store.search(_vectors(1)[0], 1)
