@@ -73,6 +73,7 @@ class FaissStore:
         self._index: Any = None
         self._index_spec: str | None = None
         self._dirty = True
+        self._saved: tuple[int, str | None] | None = None  # (generation, spec) of the index file on disk
         self._metadata: dict[int, dict[str, Any]] | None = None
         dim = self._meta("dimension")
         self._dimension: int | None = int(dim) if dim is not None else None
@@ -117,6 +118,7 @@ class FaissStore:
             return  # unreadable: rebuilt from SQLite on first use
         self._index_spec = state.get("spec")
         self._dirty = False
+        self._saved = (self._generation, self._index_spec)
 
     def _choose_spec(self, n: int) -> str:
         if self._spec != "auto":
@@ -177,8 +179,8 @@ class FaissStore:
 
     def _save_index(self) -> None:
         files = self._index_files()
-        if files is None or self._dirty or self._index is None:
-            return
+        if files is None or self._dirty or self._index is None or self._saved == (self._generation, self._index_spec):
+            return  # nothing changed since the file was written: a read-only open writes nothing
         index_file, state_file = files
         tmp = index_file.with_name(f".{index_file.name}.tmp")
         self._faiss.write_index(self._index, str(tmp))
@@ -187,6 +189,7 @@ class FaissStore:
         os.replace(tmp, index_file)
         fsync_directory(index_file.parent)
         write_json_atomically(state_file, {"generation": self._generation, "spec": self._index_spec, "requested": self._spec})
+        self._saved = (self._generation, self._index_spec)
 
     # ------------------------------------------------------------ VectorStore
 

@@ -28,6 +28,7 @@ class MemoryStore:
         self._vectors = np.zeros((0, 0), dtype=np.float32)
         self._payloads: list[Payload] = []
         self._manifest: dict[str, Any] | None = None
+        self._changed = False
         if path is not None and (path / "points.json").exists():
             self._load(path)
 
@@ -51,6 +52,7 @@ class MemoryStore:
         vectors = check_batch(ids, vectors, payloads, self.dimension)
         if not len(ids):
             return
+        self._changed = True
         if not self._ids:
             self._vectors = np.zeros((0, vectors.shape[1]), dtype=np.float32)
         fresh = [i for i, key in enumerate(ids) if key not in self._position]
@@ -70,6 +72,7 @@ class MemoryStore:
         doomed = {self._position[key] for key in ids if key in self._position}
         if not doomed:
             return
+        self._changed = True
         keep = [i for i in range(len(self._ids)) if i not in doomed]
         self._ids = [self._ids[i] for i in keep]
         self._payloads = [self._payloads[i] for i in keep]
@@ -110,10 +113,11 @@ class MemoryStore:
 
     def write_manifest(self, manifest: Mapping[str, Any]) -> None:
         self._manifest = dict(manifest)
+        self._changed = True
 
     def close(self) -> None:
-        if self._path is None:
-            return
+        if self._path is None or not self._changed:
+            return  # a read-only open writes nothing
         import io
 
         buffer = io.BytesIO()
@@ -122,6 +126,7 @@ class MemoryStore:
         write_json_atomically(self._path / "points.json", {"ids": self._ids, "payloads": self._payloads})
         if self._manifest is not None:
             write_json_atomically(self._path / "manifest.json", self._manifest)
+        self._changed = False
 
 
 def _build(options: dict[str, Any], base_dir: Path) -> MemoryStore:

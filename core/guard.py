@@ -89,7 +89,7 @@ def _cache_dir() -> Path:
 
 
 def hash_files(paths: Iterable[Path]) -> dict[str, str]:
-    """sha256 of each file, cached by (path, size, mtime) so a reopen does not rehash 90 MB."""
+    """sha256 of each file, cached by path and stat signature so a reopen does not rehash 90 MB."""
     cache_path = _cache_dir() / "file-sha256.json"
     try:
         cache = json.loads(cache_path.read_text(encoding="utf-8"))
@@ -101,8 +101,10 @@ def hash_files(paths: Iterable[Path]) -> dict[str, str]:
         path = Path(path).resolve()
         stat = path.stat()
         key = str(path)
+        # ctime and inode too: copies that keep size and mtime (cp -p, rsync -a, tar) still change these.
+        signature = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev]
         entry = cache.get(key)
-        if entry and entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns:
+        if entry and entry.get("signature") == signature:
             result[key] = entry["sha256"]
             continue
         digest = hashlib.sha256()
@@ -110,7 +112,7 @@ def hash_files(paths: Iterable[Path]) -> dict[str, str]:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
         result[key] = digest.hexdigest()
-        cache[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": result[key]}
+        cache[key] = {"signature": signature, "sha256": result[key]}
         changed = True
     if changed:
         try:
@@ -187,7 +189,7 @@ class GuardReport:
         return data
 
     def message(self, config: str = "C") -> str:
-        fix = FIX.format(config=config)
+        fix = FIX.format(config=config if not config.startswith("<") else "YOUR_CONFIG.toml")
         stored, live = _describe(self.stored), _describe(self.live)
         measured = ""
         if self.mean_cosine is not None:
@@ -229,7 +231,7 @@ def check_compatibility(
     def refuse(reason: str, error: type[CompatibilityError] = CompatibilityError) -> GuardReport:
         report.status = "refused"
         report.reasons.append(reason)
-        report.error = report.error or error
+        report.error = error
         report.elapsed_ms = (time.perf_counter() - started) * 1000
         return report
 
@@ -244,25 +246,40 @@ def check_compatibility(
         return refuse(f"metric {manifest.get('metric')!r} stored, {metric!r} live")
     if stored.get("normalized") != live.normalized:
         return refuse(f"normalized={stored.get('normalized')} stored, normalized={live.normalized} live")
+
+    # The vector space first: an encoder that now truncates sooner also clamps the
+    # chunker, and the cause to report then is the encoder, not the chunking.
+    if stored.get("fingerprint") != live.fingerprint:
+        _compare_probe(manifest, encoder, report, min_mean_cosine, min_cosine)
+        if report.status == "refused":
+            report.error = EmbeddingDriftError
+            report.elapsed_ms = (time.perf_counter() - started) * 1000
+            return report
     for what, stored_settings, live_settings in (
         ("chunking", manifest.get("chunking"), dict(chunking)),
         ("keyword tokenizer", manifest.get("keyword"), dict(keyword)),
     ):
         if stored_settings != live_settings:
             return refuse(f"{what} settings {_diff(stored_settings or {}, live_settings)}")
+    report.elapsed_ms = (time.perf_counter() - started) * 1000
+    return report
 
-    if stored.get("fingerprint") == live.fingerprint:
-        report.elapsed_ms = (time.perf_counter() - started) * 1000
-        return report
 
-    report.changes = [f"encoder {change}" for change in _diff_list(stored, live_dict)]
+def _compare_probe(
+    manifest: Mapping[str, Any], encoder: Encoder, report: GuardReport, min_mean_cosine: float, min_cosine: float,
+) -> None:
+    """Re-encode the probe sentences and compare with the stored ones; sets report.status."""
+    live = encoder.identity()
+    report.changes = [f"encoder {change}" for change in _diff_list(report.stored, report.live)]
     library_changes = _diff_list(manifest.get("libraries") or {}, library_versions())
     report.changes += [f"library {change}" for change in library_changes]
     probe = np.asarray((manifest.get("probe") or {}).get("vectors") or [], dtype=np.float32)
     if probe.shape != (len(PROBE_SENTENCES), live.dimension) or (manifest.get("probe") or {}).get(
         "sentences_sha256"
     ) != fingerprint(list(PROBE_SENTENCES)):
-        return refuse("the encoder fingerprint differs and the manifest's probe cannot be compared", EmbeddingDriftError)
+        report.status = "refused"
+        report.reasons.append("the encoder fingerprint differs and the manifest's probe cannot be compared")
+        return
     fresh = encoder.encode_queries(list(PROBE_SENTENCES)).astype(np.float32)
     cosines = _row_cosines(probe, fresh)
     report.mean_cosine = float(cosines.mean())
@@ -270,12 +287,10 @@ def check_compatibility(
     if report.mean_cosine >= min_mean_cosine and report.min_cosine >= min_cosine:
         report.status = "warn"
     else:
-        refuse(
-            f"the encoder's vector space drifted (thresholds: mean >= {min_mean_cosine}, min >= {min_cosine})",
-            EmbeddingDriftError,
+        report.status = "refused"
+        report.reasons.append(
+            f"the encoder's vector space drifted (thresholds: mean >= {min_mean_cosine}, min >= {min_cosine})"
         )
-    report.elapsed_ms = (time.perf_counter() - started) * 1000
-    return report
 
 
 def enforce(report: GuardReport, mode: str, config: str = "C") -> None:

@@ -137,6 +137,21 @@ def vecguard_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "vecguard.cli"]
 
 
+def copy_model(pristine: Path, folder: Path) -> Path:
+    """A copy of a model folder whose weights are a hard link (copied where links fail)."""
+    def link_weights(src: str, dst: str) -> None:
+        if Path(src).name == "model.safetensors":
+            try:
+                os.link(src, dst)
+                return
+            except OSError:
+                pass
+        shutil.copy2(src, dst)
+
+    shutil.copytree(pristine, folder, copy_function=link_weights)
+    return folder
+
+
 # ------------------------------------------------------------------ fixtures
 
 @pytest.fixture(scope="module")
@@ -174,18 +189,7 @@ def models(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> dict[st
     shutil.copytree(bundled_model_path(), pristine)
 
     def variant(name: str) -> Path:
-        def link_weights(src: str, dst: str) -> None:
-            if Path(src).name == "model.safetensors":
-                try:
-                    os.link(src, dst)
-                    return
-                except OSError:
-                    pass
-            shutil.copy2(src, dst)
-
-        folder = root / name
-        shutil.copytree(pristine, folder, copy_function=link_weights)
-        return folder
+        return copy_model(pristine, root / name)
 
     def edit_json(path: Path, **changes: Any) -> None:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -359,11 +363,6 @@ def test_b2_truncation_to_8_tokens_is_refused(fresh, store: str) -> None:
     assert "vecguard reindex" in message
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "library bug: guard.check_compatibility compares the chunker's *effective* settings before the encoder, "
-    "and the chunker clamps tokens to the encoder's max_seq_length - 2, so an encoder that truncates at 8 "
-    "tokens is reported as 'chunking settings changed (tokens: 64 -> 6)', a plain CompatibilityError "
-    "without the probe cosine, instead of EmbeddingDriftError"))
 def test_b2_truncation_to_8_tokens_is_reported_as_drift(fresh, store: str) -> None:
     outcome = fresh[store]["short"]
     _assert_drift(_refused(outcome), outcome)
@@ -466,9 +465,31 @@ def test_changed_chunking_is_refused(built, store: str, chunking: dict[str, int]
         assert engine.count() == len(DOCS) + 1
 
 
+def test_weights_replaced_with_the_same_size_and_mtime_are_refused(models, tmp_path: Path) -> None:
+    folder = copy_model(models["pristine"], tmp_path / "model")
+    cfg = config("faiss", tmp_path / "idx", str(folder))
+    with vecguard.open(cfg) as engine:
+        engine.add(corpus()[:3])
+    weights = folder / "model.safetensors"
+    old = weights.stat()
+    replacement = models["perturbed"] / "model.safetensors"
+    assert replacement.stat().st_size == old.st_size, "precondition: the other weights have the same size"
+    shutil.copyfile(replacement, tmp_path / "incoming.safetensors")
+    os.replace(tmp_path / "incoming.safetensors", weights)  # never writes through the hard link
+    os.utime(weights, ns=(old.st_atime_ns, old.st_mtime_ns))
+    try:
+        engine = vecguard.open(cfg)
+    except vecguard.EmbeddingDriftError as exc:
+        assert "mean 0." in str(exc)
+        return
+    report = engine.guard_report
+    engine.close()
+    raise AssertionError(f"other weights were accepted as the same encoder: guard status {report.status!r}")
+
+
 # ------------------------------------------------------------------ the CLI
 
-def test_cli_check_and_reindex(built, models, env, tmp_path: Path) -> None:
+def test_cli_check_and_reindex(built, models, env, tmp_path: Path, capsys) -> None:
     shutil.copytree(_shared(built), tmp_path / "idx")
     ok_toml, drift_toml = tmp_path / "ok.toml", tmp_path / "drift.toml"
     common = f'[store]\nplugin = "faiss"\npath = "idx"\n\n[chunking]\ntokens = {CHUNKING["tokens"]}\noverlap = {CHUNKING["overlap"]}\n'
@@ -479,9 +500,12 @@ def test_cli_check_and_reindex(built, models, env, tmp_path: Path) -> None:
     cli = vecguard_command()
     elsewhere = tmp_path.parent  # not the config's folder: relative paths resolve against the config
 
-    matching = run([*cli, "check", "--config", str(ok_toml)], env, cwd=elsewhere)
-    assert matching.returncode == 0, matching.stdout + matching.stderr
-    assert matching.stdout.startswith("OK")
+    # In process (same entry point, cheaper), then the real console script in a fresh process.
+    from vecguard.cli import main
+
+    capsys.readouterr()
+    assert main(["check", "--config", str(ok_toml)]) == 0
+    assert capsys.readouterr().out.startswith("OK")
 
     drifted = run([*cli, "check", "--config", str(drift_toml), "--json"], env, cwd=elsewhere)
     assert drifted.returncode == 1, drifted.stdout + drifted.stderr
@@ -489,15 +513,15 @@ def test_cli_check_and_reindex(built, models, env, tmp_path: Path) -> None:
     assert report["status"] == "refused" and report["error"] == "EmbeddingDriftError"
     assert 0.0 < report["mean_cosine"] < 0.99 and report["min_cosine"] <= report["mean_cosine"]
 
-    rebuilt = run([*cli, "reindex", "--config", str(drift_toml), "--quiet"], env, cwd=elsewhere)
-    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
-    assert f"reindexed {len(DOCS) + 1} documents" in rebuilt.stdout
+    assert main(["reindex", "--config", str(drift_toml), "--quiet"]) == 0
+    assert f"reindexed {len(DOCS) + 1} documents" in capsys.readouterr().out
     assert not (tmp_path / "idx.reindexing").exists() and not (tmp_path / "idx.retired").exists()
 
     after = run([*cli, "check", "--config", str(drift_toml)], env, cwd=elsewhere)
     assert after.returncode == 0, after.stdout + after.stderr
 
     # The collection now lives in the new space: the old encoder is the one refused, and search works.
+    assert main(["check", "--config", str(ok_toml)]) == 1
     with pytest.raises(vecguard.EmbeddingDriftError):
         vecguard.open(ok_toml)
     with vecguard.open(drift_toml) as engine:
