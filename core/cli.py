@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -93,13 +94,11 @@ def cmd_index(args: argparse.Namespace) -> int:
     if not source.exists():
         raise DocumentError(f"{source}: no such file or folder; give a JSONL file or a folder of .txt/.md files")
     with open_engine(args.config) as engine:
+        started = time.perf_counter()
         # disable=None: no bar when stderr is not a terminal (logs, CI)
         with tqdm(total=_count_lines(source), unit="docs", desc="indexing", disable=True if args.quiet else None) as bar:
-            try:
-                written = engine.add(read_source(source), progress=bar)
-            finally:
-                bar.close()
-        elapsed = bar.format_dict.get("elapsed") or 0.0
+            written = engine.add(read_source(source), progress=bar)
+        elapsed = time.perf_counter() - started
         rate = written / elapsed if elapsed else 0.0
         print(f"indexed {written} documents ({engine.count()} in the collection, {engine.count_chunks()} chunks) in {elapsed:.1f} s, {rate:.1f} docs/s")
     return EXIT_OK
