@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/ingest_speed.py --repeats 3 --limit 300 --profile 0
 
 On the same texts (MITRE CWE, ``benchmarks/corpora.py: cwe_documents()``, 938 docs,
-or the first ``--limit``), interleaved A, B, C, A, B, C, ... and reported as medians:
+or the first ``--limit``), interleaved A, B, C, D, A, B, C, D, ... and reported as medians:
 
   A  vecguard: ``engine.add(docs)`` + ``close()`` into a fresh FAISS + BM25 collection
      (chunking, encoding, SQLite writes, BM25, manifest; the Flat index is built at close)
