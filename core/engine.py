@@ -76,8 +76,9 @@ class Engine:
         keyword_path = config.section("keyword").get("path")
         if keyword_path is not None:
             return Path(config.base_dir, keyword_path)
-        if store_options.get("path") is not None:
-            return Path(config.base_dir, store_options["path"]) / "keyword"
+        store_path = store_options.get("path")
+        if store_path is not None and not str(store_path).startswith(":"):  # ":memory:" is no folder
+            return Path(config.base_dir, store_path) / "keyword"
         return None
 
     @property

@@ -10,7 +10,7 @@ import pytest
 import vecguard
 from conftest import IDENTIFIERS, config, corpus, run_python
 
-STORES = ["memory", "faiss"]
+STORES = ["memory", "faiss", "chroma", "qdrant"]
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_every_hit_explains_itself(engine) -> None:
         assert hit.text and hit.metadata["topic"]
 
 
-def test_memory_and_faiss_answer_the_same(built: dict[str, Path]) -> None:
+def test_every_backend_answers_like_the_memory_reference(built: dict[str, Path]) -> None:
     queries = ["volcanic eruption", "how do I get my money back", "ORD-2024-00017", "memory safety in systems languages"]
     answers = {}
     for store in STORES:
@@ -74,10 +74,11 @@ def test_memory_and_faiss_answer_the_same(built: dict[str, Path]) -> None:
                 [(h.id, round(h.score, 4), h.rank_of("dense"), h.rank_of("keyword")) for h in engine.search(q, k=10, mode=mode)]
                 for q in queries for mode in ("hybrid", "dense", "keyword")
             ]
-    for reference, candidate in zip(answers["memory"], answers["faiss"]):
-        assert [row[0] for row in reference] == [row[0] for row in candidate]
-        for (_, ref_score, *_), (_, score, *_) in zip(reference, candidate):
-            assert score == pytest.approx(ref_score, abs=1e-4)
+    for store in STORES[1:]:
+        for reference, candidate in zip(answers["memory"], answers[store]):
+            assert [row[0] for row in reference] == [row[0] for row in candidate], store
+            for (_, ref_score, *_), (_, score, *_) in zip(reference, candidate):
+                assert score == pytest.approx(ref_score, abs=1e-4), store
 
 
 def test_dense_scores_are_cosines_on_the_same_scale(engine) -> None:

@@ -1,0 +1,258 @@
+"""ChromaDB store: embedded (``path``) or a Chroma server (``host``/``port``).
+
+Options (``[store]``):
+    path        folder for an embedded PersistentClient (none and no host: in memory)
+    host, port  a Chroma server, through HttpClient
+    collection  collection name (default "vecguard")
+    ef_search   HNSW search breadth (default 200)
+
+Chroma never embeds anything: every call passes vectors and
+``embedding_function=None``, so no default model is loaded or fetched. The
+collection's space is "ip" (score = 1 - distance = inner product, the shared
+scale). User metadata goes into Chroma metadata, so ``where`` filters run in
+Chroma; the rest of the payload is one JSON string in the document field. The
+manifest is one JSON string in collection metadata, beside the fingerprint.
+A filter Chroma cannot express exactly (string order, ``$not`` over an order)
+is evaluated exactly by vecguard and passed to Chroma as an id list.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vecguard import filters
+from vecguard.atomic import canonical_json
+from vecguard.config import resolve_path, take_options
+from vecguard.errors import ConfigError, StorageError
+from vecguard.protocols import Payload, RankedList, check_batch, check_query
+from vecguard.registry import Part, hookimpl
+
+MANIFEST_KEY = "vecguard_manifest"
+FINGERPRINT_KEY = "vecguard_fingerprint"
+_ORDER_NEGATION = {"$eq": "$ne", "$ne": "$eq", "$in": "$nin", "$nin": "$in"}
+
+
+class _Inexpressible(Exception):
+    """The filter has no exact Chroma ``where``; vecguard evaluates it instead."""
+
+
+def _field_clauses(field: str, condition: Any, negate: bool) -> list[dict[str, Any]]:
+    ops = condition.items() if isinstance(condition, Mapping) else (("$eq", condition),)
+    clauses = []
+    for op, operand in ops:
+        if negate:
+            if op not in _ORDER_NEGATION:
+                raise _Inexpressible  # not(x > 1) also holds for a missing x; Chroma cannot say "missing"
+            op = _ORDER_NEGATION[op]
+        if op in ("$gt", "$gte", "$lt", "$lte") and isinstance(operand, str):
+            raise _Inexpressible  # Chroma orders numbers only
+        if op in ("$in", "$nin"):
+            # Chroma wants one type per list: split by type, $in -> OR, $nin -> AND.
+            groups: dict[type, list[Any]] = {}
+            for value in operand:
+                groups.setdefault(type(value), []).append(value)
+            parts = [{field: {op: values}} for values in groups.values()]
+            clauses.append(_join("$or" if op == "$in" else "$and", parts))
+        else:
+            clauses.append({field: {op: operand}})
+    # not(a and b) == (not a) or (not b)
+    return [_join("$or", clauses)] if negate and len(clauses) > 1 else clauses
+
+
+def _join(op: str, clauses: list[dict[str, Any]]) -> dict[str, Any]:
+    return clauses[0] if len(clauses) == 1 else {op: clauses}
+
+
+def to_where(flt: Mapping[str, Any], negate: bool = False) -> dict[str, Any]:
+    """Translate a validated portable filter into an equivalent Chroma ``where`` (or raise _Inexpressible)."""
+    clauses: list[dict[str, Any]] = []
+    for key, value in flt.items():
+        if key in ("$and", "$or"):
+            inner = "$or" if (key == "$and") == negate else "$and"
+            clauses.append(_join(inner, [to_where(sub, negate) for sub in value]))
+        elif key == "$not":
+            clauses.append(to_where(value, not negate))
+        else:
+            clauses.extend(_field_clauses(key, value, negate))
+    return _join("$or" if negate else "$and", clauses)
+
+
+class ChromaStore:
+    def __init__(self, *, path: Path | None, host: str | None, port: int, collection: str, ef_search: int) -> None:
+        os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+        import chromadb
+        from chromadb.config import Settings
+
+        settings = Settings(anonymized_telemetry=False)
+        if host is not None:
+            self._client = chromadb.HttpClient(host=host, port=port, settings=settings)
+        elif path is not None:
+            self._client = chromadb.PersistentClient(path=str(path), settings=settings)
+        else:
+            self._client = chromadb.EphemeralClient(settings=settings)
+        self._name = collection
+        self._collection = self._client.get_or_create_collection(
+            collection, embedding_function=None,
+            configuration={"hnsw": {"space": "ip", "ef_search": ef_search, "ef_construction": max(ef_search, 100)}},
+        )
+        space = (self._collection.configuration or {}).get("hnsw", {}).get("space")
+        if space not in (None, "ip"):
+            raise StorageError(
+                f"Chroma collection {collection!r} uses space {space!r}, but vecguard scores by inner product; "
+                f"use another [store] collection name"
+            )
+        self._max_batch = int(self._client.get_max_batch_size())
+        self._dimension: int | None = None
+
+    def _known_dimension(self) -> int | None:
+        if self._dimension is None:
+            sample = self._collection.get(limit=1, include=["embeddings"])
+            if sample["ids"]:
+                self._dimension = len(sample["embeddings"][0])
+        return self._dimension
+
+    def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[Payload]) -> None:
+        vectors = check_batch(ids, vectors, payloads, self._known_dimension())
+        metadatas = []
+        documents = []
+        for key, payload in zip(ids, payloads):
+            metadata = dict(payload.get("metadata") or {})
+            for field, value in metadata.items():
+                if not isinstance(value, (str, int, float, bool)) or isinstance(value, float) and not np.isfinite(value):
+                    raise StorageError(
+                        f"point {key!r}: metadata {field!r} is {type(value).__name__} {value!r:.60}; Chroma stores "
+                        f"strings, finite numbers and bools only (flatten it into several keys)"
+                    )
+            metadatas.append(metadata or None)
+            documents.append(canonical_json({k: v for k, v in payload.items() if k != "metadata"}))
+        for start in range(0, len(ids), self._max_batch):
+            end = start + self._max_batch
+            batch_ids = list(ids[start:end])
+            batch_metadatas = metadatas[start:end]
+            # Chroma merges metadata on upsert; a key the new payload lacks must be removed (set to None).
+            previous = self._collection.get(ids=batch_ids, include=["metadatas"])
+            old_keys = {key: set(m or {}) for key, m in zip(previous["ids"], previous["metadatas"])}
+            for i, key in enumerate(batch_ids):
+                dropped = old_keys.get(key, set()) - set(batch_metadatas[i] or {})
+                if dropped:
+                    batch_metadatas[i] = {**(batch_metadatas[i] or {}), **dict.fromkeys(dropped)}
+            self._collection.upsert(
+                ids=batch_ids, embeddings=vectors[start:end], metadatas=batch_metadatas, documents=documents[start:end],
+            )
+        if len(ids):
+            self._dimension = vectors.shape[1]
+
+    def delete(self, ids: Sequence[str]) -> None:
+        ids = list(ids)
+        for start in range(0, len(ids), self._max_batch):
+            self._collection.delete(ids=ids[start:start + self._max_batch])
+
+    @staticmethod
+    def _payload(document: str | None, metadata: Mapping[str, Any] | None) -> Payload:
+        payload = json.loads(document) if document else {}
+        payload["metadata"] = dict(metadata or {})
+        return payload
+
+    def get(self, ids: Sequence[str]) -> dict[str, tuple[np.ndarray, Payload]]:
+        found: dict[str, tuple[np.ndarray, Payload]] = {}
+        ids = list(ids)
+        for start in range(0, len(ids), self._max_batch):
+            part = ids[start:start + self._max_batch]
+            if not part:
+                continue
+            got = self._collection.get(ids=part, include=["embeddings", "documents", "metadatas"])
+            for key, vector, document, metadata in zip(got["ids"], got["embeddings"], got["documents"], got["metadatas"]):
+                found[key] = (np.asarray(vector, dtype=np.float32), self._payload(document, metadata))
+        return found
+
+    def _matching_ids(self, flt: Mapping[str, Any]) -> list[str]:
+        allowed = []
+        for ids, _, payloads in self.scan(batch_size=self._max_batch, include_vectors=False):
+            allowed += [key for key, payload in zip(ids, payloads) if filters.matches(flt, payload["metadata"])]
+        return allowed
+
+    def search(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None = None) -> RankedList:
+        vector = check_query(vector, k, self._known_dimension())
+        if filter:
+            filters.validate(filter)
+        total = self._collection.count()
+        if not total:
+            return []
+        arguments: dict[str, Any] = {}
+        if filter:
+            try:
+                arguments["where"] = to_where(filter)
+            except _Inexpressible:
+                allowed = self._matching_ids(filter)
+                if not allowed:
+                    return []
+                arguments["ids"] = allowed
+        result = self._collection.query(
+            query_embeddings=vector.reshape(1, -1), n_results=min(k, total), include=["distances"], **arguments,
+        )
+        return [(key, float(1.0 - distance)) for key, distance in zip(result["ids"][0], result["distances"][0])]
+
+    def scan(self, batch_size: int = 1000, include_vectors: bool = True) -> Iterator[tuple[list[str], np.ndarray, list[Payload]]]:
+        include = ["documents", "metadatas"] + (["embeddings"] if include_vectors else [])
+        offset = 0
+        while True:
+            got = self._collection.get(limit=batch_size, offset=offset, include=include)
+            if not got["ids"]:
+                return
+            offset += len(got["ids"])
+            vectors = (
+                np.asarray(got["embeddings"], dtype=np.float32) if include_vectors
+                else np.zeros((len(got["ids"]), 0), dtype=np.float32)
+            )
+            yield list(got["ids"]), vectors, [self._payload(d, m) for d, m in zip(got["documents"], got["metadatas"])]
+
+    def count(self) -> int:
+        return int(self._collection.count())
+
+    def read_manifest(self) -> dict[str, Any] | None:
+        text = (self._collection.metadata or {}).get(MANIFEST_KEY)
+        if not text:
+            return None
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise StorageError(f"Chroma collection {self._name!r} has an unreadable vecguard manifest: {exc}") from exc
+
+    def write_manifest(self, manifest: Mapping[str, Any]) -> None:
+        metadata = {MANIFEST_KEY: canonical_json(dict(manifest)), FINGERPRINT_KEY: str(manifest.get("id", ""))}
+        self._collection.modify(metadata=metadata)
+        self._collection = self._client.get_collection(self._name, embedding_function=None)
+
+    def close(self) -> None:
+        # Releases the embedded system Chroma caches per path: a later open in this
+        # process must read what other processes wrote meanwhile, not a stale cache.
+        self._collection = None  # type: ignore[assignment]
+        self._client.close()
+
+
+def _build(options: dict[str, Any], base_dir: Path) -> ChromaStore:
+    opts = take_options(
+        "[store] chroma", options, {"path": None, "host": None, "port": 8000, "collection": "vecguard", "ef_search": 200},
+    )
+    if opts["host"] is not None and opts["path"] is not None:
+        raise ConfigError("[store] chroma: give either path (embedded) or host/port (a Chroma server), not both")
+    if not isinstance(opts["port"], int) or isinstance(opts["port"], bool) or not 0 < opts["port"] < 65536:
+        raise ConfigError(f"[store] chroma port must be a TCP port number, got {opts['port']!r}")
+    name = opts["collection"]
+    if not isinstance(name, str) or not 3 <= len(name) <= 512:
+        raise ConfigError(f"[store] chroma collection must be a name of 3 to 512 characters, got {name!r}")
+    return ChromaStore(
+        path=resolve_path(opts["path"], base_dir, "[store] chroma"), host=opts["host"], port=opts["port"],
+        collection=name, ef_search=opts["ef_search"],
+    )
+
+
+@hookimpl
+def vecguard_parts() -> list[Part]:
+    return [Part("store", "chroma", _build, extra="chroma", description="ChromaDB, embedded or server (space ip)")]

@@ -1,0 +1,293 @@
+"""Qdrant store through qdrant-client: a server or cluster (``url``), local mode (``path``) or ``":memory:"``.
+
+Options (``[store]``):
+    url, api_key            a Qdrant server or cluster
+    path                    qdrant-client local mode folder, or ":memory:" (tests)
+    collection              collection name (default "vecguard")
+    exact                   exact search instead of HNSW (default false)
+    hnsw_ef                 HNSW search breadth (default 128)
+    batch_size              points per upsert request (default 256)
+    shard_number, replication_factor, write_consistency_factor, on_disk,
+    hnsw_m, hnsw_ef_construct, quantization ("scalar" for int8 scalar quantization)
+                            collection creation options, for a server
+    payload_indexes         {field = "keyword" | "integer" | "float" | "bool"}: payload indexes to create
+
+Point ids are UUIDv5 of vecguard's string ids (Qdrant accepts only unsigned
+ints and UUIDs); the original id is kept in the payload. Distance is DOT, so
+scores are inner products (the shared scale) and stored vectors come back as
+written. The manifest lives in the collection's ``metadata``. Every portable
+filter has an exact Qdrant ``Filter``: numbers compare through ``Range`` (so
+2 equals 2.0), strings and bools through ``MatchValue``/``MatchAny``, and
+``$not`` through ``must_not``; string order, which Qdrant lacks, is evaluated
+by vecguard and passed as an id list.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vecguard import filters
+from vecguard.atomic import canonical_json
+from vecguard.config import resolve_path, take_options
+from vecguard.errors import ConfigError, StorageError
+from vecguard.protocols import Payload, RankedList, check_batch, check_query
+from vecguard.registry import Part, hookimpl
+
+ID_NAMESPACE = uuid.UUID("6f1c9a52-7d0b-5c8e-9a3e-2b1f4d6c8e10")
+ID_KEY = "vecguard_id"
+MANIFEST_KEY = "vecguard_manifest"
+FINGERPRINT_KEY = "vecguard_fingerprint"
+INDEX_TYPES = ("keyword", "integer", "float", "bool")
+
+
+def point_id(key: str) -> str:
+    return str(uuid.uuid5(ID_NAMESPACE, key))
+
+
+class _Inexpressible(Exception):
+    """No exact Qdrant filter; vecguard evaluates it instead."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def to_qdrant_filter(flt: Mapping[str, Any], models: Any) -> Any:
+    """Translate a validated portable filter into an equivalent ``models.Filter`` (or raise _Inexpressible)."""
+    must: list[Any] = []
+    for key, value in flt.items():
+        if key == "$and":
+            must.append(models.Filter(must=[to_qdrant_filter(sub, models) for sub in value]))
+        elif key == "$or":
+            must.append(models.Filter(should=[to_qdrant_filter(sub, models) for sub in value]))
+        elif key == "$not":
+            must.append(models.Filter(must_not=[to_qdrant_filter(value, models)]))
+        else:
+            if "." in key or "[" in key:
+                raise _Inexpressible  # Qdrant would read it as a nested path
+            ops = value.items() if isinstance(value, Mapping) else (("$eq", value),)
+            must.extend(_condition(f"metadata.{key}", op, operand, models) for op, operand in ops)
+    return models.Filter(must=must)
+
+
+def _equals(key: str, value: Any, models: Any) -> Any:
+    if _is_number(value):
+        return models.FieldCondition(key=key, range=models.Range(gte=value, lte=value))
+    return models.FieldCondition(key=key, match=models.MatchValue(value=value))
+
+
+def _condition(key: str, op: str, operand: Any, models: Any) -> Any:
+    if op == "$eq":
+        return _equals(key, operand, models)
+    if op == "$ne":
+        return models.Filter(must_not=[_equals(key, operand, models)])
+    if op in ("$in", "$nin"):
+        strings = [v for v in operand if isinstance(v, str)]
+        others = [_equals(key, v, models) for v in operand if not isinstance(v, str)]
+        if strings:
+            others.append(models.FieldCondition(key=key, match=models.MatchAny(any=strings)))
+        any_of = models.Filter(should=others)
+        return any_of if op == "$in" else models.Filter(must_not=[any_of])
+    if not _is_number(operand):
+        raise _Inexpressible  # Qdrant ranges are numeric
+    bound = {"$gt": "gt", "$gte": "gte", "$lt": "lt", "$lte": "lte"}[op]
+    return models.FieldCondition(key=key, range=models.Range(**{bound: operand}))
+
+
+class QdrantStore:
+    def __init__(self, options: dict[str, Any], path: Path | str | None) -> None:
+        from qdrant_client import QdrantClient, models
+
+        self._models = models
+        self._options = options
+        if options["url"] is not None:
+            self._client = QdrantClient(url=options["url"], api_key=options["api_key"])
+        elif path == ":memory:":
+            self._client = QdrantClient(location=":memory:")
+        elif path is not None:
+            Path(path).mkdir(parents=True, exist_ok=True)
+            self._client = QdrantClient(path=str(path))
+        else:
+            raise ConfigError("[store] qdrant needs url (a server), path (local mode) or path = \":memory:\"")
+        self._name = options["collection"]
+        self._pending_manifest: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------ collection
+
+    def _exists(self) -> bool:
+        return bool(self._client.collection_exists(self._name))
+
+    def _dimension(self) -> int | None:
+        if not self._exists():
+            return None
+        vectors = self._client.get_collection(self._name).config.params.vectors
+        return int(vectors.size)
+
+    def _create(self, dimension: int) -> None:
+        models, o = self._models, self._options
+        quantization = None
+        if o["quantization"] == "scalar":
+            quantization = models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, always_ram=True))
+        metadata = self._manifest_metadata(self._pending_manifest) if self._pending_manifest else None
+        self._client.create_collection(
+            self._name,
+            vectors_config=models.VectorParams(size=dimension, distance=models.Distance.DOT, on_disk=o["on_disk"]),
+            shard_number=o["shard_number"], replication_factor=o["replication_factor"],
+            write_consistency_factor=o["write_consistency_factor"], on_disk_payload=o["on_disk"],
+            hnsw_config=models.HnswConfigDiff(m=o["hnsw_m"], ef_construct=o["hnsw_ef_construct"]),
+            quantization_config=quantization, metadata=metadata,
+        )
+        for field, kind in o["payload_indexes"].items():
+            self._client.create_payload_index(self._name, field_name=f"metadata.{field}", field_schema=kind)
+        self._pending_manifest = None
+
+    # ------------------------------------------------------------ VectorStore
+
+    def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[Payload]) -> None:
+        vectors = check_batch(ids, vectors, payloads, self._dimension())
+        if not len(ids):
+            return
+        if not self._exists():
+            self._create(vectors.shape[1])
+        models = self._models
+        size = self._options["batch_size"]
+        for start in range(0, len(ids), size):
+            points = [
+                models.PointStruct(id=point_id(key), vector=vector.tolist(), payload={**payload, ID_KEY: key})
+                for key, vector, payload in zip(ids[start:start + size], vectors[start:start + size], payloads[start:start + size])
+            ]
+            self._client.upsert(self._name, points=points, wait=True)
+
+    def delete(self, ids: Sequence[str]) -> None:
+        if not self._exists() or not len(ids):
+            return
+        size = self._options["batch_size"]
+        for start in range(0, len(ids), size):
+            selector = self._models.PointIdsList(points=[point_id(key) for key in ids[start:start + size]])
+            self._client.delete(self._name, points_selector=selector, wait=True)
+
+    @staticmethod
+    def _split(payload: Mapping[str, Any] | None) -> tuple[str, Payload]:
+        payload = dict(payload or {})
+        return payload.pop(ID_KEY), payload
+
+    def get(self, ids: Sequence[str]) -> dict[str, tuple[np.ndarray, Payload]]:
+        if not self._exists() or not len(ids):
+            return {}
+        found: dict[str, tuple[np.ndarray, Payload]] = {}
+        size = self._options["batch_size"]
+        for start in range(0, len(ids), size):
+            records = self._client.retrieve(
+                self._name, ids=[point_id(key) for key in ids[start:start + size]], with_vectors=True, with_payload=True,
+            )
+            for record in records:
+                key, payload = self._split(record.payload)
+                found[key] = (np.asarray(record.vector, dtype=np.float32), payload)
+        return found
+
+    def search(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None = None) -> RankedList:
+        vector = check_query(vector, k, self._dimension())
+        if filter:
+            filters.validate(filter)
+        if not self._exists():
+            return []
+        models = self._models
+        query_filter = None
+        if filter:
+            try:
+                query_filter = to_qdrant_filter(filter, models)
+            except _Inexpressible:
+                allowed = [point_id(key) for key in self._matching_ids(filter)]
+                if not allowed:
+                    return []
+                query_filter = models.Filter(must=[models.HasIdCondition(has_id=allowed)])
+        result = self._client.query_points(
+            self._name, query=vector.tolist(), limit=k, query_filter=query_filter, with_payload=[ID_KEY],
+            search_params=models.SearchParams(exact=self._options["exact"], hnsw_ef=max(self._options["hnsw_ef"], k)),
+        )
+        return [(point.payload[ID_KEY], float(point.score)) for point in result.points]
+
+    def _matching_ids(self, flt: Mapping[str, Any]) -> list[str]:
+        return [
+            key for ids, _, payloads in self.scan(include_vectors=False)
+            for key, payload in zip(ids, payloads) if filters.matches(flt, payload.get("metadata") or {})
+        ]
+
+    def scan(self, batch_size: int = 1000, include_vectors: bool = True) -> Iterator[tuple[list[str], np.ndarray, list[Payload]]]:
+        if not self._exists():
+            return
+        offset = None
+        while True:
+            records, offset = self._client.scroll(
+                self._name, limit=batch_size, offset=offset, with_vectors=include_vectors, with_payload=True,
+            )
+            if records:
+                keys, payloads = zip(*(self._split(record.payload) for record in records))
+                vectors = (
+                    np.asarray([record.vector for record in records], dtype=np.float32) if include_vectors
+                    else np.zeros((len(records), 0), dtype=np.float32)
+                )
+                yield list(keys), vectors, list(payloads)
+            if offset is None:
+                return
+
+    def count(self) -> int:
+        if not self._exists():
+            return 0
+        return int(self._client.count(self._name, exact=True).count)
+
+    @staticmethod
+    def _manifest_metadata(manifest: Mapping[str, Any]) -> dict[str, Any]:
+        return {MANIFEST_KEY: canonical_json(dict(manifest)), FINGERPRINT_KEY: str(manifest.get("id", ""))}
+
+    def read_manifest(self) -> dict[str, Any] | None:
+        if not self._exists():
+            return dict(self._pending_manifest) if self._pending_manifest else None
+        text = (self._client.get_collection(self._name).config.metadata or {}).get(MANIFEST_KEY)
+        if not text:
+            return None
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise StorageError(f"Qdrant collection {self._name!r} has an unreadable vecguard manifest: {exc}") from exc
+
+    def write_manifest(self, manifest: Mapping[str, Any]) -> None:
+        if not self._exists():
+            # Qdrant needs the dimension to create a collection: it is created, with
+            # this manifest, by the first upsert.
+            self._pending_manifest = dict(manifest)
+            return
+        self._client.update_collection(self._name, metadata=self._manifest_metadata(manifest))
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _build(options: dict[str, Any], base_dir: Path) -> QdrantStore:
+    opts = take_options("[store] qdrant", options, {
+        "url": None, "api_key": None, "path": None, "collection": "vecguard", "exact": False, "hnsw_ef": 128,
+        "batch_size": 256, "shard_number": None, "replication_factor": None, "write_consistency_factor": None,
+        "on_disk": None, "hnsw_m": None, "hnsw_ef_construct": None, "quantization": None, "payload_indexes": {},
+    })
+    if opts["url"] is not None and opts["path"] is not None:
+        raise ConfigError("[store] qdrant: give either url (a server) or path (local mode), not both")
+    if opts["quantization"] not in (None, "scalar"):
+        raise ConfigError(f"[store] qdrant quantization must be \"scalar\" or absent, got {opts['quantization']!r}")
+    if not isinstance(opts["payload_indexes"], dict) or any(v not in INDEX_TYPES for v in opts["payload_indexes"].values()):
+        raise ConfigError(f"[store] qdrant payload_indexes must map fields to one of {', '.join(INDEX_TYPES)}, got {opts['payload_indexes']!r}")
+    for key in ("hnsw_ef", "batch_size"):
+        if not isinstance(opts[key], int) or isinstance(opts[key], bool) or opts[key] < 1:
+            raise ConfigError(f"[store] qdrant {key} must be a whole number >= 1, got {opts[key]!r}")
+    path = opts["path"] if opts["path"] == ":memory:" else resolve_path(opts["path"], base_dir, "[store] qdrant")
+    return QdrantStore(opts, path)
+
+
+@hookimpl
+def vecguard_parts() -> list[Part]:
+    return [Part("store", "qdrant", _build, extra="qdrant", description="Qdrant server, local mode or :memory: (DOT)")]

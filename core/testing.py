@@ -1,0 +1,292 @@
+"""Conformance suite for VectorStore adapters: the checks every vecguard backend passes.
+
+A contributor writes, in a pytest module of their own::
+
+    import pytest
+    from vecguard.testing import VectorStoreConformance
+
+    class TestMyStore(VectorStoreConformance):
+        plugin = "mystore"            # the entry point name the store is registered under
+
+        @pytest.fixture
+        def store_options(self, tmp_path):
+            return {"path": str(tmp_path / "db")}   # options for an empty collection
+
+pytest then runs every ``test_*`` below against the store, built through the
+registry exactly as ``vecguard.open`` builds it. Class attributes tune it:
+``persistent`` (reopen in a fresh process), ``exact`` (results must equal the
+``memory`` reference within 1e-4; approximate stores must overlap >= 0.9).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from .errors import DimensionError, FilterError, StorageError, VecguardError
+from .filters import matches, validate
+from .registry import Registry
+
+DIMENSION = 16
+SCORE_TOLERANCE = 1e-4
+
+
+def unit_vectors(n: int, dimension: int = DIMENSION, seed: int = 0) -> np.ndarray:
+    """float32 (n, dimension), L2-normalised, reproducible."""
+    vectors = np.random.default_rng(seed).normal(size=(n, dimension)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def metadata_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Metadata with ints, floats, strings, bools, a missing field every 7th row and a type clash every 11th."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        row: dict[str, Any] = {
+            "year": rng.choice([2019, 2020, 2021]), "court": rng.choice(["UK", "EU", "US"]),
+            "public": rng.random() < 0.5, "score": rng.choice([0.1, 0.5, 0.9]), "name": f"n{i % 5}",
+        }
+        if i % 7 == 0:
+            del row["court"]
+        if i % 11 == 0:
+            row["year"] = "2020"
+        rows.append(row)
+    return rows
+
+
+def random_filter(rng: random.Random, depth: int = 0) -> dict[str, Any]:
+    """A random filter over ``metadata_rows`` fields using every operator, nesting and type mismatches."""
+    values: dict[str, list[Any]] = {
+        "year": [2019, 2020, 2021, 2020.0, "2020"], "court": ["UK", "EU", "US", 1], "public": [True, False, 0],
+        "score": [0.1, 0.5, 0.9, "x"], "name": ["n1", "n3", "a", "z"], "missing": [1, "a"],
+    }
+    if depth < 2 and rng.random() < 0.35:
+        op = rng.choice(["$and", "$or", "$not"])
+        if op == "$not":
+            return {"$not": random_filter(rng, depth + 1)}
+        return {op: [random_filter(rng, depth + 1) for _ in range(rng.randint(1, 3))]}
+    field = rng.choice(list(values))
+    op = rng.choice(["$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "bare"])
+    if op == "bare":
+        return {field: rng.choice(values[field])}
+    if op in ("$in", "$nin"):
+        return {field: {op: rng.sample(values[field], k=min(rng.randint(1, 3), len(values[field])))}}
+    choices = [v for v in values[field] if not (op in ("$gt", "$gte", "$lt", "$lte") and isinstance(v, bool))]
+    return {field: {op: rng.choice(choices)}}
+
+
+def _fill(store: Any, n: int, seed: int = 0) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:
+    ids = [f"p{i}" for i in range(n)]
+    vectors = unit_vectors(n, seed=seed)
+    payloads = [{"text": f"point {i}", "metadata": row} for i, row in enumerate(metadata_rows(n, seed))]
+    store.upsert(ids, vectors, payloads)
+    return ids, vectors, payloads
+
+
+def _reference(ids: list[str], vectors: np.ndarray, payloads: list[dict[str, Any]]) -> Any:
+    from vecguard.backends.memory import MemoryStore
+
+    reference = MemoryStore(None)
+    reference.upsert(ids, vectors, payloads)
+    return reference
+
+
+class VectorStoreConformance:
+    """Subclass with ``plugin`` set and a ``store_options`` fixture; see the module docstring."""
+
+    plugin: str = ""
+    persistent: bool = True
+    exact: bool = True
+
+    @pytest.fixture
+    def store_options(self, tmp_path: Path) -> dict[str, Any]:
+        raise NotImplementedError("define a store_options fixture returning options for an empty collection")
+
+    def build(self, options: dict[str, Any], base_dir: Path) -> Any:
+        return Registry.discover().build("store", self.plugin, dict(options), base_dir)
+
+    @pytest.fixture
+    def store(self, store_options: dict[str, Any], tmp_path: Path) -> Iterator[Any]:
+        built = self.build(store_options, tmp_path)
+        yield built
+        built.close()
+
+    # ------------------------------------------------------------ basics
+
+    def test_an_empty_store_holds_nothing(self, store: Any) -> None:
+        assert store.count() == 0
+        assert store.get(["p0"]) == {}
+        assert store.search(unit_vectors(1)[0], 5) == []
+        assert list(store.scan()) == []
+        assert store.read_manifest() is None
+        store.delete(["p0"])  # deleting from an empty store is no error
+
+    def test_upsert_then_get_returns_vectors_and_payloads(self, store: Any) -> None:
+        ids, vectors, payloads = _fill(store, 20)
+        got = store.get(["p3", "p17", "absent"])
+        assert set(got) == {"p3", "p17"}
+        for key in ("p3", "p17"):
+            vector, payload = got[key]
+            assert vector.dtype == np.float32 and vector.shape == (DIMENSION,)
+            np.testing.assert_allclose(vector, vectors[int(key[1:])], atol=1e-6)
+            assert payload == payloads[int(key[1:])]
+        assert store.count() == 20
+
+    def test_upsert_of_an_existing_id_replaces_vector_and_payload(self, store: Any) -> None:
+        _, vectors, _ = _fill(store, 20)
+        replacement = -vectors[5]
+        store.upsert(["p5"], replacement.reshape(1, -1), [{"text": "new", "metadata": {"year": 1999}}])
+        assert store.count() == 20
+        vector, payload = store.get(["p5"])["p5"]
+        np.testing.assert_allclose(vector, replacement, atol=1e-6)
+        assert payload == {"text": "new", "metadata": {"year": 1999}}
+        assert store.search(replacement, 1)[0][0] == "p5"
+        assert [key for key, _ in store.search(replacement, 20, {"year": 1999})] == ["p5"]
+
+    def test_delete_removes_and_ignores_missing_ids(self, store: Any) -> None:
+        _, vectors, _ = _fill(store, 20)
+        store.delete(["p1", "p2", "never-stored"])
+        assert store.count() == 18
+        assert store.get(["p1", "p2"]) == {}
+        assert {key for key, _ in store.search(vectors[1], 20)}.isdisjoint({"p1", "p2"})
+
+    def test_the_exact_vector_comes_first_with_cosine_one(self, store: Any) -> None:
+        _, vectors, _ = _fill(store, 50)
+        for row in (0, 17, 49):
+            hits = store.search(vectors[row], 5)
+            assert hits[0][0] == f"p{row}"
+            assert hits[0][1] == pytest.approx(1.0, abs=SCORE_TOLERANCE)
+            scores = [score for _, score in hits]
+            assert scores == sorted(scores, reverse=True)
+            assert all(-1 - SCORE_TOLERANCE <= s <= 1 + SCORE_TOLERANCE for s in scores)
+
+    def test_results_equal_the_memory_reference(self, store: Any) -> None:
+        ids, vectors, payloads = _fill(store, 300)
+        reference = _reference(ids, vectors, payloads)
+        for query in unit_vectors(12, seed=99):
+            expected = reference.search(query, 10)
+            found = store.search(query, 10)
+            if self.exact:
+                assert [key for key, _ in found] == [key for key, _ in expected]
+                np.testing.assert_allclose([s for _, s in found], [s for _, s in expected], atol=SCORE_TOLERANCE)
+            else:
+                assert len({k for k, _ in found} & {k for k, _ in expected}) >= 9
+
+    # ------------------------------------------------------------ filters
+
+    def test_every_filter_operator_matches_the_reference(self, store: Any) -> None:
+        ids, vectors, payloads = _fill(store, 120, seed=3)
+        rng = random.Random(11)
+        query = unit_vectors(1, seed=5)[0]
+        for _ in range(120):
+            flt = random_filter(rng)
+            validate(flt)
+            expected = {key for key, payload in zip(ids, payloads) if matches(flt, payload["metadata"])}
+            found = {key for key, _ in store.search(query, len(ids), flt)}
+            assert found == expected, f"filter {json.dumps(flt)}: missing {sorted(expected - found)[:5]}, extra {sorted(found - expected)[:5]}"
+
+    @pytest.mark.parametrize("bad", [
+        {"year": {"$between": [1, 2]}}, {"$xor": [{"a": 1}]}, {"year": {"$in": 2020}}, {"year": {"$gt": True}},
+        ["year"], {"$or": []}, {"year": {"$eq": {"nested": 1}}},
+    ])
+    def test_a_malformed_filter_raises_filter_error(self, store: Any, bad: Any) -> None:
+        _fill(store, 5)
+        with pytest.raises(FilterError):
+            store.search(unit_vectors(1)[0], 3, bad)
+
+    # ------------------------------------------------------------ bulk, scan, manifest
+
+    def test_scan_returns_every_point_exactly_once(self, store: Any) -> None:
+        _, vectors, payloads = _fill(store, 257)
+        seen: list[str] = []
+        for keys, batch, batch_payloads in store.scan(batch_size=100):
+            assert len(keys) == len(batch) == len(batch_payloads) <= 100
+            for key, vector, payload in zip(keys, batch, batch_payloads):
+                np.testing.assert_allclose(vector, vectors[int(key[1:])], atol=1e-6)
+                assert payload == payloads[int(key[1:])]
+            seen += keys
+        assert sorted(seen) == sorted(f"p{i}" for i in range(257))
+
+    def test_large_batches_are_split_for_the_caller(self, store: Any) -> None:
+        n = 6000  # above Chroma's max batch size (5461) and any sane request size
+        vectors = unit_vectors(n, seed=8)
+        store.upsert([f"b{i}" for i in range(n)], vectors, [{"metadata": {"i": i}} for i in range(n)])
+        assert store.count() == n
+        assert store.search(vectors[5999], 1)[0][0] == "b5999"
+        store.delete([f"b{i}" for i in range(0, n, 2)])
+        assert store.count() == n // 2
+
+    def test_unicode_and_very_long_payloads_round_trip(self, store: Any) -> None:
+        text = ("Grüße aus Köln — 東京 ✓ 🙂 " * 5000)[:100_000]
+        payload = {"text": text, "nested": {"list": [1, "zwei", None]}, "metadata": {"ort": "Köln ✓", "n": 1}}
+        store.upsert(["ü-1 #🙂"], unit_vectors(1), [payload])
+        assert store.get(["ü-1 #🙂"])["ü-1 #🙂"][1] == payload
+        assert [key for key, _ in store.search(unit_vectors(1)[0], 1, {"ort": "Köln ✓"})] == ["ü-1 #🙂"]
+
+    def test_manifest_write_read_round_trip(self, store: Any) -> None:
+        manifest = {
+            "schema_version": 1, "id": "abc123", "encoder": {"name": "m", "dimension": DIMENSION, "settings": {"a": [1, 2]}},
+            "probe": {"vectors": unit_vectors(18, dimension=384).round(7).tolist()}, "note": "ünïcødé",
+        }
+        store.write_manifest(manifest)
+        assert store.read_manifest() == manifest
+        _fill(store, 3)
+        manifest["counts"] = {"documents": 3}
+        store.write_manifest(manifest)
+        assert store.read_manifest() == manifest
+
+    def test_bad_writes_are_refused_and_lose_nothing(self, store: Any) -> None:
+        _fill(store, 10)
+        with pytest.raises(DimensionError):
+            store.upsert(["x"], unit_vectors(1, dimension=DIMENSION + 1), [{}])
+        with pytest.raises(DimensionError):
+            store.search(unit_vectors(1, dimension=DIMENSION + 1)[0], 3)
+        with pytest.raises(StorageError):
+            store.upsert(["x"], np.full((1, DIMENSION), np.nan, dtype=np.float32), [{}])
+        with pytest.raises(VecguardError):
+            store.upsert(["x", "y"], unit_vectors(1), [{}, {}])
+        assert store.count() == 10
+
+    # ------------------------------------------------------------ persistence
+
+    def test_persistence_across_a_reopen_in_a_fresh_process(self, store_options: dict[str, Any], tmp_path: Path) -> None:
+        if not self.persistent:
+            pytest.skip(f"{type(self).__name__} keeps nothing across processes (persistent = False)")
+        store = self.build(store_options, tmp_path)
+        ids, vectors, payloads = _fill(store, 40)
+        store.delete(["p7"])
+        store.write_manifest({"schema_version": 1, "id": "persisted"})
+        store.close()
+        code = textwrap.dedent("""
+            import json, sys
+            from pathlib import Path
+            from vecguard import Registry
+            plugin, options, base = json.loads(sys.argv[1])
+            store = Registry.discover().build("store", plugin, options, Path(base))
+            everything = {k: [v.tolist(), p] for ids, vs, ps in store.scan(batch_size=16) for k, v, p in zip(ids, vs, ps)}
+            print(json.dumps({"count": store.count(), "manifest": store.read_manifest(), "points": everything,
+                              "top": store.search(json.loads(sys.argv[2]), 1)}))
+            store.close()
+        """)
+        result = subprocess.run(
+            [sys.executable, "-c", code, json.dumps([self.plugin, store_options, str(tmp_path)]), json.dumps(vectors[3].tolist())],
+            capture_output=True, text=True, timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        reopened = json.loads(result.stdout.strip().splitlines()[-1])
+        assert reopened["count"] == 39
+        assert reopened["manifest"] == {"schema_version": 1, "id": "persisted"}
+        assert reopened["top"][0][0] == "p3"
+        assert set(reopened["points"]) == set(ids) - {"p7"}
+        for key, (vector, payload) in reopened["points"].items():
+            np.testing.assert_allclose(vector, vectors[int(key[1:])], atol=1e-6)
+            assert payload == payloads[int(key[1:])]
