@@ -181,9 +181,6 @@ class ChromaStore:
         vector = check_query(vector, k, self._known_dimension())
         if filter:
             filters.validate(filter)
-        total = self._collection.count()
-        if not total:
-            return []
         arguments: dict[str, Any] = {}
         if filter:
             try:
@@ -194,7 +191,7 @@ class ChromaStore:
                     return []
                 arguments["ids"] = allowed
         result = self._collection.query(
-            query_embeddings=vector.reshape(1, -1), n_results=min(k, total), include=["distances"], **arguments,
+            query_embeddings=vector.reshape(1, -1), n_results=k, include=["distances"], **arguments,
         )
         return [(key, float(1.0 - distance)) for key, distance in zip(result["ids"][0], result["distances"][0])]
 

@@ -117,6 +117,7 @@ class QdrantStore:
             raise ConfigError("[store] qdrant needs url (a server), path (local mode) or path = \":memory:\"")
         self._name = options["collection"]
         self._pending_manifest: dict[str, Any] | None = None
+        self._known_dimension: int | None = None  # fixed once the collection exists; saves a request per query
 
     # ------------------------------------------------------------ collection
 
@@ -124,10 +125,9 @@ class QdrantStore:
         return bool(self._client.collection_exists(self._name))
 
     def _dimension(self) -> int | None:
-        if not self._exists():
-            return None
-        vectors = self._client.get_collection(self._name).config.params.vectors
-        return int(vectors.size)
+        if self._known_dimension is None and self._exists():
+            self._known_dimension = int(self._client.get_collection(self._name).config.params.vectors.size)
+        return self._known_dimension
 
     def _create(self, dimension: int) -> None:
         models, o = self._models, self._options
@@ -192,10 +192,11 @@ class QdrantStore:
         return found
 
     def search(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None = None) -> RankedList:
-        vector = check_query(vector, k, self._dimension())
+        dimension = self._dimension()
+        vector = check_query(vector, k, dimension)
         if filter:
             filters.validate(filter)
-        if not self._exists():
+        if dimension is None:
             return []
         models = self._models
         query_filter = None
