@@ -80,7 +80,7 @@ def test_a_malformed_line_is_named_and_the_good_lines_before_it_are_kept(workdir
         (["index", "-c", "vecguard.toml", "d.jsonl"], {"d.jsonl": '{"id": "a", "body": "x"}\n'}, "unknown field 'body'"),
         (["index", "-c", "vecguard.toml", "d.jsonl"], {"d.jsonl": '["a"]\n'}, "d.jsonl:1: each line must be an object"),
         (["search", "-c", "missing.toml", "q"], {}, "missing.toml' does not exist"),
-        (["search", "-c", "other.toml", "q"], {"other.toml": '[store]\nplugin = "qdrnt"\n'}, "no store plugin named 'qdrnt'; found: faiss, memory"),
+        (["search", "-c", "other.toml", "q"], {"other.toml": '[store]\nplugin = "qdrnt"\n'}, "no store plugin named 'qdrnt'; found: chroma, faiss, memory, qdrant"),
         (["search", "-c", "other.toml", "q"], {"other.toml": '[stroe]\nplugin = "faiss"\n'}, "unknown section [stroe]"),
         (["search", "-c", "other.toml", "q"], {"other.toml": '[store]\nplugin = "faiss"\nnprob = 3\n'}, "unknown option 'nprob'"),
         (["search", "-c", "other.toml", "q"], {"other.toml": '[chunking]\ntokens = 32\noverlap = 32\n'}, "overlap must be"),
@@ -101,5 +101,5 @@ def test_bad_input_is_one_line_naming_the_culprit_and_exit_status_2(workdir: Pat
 def test_plugins_lists_the_built_ins_with_their_distribution(workdir: Path) -> None:
     listing = json.loads(run("plugins", "--json", cwd=workdir).stdout)
     found = {(p["kind"], p["name"], p["distribution"]) for p in listing["parts"]}
-    assert {("store", "faiss", "vecguard"), ("store", "memory", "vecguard"), ("encoder", "sentence-transformers", "vecguard"),
+    assert {("store", "faiss", "vecguard"), ("store", "chroma", "vecguard"), ("store", "qdrant", "vecguard"), ("store", "memory", "vecguard"), ("encoder", "sentence-transformers", "vecguard"),
             ("keyword", "bm25", "vecguard"), ("fuser", "rrf", "vecguard")} <= found

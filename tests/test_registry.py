@@ -11,7 +11,7 @@ import pytest
 from vecguard import MissingExtraError, Part, PluginNotFoundError, Registry
 from conftest import run_python
 
-BUILT_INS = {("store", "faiss"), ("store", "memory"), ("encoder", "sentence-transformers"), ("keyword", "bm25"), ("fuser", "rrf")}
+BUILT_INS = {("store", "faiss"), ("store", "chroma"), ("store", "qdrant"), ("store", "memory"), ("encoder", "sentence-transformers"), ("keyword", "bm25"), ("fuser", "rrf")}
 
 
 def _install_on_path(root: Path, distribution: str, module: str, source: str, entry_points: str) -> None:
@@ -71,7 +71,7 @@ def test_a_third_party_plugin_is_discovered_and_a_broken_one_is_reported_not_fat
 
 
 def test_an_unknown_plugin_name_lists_the_names_found(tmp_path: Path) -> None:
-    with pytest.raises(PluginNotFoundError, match=r"no store plugin named 'qdrnt'; found: faiss, memory"):
+    with pytest.raises(PluginNotFoundError, match=r"no store plugin named 'qdrnt'; found: chroma, faiss, memory, qdrant"):
         Registry.discover().build("store", "qdrnt", {}, tmp_path)
 
 
