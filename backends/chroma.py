@@ -30,11 +30,10 @@ from vecguard import filters
 from vecguard.atomic import canonical_json
 from vecguard.config import resolve_path, take_options
 from vecguard.errors import ConfigError, StorageError
+from vecguard.guard import manifest_as_metadata, manifest_from_metadata
 from vecguard.protocols import Payload, RankedList, check_batch, check_query
 from vecguard.registry import Part, hookimpl
 
-MANIFEST_KEY = "vecguard_manifest"
-FINGERPRINT_KEY = "vecguard_fingerprint"
 _ORDER_NEGATION = {"$eq": "$ne", "$ne": "$eq", "$in": "$nin", "$nin": "$in"}
 
 
@@ -213,17 +212,10 @@ class ChromaStore:
         return int(self._collection.count())
 
     def read_manifest(self) -> dict[str, Any] | None:
-        text = (self._collection.metadata or {}).get(MANIFEST_KEY)
-        if not text:
-            return None
-        try:
-            return json.loads(text)
-        except ValueError as exc:
-            raise StorageError(f"Chroma collection {self._name!r} has an unreadable vecguard manifest: {exc}") from exc
+        return manifest_from_metadata(self._collection.metadata, f"Chroma collection {self._name!r}")
 
     def write_manifest(self, manifest: Mapping[str, Any]) -> None:
-        metadata = {MANIFEST_KEY: canonical_json(dict(manifest)), FINGERPRINT_KEY: str(manifest.get("id", ""))}
-        self._collection.modify(metadata=metadata)
+        self._collection.modify(metadata=manifest_as_metadata(manifest))
         self._collection = self._client.get_collection(self._name, embedding_function=None)
 
     def close(self) -> None:

@@ -4,8 +4,8 @@ Options (``[store]``):
     url, api_key            a Qdrant server or cluster
     path                    qdrant-client local mode folder, or ":memory:" (tests)
     collection              collection name (default "vecguard")
-    exact                   exact search instead of HNSW (default false)
-    hnsw_ef                 HNSW search breadth (default 128)
+    exact                   exact search instead of HNSW (default false; a server only, local mode is always exact)
+    hnsw_ef                 HNSW search breadth (default 128; a server only)
     batch_size              points per upsert request (default 256)
     shard_number, replication_factor, write_consistency_factor, on_disk,
     hnsw_m, hnsw_ef_construct, quantization ("scalar" for int8 scalar quantization)
@@ -24,7 +24,6 @@ by vecguard and passed as an id list.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -33,16 +32,14 @@ from typing import Any
 import numpy as np
 
 from vecguard import filters
-from vecguard.atomic import canonical_json
 from vecguard.config import resolve_path, take_options
-from vecguard.errors import ConfigError, StorageError
+from vecguard.errors import ConfigError
+from vecguard.guard import manifest_as_metadata, manifest_from_metadata
 from vecguard.protocols import Payload, RankedList, check_batch, check_query
 from vecguard.registry import Part, hookimpl
 
 ID_NAMESPACE = uuid.UUID("6f1c9a52-7d0b-5c8e-9a3e-2b1f4d6c8e10")
 ID_KEY = "vecguard_id"
-MANIFEST_KEY = "vecguard_manifest"
-FINGERPRINT_KEY = "vecguard_fingerprint"
 INDEX_TYPES = ("keyword", "integer", "float", "bool")
 
 
@@ -134,7 +131,7 @@ class QdrantStore:
         quantization = None
         if o["quantization"] == "scalar":
             quantization = models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, always_ram=True))
-        metadata = self._manifest_metadata(self._pending_manifest) if self._pending_manifest else None
+        metadata = manifest_as_metadata(self._pending_manifest) if self._pending_manifest else None
         self._client.create_collection(
             self._name,
             vectors_config=models.VectorParams(size=dimension, distance=models.Distance.DOT, on_disk=o["on_disk"]),
@@ -210,7 +207,11 @@ class QdrantStore:
                 query_filter = models.Filter(must=[models.HasIdCondition(has_id=allowed)])
         result = self._client.query_points(
             self._name, query=vector.tolist(), limit=k, query_filter=query_filter, with_payload=[ID_KEY],
-            search_params=models.SearchParams(exact=self._options["exact"], hnsw_ef=max(self._options["hnsw_ef"], k)),
+            # Local mode is brute force and warns about search parameters it ignores.
+            search_params=(
+                models.SearchParams(exact=self._options["exact"], hnsw_ef=max(self._options["hnsw_ef"], k))
+                if self._options["url"] is not None else None
+            ),
         )
         return [(point.payload[ID_KEY], float(point.score)) for point in result.points]
 
@@ -243,20 +244,11 @@ class QdrantStore:
             return 0
         return int(self._client.count(self._name, exact=True).count)
 
-    @staticmethod
-    def _manifest_metadata(manifest: Mapping[str, Any]) -> dict[str, Any]:
-        return {MANIFEST_KEY: canonical_json(dict(manifest)), FINGERPRINT_KEY: str(manifest.get("id", ""))}
-
     def read_manifest(self) -> dict[str, Any] | None:
         if not self._exists():
             return dict(self._pending_manifest) if self._pending_manifest else None
-        text = (self._client.get_collection(self._name).config.metadata or {}).get(MANIFEST_KEY)
-        if not text:
-            return None
-        try:
-            return json.loads(text)
-        except ValueError as exc:
-            raise StorageError(f"Qdrant collection {self._name!r} has an unreadable vecguard manifest: {exc}") from exc
+        metadata = self._client.get_collection(self._name).config.metadata
+        return manifest_from_metadata(metadata, f"Qdrant collection {self._name!r}")
 
     def write_manifest(self, manifest: Mapping[str, Any]) -> None:
         if not self._exists():
@@ -264,7 +256,7 @@ class QdrantStore:
             # this manifest, by the first upsert.
             self._pending_manifest = dict(manifest)
             return
-        self._client.update_collection(self._name, metadata=self._manifest_metadata(manifest))
+        self._client.update_collection(self._name, metadata=manifest_as_metadata(manifest))
 
     def close(self) -> None:
         self._client.close()

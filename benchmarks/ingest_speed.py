@@ -28,7 +28,6 @@ import argparse
 import cProfile
 import datetime
 import importlib.metadata
-import io
 import json
 import os
 import platform

@@ -9,7 +9,6 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from .errors import DocumentError, EmbeddingDriftError, VecguardError
 from .protocols import Document

@@ -16,14 +16,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from . import filters as portable_filters
 from . import guard
 from .atomic import canonical_json
 from .chunking import TokenChunker, join_chunks
 from .config import Config, load_config
-from .errors import ConfigError, DocumentError, StorageError, VecguardError
+from .errors import DocumentError, StorageError, VecguardError
 from .protocols import Document, Encoder, Fuser, Hit, KeywordIndex, Payload, RankedList, SignalEvidence, VectorStore, as_documents
 from .registry import Registry
 

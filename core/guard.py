@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import canonical_json, write_json_atomically
-from .errors import CompatibilityError, DimensionError, EmbeddingDriftError
+from .errors import CompatibilityError, DimensionError, EmbeddingDriftError, StorageError
 from .protocols import Encoder, EncoderIdentity
 
 log = logging.getLogger(__name__)
@@ -156,6 +156,26 @@ def build_manifest(
     }
     manifest["id"] = manifest_id(manifest)
     return manifest
+
+
+MANIFEST_METADATA_KEY = "vecguard_manifest"
+FINGERPRINT_METADATA_KEY = "vecguard_fingerprint"
+
+
+def manifest_as_metadata(manifest: Mapping[str, Any]) -> dict[str, str]:
+    """The manifest as flat collection metadata (databases that keep only scalars there)."""
+    return {MANIFEST_METADATA_KEY: canonical_json(dict(manifest)), FINGERPRINT_METADATA_KEY: str(manifest.get("id", ""))}
+
+
+def manifest_from_metadata(metadata: Mapping[str, Any] | None, where: str) -> dict[str, Any] | None:
+    """Read back what ``manifest_as_metadata`` stored; None when the collection has no manifest."""
+    text = (metadata or {}).get(MANIFEST_METADATA_KEY)
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise StorageError(f"{where} has an unreadable vecguard manifest ({exc}); rebuild the collection") from exc
 
 
 def manifest_id(manifest: Mapping[str, Any]) -> str:

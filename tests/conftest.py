@@ -69,7 +69,7 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
-def run_python(code: str, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> "subprocess.CompletedProcess[str]":
+def run_python(code: str, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Any:
     """Run code in a fresh interpreter (a real restart), return the finished process."""
     import subprocess
 
