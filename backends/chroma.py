@@ -51,6 +51,8 @@ def _field_clauses(field: str, condition: Any, negate: bool) -> list[dict[str, A
             op = _ORDER_NEGATION[op]
         if op in ("$gt", "$gte", "$lt", "$lte") and isinstance(operand, str):
             raise _Inexpressible  # Chroma orders numbers only
+        if any(isinstance(v, float) and not v.is_integer() for v in (operand if isinstance(operand, list) else [operand])):
+            raise _Inexpressible  # Chroma truncates a fractional operand against an int field (1.5 matches 1)
         if op in ("$in", "$nin"):
             # Chroma wants one type per list: split by type, $in -> OR, $nin -> AND.
             groups: dict[type, list[Any]] = {}

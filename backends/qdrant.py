@@ -24,6 +24,7 @@ by vecguard and passed as an id list.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -41,6 +42,7 @@ from vecguard.registry import Part, hookimpl
 ID_NAMESPACE = uuid.UUID("6f1c9a52-7d0b-5c8e-9a3e-2b1f4d6c8e10")
 ID_KEY = "vecguard_id"
 INDEX_TYPES = ("keyword", "integer", "float", "bool")
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def point_id(key: str) -> str:
@@ -66,8 +68,8 @@ def to_qdrant_filter(flt: Mapping[str, Any], models: Any) -> Any:
         elif key == "$not":
             must.append(models.Filter(must_not=[to_qdrant_filter(value, models)]))
         else:
-            if "." in key or "[" in key:
-                raise _Inexpressible  # Qdrant would read it as a nested path
+            if not _PLAIN_KEY.fullmatch(key):
+                raise _Inexpressible  # Qdrant would parse dots, brackets, spaces or quotes as a path
             ops = value.items() if isinstance(value, Mapping) else (("$eq", value),)
             must.extend(_condition(f"metadata.{key}", op, operand, models) for op, operand in ops)
     return models.Filter(must=must)

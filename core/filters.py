@@ -60,8 +60,8 @@ def _validate_condition(condition: Any, where: str) -> None:
         if op not in FIELD_OPERATORS:
             raise FilterError(f"{where}: unknown operator {op!r}; field operators are {', '.join(FIELD_OPERATORS)}")
         if op in ("$in", "$nin"):
-            if not isinstance(operand, list):
-                raise FilterError(f"{where}.{op} takes a list of values, got {operand!r}")
+            if not isinstance(operand, list) or not operand:
+                raise FilterError(f"{where}.{op} takes a non-empty list of values, got {operand!r}")
             for i, item in enumerate(operand):
                 _validate_scalar(item, f"{where}.{op}[{i}]")
         elif op in _ORDERED:

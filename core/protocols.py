@@ -221,6 +221,9 @@ def check_batch(ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[Payl
         raise DimensionError(f"vectors have dimension {vectors.shape[1]} but the store holds dimension {dimension}")
     if not np.isfinite(vectors).all():
         raise StorageError("vectors contain NaN or infinity; check the encoder output")
+    for key in ids:
+        if not isinstance(key, str) or not key:
+            raise StorageError(f"ids must be non-empty strings, got {type(key).__name__} {key!r}")
     if len(set(ids)) != len(ids):
         raise StorageError("upsert got the same id twice in one batch; deduplicate it first")
     return vectors

@@ -53,7 +53,8 @@ def metadata_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
     for i in range(n):
         row: dict[str, Any] = {
             "year": rng.choice([2019, 2020, 2021]), "court": rng.choice(["UK", "EU", "US"]),
-            "public": rng.random() < 0.5, "score": rng.choice([0.1, 0.5, 0.9]), "name": f"n{i % 5}",
+            "public": rng.random() < 0.5, "score": rng.choice([0.1, 0.5, 0.9, 1]), "name": f"n{i % 5}",
+            "odd key: a.b": rng.choice(["x", "y"]),
         }
         if i % 7 == 0:
             del row["court"]
@@ -66,8 +67,9 @@ def metadata_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
 def random_filter(rng: random.Random, depth: int = 0) -> dict[str, Any]:
     """A random filter over ``metadata_rows`` fields using every operator, nesting and type mismatches."""
     values: dict[str, list[Any]] = {
-        "year": [2019, 2020, 2021, 2020.0, "2020"], "court": ["UK", "EU", "US", 1], "public": [True, False, 0],
-        "score": [0.1, 0.5, 0.9, "x"], "name": ["n1", "n3", "a", "z"], "missing": [1, "a"],
+        "year": [2019, 2020, 2021, 2020.0, 2020.5, "2020"], "court": ["UK", "EU", "US", 1], "public": [True, False, 0],
+        "score": [0.1, 0.5, 0.9, 1, 1.5, "x"], "name": ["n1", "n3", "a", "z"], "missing": [1, "a"],
+        "odd key: a.b": ["x", "y", 1],
     }
     if depth < 2 and rng.random() < 0.35:
         op = rng.choice(["$and", "$or", "$not"])
@@ -75,6 +77,10 @@ def random_filter(rng: random.Random, depth: int = 0) -> dict[str, Any]:
             return {"$not": random_filter(rng, depth + 1)}
         return {op: [random_filter(rng, depth + 1) for _ in range(rng.randint(1, 3))]}
     field = rng.choice(list(values))
+    if rng.random() < 0.15:  # several operators on one field: a range
+        numbers = [v for v in values[field] if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        low, high = sorted(rng.sample(numbers if len(numbers) >= 2 else [0, 2.5], k=2))
+        return {field: {rng.choice(["$gt", "$gte"]): low, rng.choice(["$lt", "$lte"]): high}}
     op = rng.choice(["$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "bare"])
     if op == "bare":
         return {field: rng.choice(values[field])}
@@ -196,7 +202,7 @@ class VectorStoreConformance:
 
     @pytest.mark.parametrize("bad", [
         {"year": {"$between": [1, 2]}}, {"$xor": [{"a": 1}]}, {"year": {"$in": 2020}}, {"year": {"$gt": True}},
-        ["year"], {"$or": []}, {"year": {"$eq": {"nested": 1}}},
+        ["year"], {"$or": []}, {"year": {"$eq": {"nested": 1}}}, {"year": {"$in": []}},
     ])
     def test_a_malformed_filter_raises_filter_error(self, store: Any, bad: Any) -> None:
         _fill(store, 5)
@@ -254,6 +260,9 @@ class VectorStoreConformance:
             store.upsert(["x"], np.full((1, DIMENSION), np.nan, dtype=np.float32), [{}])
         with pytest.raises(VecguardError):
             store.upsert(["x", "y"], unit_vectors(1), [{}, {}])
+        for bad_id in ("", 5):
+            with pytest.raises(StorageError):
+                store.upsert([bad_id], unit_vectors(1), [{}])
         assert store.count() == 10
 
     # ------------------------------------------------------------ persistence
@@ -262,9 +271,9 @@ class VectorStoreConformance:
         if not self.persistent:
             pytest.skip(f"{type(self).__name__} keeps nothing across processes (persistent = False)")
         store = self.build(store_options, tmp_path)
+        store.write_manifest({"schema_version": 1, "id": "persisted"})  # before any point, as the engine does
         ids, vectors, payloads = _fill(store, 40)
         store.delete(["p7"])
-        store.write_manifest({"schema_version": 1, "id": "persisted"})
         store.close()
         code = textwrap.dedent("""
             import json, sys

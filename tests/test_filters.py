@@ -55,6 +55,7 @@ def test_reference_semantics(flt: dict, expected: bool) -> None:
         ({"$and": {"a": 1}}, r"filter.\$and"),
         ({"$or": []}, r"\$or"),
         ({"year": {"$in": 2021}}, r"filter.year.\$in"),
+        ({"year": {"$nin": []}}, r"filter.year.\$nin takes a non-empty list"),
         ({"year": {"$gt": [1]}}, r"filter.year.\$gt"),
         ({"year": {"$gt": True}}, "bool"),
         ({"year": {}}, "empty"),
