@@ -105,7 +105,6 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from .engine import open as open_engine
-
     from .filters import validate
 
     filter = None

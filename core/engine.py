@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-
 from . import filters as portable_filters
 from . import guard
 from .atomic import canonical_json
