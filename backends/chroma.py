@@ -85,6 +85,8 @@ def to_where(flt: Mapping[str, Any], negate: bool = False) -> dict[str, Any]:
 
 
 class ChromaStore:
+    exact_search = False  # HNSW: approximate nearest neighbours
+
     def __init__(self, *, path: Path | None, host: str | None, port: int, collection: str, ef_search: int) -> None:
         os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
         import chromadb
@@ -92,7 +94,13 @@ class ChromaStore:
 
         settings = Settings(anonymized_telemetry=False)
         if host is not None:
-            self._client = chromadb.HttpClient(host=host, port=port, settings=settings)
+            try:
+                self._client = chromadb.HttpClient(host=host, port=port, settings=settings)
+            except Exception as exc:  # chromadb raises ValueError, httpx errors or its own, by version
+                raise StorageError(
+                    f"cannot reach the Chroma server at http://{host}:{port} ({exc}); start it (`chroma run`) "
+                    f"or fix [store] host and port"
+                ) from exc
         elif path is not None:
             self._client = chromadb.PersistentClient(path=str(path), settings=settings)
         else:

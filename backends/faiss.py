@@ -20,6 +20,7 @@ selector instead of over-fetching.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sqlite3
@@ -36,6 +37,7 @@ from vecguard.errors import ConfigError, StorageError
 from vecguard.protocols import Payload, RankedList, check_batch, check_query
 from vecguard.registry import Part, hookimpl
 
+log = logging.getLogger(__name__)
 SQL_BATCH = 500
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS points (
@@ -62,14 +64,21 @@ class FaissStore:
         self._nprobe = nprobe
         self._ef_search = ef_search
         self._ivf_threshold = ivf_threshold
+        database = str(path / "points.sqlite3") if path is not None else ":memory:"
         if path is not None:
             path.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path / "points.sqlite3", isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-        else:
-            self._db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+            if path is not None:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            self._db.execute("SELECT COUNT(*) FROM meta").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(
+                f"{database} is not a readable SQLite database ({exc}); it holds the collection's vectors and "
+                f"payloads: restore the folder from a backup or rebuild it with `vecguard index`"
+            ) from exc
         self._index: Any = None
         self._index_spec: str | None = None
         self._dirty = True
@@ -108,14 +117,16 @@ class FaissStore:
             return
         try:
             state = json.loads(files[1].read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return  # rebuilt from SQLite on first use
-        if state.get("generation") != self._generation or state.get("requested") != self._spec:
+        except (OSError, ValueError) as exc:
+            log.warning("%s is unreadable (%s); rebuilding the index from points.sqlite3", files[1], exc)
             return
+        if state.get("generation") != self._generation or state.get("requested") != self._spec:
+            return  # stale: rebuilt from SQLite on first use
         try:
             self._index = self._faiss.read_index(str(files[0]))
-        except RuntimeError:
-            return  # unreadable: rebuilt from SQLite on first use
+        except RuntimeError as exc:
+            log.warning("%s is unreadable (%s); rebuilding the index from points.sqlite3", files[0], str(exc).splitlines()[0])
+            return
         self._index_spec = state.get("spec")
         self._dirty = False
         self._saved = (self._generation, self._index_spec)
@@ -192,6 +203,12 @@ class FaissStore:
         self._saved = (self._generation, self._index_spec)
 
     # ------------------------------------------------------------ VectorStore
+
+    @property
+    def exact_search(self) -> bool:
+        """True while searches scan every vector (a Flat index): results equal brute force."""
+        spec = self._index_spec if not self._dirty and self._index_spec else self._choose_spec(self.count())
+        return spec == "Flat"
 
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[Payload]) -> None:
         vectors = check_batch(ids, vectors, payloads, self._dimension)

@@ -21,6 +21,8 @@ from vecguard.registry import Part, hookimpl
 
 
 class MemoryStore:
+    exact_search = True
+
     def __init__(self, path: Path | None = None) -> None:
         self._path = path
         self._ids: list[str] = []

@@ -34,7 +34,7 @@ import numpy as np
 
 from vecguard import filters
 from vecguard.config import resolve_path, take_options
-from vecguard.errors import ConfigError
+from vecguard.errors import ConfigError, StorageError
 from vecguard.guard import manifest_as_metadata, manifest_from_metadata
 from vecguard.protocols import Payload, RankedList, check_batch, check_query
 from vecguard.registry import Part, hookimpl
@@ -107,6 +107,12 @@ class QdrantStore:
         self._options = options
         if options["url"] is not None:
             self._client = QdrantClient(url=options["url"], api_key=options["api_key"])
+            try:
+                self._client.get_collections()
+            except Exception as exc:  # connection refused, timeout, TLS or auth failure: qdrant-client wraps them variously
+                raise StorageError(
+                    f"cannot reach the Qdrant server at {options['url']} ({exc}); start it or fix [store] url and api_key"
+                ) from exc
         elif path == ":memory:":
             self._client = QdrantClient(location=":memory:")
         elif path is not None:
@@ -117,6 +123,11 @@ class QdrantStore:
         self._name = options["collection"]
         self._pending_manifest: dict[str, Any] | None = None
         self._known_dimension: int | None = None  # fixed once the collection exists; saves a request per query
+
+    @property
+    def exact_search(self) -> bool:
+        """Local mode is brute force; a server searches HNSW unless ``exact`` is set."""
+        return self._options["url"] is None or bool(self._options["exact"])
 
     # ------------------------------------------------------------ collection
 

@@ -22,13 +22,14 @@ from .errors import (
     VecguardError,
 )
 from .guard import GuardReport
+from .migration import MigrationReport, migrate
 from .protocols import Document, Encoder, EncoderIdentity, FusedHit, Fuser, Hit, KeywordIndex, SignalEvidence, VectorStore
 from .registry import Part, Registry, hookimpl, hookspec
 
 __all__ = [
     "CompatibilityError", "Config", "ConfigError", "DimensionError", "Document", "DocumentError",
     "EmbeddingDriftError", "Encoder", "EncoderIdentity", "Engine", "FilterError", "FusedHit", "Fuser",
-    "GuardReport", "Hit", "KeywordIndex", "MissingExtraError", "Part", "PluginError", "PluginNotFoundError",
+    "GuardReport", "Hit", "KeywordIndex", "MigrationReport", "MissingExtraError", "Part", "PluginError", "PluginNotFoundError",
     "Registry", "SignalEvidence", "StorageError", "VecguardError", "VectorStore", "hookimpl", "hookspec",
-    "load_config", "open",
+    "load_config", "migrate", "open",
 ]

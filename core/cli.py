@@ -176,6 +176,72 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _describe_check(check) -> str:
+    d = check.detail
+    if check.name == "counts":
+        return (f"source {d['source_chunks']} chunks / {d['source_documents']} documents, "
+                f"target {d['target_chunks']} / {d['target_documents']}")
+    if check.name == "vectors":
+        problems = [f"missing {d['missing']}"] * bool(d["missing"]) + [f"payloads differ {d['payload_mismatches']}"] * bool(d["payload_mismatches"])
+        return f"{d['sampled']} sampled, max abs difference {d['max_abs_difference']:.3g}" + ("; " + "; ".join(problems) if problems else ", payloads equal")
+    if check.name == "queries":
+        if "skipped" in d:
+            return f"skipped: {d['skipped']}"
+        return (f"{d['queries']} held-out queries: {d['identical']} identical top {d['k']}, mean overlap "
+                f"{d['mean_overlap']:.3f} (required: {d['required']})")
+    if check.name == "guard":
+        return f"the copy against {d['checked_with']}'s encoder: {d['status']}" + (f" ({'; '.join(d['reasons'])})" if d["reasons"] else "")
+    if check.name == "documents":
+        return f"source {d['source_documents']} documents, target {d['target_documents']} ({d['target_chunks']} chunks)"
+    if check.name == "texts":
+        return f"{d['sampled']} sampled documents" + (f", different or missing: {d['different_or_missing']}" if d["different_or_missing"] else " identical")
+    return json.dumps(d)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .evaluate import load_qrels, load_queries
+    from .migration import migrate, verify
+
+    if (args.queries is None) != (args.qrels is None):
+        raise VecguardError("--queries and --qrels go together (queries to run, and which documents are relevant)")
+    if (args.queries or args.qrels) and not args.reembed:
+        raise VecguardError("--queries/--qrels compare old and new retrieval quality; they apply to --reembed")
+    queries = load_queries(args.queries) if args.queries else None
+    qrels = load_qrels(args.qrels) if args.qrels else None
+    if args.verify_only:
+        report = verify(args.source, args.target, verify_queries=args.verify_queries)
+    else:
+        unit = "docs" if args.reembed else "points"
+        with tqdm(unit=unit, desc="re-embedding" if args.reembed else "copying", disable=True if args.quiet or args.json else None) as bar:
+            report = migrate(
+                args.source, args.target, batch_size=args.batch_size, verify_queries=args.verify_queries,
+                into_existing=args.into_existing, reembed=args.reembed, queries=queries, qrels=qrels, progress=bar,
+            )
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
+        return EXIT_OK if report.passed else EXIT_DRIFT
+    unit = "documents" if report.mode == "reembed" else "points"
+    if report.mode != "verify":
+        resumed = f", resuming after {report.resumed_from}" if report.resumed_from else ""
+        print(f"{'re-encoded' if report.mode == 'reembed' else 'copied'} {report.written} of {report.total} {unit}{resumed} "
+              f"in {report.copy_seconds:.1f} s ({report.rate:.0f} {unit}/s); finished in {report.finish_seconds:.1f} s")
+    print(f"verification ({report.verify_seconds:.1f} s):")
+    for check in report.checks:
+        print(f"  {'PASS' if check.passed else 'FAIL'} {check.name:<9} {_describe_check(check)}")
+    if report.evaluation:
+        for side in ("old", "new"):
+            for mode, scores in report.evaluation[side].items():
+                if mode == "skipped":
+                    print(f"  {side}: {scores}")
+                    continue
+                print(f"  {side:<3} {mode:<7} " + "  ".join(f"{name} {value:.3f}" for name, value in scores.items() if name != "queries"))
+    if report.mode == "reembed" and report.passed:
+        print(f"the new collection is ready; point your app at {report.target} when you are satisfied")
+    return EXIT_OK if report.passed else EXIT_DRIFT
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vecguard", description="Hybrid semantic search that refuses a drifted embedding space.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the engine does")
@@ -215,6 +281,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", required=True)
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(run=cmd_reindex)
+
+    p = sub.add_parser(
+        "migrate",
+        help="copy a collection to another backend without re-embedding (resumable), then prove it answers the same",
+        description="Exit status: 0 copied and verified, 1 a verification check failed, 2 error. Rerun the same "
+                    "command after an interruption to resume.",
+    )
+    p.add_argument("--from", dest="source", required=True, metavar="SOURCE.toml")
+    p.add_argument("--to", dest="target", required=True, metavar="TARGET.toml")
+    p.add_argument("--batch-size", type=int, default=1000, help="points per batch (default 1000)")
+    p.add_argument("--verify-queries", type=int, default=50, help="held-out queries whose top 10 must agree (default 50)")
+    p.add_argument("--into-existing", action="store_true", help="add to a target that already holds a compatible collection")
+    p.add_argument("--reembed", action="store_true", help="encode every stored text with the target's encoder into a new collection")
+    p.add_argument("--queries", help="JSONL {id, text}: with --qrels, compare old and new retrieval quality (--reembed)")
+    p.add_argument("--qrels", help="JSONL {query_id, doc_id, relevance}")
+    p.add_argument("--verify-only", action="store_true", help="only verify an existing copy")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(run=cmd_migrate)
     return parser
 
 

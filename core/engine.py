@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,29 +41,54 @@ def chunk_id(doc_id: str, index: int) -> str:
     return f"{doc_id}#{index}"
 
 
+@dataclass
+class Parts:
+    """Everything a config builds besides the store: what decides vectors, chunks and keyword scores."""
+
+    encoder: Encoder
+    keyword: KeywordIndex
+    fuser: Fuser
+    chunker: TokenChunker
+
+    def live_settings(self) -> dict[str, Any]:
+        """The settings the version guard compares with a collection's manifest."""
+        metric = "cosine" if self.encoder.identity().normalized else "inner_product"
+        return {"metric": metric, "chunking": self.chunker.settings(), "keyword": self.keyword.settings()}
+
+
+def build_parts(config: Config, registry: Registry, *, encoder: Encoder | None = None) -> Parts:
+    """Build the config's encoder (unless one built from the same [encoder] table is given), keyword index, fuser and chunker."""
+    base = config.base_dir
+    encoder = encoder or registry.build("encoder", *config.plugin_options("encoder"), base)
+    keyword: KeywordIndex = registry.build("keyword", *config.plugin_options("keyword", engine_keys=("path",)), base)
+    fuser: Fuser = registry.build("fuser", *config.plugin_options("fusion", engine_keys=("depth", "weights")), base)
+    chunking = config.section("chunking")
+    return Parts(encoder, keyword, fuser, TokenChunker(encoder, chunking["tokens"], chunking["overlap"]))
+
+
 class Engine:
     """Hybrid search over one collection. Use as a context manager or call ``close()``."""
 
-    def __init__(self, config: Config, *, registry: Registry | None = None, check_guard: bool = True) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        registry: Registry | None = None,
+        check_guard: bool = True,
+        open_unfinished: bool = False,
+        parts: Parts | None = None,
+    ) -> None:
         self.config = config
         self.registry = registry or Registry.discover()
-        base = config.base_dir
-        encoder_name, encoder_options = config.plugin_options("encoder")
-        store_name, store_options = config.plugin_options("store")
-        keyword_name, keyword_options = config.plugin_options("keyword", engine_keys=("path",))
-        fuser_name, fuser_options = config.plugin_options("fusion", engine_keys=("depth", "weights"))
-        self.store_plugin = store_name
-        self.store: VectorStore = self.registry.build("store", store_name, store_options, base)
+        self.store_plugin, store_options = config.plugin_options("store")
+        self.store: VectorStore = self.registry.build("store", self.store_plugin, store_options, config.base_dir)
         try:
-            self.encoder: Encoder = self.registry.build("encoder", encoder_name, encoder_options, base)
-            self.keyword: KeywordIndex = self.registry.build("keyword", keyword_name, keyword_options, base)
-            self.fuser: Fuser = self.registry.build("fuser", fuser_name, fuser_options, base)
-            chunking = config.section("chunking")
-            self.chunker = TokenChunker(self.encoder, chunking["tokens"], chunking["overlap"])
-            self.batch_documents = chunking["batch_documents"]
+            parts = parts or build_parts(config, self.registry)
+            self.encoder, self.keyword, self.fuser, self.chunker = parts.encoder, parts.keyword, parts.fuser, parts.chunker
+            self.batch_documents = config.section("chunking")["batch_documents"]
             self.keyword_dir = self._keyword_dir(config, store_options)
             self.guard_report: guard.GuardReport | None = None
-            self._open_collection(check_guard)
+            self._open_collection(check_guard, open_unfinished)
         except BaseException:
             self.store.close()
             raise
@@ -79,14 +105,10 @@ class Engine:
             return Path(config.base_dir, store_path) / "keyword"
         return None
 
-    @property
-    def metric(self) -> str:
-        return "cosine" if self.encoder.identity().normalized else "inner_product"
-
     def _live_settings(self) -> dict[str, Any]:
-        return {"metric": self.metric, "chunking": self.chunker.settings(), "keyword": self.keyword.settings()}
+        return Parts(self.encoder, self.keyword, self.fuser, self.chunker).live_settings()
 
-    def _open_collection(self, check_guard: bool) -> None:
+    def _open_collection(self, check_guard: bool, open_unfinished: bool) -> None:
         manifest = self.store.read_manifest()
         stored_chunks = self.store.count()
         if manifest is None:
@@ -99,39 +121,71 @@ class Engine:
             self.store.write_manifest(self.manifest)
         else:
             self.manifest = dict(manifest)
+            migration = self.state.get("migration")
+            if migration and not open_unfinished:
+                source = migration.get("source") or {}
+                raise StorageError(
+                    f"{self.config.source}: this collection is an unfinished migration from {migration.get('source_config')!r} "
+                    f"({migration.get('committed', 0)} of {source.get('chunks')} points copied) and would answer "
+                    f"with part of the data; fix: rerun the same `vecguard migrate` to finish it, or delete it"
+                )
             if check_guard:
                 self.guard_report = self.check()
                 guard.enforce(self.guard_report, self.config.tables["guard"]["mode"], self.config.source)
-        interrupted = (self.manifest.get("state") or {}).get("writing", False)
-        if interrupted:
+        if self.state.get("migration"):
+            return  # vecguard.migrate() finishes it with repair()
+        if self.state.get("writing"):
             log.warning("the last write to this collection did not finish; repairing it from the stored chunks")
-            self._remove_orphan_chunks()
-            stored_chunks = self.store.count()
-        self._load_keyword_index(stored_chunks, rebuild=interrupted)
-        if interrupted or (self.manifest.get("counts") or {}).get("chunks") != stored_chunks:
+            self.repair()
+            return
+        self._load_keyword_index(stored_chunks)
+        if (self.manifest.get("counts") or {}).get("chunks") != stored_chunks:
             self._recount()
 
-    def check(self) -> guard.GuardReport:
-        """Compare the collection's manifest with the live encoder and settings (what `vecguard check` runs)."""
+    @property
+    def state(self) -> dict[str, Any]:
+        """Transient marks in the manifest: ``writing`` (a write in progress), ``migration`` (a copy in progress)."""
+        return self.manifest.setdefault("state", {})
+
+    def repair(self) -> None:
+        """Bring the collection back in step from its stored chunks alone.
+
+        Removes chunks a crashed replace left beyond their document's chunk
+        count, rebuilds the keyword index from the stored texts and recounts.
+        Needs no encoder work, so it is cheap next to re-embedding.
+        """
+        self._remove_orphan_chunks()
+        self._rebuild_keyword_index()
+        self.state["writing"] = False
+        self._recount()
+
+    def check(self, manifest: Mapping[str, Any] | None = None) -> guard.GuardReport:
+        """Compare the collection's manifest (or another one) with this engine's encoder and settings.
+
+        What `vecguard check` runs; `vecguard migrate` also checks a copy's manifest against its source's encoder.
+        """
         thresholds = self.config.tables["guard"]
         return guard.check_compatibility(
-            self.manifest,
+            self.manifest if manifest is None else manifest,
             self.encoder,
             min_mean_cosine=thresholds["min_mean_cosine"],
             min_cosine=thresholds["min_cosine"],
             **self._live_settings(),
         )
 
-    def _load_keyword_index(self, stored_chunks: int, rebuild: bool = False) -> None:
-        loaded = not rebuild and self.keyword_dir is not None and self.keyword.load(self.keyword_dir)
+    def _load_keyword_index(self, stored_chunks: int) -> None:
+        loaded = self.keyword_dir is not None and self.keyword.load(self.keyword_dir)
         if stored_chunks and (not loaded or self.keyword.count() != stored_chunks):
             log.warning("keyword index is missing or out of step with the store; rebuilding it from stored texts")
-            self.keyword = self.registry.build(
-                "keyword", *self.config.plugin_options("keyword", engine_keys=("path",)), self.config.base_dir
-            )
-            for ids, _, payloads in self.store.scan(batch_size=1000):
-                self.keyword.add(ids, [p["text"] for p in payloads])
-            self._save_keyword_index()
+            self._rebuild_keyword_index()
+
+    def _rebuild_keyword_index(self) -> None:
+        self.keyword = self.registry.build(
+            "keyword", *self.config.plugin_options("keyword", engine_keys=("path",)), self.config.base_dir
+        )
+        for ids, _, payloads in self.store.scan(batch_size=1000):
+            self.keyword.add(ids, [p["text"] for p in payloads])
+        self._save_keyword_index()
 
     def _save_keyword_index(self) -> None:
         if self.keyword_dir is not None:
@@ -163,7 +217,7 @@ class Engine:
 
     def _set_writing(self, writing: bool) -> None:
         """Mark the collection as mid-write in its manifest, so a crash is repaired at the next open."""
-        self.manifest["state"] = {"writing": writing}
+        self.state["writing"] = writing
         self.store.write_manifest(self.manifest)
 
     def close(self) -> None:
@@ -344,7 +398,8 @@ class Engine:
             ranked["identifier"] = self._keyword_ranked(query, depth, filter, self.keyword.exact_matches)
         if mode in ("hybrid", "dense"):
             vector = self.encoder.encode_queries([query])[0]
-            dense = self.store.search(vector, depth, filter or None)
+            # Identical chunks tie exactly; break ties by id so every backend ranks them alike.
+            dense = sorted(self.store.search(vector, depth, filter or None), key=lambda pair: (-pair[1], pair[0]))
             if min_score is not None:
                 dense = [(i, s) for i, s in dense if s >= min_score]
             ranked["dense"] = dense

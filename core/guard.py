@@ -179,8 +179,30 @@ def manifest_from_metadata(metadata: Mapping[str, Any] | None, where: str) -> di
 
 
 def manifest_id(manifest: Mapping[str, Any]) -> str:
-    space = {k: v for k, v in manifest.items() if k not in ("id", "counts", "state", "created_at", "libraries")}
+    space = {k: v for k, v in manifest.items() if k not in ("id", "counts", "state", "created_at", "libraries", "lineage")}
     return fingerprint(space)
+
+
+SPACE_KEYS = ("schema_version", "encoder", "metric", "chunking", "keyword", "probe")
+
+
+def space_differences(manifest: Mapping[str, Any], other: Mapping[str, Any]) -> list[str]:
+    """What keeps points of one collection out of another: vector space, chunking or keyword settings.
+
+    [] when the two were built the same way (the store they live in does not matter).
+    """
+    differences = []
+    for key in SPACE_KEYS:
+        mine, theirs = manifest.get(key), other.get(key)
+        if mine == theirs:
+            continue
+        if key == "probe":
+            differences.append("probe embeddings differ (the encoders produce different vectors)")
+        elif isinstance(mine, Mapping) and isinstance(theirs, Mapping):
+            differences.append(f"{key} {_diff(mine, theirs)}")
+        else:
+            differences.append(f"{key}: {mine!r} -> {theirs!r}")
+    return differences
 
 
 # ---------------------------------------------------------------- the check

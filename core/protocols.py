@@ -127,6 +127,11 @@ class VectorStore(Protocol):
     Scores are cosine / inner product: higher is better, the same scale on
     every backend. ``filter`` is the portable filter language (see
     ``vecguard.filters``), applied to ``payload["metadata"]``.
+
+    ``scan`` visits points in the same order every time while the store is
+    unchanged: a resumed migration skips what it already copied by position.
+    A store may also say ``exact_search = True`` when its searches equal brute
+    force; without it, results are treated as approximate.
     """
 
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[Payload]) -> None: ...

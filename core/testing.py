@@ -222,6 +222,17 @@ class VectorStoreConformance:
             seen += keys
         assert sorted(seen) == sorted(f"p{i}" for i in range(257))
 
+    def test_scan_order_is_the_same_every_time_whatever_the_batch_size(self, store: Any) -> None:
+        _fill(store, 157)
+        orders = [[key for keys, _, _ in store.scan(batch_size=size) for key in keys] for size in (50, 50, 7, 1000)]
+        assert all(order == orders[0] for order in orders), "a resumed migration skips copied points by scan position"
+
+    def test_exact_search_is_declared_truthfully(self, store: Any) -> None:
+        declared = getattr(store, "exact_search", False)
+        assert isinstance(declared, bool)
+        if declared:
+            assert self.exact, "a store that says exact_search = True must pass the suite with exact = True"
+
     def test_large_batches_are_split_for_the_caller(self, store: Any) -> None:
         n = 6000  # above Chroma's max batch size (5461) and any sane request size
         vectors = unit_vectors(n, seed=8)

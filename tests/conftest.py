@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +83,80 @@ def run_python(code: str, *args: str, env: dict[str, str] | None = None, cwd: Pa
     full_env = dict(os.environ)
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=300)
+
+
+def toml(cfg: dict[str, Any]) -> str:
+    """A config dict (tables of strings, numbers, bools) as TOML text, for tests that drive the CLI."""
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + "}"
+        return repr(v)
+
+    return "".join(f"[{name}]\n" + "".join(f"{k} = {value(v)}\n" for k, v in table.items()) for name, table in cfg.items())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ChromaServer:
+    """A real Chroma server from the chromadb wheel on a loopback port; can be killed and started again on its data."""
+
+    def __init__(self, data: Path) -> None:
+        self.executable = shutil.which("chroma", path=str(Path(sys.executable).parent)) or shutil.which("chroma")
+        if self.executable is None:
+            pytest.fail("the chroma command (from the chromadb wheel) is not installed: pip install 'vecguard[chroma]'")
+        self.data = data
+        self.host, self.port = "127.0.0.1", free_port()
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "ChromaServer":
+        log = open(self.data / "server.log", "a")
+        env = {**os.environ, "ANONYMIZED_TELEMETRY": "False"}
+        self.process = subprocess.Popen(
+            [self.executable, "run", "--path", str(self.data / "db"), "--host", self.host, "--port", str(self.port)],
+            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://{self.host}:{self.port}/api/v2/heartbeat", timeout=1) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                pytest.fail(f"Chroma server did not start: {(self.data / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+
+    def kill(self) -> None:
+        """SIGKILL, like a crashed server."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """One Chroma server for the session, stopped by its own pid."""
+    server = ChromaServer(tmp_path_factory.mktemp("chroma-server")).start()
+    try:
+        yield server.host, server.port
+    finally:
+        server.stop()

@@ -235,3 +235,5 @@ def test_a_process_killed_mid_add_leaves_a_collection_that_repairs_itself(store:
         for key, payload in stored.items():
             assert payload["chunk"] < stored[f"{payload['doc_id']}#0"]["chunks"], key
         assert engine.search("ORD-2024-00017", k=1)[0].id == "doc-00"
+    with vecguard.open(cfg) as engine:  # repaired once: the mark is cleared, the next open has nothing to repair
+        assert engine.manifest["state"]["writing"] is False
