@@ -165,7 +165,10 @@ class BM25Index:
                 holders |= self._identifiers.get(term, set())
         if not holders:
             return []
-        return [hit for hit in self.search(query, len(self._tokens), allowed_ids=holders) if hit[0] in holders][:k]
+        scored = [hit for hit in self.search(query, len(self._tokens), allowed_ids=holders) if hit[0] in holders]
+        # In a tiny corpus BM25's idf of a term half the documents hold is 0: a holder is still a match.
+        unscored = sorted(holders - {key for key, _ in scored})
+        return (scored + [(key, 0.0) for key in unscored])[:k]
 
     def save(self, directory: Path) -> None:
         write_json_atomically(Path(directory) / FILE_NAME, {"settings": self._settings, "tokens": self._tokens})

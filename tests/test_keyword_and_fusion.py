@@ -44,6 +44,13 @@ def test_an_exact_identifier_is_found_first(position: int, identifier: str) -> N
     assert [key for key, _ in index.exact_matches(identifier, 3)] == [f"d{position}"]
 
 
+def test_an_identifier_is_matched_even_where_bm25_gives_it_no_weight() -> None:
+    index = BM25Index()
+    index.add(["a", "b"], ["hello world about cookies", "Order ORD-2024-00017 shipped"])
+    assert index.search("ORD-2024-00017", 5) == []  # idf log(1.5/1.5) = 0 in a two-document corpus
+    assert index.exact_matches("where is ORD-2024-00017?", 5) == [("b", 0.0)]
+
+
 def test_scores_are_positive_sorted_and_respect_allowed_ids() -> None:
     index = _index()
     hits = index.search("orders codes reference", 20)
