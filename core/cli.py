@@ -242,6 +242,13 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return EXIT_OK if report.passed else EXIT_DRIFT
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import serve
+
+    serve(args.config, host=args.host, port=args.port)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vecguard", description="Hybrid semantic search that refuses a drifted embedding space.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the engine does")
@@ -300,6 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(run=cmd_migrate)
+
+    p = sub.add_parser("serve", help="serve search over HTTP (/search, /documents, /readyz, /metrics); needs vecguard[server]")
+    p.add_argument("--config", "-c", required=True)
+    p.add_argument("--host", help="default: [server] host (127.0.0.1)")
+    p.add_argument("--port", type=int, help="default: [server] port (8000)")
+    p.set_defaults(run=cmd_serve)
     return parser
 
 

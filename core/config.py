@@ -6,6 +6,8 @@
     [fusion]    plugin = "rrf", k = 60, depth = 100, weights = {dense = 1.0, keyword = 1.0}
     [chunking]  tokens = 256, overlap = 32, batch_documents = 64
     [guard]     mode = "enforce", min_mean_cosine = 0.99, min_cosine = 0.98
+    [server]    host, port, max_request_bytes, max_k, max_query_chars, max_documents,
+                write_token_env (the environment variable holding the bearer token for writes)
 
 Relative paths are resolved against the folder of the config file.
 """
@@ -28,6 +30,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "fusion": {"plugin": "rrf", "depth": 100, "weights": {"dense": 1.0, "keyword": 1.0}},
     "chunking": {"tokens": 256, "overlap": 32, "batch_documents": 64},
     "guard": {"mode": "enforce", "min_mean_cosine": 0.99, "min_cosine": 0.98},
+    "server": {
+        "host": "127.0.0.1", "port": 8000, "max_request_bytes": 16 * 1024 * 1024, "max_k": 100,
+        "max_query_chars": 4096, "max_documents": 1000, "write_token_env": "",
+    },
 }
 SIGNALS = ("dense", "keyword")
 GUARD_MODES = ("enforce", "warn")
@@ -122,6 +128,16 @@ def _validated(raw: dict[str, Any], base_dir: Path, source: str) -> Config:
         value = guard[key]
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not -1.0 <= value <= 1.0:
             raise ConfigError(f"{source}: [guard] {key} must be a cosine between -1 and 1, got {value!r}")
+
+    _check_keys(source, "server", tables["server"], DEFAULTS["server"])
+    server = tables["server"]
+    for key in ("port", "max_request_bytes", "max_k", "max_query_chars", "max_documents"):
+        _positive_int(source, "server", key, server[key])
+    if server["port"] > 65535:
+        raise ConfigError(f"{source}: [server] port must be from 1 to 65535, got {server['port']!r}")
+    for key in ("host", "write_token_env"):
+        if not isinstance(server[key], str):
+            raise ConfigError(f"{source}: [server] {key} must be a string, got {server[key]!r}")
     return Config(tables=tables, base_dir=base_dir, source=source)
 
 

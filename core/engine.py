@@ -13,9 +13,10 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ContextManager, Protocol
 
 from . import filters as portable_filters
 from . import guard
@@ -39,6 +40,18 @@ def open(config: str | Path | Mapping[str, Any] | Config, *, registry: Registry 
 
 def chunk_id(doc_id: str, index: int) -> str:
     return f"{doc_id}#{index}"
+
+
+class Instrument(Protocol):
+    """Watches the engine work (the server's metrics and spans); the engine runs without one."""
+
+    def stage(self, name: str) -> ContextManager[Any]:
+        """Wraps one stage: encode, dense, keyword, fuse (a query), ingest_encode (an add batch)."""
+        ...
+
+    def observe(self, name: str, value: float) -> None:
+        """A measured value: top1_cosine (the best dense score of a query, before min_score)."""
+        ...
 
 
 @dataclass
@@ -80,6 +93,7 @@ class Engine:
     ) -> None:
         self.config = config
         self.registry = registry or Registry.discover()
+        self.instrument: Instrument | None = None
         self.store_plugin, store_options = config.plugin_options("store")
         self.store: VectorStore = self.registry.build("store", self.store_plugin, store_options, config.base_dir)
         try:
@@ -133,7 +147,7 @@ class Engine:
                 self.guard_report = self.check()
                 guard.enforce(self.guard_report, self.config.tables["guard"]["mode"], self.config.source)
         if self.state.get("migration"):
-            return  # vecguard.migrate() finishes it with repair()
+            return  # vecguard.migrate() finishes it with complete_migration()
         if self.state.get("writing"):
             log.warning("the last write to this collection did not finish; repairing it from the stored chunks")
             self.repair()
@@ -158,6 +172,21 @@ class Engine:
         self._rebuild_keyword_index()
         self.state["writing"] = False
         self._recount()
+
+    def complete_migration(self, *, rebuild: bool) -> None:
+        """Clear a migration's mark once every point is in (``vecguard.migrate`` calls it).
+
+        ``rebuild``: repair from the stored chunks first (orphans, keyword index,
+        counts); without it the keyword index built alongside the copy is saved
+        as it is and the manifest's counts are trusted.
+        """
+        if rebuild:
+            self.repair()
+        else:
+            self._save_keyword_index()
+        self.state.pop("migration", None)
+        self.state["writing"] = False
+        self.store.write_manifest(self.manifest)
 
     def check(self, manifest: Mapping[str, Any] | None = None) -> guard.GuardReport:
         """Compare the collection's manifest (or another one) with this engine's encoder and settings.
@@ -219,6 +248,9 @@ class Engine:
         """Mark the collection as mid-write in its manifest, so a crash is repaired at the next open."""
         self.state["writing"] = writing
         self.store.write_manifest(self.manifest)
+
+    def _stage(self, name: str) -> ContextManager[Any]:
+        return self.instrument.stage(name) if self.instrument is not None else nullcontext()
 
     def close(self) -> None:
         self.store.close()
@@ -293,7 +325,8 @@ class Engine:
                     "start": chunk.start, "end": chunk.end, "text": chunk.text,
                     "metadata": dict(document.metadata),
                 })
-        vectors = self.encoder.encode_documents(texts)
+        with self._stage("ingest_encode"):
+            vectors = self.encoder.encode_documents(texts)
         new_ids = set(ids)
         stale = [cid for cids in existing.values() for cid in cids if cid not in new_ids]
         # New chunks first, then stale ones: a crash in between leaves extra chunks, never a lost document.
@@ -323,6 +356,15 @@ class Engine:
             self._save_keyword_index()
             self._set_writing(False)
         return len(existing)
+
+    def delete_matching(self, filter: Mapping[str, Any]) -> int:
+        """Remove every document whose metadata matches the portable ``filter``; returns how many."""
+        portable_filters.validate(filter)
+        doc_ids = [
+            payload["doc_id"] for _, _, payloads in self.store.scan(batch_size=1000) for payload in payloads
+            if payload["chunk"] == 0 and portable_filters.matches(filter, payload["metadata"])
+        ]
+        return self.delete(doc_ids)
 
     # ------------------------------------------------------------ reading
 
@@ -392,35 +434,41 @@ class Engine:
         depth = max(k, self.config.fusion_depth)
 
         ranked: dict[str, RankedList] = {}
-        if mode == "hybrid":
-            # Identifier routing: chunks that hold an identifier of the query verbatim rank first
-            # (ordered among themselves by the fused score); plain RRF buries BM25's exact hit.
-            ranked["identifier"] = self._keyword_ranked(query, depth, filter, self.keyword.exact_matches)
         if mode in ("hybrid", "dense"):
-            vector = self.encoder.encode_queries([query])[0]
-            # Identical chunks tie exactly; break ties by id so every backend ranks them alike.
-            dense = sorted(self.store.search(vector, depth, filter or None), key=lambda pair: (-pair[1], pair[0]))
+            with self._stage("encode"):
+                vector = self.encoder.encode_queries([query])[0]
+            with self._stage("dense"):
+                # Identical chunks tie exactly; break ties by id so every backend ranks them alike.
+                dense = sorted(self.store.search(vector, depth, filter or None), key=lambda pair: (-pair[1], pair[0]))
+            if dense and self.instrument is not None:
+                self.instrument.observe("top1_cosine", dense[0][1])
             if min_score is not None:
                 dense = [(i, s) for i, s in dense if s >= min_score]
             ranked["dense"] = dense
-        if mode in ("hybrid", "keyword"):
-            ranked["keyword"] = self._keyword_ranked(query, depth, filter, self.keyword.search)
+        with self._stage("keyword"):
+            if mode == "hybrid":
+                # Identifier routing: chunks that hold an identifier of the query verbatim rank first
+                # (ordered among themselves by the fused score); plain RRF buries BM25's exact hit.
+                ranked["identifier"] = self._keyword_ranked(query, depth, filter, self.keyword.exact_matches)
+            if mode in ("hybrid", "keyword"):
+                ranked["keyword"] = self._keyword_ranked(query, depth, filter, self.keyword.search)
 
-        payloads = self._get_payloads(sorted({i for hits in ranked.values() for i, _ in hits}))
-        # In document mode a document shows the chunk holding the identifier, else its best dense, else keyword chunk.
-        representative: dict[str, str] = {}
-        if not chunks:
-            ranked = {signal: _collapse(hits, payloads, representative) for signal, hits in ranked.items()}
+        with self._stage("fuse"):
+            payloads = self._get_payloads(sorted({i for hits in ranked.values() for i, _ in hits}))
+            # In document mode a document shows the chunk holding the identifier, else its best dense, else keyword chunk.
+            representative: dict[str, str] = {}
+            if not chunks:
+                ranked = {signal: _collapse(hits, payloads, representative) for signal, hits in ranked.items()}
 
-        if mode == "hybrid":
-            identifier = ranked.pop("identifier")
-            fused = self.fuser.fuse(ranked, self.config.fusion_weights)
-            exact = {key: SignalEvidence(rank, score) for rank, (key, score) in enumerate(identifier, start=1)}
-            scored = [(f.id, f.score, {**f.signals, "identifier": exact[f.id]}) for f in fused if f.id in exact]
-            scored += [(f.id, f.score, f.signals) for f in fused if f.id not in exact]
-        else:
-            (signal, hits), = ranked.items()
-            scored = [(i, s, {signal: SignalEvidence(r, s)}) for r, (i, s) in enumerate(hits, start=1)]
+            if mode == "hybrid":
+                identifier = ranked.pop("identifier")
+                fused = self.fuser.fuse(ranked, self.config.fusion_weights)
+                exact = {key: SignalEvidence(rank, score) for rank, (key, score) in enumerate(identifier, start=1)}
+                scored = [(f.id, f.score, {**f.signals, "identifier": exact[f.id]}) for f in fused if f.id in exact]
+                scored += [(f.id, f.score, f.signals) for f in fused if f.id not in exact]
+            else:
+                (signal, hits), = ranked.items()
+                scored = [(i, s, {signal: SignalEvidence(r, s)}) for r, (i, s) in enumerate(hits, start=1)]
 
         results = []
         for key, score, signals in scored[:k]:

@@ -2,8 +2,8 @@
 
 Copy (the default) streams the source store's ``scan()`` into the target
 store's ``upsert()``: vectors, ids, chunk texts, metadata and the manifest
-travel as they are; the keyword index is rebuilt from the copied texts with
-the recorded settings (tokenising, no encoding). Before anything is written,
+travel as they are; the keyword index is built from the copied texts as they
+stream, with the recorded settings (tokenising, no encoding). Before anything is written,
 the target config's encoder and settings must accept the source's manifest.
 
 Resuming: the target's manifest carries ``state.migration`` with the number of
@@ -239,6 +239,8 @@ def _copy(
             position = 0
             for ids, vectors, payloads in _scan(source.store, batch_size, f"source ({source_config.source})"):
                 sample.offer(ids, payloads)
+                if not contains_only:
+                    parts.keyword.add(ids, [payload["text"] for payload in payloads])  # tokenising only: no scan later
                 skip = min(len(ids), max(0, start - position))
                 position += len(ids)
                 if skip == len(ids):
@@ -271,9 +273,8 @@ def _copy(
 
         started = time.perf_counter()
         with Engine(target_config, registry=registry, open_unfinished=True, parts=parts) as copy:
-            copy.repair()  # keyword index from the copied texts, orphan chunks of replaced documents, counts
-            copy.state.pop("migration", None)
-            copy.store.write_manifest(copy.manifest)
+            # Added to a collection, replaced documents may leave orphan chunks: repair from the stored chunks.
+            copy.complete_migration(rebuild=contains_only)
             report.finish_seconds = time.perf_counter() - started
             started = time.perf_counter()
             report.checks = _verify_copy(source, copy, sample, contains_only)
@@ -438,7 +439,7 @@ def _reembed(
             migration = new.state.get("migration")
             if migration:
                 log.info("migrate: resuming a re-embed; documents already encoded are skipped")
-                new.repair()
+                new.repair()  # a kill mid-batch leaves orphan chunks and a stale keyword index
             else:
                 new.state["migration"] = _migration_mark(origin, source_config.source, into_existing=False, kind="reembed")
                 new.store.write_manifest(new.manifest)
@@ -458,8 +459,7 @@ def _reembed(
             report.resumed_from = counter.skipped
             report.batches = math.ceil(report.written / new.batch_documents) if report.written else 0
             report.copy_seconds = time.perf_counter() - started
-            new.state.pop("migration", None)
-            new.store.write_manifest(new.manifest)
+            new.complete_migration(rebuild=False)
 
             started = time.perf_counter()
             report.checks = _verify_reembed(source, new)
