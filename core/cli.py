@@ -242,6 +242,52 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return EXIT_OK if report.passed else EXIT_DRIFT
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from .engine import open as open_engine
+    from .evaluate import evaluate, folder_bytes, load_qrels, load_queries, measure_recall
+
+    if args.qrels is None and not args.exact:
+        raise VecguardError("give --qrels R.jsonl (quality against judgments) or --exact (ANN recall against exact search)")
+    if args.k < 1:
+        raise VecguardError(f"--k must be a whole number >= 1, got {args.k}")
+    queries = load_queries(args.queries)
+    qrels = load_qrels(args.qrels) if args.qrels else None
+    result: dict = {"config": args.config, "k": args.k}
+    with open_engine(args.config) as engine:
+        if qrels is not None:
+            result["quality"] = evaluate(engine, queries, qrels, k=args.k)
+        if args.exact:
+            measured = measure_recall(engine, list(queries.values()), k=args.k)
+            measured["index_bytes"] = folder_bytes(engine.config)
+            result["recall"] = measured
+            # Kept in the manifest: `vecguard serve` exports it as vecguard_recall_at_k, and the next run compares.
+            previous = (engine.manifest.get("measurements") or {}).get("recall")
+            result["recall"]["previous"] = previous
+            engine.manifest.setdefault("measurements", {})["recall"] = {
+                "value": measured["recall"], "k": measured["k"], "queries": measured["queries"],
+                "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }
+            engine.store.write_manifest(engine.manifest)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return EXIT_OK
+    if "quality" in result:
+        k = args.k
+        print(f"{'mode':<8} {'nDCG@' + str(k):>9} {'Recall@' + str(k):>10} {'MRR':>7}  ({next(iter(result['quality'].values()))['queries']} judged queries)")
+        for mode, scores in result["quality"].items():
+            print(f"{mode:<8} {scores[f'ndcg@{k}']:>9.4f} {scores[f'recall@{k}']:>10.4f} {scores['mrr']:>7.4f}")
+    if "recall" in result:
+        r = result["recall"]
+        size = f", {r['index_bytes'] / 1e6:.1f} MB on disk" if r["index_bytes"] is not None else ""
+        print(f"recall@{r['k']} against exact search: {r['recall']:.4f} (min {r['min_recall']:.2f}) over {r['queries']} "
+              f"queries and {r['points']} vectors; store search p50 {r['latency_p50_ms']:.2f} ms, p99 {r['latency_p99_ms']:.2f} ms{size}")
+        if r["previous"]:
+            print(f"previous measurement: {r['previous']['value']:.4f} at {r['previous']['measured_at']}")
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server import serve
 
@@ -307,6 +353,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(run=cmd_migrate)
+
+    p = sub.add_parser("eval", help="retrieval quality against judgments (--qrels) or ANN recall against exact search (--exact)")
+    p.add_argument("--config", "-c", required=True)
+    p.add_argument("--queries", required=True, help='JSONL {"id", "text"} per line')
+    p.add_argument("--qrels", help='JSONL {"query_id", "doc_id", "relevance"}: nDCG, Recall and MRR per mode')
+    p.add_argument("--exact", action="store_true", help="recall@k of the index against exact search, latency, size; kept in the manifest")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_eval)
 
     p = sub.add_parser("serve", help="serve search over HTTP (/search, /documents, /readyz, /metrics); needs vecguard[server]")
     p.add_argument("--config", "-c", required=True)

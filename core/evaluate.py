@@ -101,3 +101,55 @@ def evaluate(
             totals["mrr"] += reciprocal_rank(ranked, qrels[qid])
         results[mode] = {name: value / len(judged) for name, value in totals.items()} | {"queries": len(judged)}
     return results
+
+
+def measure_recall(engine: Any, queries: Sequence[str], *, k: int = 10) -> dict[str, Any]:
+    """Recall@k of the store's own search against exact search over the same stored vectors.
+
+    Also the store's single-query latency (p50/p99 ms) and the collection's bytes
+    on disk. Exact search is brute force in numpy over every vector ``scan``
+    yields, so it needs the vectors in memory once (4 bytes x dimension each).
+    """
+    import time
+
+    import numpy as np
+
+    if not queries:
+        raise DocumentError("measuring recall needs at least one query")
+    ids: list[str] = []
+    blocks = []
+    for batch_ids, vectors, _ in engine.store.scan(batch_size=4096):
+        ids += batch_ids
+        blocks.append(np.asarray(vectors, dtype=np.float32))
+    if not ids:
+        raise DocumentError("the collection is empty; there is nothing to measure")
+    matrix = np.concatenate(blocks)
+    position = {key: i for i, key in enumerate(ids)}
+    query_vectors = engine.encoder.encode_queries(list(queries)).astype(np.float32)
+    depth = min(k, len(ids))
+    recalls, latencies = [], []
+    for vector in query_vectors:
+        scores = matrix @ vector
+        kth_best = -np.partition(-scores, depth - 1)[depth - 1]
+        started = time.perf_counter()
+        found = engine.store.search(vector, depth)
+        latencies.append((time.perf_counter() - started) * 1000)
+        # A hit counts when exact search scores it among the best k; ties at the k-th score all qualify.
+        correct = sum(1 for key, _ in found[:depth] if key in position and scores[position[key]] >= kth_best - 1e-6)
+        recalls.append(correct / depth)
+    latencies.sort()
+    return {
+        "recall": float(np.mean(recalls)), "min_recall": float(min(recalls)), "k": depth, "queries": len(query_vectors),
+        "points": len(ids), "latency_p50_ms": latencies[len(latencies) // 2],
+        "latency_p99_ms": latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))],
+        "exact_search": bool(getattr(engine.store, "exact_search", False)),
+    }
+
+
+def folder_bytes(config: Any) -> int | None:
+    """Bytes the collection's folder holds on disk (None for a server or an in-memory store)."""
+    path = config.tables["store"].get("path")
+    if not path or str(path).startswith(":"):
+        return None
+    folder = Path(config.base_dir, path)
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.exists() else 0

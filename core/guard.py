@@ -179,7 +179,10 @@ def manifest_from_metadata(metadata: Mapping[str, Any] | None, where: str) -> di
 
 
 def manifest_id(manifest: Mapping[str, Any]) -> str:
-    space = {k: v for k, v in manifest.items() if k not in ("id", "counts", "state", "created_at", "libraries", "lineage")}
+    space = {
+        k: v for k, v in manifest.items()
+        if k not in ("id", "counts", "state", "created_at", "libraries", "lineage", "measurements")
+    }
     return fingerprint(space)
 
 

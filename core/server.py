@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 from .config import Config, load_config
 from .errors import CompatibilityError, DocumentError, FilterError, MissingExtraError, StorageError, VecguardError
+from .evaluate import folder_bytes
 
 log = logging.getLogger(__name__)
 
@@ -216,11 +217,8 @@ class Service:
         self.metrics.ready.set(1 if self.reason is None else 0)
 
     def _index_bytes(self) -> float:
-        path = self.config.tables["store"].get("path")
-        if not path or str(path).startswith(":"):
-            return math.nan
-        folder = Path(self.config.base_dir, path)
-        return float(sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())) if folder.exists() else 0.0
+        size = folder_bytes(self.config)
+        return math.nan if size is None else float(size)
 
     def close(self) -> None:
         with self.lock.writing():
