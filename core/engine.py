@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ContextManager, Protocol
+from typing import Any, ContextManager
 
 from . import filters as portable_filters
 from . import guard
@@ -24,7 +24,7 @@ from .atomic import canonical_json
 from .chunking import TokenChunker, join_chunks
 from .config import Config, load_config
 from .errors import DocumentError, StorageError, VecguardError
-from .protocols import Document, Encoder, Fuser, Hit, KeywordIndex, Payload, RankedList, SignalEvidence, VectorStore, as_documents
+from .protocols import Document, Encoder, Fuser, Hit, Instrument, KeywordIndex, Payload, RankedList, SignalEvidence, VectorStore, as_documents
 from .registry import Registry
 
 log = logging.getLogger(__name__)
@@ -40,18 +40,6 @@ def open(config: str | Path | Mapping[str, Any] | Config, *, registry: Registry 
 
 def chunk_id(doc_id: str, index: int) -> str:
     return f"{doc_id}#{index}"
-
-
-class Instrument(Protocol):
-    """Watches the engine work (the server's metrics and spans); the engine runs without one."""
-
-    def stage(self, name: str) -> ContextManager[Any]:
-        """Wraps one stage: encode, dense, keyword, fuse (a query), ingest_encode (an add batch)."""
-        ...
-
-    def observe(self, name: str, value: float) -> None:
-        """A measured value: top1_cosine (the best dense score of a query, before min_score)."""
-        ...
 
 
 @dataclass

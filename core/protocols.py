@@ -1,4 +1,4 @@
-"""The four seams of vecguard and the plain data that crosses them.
+"""The four seams of vecguard, the engine's instrument hook, and the plain data that crosses them.
 
 Nothing backend-specific ever passes through here: vectors are numpy float32
 arrays, ids are str, metadata and payloads are JSON-compatible dicts.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ContextManager, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -197,6 +197,18 @@ class Fuser(Protocol):
     """Combines ranked lists from several signals into one ranking."""
 
     def fuse(self, ranked: Mapping[str, RankedList], weights: Mapping[str, float]) -> list[FusedHit]: ...
+
+
+class Instrument(Protocol):
+    """Watches the engine work (the server's metrics and spans); the engine runs without one."""
+
+    def stage(self, name: str) -> ContextManager[Any]:
+        """Wraps one stage: encode, dense, keyword, fuse (a query), ingest_encode (an add batch)."""
+        ...
+
+    def observe(self, name: str, value: float) -> None:
+        """A measured value: top1_cosine (the best dense score of a query, before min_score)."""
+        ...
 
 
 def as_documents(items: Iterable[Document | Mapping[str, Any]]) -> Iterator[Document]:

@@ -39,8 +39,10 @@ ENGLISH_STOPWORDS = frozenset(
 def _identifier(whole: str, pieces: list[str]) -> bool:
     """Joined pieces (ORD-2024-00017, 2013/34/EU, U.S.C) or letters mixed with digits (21A, J45)."""
     if len(pieces) > 1:
-        return any(ch in _IDENTIFIER_JOINERS for ch in whole)
-    return len(pieces) == 1 and any(c.isdigit() for c in whole) and any(c.isalpha() for c in whole)
+        return not _IDENTIFIER_JOINERS.isdisjoint(whole)
+    if len(pieces) != 1 or whole.isalpha():  # most tokens are plain words: answered without a scan
+        return False
+    return any(map(str.isdigit, whole)) and any(map(str.isalpha, whole))
 
 
 def tokenize(text: str, *, lowercase: bool = True, stopwords: frozenset[str] = ENGLISH_STOPWORDS) -> list[str]:
