@@ -25,7 +25,6 @@ import math
 import random
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -227,9 +226,6 @@ def _copy(
         report.total = origin["chunks"]
         target_store: VectorStore = registry.build("store", *target_config.plugin_options("store"), target_config.base_dir)
         sample = _Sample(VECTOR_SAMPLE, verify_queries)
-        # The keyword index is built from the texts as they stream (no rescan of the target at the end), on a
-        # thread of its own so tokenising overlaps the target's upsert; one worker keeps the adds in order.
-        keyword_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vecguard-keyword")
         try:
             manifest = _prepare_copy_target(target_store, source, target_config, origin, into_existing)
             migration = manifest["state"]["migration"]
@@ -241,11 +237,11 @@ def _copy(
                     progress.update(start)
             started = time.perf_counter()
             position = 0
-            keyword_adds = []
             for ids, vectors, payloads in _scan(source.store, batch_size, f"source ({source_config.source})"):
                 sample.offer(ids, payloads)
                 if not contains_only:
-                    keyword_adds.append(keyword_worker.submit(parts.keyword.add, ids, [p["text"] for p in payloads]))
+                    # Built as the texts stream past, so the target is not rescanned at the end (tokenising only).
+                    parts.keyword.add(ids, [payload["text"] for payload in payloads])
                 skip = min(len(ids), max(0, start - position))
                 position += len(ids)
                 if skip == len(ids):
@@ -267,9 +263,6 @@ def _copy(
                 log.info("migrate: committed %d of %d points (batch %d)", position, report.total, report.batches)
                 if progress is not None:
                     progress.update(len(ids))
-            keyword_worker.shutdown(wait=True)
-            for added in keyword_adds:
-                added.result()  # re-raises a tokenizer failure here
             report.copy_seconds = time.perf_counter() - started
             if position != report.total:
                 raise StorageError(
@@ -277,7 +270,6 @@ def _copy(
                     f"Stop writing to it and rerun"
                 )
         finally:
-            keyword_worker.shutdown(wait=True, cancel_futures=True)
             target_store.close()
 
         started = time.perf_counter()
