@@ -9,9 +9,10 @@ fields) and a real manifest from the bundled encoder; nothing is encoded per
 point. Then, per round and per backend, side by side:
 
 - raw: the backend's own client upserts the same points from memory in
-  batches of the same size into a fresh collection (qdrant-client
-  ``upsert(PointStruct...)``; chromadb ``collection.upsert(ids, embeddings,
-  metadatas, documents)``);
+  batches of the same size into a fresh collection created with the same
+  settings as vecguard's (qdrant-client ``upsert(PointStruct...)``; chromadb
+  ``collection.upsert(ids, embeddings, metadatas, documents)`` into an
+  ``ip`` collection with ef_construction 200);
 - vecguard: ``migrate(faiss -> backend, batch_size)`` into a fresh collection;
   its copy phase (scan, upsert, checkpoint per batch) is timed apart from the
   finish (keyword index rebuilt from the copied texts, recount) and the
@@ -106,7 +107,10 @@ def raw_chroma(path: Path, ids, vectors, payloads, batch: int) -> float:
     from chromadb.config import Settings
 
     client = chromadb.PersistentClient(path=str(path), settings=Settings(anonymized_telemetry=False))
-    collection = client.create_collection("raw", embedding_function=None, configuration={"hnsw": {"space": "ip"}})
+    # The HNSW settings vecguard's chroma store creates collections with (ef_construction dominates insert cost).
+    collection = client.create_collection(
+        "raw", embedding_function=None, configuration={"hnsw": {"space": "ip", "ef_search": 200, "ef_construction": 200}},
+    )
     started = time.perf_counter()
     for start in range(0, len(ids), batch):
         part = payloads[start:start + batch]
@@ -127,10 +131,10 @@ def migrate_into(source: dict, store: dict, batch: int) -> dict:
     started = time.perf_counter()
     report = migrate(source, config(store), batch_size=batch)
     total = time.perf_counter() - started
-    assert report.passed, [(c.name, c.detail) for c in report.checks if not c.passed]
     return {"copy_s": report.copy_seconds, "finish_s": report.finish_seconds, "verify_s": report.verify_seconds,
-            "total_s": total, "written": report.written,
-            "checks": {c.name: {k: v for k, v in c.detail.items() if k != "first_difference"} for c in report.checks}}
+            "total_s": total, "written": report.written, "passed": report.passed,
+            "checks": {c.name: {"passed": c.passed, **{k: v for k, v in c.detail.items() if k != "first_difference"}}
+                       for c in report.checks}}
 
 
 def main() -> None:
@@ -164,7 +168,7 @@ def main() -> None:
                 last_checks[backend] = result["checks"]
                 print(f"round {round_number} {backend}: raw {args.points / raw:.0f} points/s, migrate copy "
                       f"{args.points / result['copy_s']:.0f} points/s (finish {result['finish_s']:.1f} s, "
-                      f"verify {result['verify_s']:.1f} s)", flush=True)
+                      f"verify {result['verify_s']:.1f} s, {'passed' if result['passed'] else 'FAILED'})", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -209,9 +213,23 @@ def markdown(report: dict) -> str:
             f"{statistics.median(r['ratio_per_round']):.2f} | {r['finish_s_median']:.1f} | {r['verify_s_median']:.1f} | "
             f"{r['end_to_end_points_per_s']:.0f} |"
         )
-    lines += ["", "Copy: scan FAISS/SQLite, upsert, checkpoint in the target's manifest per batch. Finish: keyword index "
-              "rebuilt from the copied texts and counts (no encoding). Verify: counts, 500 sampled vectors (max abs "
-              "difference 0 in every run), 50 held-out queries' hybrid top 10, the guard.", ""]
+    lines += ["", "Copy: scan FAISS/SQLite, upsert, checkpoint in the target's manifest per batch; the keyword index "
+              "is built from the texts as they stream. Finish: keyword index saved, migration mark cleared. Verify: "
+              "counts, 500 sampled vectors and payloads, 50 held-out queries' hybrid top 10, the guard. "
+              "Verification in the last round:", ""]
+    for backend, r in report["results"].items():
+        checks = r["verification"]
+        queries = checks["queries"]
+        lines.append(
+            f"- {backend}: " + ", ".join(f"{name} {'pass' if c['passed'] else 'FAIL'}" for name, c in checks.items())
+            + f"; vectors max abs difference {checks['vectors']['max_abs_difference']:.3g}; queries: "
+            f"{queries['identical']}/{queries['queries']} identical top 10, mean overlap {queries['mean_overlap']:.3f} "
+            f"({queries['required']})"
+        )
+    lines += ["", "The synthetic vectors do not come from the encoder, so the held-out text queries land far from "
+              "every point, where dense scores nearly tie; an approximate index (Chroma's HNSW) orders such "
+              "near-ties differently from exact search, which lowers the query overlap. Real collections: see "
+              "tests/test_migrate.py (identical top 10 on CWE).", ""]
     return "\n".join(lines)
 
 
