@@ -10,6 +10,7 @@ without HttpOnly") and identifiers ("CVE-2022-24045") have an answer.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -60,6 +61,28 @@ def cwe_documents() -> Iterator[dict[str, Any]]:
             "text": "\n\n".join(p for p in parts if p),
             "metadata": {"abstraction": w["abstraction"], "status": w["status"], "observed_examples": len(w["observed"])},
         }
+
+
+def cwe_passages() -> Iterator[dict[str, Any]]:
+    """Short real texts, about 16k: each observed example (a CVE id with its summary), then every
+    distinct sentence of five words or more from the weaknesses' other fields (descriptions,
+    consequences, mitigations, examples' prose). References and history are left out."""
+    root = ET.parse(_cwe_xml()).getroot()
+    ns = {"c": root.tag.split("}")[0][1:]}
+    weaknesses = [w for w in root.iterfind(".//c:Weakness", ns) if w.get("Status") != "Deprecated"]
+    for w in weaknesses:
+        for i, example in enumerate(w.iterfind("c:Observed_Examples/c:Observed_Example", ns)):
+            cve, text = _text(example.find("c:Reference", ns)), _text(example.find("c:Description", ns))
+            if text:
+                yield {"id": f"CWE-{w.get('ID')}/{cve}/{i}", "text": f"{cve}: {text}", "metadata": {"cwe": f"CWE-{w.get('ID')}"}}
+    seen: set[str] = set()
+    skipped = ("Observed_Examples", "References", "Content_History")
+    for w in weaknesses:
+        fields = [field for field in w if not field.tag.endswith(skipped)]
+        for i, sentence in enumerate(s for field in fields for s in re.split(r"(?<=[.!?])\s+", _text(field))):
+            if len(sentence.split()) >= 5 and sentence not in seen:
+                seen.add(sentence)
+                yield {"id": f"CWE-{w.get('ID')}/s{i}", "text": sentence, "metadata": {"cwe": f"CWE-{w.get('ID')}"}}
 
 
 def write_jsonl(documents: Iterator[dict[str, Any]], path: Path) -> int:

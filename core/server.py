@@ -345,26 +345,30 @@ def create_app(config: str | Path | Mapping[str, Any] | Config) -> Any:
     def metrics_text() -> PlainTextResponse:
         return PlainTextResponse(prometheus.generate_latest(metrics.registry), media_type=prometheus.CONTENT_TYPE_LATEST)
 
-    @app.post("/search")
-    def search(body: SearchRequest) -> dict[str, Any]:
+    @app.post("/search", response_class=JSONResponse)
+    def search(body: SearchRequest) -> JSONResponse:
         if body.min_score is not None and body.mode == "keyword":
             raise FieldError(422, ["body", "min_score"], "min_score is a floor on the dense cosine; keyword mode has no cosine")
         with service.lock.reading():
             engine = engine_or_503()
+            started = time.perf_counter()
             with service.instrument.query(body.mode):
                 try:
                     hits = engine.search(body.query, k=body.k, mode=body.mode, filter=body.filter,
                                          min_score=body.min_score, chunks=body.chunks)
                 except FilterError as exc:
                     raise FieldError(422, ["body", "filter"], str(exc)) from exc
+            elapsed_ms = (time.perf_counter() - started) * 1000
         metrics.queries.labels(body.mode).inc()
         if not hits:
             metrics.empty_results.labels(body.mode).inc()
-        return {"hits": [
+        # A JSONResponse skips FastAPI's re-validation of a plain dict, about a millisecond per search.
+        # Server-Timing carries what the engine took, so a client can tell the HTTP layer from the search.
+        return JSONResponse({"hits": [
             {"id": h.id, "score": h.score, "text": h.text, "metadata": h.metadata, "chunk": h.chunk, "start": h.start,
              "end": h.end, "signals": {name: {"rank": e.rank, "score": e.score} for name, e in h.signals.items()}}
             for h in hits
-        ]}
+        ]}, headers={"Server-Timing": f"search;dur={elapsed_ms:.3f}"})
 
     @app.post("/documents", dependencies=[Depends(require_write_token)])
     def add_documents(body: AddRequest) -> dict[str, Any]:

@@ -116,6 +116,16 @@ def test_search_over_http_equals_the_library_call(served) -> None:
         assert [h[2].keys() for h in found] == [h[2].keys() for h in expected]
 
 
+def test_search_reports_the_engine_time_in_server_timing(served) -> None:
+    server, _ = served
+    started = time.perf_counter()
+    response = httpx.post(f"{server.url}/search", json={"query": "cookie without the HttpOnly flag"})
+    round_trip_ms = (time.perf_counter() - started) * 1000
+    name, _, duration = response.headers["server-timing"].partition(";dur=")
+    assert name == "search"
+    assert 0 < float(duration) < round_trip_ms
+
+
 def metric(text: str, name: str, **labels: str) -> float:
     wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
     for line in text.splitlines():
