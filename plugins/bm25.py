@@ -1,5 +1,11 @@
 """BM25 keyword index (rank-bm25's BM25Okapi scores) with an identifier-aware tokenizer.
 
+Two implementations give the same scores: ``postings`` (the default) keeps an
+inverted index that add and delete update in place and scores a query with
+numpy over the postings of its terms; ``rank-bm25`` scores every document in
+Python with rank-bm25 itself, the reference, rebuilt after each change. The
+implementation is not part of the manifest: scores do not depend on it.
+
 The tokenizer emits every alphanumeric word piece and, for a token shaped like
 an identifier (``ORD-2024-00017``, ``CVE-2022-24045``, ``2013/34/EU``,
 ``J45.909``, ``U.S.C.``), the whole identifier as well, so an exact identifier
@@ -10,7 +16,9 @@ Saved as JSON (never pickle); the tokenizer settings go into the manifest.
 from __future__ import annotations
 
 import json
+import math
 import re
+from array import array
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +32,7 @@ from vecguard.protocols import RankedList
 from vecguard.registry import Part, hookimpl
 
 TOKENIZER_VERSION = "identifier-aware-v1"
+IMPLEMENTATIONS = ("postings", "rank-bm25")
 FILE_NAME = "bm25.json"
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _EDGE_PUNCTUATION = "\"'`()[]{}<>,;:!?.«»“”‘’"
@@ -70,10 +79,105 @@ def identifier_terms(text: str, *, lowercase: bool = True) -> list[str]:
     return terms
 
 
-class BM25Index:
-    """BM25Okapi over token lists; the scorer is rebuilt lazily after changes."""
+class _Postings:
+    """BM25Okapi exactly as rank-bm25 computes it, from an inverted index updated in place.
 
-    def __init__(self, *, k1: float = 1.5, b: float = 0.75, epsilon: float = 0.25, lowercase: bool = True, stopwords: str = "english") -> None:
+    rank-bm25's idf is ``log(N - df + 0.5) - log(df + 0.5)``, and a negative idf is
+    replaced by ``epsilon`` times the mean idf over the whole vocabulary; N, the
+    mean document length and that mean are recomputed lazily after a change (a
+    pass over the document frequencies, not over the documents).
+    """
+
+    def __init__(self, k1: float, b: float, epsilon: float) -> None:
+        self.k1, self.b, self.epsilon = k1, b, epsilon
+        self.slot_of: dict[str, int] = {}
+        self.ids: list[str] = []
+        self.lengths = np.zeros(0, dtype=np.float64)
+        self.alive = np.zeros(0, dtype=bool)
+        # term -> (slots, term frequencies), compact 4-byte arrays read by numpy without a copy
+        self.postings: dict[str, tuple[array, array]] = {}
+        self.df: dict[str, int] = {}
+        self._length_total = 0.0
+        self._stats: tuple[float, float] | None = None  # (mean doc length, epsilon floor)
+        self._dead = 0
+
+    def add(self, key: str, tokens: list[str]) -> None:
+        tokens = tokens or [""]  # rank-bm25 counts an empty document as one empty token
+        slot = len(self.ids)
+        self.slot_of[key] = slot
+        self.ids.append(key)
+        if slot >= len(self.lengths):
+            grown = max(1024, 2 * len(self.lengths))
+            self.lengths = np.concatenate([self.lengths, np.zeros(grown - len(self.lengths))])
+            self.alive = np.concatenate([self.alive, np.zeros(grown - len(self.alive), dtype=bool)])
+        self.lengths[slot] = len(tokens)
+        self.alive[slot] = True
+        self._length_total += len(tokens)
+        frequencies: dict[str, int] = {}
+        for token in tokens:
+            frequencies[token] = frequencies.get(token, 0) + 1
+        for term, tf in frequencies.items():
+            slots, tfs = self.postings.setdefault(term, (array("i"), array("i")))
+            slots.append(slot)
+            tfs.append(tf)
+            self.df[term] = self.df.get(term, 0) + 1
+        self._stats = None
+
+    def delete(self, key: str, tokens: list[str]) -> None:
+        slot = self.slot_of.pop(key)
+        self.alive[slot] = False
+        self._length_total -= self.lengths[slot]
+        for term in set(tokens or [""]):
+            self.df[term] -= 1
+            if not self.df[term]:
+                del self.df[term]
+        self._dead += 1
+        self._stats = None
+
+    def needs_compaction(self) -> bool:
+        return self._dead > 1024 and self._dead > len(self.slot_of)
+
+    def scores(self, terms: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(slots, scores) of the live documents holding at least one query term."""
+        n = len(self.slot_of)
+        if self._stats is None:
+            dfs = np.fromiter(self.df.values(), dtype=np.float64, count=len(self.df))
+            idfs = np.log(n - dfs + 0.5) - np.log(dfs + 0.5)
+            self._stats = (self._length_total / n, self.epsilon * float(idfs.mean()))
+        mean_length, floor = self._stats
+        touched, contributions = [], []
+        for term in terms:  # a repeated query term counts again, as in rank-bm25
+            df = self.df.get(term)
+            if not df:
+                continue
+            idf = math.log(n - df + 0.5) - math.log(df + 0.5)
+            if idf < 0:
+                idf = floor
+            slots = np.frombuffer(self.postings[term][0], dtype=np.int32)
+            tfs = np.frombuffer(self.postings[term][1], dtype=np.int32).astype(np.float64)
+            norm = self.k1 * (1 - self.b + self.b * self.lengths[slots] / mean_length)
+            touched.append(slots)
+            contributions.append(idf * (tfs * (self.k1 + 1) / (tfs + norm)))
+        if not touched:
+            return np.zeros(0, dtype=np.int32), np.zeros(0)
+        slots = np.concatenate(touched)
+        unique, where = np.unique(slots, return_inverse=True)
+        total = np.zeros(len(unique))
+        for term_where, contribution in zip(np.split(where, np.cumsum([len(t) for t in touched])[:-1]), contributions):
+            total[term_where] += contribution  # slots are unique within one term, so += is exact
+        live = self.alive[unique]
+        return unique[live], total[live]
+
+
+class BM25Index:
+    """BM25Okapi over token lists, scored from postings (default) or by rank-bm25 (the reference)."""
+
+    def __init__(
+        self, *, k1: float = 1.5, b: float = 0.75, epsilon: float = 0.25, lowercase: bool = True, stopwords: str = "english",
+        implementation: str = "postings",
+    ) -> None:
+        if implementation not in IMPLEMENTATIONS:
+            raise ConfigError(f"[keyword] bm25 implementation must be one of {', '.join(map(repr, IMPLEMENTATIONS))} (same scores), got {implementation!r}")
         if stopwords not in ("english", "none"):
             raise ConfigError(f"[keyword] bm25 stopwords must be \"english\" or \"none\", got {stopwords!r}")
         for name, value in (("k1", k1), ("b", b), ("epsilon", epsilon)):
@@ -86,8 +190,10 @@ class BM25Index:
         self._stopwords = ENGLISH_STOPWORDS if stopwords == "english" else frozenset()
         self._tokens: dict[str, list[str]] = {}
         self._identifiers: dict[str, set[str]] = {}  # identifier term -> ids holding it
-        self._scorer: Any = None
+        self._implementation = implementation
+        self._scorer: Any = None  # rank-bm25's, rebuilt lazily after a change
         self._scorer_ids: list[str] = []
+        self._postings = _Postings(float(k1), float(b), float(epsilon))
 
     def settings(self) -> dict[str, Any]:
         return dict(self._settings)
@@ -101,8 +207,10 @@ class BM25Index:
             raise StorageError(f"keyword add needs as many ids as texts: got {len(ids)} ids, {len(texts)} texts")
         self.delete(ids)
         for key, text in zip(ids, texts):
-            self._tokens[key] = self.tokenize(text)
+            self._tokens[key] = tokens = self.tokenize(text)
             self._index_identifiers(key)
+            if self._implementation == "postings":
+                self._postings.add(key, tokens)
         self._scorer = None
 
     def _index_identifiers(self, key: str) -> None:
@@ -114,6 +222,8 @@ class BM25Index:
             tokens = self._tokens.pop(key, None)
             if tokens is None:
                 continue
+            if self._implementation == "postings":
+                self._postings.delete(key, tokens)
             for term in identifier_terms(" ".join(tokens), lowercase=False):
                 holders = self._identifiers.get(term)
                 if holders is not None:
@@ -121,6 +231,15 @@ class BM25Index:
                     if not holders:
                         del self._identifiers[term]
         self._scorer = None
+        if self._postings.needs_compaction():
+            self._rebuild_postings()
+
+    def _rebuild_postings(self) -> None:
+        s = self._settings
+        self._postings = _Postings(s["k1"], s["b"], s["epsilon"])
+        if self._implementation == "postings":
+            for key, tokens in self._tokens.items():
+                self._postings.add(key, tokens)
 
     def count(self) -> int:
         return len(self._tokens)
@@ -139,22 +258,25 @@ class BM25Index:
         terms = self.tokenize(query)
         if not terms or not self._tokens:
             return []
-        self._ensure_scorer()
-        scores = np.asarray(self._scorer.get_scores(terms), dtype=np.float64)
+        if self._implementation == "postings":
+            slots, scores = self._postings.scores(terms)
+            ids = self._postings.ids
+        else:
+            self._ensure_scorer()
+            scores = np.asarray(self._scorer.get_scores(terms), dtype=np.float64)
+            slots, ids = np.arange(len(scores)), self._scorer_ids
         if allowed_ids is not None:
-            mask = np.zeros(len(scores), dtype=bool)
-            position = {key: i for i, key in enumerate(self._scorer_ids)}
-            for key in allowed_ids:
-                if key in position:
-                    mask[position[key]] = True
-            scores = np.where(mask, scores, 0.0)
-        positive = np.flatnonzero(scores > 0)
-        if len(positive) > k:
+            allowed = allowed_ids if isinstance(allowed_ids, (set, frozenset, dict)) else set(allowed_ids)
+            keep = np.fromiter((ids[slot] in allowed for slot in slots), dtype=bool, count=len(slots))
+            slots, scores = slots[keep], scores[keep]
+        positive = scores > 0
+        slots, scores = slots[positive], scores[positive]
+        if len(scores) > k:
             # Keep every tie of the k-th score so the cut is made by id, the same in every process.
-            kth = -np.partition(-scores[positive], k - 1)[k - 1]
-            positive = positive[scores[positive] >= kth]
-        order = sorted(positive, key=lambda i: (-scores[i], self._scorer_ids[i]))[:k]
-        return [(self._scorer_ids[i], float(scores[i])) for i in order]
+            kth = -np.partition(-scores, k - 1)[k - 1]
+            slots, scores = slots[scores >= kth], scores[scores >= kth]
+        order = sorted(range(len(scores)), key=lambda i: (-scores[i], ids[slots[i]]))[:k]
+        return [(ids[slots[i]], float(scores[i])) for i in order]
 
     def exact_matches(self, query: str, k: int) -> RankedList:
         """Ids holding an identifier-shaped term of the query (CVE-2022-24045, 21A), best BM25 first."""
@@ -190,14 +312,15 @@ class BM25Index:
         for key in self._tokens:
             self._index_identifiers(key)
         self._scorer = None
+        self._rebuild_postings()
         return True
 
 
 def _build(options: dict[str, Any], base_dir: Path) -> BM25Index:
-    defaults = {"k1": 1.5, "b": 0.75, "epsilon": 0.25, "lowercase": True, "stopwords": "english"}
+    defaults = {"k1": 1.5, "b": 0.75, "epsilon": 0.25, "lowercase": True, "stopwords": "english", "implementation": "postings"}
     return BM25Index(**take_options("[keyword] bm25", options, defaults))
 
 
 @hookimpl
 def vecguard_parts() -> list[Part]:
-    return [Part("keyword", "bm25", _build, description="BM25Okapi (rank-bm25), identifier-aware tokenizer")]
+    return [Part("keyword", "bm25", _build, description="BM25Okapi (rank-bm25's scores, from postings), identifier-aware tokenizer")]

@@ -111,3 +111,53 @@ def test_rrf_k_is_configurable_and_ties_are_deterministic() -> None:
     assert fused[0].score == pytest.approx(1 / 2 + 1 / 3)
     with pytest.raises(ConfigError):
         ReciprocalRankFusion(k=-1)
+
+
+def _cwe_passages(n: int) -> list[dict]:
+    import itertools
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.corpora import cwe_passages
+
+    return list(itertools.islice(cwe_passages(), n))
+
+
+def _same_answers(fast: BM25Index, reference: BM25Index, queries: list[str]) -> None:
+    for query in queries:
+        for got, want in ((fast.search(query, 20), reference.search(query, 20)),
+                          (fast.exact_matches(query, 10), reference.exact_matches(query, 10))):
+            assert [key for key, _ in got] == [key for key, _ in want], query
+            assert [score for _, score in got] == pytest.approx([score for _, score in want], rel=1e-9), query
+
+
+def test_postings_give_rank_bm25s_scores_through_adds_deletes_and_replacements() -> None:
+    passages = _cwe_passages(3000)
+    queries = [p["text"].split(":")[0] for p in passages[:25]]  # CVE ids
+    queries += [" ".join(p["text"].split()[:6]) for p in passages[-25:]]  # the words of sentences
+    queries += ["the the the", "buffer overflow overflow", "a", "xyzzy-404 unknown"]
+    fast, reference = BM25Index(), BM25Index(implementation="rank-bm25")
+    for index in (fast, reference):
+        index.add([p["id"] for p in passages[:2000]], [p["text"] for p in passages[:2000]])
+    _same_answers(fast, reference, queries)
+    for index in (fast, reference):  # delete a third, replace some texts, add the rest
+        index.delete([p["id"] for p in passages[:2000:3]])
+        index.add([p["id"] for p in passages[1:300:3]], [p["text"].upper() + " replaced" for p in passages[1:300:3]])
+        index.add([p["id"] for p in passages[2000:]], [p["text"] for p in passages[2000:]])
+    assert fast.count() == reference.count() == 3000 - 667
+    _same_answers(fast, reference, queries)
+
+
+def test_postings_compact_after_most_documents_are_deleted() -> None:
+    passages = _cwe_passages(2600)
+    fast, reference = BM25Index(), BM25Index(implementation="rank-bm25")
+    for index in (fast, reference):
+        index.add([p["id"] for p in passages], [p["text"] for p in passages])
+        index.delete([p["id"] for p in passages[:2000]])
+    assert len(fast._postings.ids) == 600  # compacted: only live documents keep a slot
+    _same_answers(fast, reference, [p["text"][:40] for p in passages[2000::40]])
+
+
+def test_an_unknown_bm25_implementation_is_refused() -> None:
+    with pytest.raises(ConfigError, match="implementation must be one of 'postings', 'rank-bm25'"):
+        BM25Index(implementation="bm25s")
