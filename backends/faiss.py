@@ -4,9 +4,16 @@ Options (``[store]``):
     path           folder (none: in memory only)
     index          "auto" (exact Flat while small, IVF once ``ivf_threshold`` vectors
                    make training worthwhile) or any FAISS factory string ("HNSW32", "IVF256,SQ8")
-    nprobe         IVF cells searched (default: nlist/8, at least 16; measure recall before lowering it)
+    nprobe         IVF cells searched (default: tuned to ``target_recall`` when the index is built)
+    target_recall  recall@10 against exact search that the tuned nprobe must reach (default 0.95)
     ef_search      HNSW search breadth (default 128)
     ivf_threshold  vectors at which "auto" switches from Flat to IVF (default 50000)
+
+Tuning: when an IVF index is built without a fixed nprobe, 200 stored vectors
+(fixed seed) are searched exactly and through the index at nprobe 1, 2, 4, ...
+nlist; the smallest nprobe whose recall@10 (the query itself left out, ties at
+the 10th score counted as found) meets ``target_recall`` is kept with the
+index, and ``index_report()`` hands the measurement to the engine's manifest.
 
 SQLite (stdlib) is the durable truth: every upsert and delete commits there
 with a generation number. The FAISS index is derived from it and saved
@@ -39,6 +46,8 @@ from vecguard.registry import Part, hookimpl
 
 log = logging.getLogger(__name__)
 SQL_BATCH = 500
+TUNING_QUERIES = 200
+TUNING_K = 10
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS points (
     num INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -57,11 +66,16 @@ def _import_faiss() -> Any:
 
 
 class FaissStore:
-    def __init__(self, path: Path | None, *, index: str = "auto", nprobe: int | None = None, ef_search: int = 128, ivf_threshold: int = 50_000) -> None:
+    def __init__(
+        self, path: Path | None, *, index: str = "auto", nprobe: int | None = None, target_recall: float = 0.95,
+        ef_search: int = 128, ivf_threshold: int = 50_000,
+    ) -> None:
         self._faiss = _import_faiss()
         self._path = path
         self._spec = index
         self._nprobe = nprobe
+        self._target_recall = target_recall
+        self._tuning: dict[str, Any] | None = None
         self._ef_search = ef_search
         self._ivf_threshold = ivf_threshold
         database = str(path / "points.sqlite3") if path is not None else ":memory:"
@@ -128,6 +142,7 @@ class FaissStore:
             log.warning("%s is unreadable (%s); rebuilding the index from points.sqlite3", files[0], str(exc).splitlines()[0])
             return
         self._index_spec = state.get("spec")
+        self._tuning = state.get("tuning")
         self._dirty = False
         self._saved = (self._generation, self._index_spec)
 
@@ -159,14 +174,76 @@ class FaissStore:
                 self._index, self._index_spec, self._dirty = None, spec, False
                 return
             try:
-                index.train(vectors)
+                index.train(self._training_sample(base, vectors))
             except RuntimeError as exc:
                 raise StorageError(
                     f"FAISS index {spec!r} cannot be trained on {n} vectors ({exc}); add more documents or use index = \"auto\""
                 ) from exc
         if n:
             index.add_with_ids(vectors, nums)
+        self._tuning = self._tune_nprobe(index, nums, vectors) if "IVF" in spec and self._nprobe is None and n else None
         self._index, self._index_spec, self._dirty = index, spec, False
+
+    def _training_sample(self, base: Any, vectors: np.ndarray) -> np.ndarray:
+        """At most 64 vectors per IVF cell (FAISS asks for 39): k-means over every vector of a large
+        collection costs minutes and buys nothing measurable."""
+        ivf = self._faiss.try_extract_index_ivf(base)
+        limit = 64 * ivf.nlist if ivf is not None else len(vectors)
+        if len(vectors) <= limit:
+            return vectors
+        return vectors[np.sort(np.random.default_rng(0).choice(len(vectors), size=limit, replace=False))]
+
+    def _tune_nprobe(self, index: Any, nums: np.ndarray, vectors: np.ndarray) -> dict[str, Any]:
+        """The smallest nprobe whose recall@10 on a sample of stored vectors meets the target."""
+        faiss = self._faiss
+        nlist = faiss.extract_index_ivf(index).nlist
+        n = len(nums)
+        picked = np.random.default_rng(0).choice(n, size=min(TUNING_QUERIES, n), replace=False)
+        queries = vectors[picked]
+        k = min(TUNING_K + 1, n)
+        want = k - 1
+        if want < 1:
+            return {"nprobe": nlist, "recall_at_10": 1.0, "target_recall": self._target_recall, "queries": len(picked), "nlist": nlist, "vectors": n}
+        exact, _ = faiss.knn(queries, vectors, k, metric=faiss.METRIC_INNER_PRODUCT)
+        # The query finds itself: leave one hit out on both sides, and count ties at the last true score as found.
+        last_true = exact[:, want] - 1e-6  # rows come best first: [0] is the query itself
+        def recall_at(nprobe: int) -> float:
+            _, found = index.search(queries, k, params=faiss.SearchParametersIVF(nprobe=nprobe))
+            hits = 0
+            for row, (own, numbers) in enumerate(zip(nums[picked], found)):
+                others = [num for num in numbers if num >= 0 and num != own][:want]
+                positions = np.searchsorted(nums, others)
+                hits += min(want, int(np.count_nonzero(vectors[positions] @ queries[row] >= last_true[row])))
+            return hits / (want * len(picked))
+
+        # Double nprobe until the target is met, then bisect between the last miss and the first hit.
+        measured: dict[int, float] = {}
+        low, high = 0, nlist
+        for nprobe in sorted({min(nlist, 2 ** i) for i in range(int(math.log2(nlist)) + 2)}):
+            measured[nprobe] = recall_at(nprobe)
+            if measured[nprobe] >= self._target_recall:
+                high = nprobe
+                break
+            low = nprobe
+        while high - low > 1 and measured.get(high, 0.0) >= self._target_recall:
+            middle = (low + high) // 2
+            measured[middle] = recall_at(middle)
+            low, high = (low, middle) if measured[middle] >= self._target_recall else (middle, high)
+        chosen = high if measured.get(high, 0.0) >= self._target_recall else max(measured, key=lambda p: (measured[p], -p))
+        if measured[chosen] < self._target_recall:
+            log.warning("FAISS index %s reaches recall@10 %.3f at most (nprobe %d), below target_recall %.2f",
+                        self._index_spec, measured[chosen], chosen, self._target_recall)
+        return {"nprobe": chosen, "recall_at_10": round(measured[chosen], 4), "target_recall": self._target_recall,
+                "queries": len(picked), "nlist": nlist, "vectors": n}
+
+    def index_report(self) -> dict[str, Any] | None:
+        """What the index measured about itself (the tuned nprobe and its recall), building anything pending
+        first when the store is kept on disk (closing would build it anyway)."""
+        if self._db is None:
+            return None
+        if self._path is not None:
+            self._ready_index()
+        return dict(self._tuning) if self._tuning and not self._dirty else None
 
     def _all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         rows = self._db.execute("SELECT num, vector FROM points ORDER BY num").fetchall()
@@ -199,7 +276,8 @@ class FaissStore:
             os.fsync(f.fileno())
         os.replace(tmp, index_file)
         fsync_directory(index_file.parent)
-        write_json_atomically(state_file, {"generation": self._generation, "spec": self._index_spec, "requested": self._spec})
+        write_json_atomically(state_file, {"generation": self._generation, "spec": self._index_spec, "requested": self._spec,
+                                           "tuning": self._tuning})
         self._saved = (self._generation, self._index_spec)
 
     # ------------------------------------------------------------ VectorStore
@@ -313,7 +391,7 @@ class FaissStore:
         spec = self._index_spec or ""
         if "IVF" in spec:
             nlist = faiss.extract_index_ivf(index).nlist
-            kwargs["nprobe"] = self._nprobe or min(nlist, max(16, nlist // 8))
+            kwargs["nprobe"] = self._nprobe or (self._tuning or {}).get("nprobe") or min(nlist, max(16, nlist // 8))
         if "HNSW" in spec:
             kwargs["efSearch"] = max(self._ef_search, k)
         if filter:
@@ -391,7 +469,7 @@ class FaissStore:
 def _build(options: dict[str, Any], base_dir: Path) -> FaissStore:
     opts = take_options(
         "[store] faiss", options,
-        {"path": None, "index": "auto", "nprobe": None, "ef_search": 128, "ivf_threshold": 50_000},
+        {"path": None, "index": "auto", "nprobe": None, "target_recall": 0.95, "ef_search": 128, "ivf_threshold": 50_000},
     )
     if not isinstance(opts["index"], str) or not opts["index"]:
         raise ConfigError(f"[store] faiss index must be \"auto\" or a FAISS factory string, got {opts['index']!r}")
@@ -399,9 +477,13 @@ def _build(options: dict[str, Any], base_dir: Path) -> FaissStore:
         value = opts[key]
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise ConfigError(f"[store] faiss {key} must be a whole number >= 1, got {value!r}")
+    target = opts["target_recall"]
+    if not isinstance(target, (int, float)) or isinstance(target, bool) or not 0 < target <= 1:
+        raise ConfigError(f"[store] faiss target_recall must be a number in (0, 1], like 0.95 (recall@10 against exact search), got {target!r}")
     return FaissStore(
         resolve_path(opts["path"], base_dir, "[store] faiss"),
-        index=opts["index"], nprobe=opts["nprobe"], ef_search=opts["ef_search"], ivf_threshold=opts["ivf_threshold"],
+        index=opts["index"], nprobe=opts["nprobe"], target_recall=float(target), ef_search=opts["ef_search"],
+        ivf_threshold=opts["ivf_threshold"],
     )
 
 

@@ -241,7 +241,17 @@ class Engine:
         return self.instrument.stage(name) if self.instrument is not None else nullcontext()
 
     def close(self) -> None:
-        self.store.close()
+        try:
+            self._record_index_report()
+        finally:
+            self.store.close()
+
+    def _record_index_report(self) -> None:
+        report = getattr(self.store, "index_report", None)
+        measured = report() if report is not None else None
+        if measured and (self.manifest.get("measurements") or {}).get("index") != measured:
+            self.manifest.setdefault("measurements", {})["index"] = measured
+            self.store.write_manifest(self.manifest)
 
     def __enter__(self) -> "Engine":
         return self
@@ -436,7 +446,7 @@ class Engine:
         with self._stage("keyword"):
             if mode == "hybrid":
                 # Identifier routing: chunks that hold an identifier of the query verbatim rank first
-                # (ordered among themselves by the fused score); plain RRF buries BM25's exact hit.
+                # (ordered among themselves by the fused score): neither fusion keeps an exact hit first.
                 ranked["identifier"] = self._keyword_ranked(query, depth, filter, self.keyword.exact_matches)
             if mode in ("hybrid", "keyword"):
                 ranked["keyword"] = self._keyword_ranked(query, depth, filter, self.keyword.search)

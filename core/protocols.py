@@ -131,7 +131,10 @@ class VectorStore(Protocol):
     ``scan`` visits points in the same order every time while the store is
     unchanged: a resumed migration skips what it already copied by position.
     A store may also say ``exact_search = True`` when its searches equal brute
-    force; without it, results are treated as approximate.
+    force; without it, results are treated as approximate. A store that tunes
+    its own index may offer ``index_report() -> dict | None`` (what it measured,
+    e.g. the nprobe chosen for a recall target and that recall); the engine
+    keeps it in ``manifest.measurements.index`` when it closes.
     """
 
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[Payload]) -> None: ...

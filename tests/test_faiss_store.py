@@ -117,3 +117,64 @@ def test_an_invalid_factory_string_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="NotAnIndex42"):
         _fill(store, 5)
         store.search(_vectors(1)[0], 1)
+
+
+def _recall(store, exact, queries: np.ndarray, k: int = 10) -> float:
+    return float(np.mean([len({i for i, _ in store.search(q, k)} & {i for i, _ in exact.search(q, k)}) / k for q in queries]))
+
+
+def test_ivf_nprobe_is_tuned_to_the_recall_target_and_kept_with_the_index(tmp_path: Path) -> None:
+    vectors = _vectors(4000)
+    ids, payloads = [f"p{i}" for i in range(4000)], [{"metadata": {}}] * 4000
+    exact = MemoryStore()
+    exact.upsert(ids, vectors, payloads)
+    held_out = _vectors(100, seed=3)
+    reports = {}
+    for target in (0.5, 0.99):
+        store = FaissStore(tmp_path / str(target), index="IVF64,Flat", target_recall=target)
+        store.upsert(ids, vectors, payloads)
+        report = store.index_report()
+        assert report is not None and report["nlist"] == 64 and report["target_recall"] == target
+        assert report["recall_at_10"] >= target and report["vectors"] == 4000
+        # Queries the tuning never saw get about the same recall: the sample measured the index.
+        assert _recall(store, exact, held_out) >= target - 0.08
+        reports[target] = report
+        store.close()
+    assert reports[0.5]["nprobe"] < reports[0.99]["nprobe"] < 64
+    halved = FaissStore(None, index="IVF64,Flat", nprobe=reports[0.99]["nprobe"] // 2)
+    halved.upsert(ids, vectors, payloads)
+    assert _recall(halved, exact, held_out) < reports[0.99]["recall_at_10"]  # the smallest nprobe that meets it
+    reopened = FaissStore(tmp_path / "0.99", index="IVF64,Flat", target_recall=0.99)
+    assert reopened._index is not None and not reopened._dirty  # loaded with its tuning, not rebuilt
+    assert reopened.index_report() == reports[0.99]
+    reopened.close()
+
+
+def test_a_fixed_nprobe_or_an_exact_index_is_not_tuned(tmp_path: Path) -> None:
+    for store in (FaissStore(None, index="IVF16,Flat", nprobe=4), FaissStore(None, index="Flat")):
+        _fill(store, 700)
+        store.search(_vectors(1)[0], 1)
+        assert store.index_report() is None
+
+
+@pytest.mark.parametrize("target", [0, 1.5, "high", True])
+def test_a_bad_target_recall_is_a_config_error(target) -> None:
+    import vecguard
+
+    with pytest.raises(ConfigError, match="target_recall must be a number in"):
+        vecguard.open({"store": {"plugin": "faiss", "target_recall": target}})
+
+
+def test_the_engine_keeps_the_tuned_index_measurement_in_the_manifest(tmp_path: Path) -> None:
+    import vecguard
+    from conftest import corpus
+
+    cfg = {"store": {"plugin": "faiss", "path": str(tmp_path), "index": "auto", "ivf_threshold": 16}}
+    with vecguard.open(cfg) as engine:
+        engine.add(corpus())  # 20 chunks: past the threshold, so "auto" builds IVF16 and tunes it at close
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    measured = manifest["measurements"]["index"]
+    assert measured["nlist"] == 16 and measured["vectors"] == 20 and measured["recall_at_10"] >= 0.95
+    with vecguard.open(cfg) as engine:
+        assert engine.manifest["measurements"]["index"] == measured
+        assert engine.search("my parcel is late because of bad weather", k=1)[0].id == "doc-02"
