@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_CONFIG := scripts/demo.toml
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench quality clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ test: setup
 
 bench: setup
 	$(BIN)/python benchmarks/ingest_speed.py
+
+quality: setup
+	$(BIN)/python -m pip install --quiet -e '.[all,test,bench]'
+	$(BIN)/python benchmarks/quality.py
 
 clean:
 	rm -rf $(VENV) data build *.egg-info

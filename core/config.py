@@ -3,7 +3,7 @@
     [encoder]   plugin = "sentence-transformers"   (plus the plugin's own keys)
     [store]     plugin = "faiss", path = "data/index", ...
     [keyword]   plugin = "bm25", ...
-    [fusion]    plugin = "rrf", k = 60, depth = 100, weights = {dense = 1.0, keyword = 1.0}
+    [fusion]    plugin = "dbsf" (or "rrf" with k = 60), depth = 100, weights = {dense = 1.0, keyword = 1.0}
     [chunking]  tokens = 256, overlap = 32, batch_documents = 64
     [guard]     mode = "enforce", min_mean_cosine = 0.99, min_cosine = 0.98
     [server]    host, port, max_request_bytes, max_k, max_query_chars, max_documents,
@@ -27,7 +27,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "encoder": {"plugin": "sentence-transformers"},
     "store": {"plugin": "faiss"},
     "keyword": {"plugin": "bm25"},
-    "fusion": {"plugin": "rrf", "depth": 100, "weights": {"dense": 1.0, "keyword": 1.0}},
+    "fusion": {"plugin": "dbsf", "depth": 100, "weights": {"dense": 1.0, "keyword": 1.0}},
     "chunking": {"tokens": 256, "overlap": 32, "batch_documents": 64},
     "guard": {"mode": "enforce", "min_mean_cosine": 0.99, "min_cosine": 0.98},
     "server": {
@@ -96,6 +96,8 @@ def _validated(raw: dict[str, Any], base_dir: Path, source: str) -> Config:
             raise ConfigError(f"{source}: [{name}] must be a table, got {given!r}")
         table = copy.deepcopy(defaults)
         table.update(copy.deepcopy(given))
+        if name == "fusion" and "k" in given and "plugin" not in given:
+            table["plugin"] = "rrf"  # k is RRF's constant: such a config was written for RRF, the earlier default
         tables[name] = table
         if "plugin" in defaults and (not isinstance(table["plugin"], str) or not table["plugin"]):
             raise ConfigError(f"{source}: [{name}] plugin must be a plugin name (see `vecguard plugins`), got {table['plugin']!r}")

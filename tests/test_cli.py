@@ -102,4 +102,4 @@ def test_plugins_lists_the_built_ins_with_their_distribution(workdir: Path) -> N
     listing = json.loads(run("plugins", "--json", cwd=workdir).stdout)
     found = {(p["kind"], p["name"], p["distribution"]) for p in listing["parts"]}
     assert {("store", "faiss", "vecguard"), ("store", "chroma", "vecguard"), ("store", "qdrant", "vecguard"), ("store", "memory", "vecguard"), ("encoder", "sentence-transformers", "vecguard"),
-            ("keyword", "bm25", "vecguard"), ("fuser", "rrf", "vecguard")} <= found
+            ("keyword", "bm25", "vecguard"), ("fuser", "rrf", "vecguard"), ("fuser", "dbsf", "vecguard")} <= found

@@ -9,7 +9,9 @@ import pytest
 
 from vecguard import ConfigError
 from vecguard.plugins.bm25 import BM25Index, tokenize
+from vecguard.plugins.dbsf import distribution_based_score_fusion
 from vecguard.plugins.rrf import ReciprocalRankFusion, reciprocal_rank_fusion
+from vecguard.protocols import SignalEvidence
 
 IDENTIFIERS = {
     "ORD-2024-00017": "ord-2024-00017",
@@ -111,6 +113,48 @@ def test_rrf_k_is_configurable_and_ties_are_deterministic() -> None:
     assert fused[0].score == pytest.approx(1 / 2 + 1 / 3)
     with pytest.raises(ConfigError):
         ReciprocalRankFusion(k=-1)
+
+
+def test_dbsf_scales_each_signal_by_its_own_spread_and_sums() -> None:
+    dense = [("a", 0.62), ("b", 0.60), ("c", 0.58), ("d", 0.20)]
+    keyword = [("d", 30.0), ("a", 2.0), ("b", 1.0)]
+    fused = distribution_based_score_fusion({"dense": dense, "keyword": keyword}, {"dense": 1.0, "keyword": 0.5})
+
+    def scaled(hits: list, key: str) -> float:
+        values = [score for _, score in hits] + [0.0] * (10 - len(hits))  # a short list is completed with zeros
+        mean = sum(values) / len(values)
+        sd = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+        return (dict(hits)[key] - (mean - 3 * sd)) / (6 * sd)
+
+    expected = {key: scaled(dense, key) + (0.5 * scaled(keyword, key) if key in dict(keyword) else 0.0) for key in "abcd"}
+    assert [hit.id for hit in fused] == sorted(expected, key=lambda key: -expected[key])
+    assert {hit.id: hit.score for hit in fused} == pytest.approx(expected, rel=1e-12)
+    d = next(hit for hit in fused if hit.id == "d")
+    assert (d.signals["dense"].rank, d.signals["keyword"].rank, d.signals["keyword"].score) == (4, 1, 30.0)
+    assert "keyword" not in next(hit for hit in fused if hit.id == "c").signals
+
+
+def test_dbsf_scales_a_lone_hit_to_one_breaks_ties_by_rank_then_id_and_counts_an_id_once() -> None:
+    flat = [(f"d{i}", 0.5) for i in range(12)]  # equal scores, long enough to need no zeros: spread 0, each 1
+    fused = distribution_based_score_fusion({"dense": flat, "keyword": [("d3", 3.0), ("d3", 1.0)]}, {})
+    assert [(h.id, h.score) for h in fused[:3]] == [("d3", pytest.approx(2.0)), ("d0", 1.0), ("d1", 1.0)]
+    assert fused[0].signals["keyword"] == SignalEvidence(1, 3.0)
+
+
+def test_dbsf_does_not_stretch_two_close_keyword_hits_over_a_clear_dense_lead() -> None:
+    dense = [("right", 0.57), ("other", 0.40)] + [(f"d{i}", 0.3 - 0.02 * i) for i in range(10)]
+    keyword = [("other", 2.10), ("right", 1.73)]  # BM25 barely prefers the other document
+    assert distribution_based_score_fusion({"dense": dense, "keyword": keyword}, {})[0].id == "right"
+
+
+def test_dbsf_is_the_default_fuser_a_config_setting_k_keeps_rrf_and_dbsf_refuses_k() -> None:
+    import vecguard
+
+    assert vecguard.load_config({}).tables["fusion"]["plugin"] == "dbsf"
+    # [fusion] k = 60 without a plugin was written when RRF was the default: it keeps RRF.
+    assert vecguard.load_config({"fusion": {"k": 60}}).tables["fusion"]["plugin"] == "rrf"
+    with pytest.raises(ConfigError, match='set plugin = "rrf" to use k'):
+        vecguard.open({"store": {"plugin": "memory"}, "fusion": {"plugin": "dbsf", "k": 60}})
 
 
 def _cwe_passages(n: int) -> list[dict]:

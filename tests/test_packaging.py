@@ -24,7 +24,7 @@ def test_the_built_wheel_holds_only_vecguard_and_imports_from_itself(tmp_path: P
     top_levels = {name.split("/")[0] for name in names}
     assert {t for t in top_levels if not t.endswith(".dist-info")} == {"vecguard"}
     assert {"vecguard/backends/faiss.py", "vecguard/plugins/bm25.py", "vecguard/engine.py", "vecguard/py.typed"} <= set(names)
-    for line in ("faiss = vecguard.backends.faiss", "bm25 = vecguard.plugins.bm25", "rrf = vecguard.plugins.rrf",
+    for line in ("faiss = vecguard.backends.faiss", "bm25 = vecguard.plugins.bm25", "rrf = vecguard.plugins.rrf", "dbsf = vecguard.plugins.dbsf",
                  "memory = vecguard.backends.memory", "sentence-transformers = vecguard.plugins.sentence_transformers"):
         assert line in entry_points
 

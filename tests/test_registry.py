@@ -11,7 +11,7 @@ import pytest
 from vecguard import MissingExtraError, Part, PluginNotFoundError, Registry
 from conftest import run_python
 
-BUILT_INS = {("store", "faiss"), ("store", "chroma"), ("store", "qdrant"), ("store", "memory"), ("encoder", "sentence-transformers"), ("keyword", "bm25"), ("fuser", "rrf")}
+BUILT_INS = {("store", "faiss"), ("store", "chroma"), ("store", "qdrant"), ("store", "memory"), ("encoder", "sentence-transformers"), ("keyword", "bm25"), ("fuser", "rrf"), ("fuser", "dbsf")}
 
 
 def _install_on_path(root: Path, distribution: str, module: str, source: str, entry_points: str) -> None:

