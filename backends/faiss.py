@@ -12,7 +12,8 @@ Options (``[store]``):
 Tuning: when an IVF index is built without a fixed nprobe, 200 stored vectors
 (fixed seed) are searched exactly and through the index at nprobe 1, 2, 4, ...
 nlist; the smallest nprobe whose recall@10 (the query itself left out, ties at
-the 10th score counted as found) meets ``target_recall`` is kept with the
+the 10th score counted as found) reaches halfway from ``target_recall`` to 1
+(stored vectors flatter an index: new queries score lower) is kept with the
 index, and ``index_report()`` hands the measurement to the engine's manifest.
 
 SQLite (stdlib) is the durable truth: every upsert and delete commits there
@@ -203,7 +204,8 @@ class FaissStore:
         k = min(TUNING_K + 1, n)
         want = k - 1
         if want < 1:
-            return {"nprobe": nlist, "recall_at_10": 1.0, "target_recall": self._target_recall, "queries": len(picked), "nlist": nlist, "vectors": n}
+            return {"nprobe": nlist, "recall_at_10": 1.0, "aimed_at": 1.0, "target_recall": self._target_recall,
+                    "queries": len(picked), "nlist": nlist, "vectors": n}
         exact, _ = faiss.knn(queries, vectors, k, metric=faiss.METRIC_INNER_PRODUCT)
         # The query finds itself: leave one hit out on both sides, and count ties at the last true score as found.
         last_true = exact[:, want] - 1e-6  # rows come best first: [0] is the query itself
@@ -216,25 +218,28 @@ class FaissStore:
                 hits += min(want, int(np.count_nonzero(vectors[positions] @ queries[row] >= last_true[row])))
             return hits / (want * len(picked))
 
-        # Double nprobe until the target is met, then bisect between the last miss and the first hit.
+        # A stored vector sits in the cell it trained, so it finds its neighbours more easily than a new
+        # query does (IVF1264 on 100k vectors: 0.951 on the sample, 0.930 on held-out queries): aim halfway
+        # between the target and 1. Double nprobe until the aim is met, then bisect down.
+        aim = self._target_recall + (1 - self._target_recall) / 2
         measured: dict[int, float] = {}
         low, high = 0, nlist
         for nprobe in sorted({min(nlist, 2 ** i) for i in range(int(math.log2(nlist)) + 2)}):
             measured[nprobe] = recall_at(nprobe)
-            if measured[nprobe] >= self._target_recall:
+            if measured[nprobe] >= aim:
                 high = nprobe
                 break
             low = nprobe
-        while high - low > 1 and measured.get(high, 0.0) >= self._target_recall:
+        while high - low > 1 and measured.get(high, 0.0) >= aim:
             middle = (low + high) // 2
             measured[middle] = recall_at(middle)
-            low, high = (low, middle) if measured[middle] >= self._target_recall else (middle, high)
-        chosen = high if measured.get(high, 0.0) >= self._target_recall else max(measured, key=lambda p: (measured[p], -p))
-        if measured[chosen] < self._target_recall:
-            log.warning("FAISS index %s reaches recall@10 %.3f at most (nprobe %d), below target_recall %.2f",
-                        self._index_spec, measured[chosen], chosen, self._target_recall)
-        return {"nprobe": chosen, "recall_at_10": round(measured[chosen], 4), "target_recall": self._target_recall,
-                "queries": len(picked), "nlist": nlist, "vectors": n}
+            low, high = (low, middle) if measured[middle] >= aim else (middle, high)
+        chosen = high if measured.get(high, 0.0) >= aim else max(measured, key=lambda p: (measured[p], -p))
+        if measured[chosen] < aim:
+            log.warning("FAISS index %s reaches recall@10 %.3f at most on stored vectors (nprobe %d), short of %.3f "
+                        "(target_recall %.2f plus margin)", self._index_spec, measured[chosen], chosen, aim, self._target_recall)
+        return {"nprobe": chosen, "recall_at_10": round(measured[chosen], 4), "aimed_at": round(aim, 4),
+                "target_recall": self._target_recall, "queries": len(picked), "nlist": nlist, "vectors": n}
 
     def index_report(self) -> dict[str, Any] | None:
         """What the index measured about itself (the tuned nprobe and its recall), building anything pending

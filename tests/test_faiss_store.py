@@ -135,9 +135,9 @@ def test_ivf_nprobe_is_tuned_to_the_recall_target_and_kept_with_the_index(tmp_pa
         store.upsert(ids, vectors, payloads)
         report = store.index_report()
         assert report is not None and report["nlist"] == 64 and report["target_recall"] == target
-        assert report["recall_at_10"] >= target and report["vectors"] == 4000
-        # Queries the tuning never saw get about the same recall: the sample measured the index.
-        assert _recall(store, exact, held_out) >= target - 0.08
+        assert report["recall_at_10"] >= report["aimed_at"] == target + (1 - target) / 2 and report["vectors"] == 4000
+        # Queries the tuning never saw reach the target itself: the margin covers what stored vectors flatter.
+        assert _recall(store, exact, held_out) >= target
         reports[target] = report
         store.close()
     assert reports[0.5]["nprobe"] < reports[0.99]["nprobe"] < 64
