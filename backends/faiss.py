@@ -195,7 +195,7 @@ class FaissStore:
         return vectors[np.sort(np.random.default_rng(0).choice(len(vectors), size=limit, replace=False))]
 
     def _tune_nprobe(self, index: Any, nums: np.ndarray, vectors: np.ndarray) -> dict[str, Any]:
-        """The smallest nprobe whose recall@10 on a sample of stored vectors meets the target."""
+        """The smallest nprobe whose recall@10 on a sample of stored vectors reaches the aim (see below)."""
         faiss = self._faiss
         nlist = faiss.extract_index_ivf(index).nlist
         n = len(nums)
@@ -203,12 +203,17 @@ class FaissStore:
         queries = vectors[picked]
         k = min(TUNING_K + 1, n)
         want = k - 1
-        if want < 1:
-            return {"nprobe": nlist, "recall_at_10": 1.0, "aimed_at": 1.0, "target_recall": self._target_recall,
-                    "queries": len(picked), "nlist": nlist, "vectors": n}
+
+        def report(nprobe: int, recall: float, aim: float) -> dict[str, Any]:
+            return {"nprobe": nprobe, "recall_at_10": round(recall, 4), "aimed_at": round(aim, 4),
+                    "target_recall": self._target_recall, "queries": len(picked), "nlist": nlist, "vectors": n}
+
+        if want < 1:  # a single vector: nothing to find but itself
+            return report(nlist, 1.0, 1.0)
         exact, _ = faiss.knn(queries, vectors, k, metric=faiss.METRIC_INNER_PRODUCT)
         # The query finds itself: leave one hit out on both sides, and count ties at the last true score as found.
         last_true = exact[:, want] - 1e-6  # rows come best first: [0] is the query itself
+
         def recall_at(nprobe: int) -> float:
             _, found = index.search(queries, k, params=faiss.SearchParametersIVF(nprobe=nprobe))
             hits = 0
@@ -238,8 +243,7 @@ class FaissStore:
         if measured[chosen] < aim:
             log.warning("FAISS index %s reaches recall@10 %.3f at most on stored vectors (nprobe %d), short of %.3f "
                         "(target_recall %.2f plus margin)", self._index_spec, measured[chosen], chosen, aim, self._target_recall)
-        return {"nprobe": chosen, "recall_at_10": round(measured[chosen], 4), "aimed_at": round(aim, 4),
-                "target_recall": self._target_recall, "queries": len(picked), "nlist": nlist, "vectors": n}
+        return report(chosen, measured[chosen], aim)
 
     def index_report(self) -> dict[str, Any] | None:
         """What the index measured about itself (the tuned nprobe and its recall), building anything pending
@@ -384,6 +388,19 @@ class FaissStore:
             (num for num, metadata in self._metadata.items() if filters.matches(filter, metadata)), dtype=np.int64
         )
 
+    def search_params(self, k: int, selector: Any = None) -> Any:
+        """The FAISS search parameters a search of ``k`` uses on the built index (None: the defaults)."""
+        faiss = self._faiss
+        kwargs: dict[str, Any] = {} if selector is None else {"sel": selector}
+        spec = self._index_spec or ""
+        if "IVF" in spec:
+            nlist = faiss.extract_index_ivf(self._index).nlist
+            kwargs["nprobe"] = self._nprobe or (self._tuning or {}).get("nprobe") or min(nlist, max(16, nlist // 8))
+            return faiss.SearchParametersIVF(**kwargs)
+        if "HNSW" in spec:
+            return faiss.SearchParametersHNSW(efSearch=max(self._ef_search, k), **kwargs)
+        return faiss.SearchParameters(**kwargs) if kwargs else None
+
     def search(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None = None) -> RankedList:
         vector = check_query(vector, k, self._dimension)
         if filter:
@@ -391,27 +408,13 @@ class FaissStore:
         index = self._ready_index()
         if index is None or index.ntotal == 0:
             return []
-        faiss = self._faiss
-        kwargs: dict[str, Any] = {}
-        spec = self._index_spec or ""
-        if "IVF" in spec:
-            nlist = faiss.extract_index_ivf(index).nlist
-            kwargs["nprobe"] = self._nprobe or (self._tuning or {}).get("nprobe") or min(nlist, max(16, nlist // 8))
-        if "HNSW" in spec:
-            kwargs["efSearch"] = max(self._ef_search, k)
+        selector = None
         if filter:
             allowed = self._allowed_nums(filter)
             if not len(allowed):
                 return []
-            kwargs["sel"] = faiss.IDSelectorBatch(allowed)
-        params = None
-        if kwargs:
-            params_class = (
-                faiss.SearchParametersIVF if "nprobe" in kwargs
-                else faiss.SearchParametersHNSW if "efSearch" in kwargs
-                else faiss.SearchParameters
-            )
-            params = params_class(**kwargs)
+            selector = self._faiss.IDSelectorBatch(allowed)
+        params = self.search_params(k, selector)
         k = min(k, index.ntotal)
         scores, nums = index.search(vector.reshape(1, -1), k, params=params)
         pairs = [(int(n), float(s)) for n, s in zip(nums[0], scores[0]) if n >= 0]

@@ -28,13 +28,17 @@ def _text(element: ET.Element | None) -> str:
     return " ".join("".join(element.itertext()).split()) if element is not None else ""
 
 
-def cwe_weaknesses() -> Iterator[dict[str, Any]]:
-    """Every weakness that is not deprecated: id, name, description, observed (cve, text) pairs."""
+def _weakness_elements() -> tuple[list[ET.Element], dict[str, str]]:
+    """The XML elements of every weakness that is not deprecated, and the catalogue's namespace."""
     root = ET.parse(_cwe_xml()).getroot()
     ns = {"c": root.tag.split("}")[0][1:]}
-    for weakness in root.iterfind(".//c:Weakness", ns):
-        if weakness.get("Status") == "Deprecated":
-            continue
+    return [w for w in root.iterfind(".//c:Weakness", ns) if w.get("Status") != "Deprecated"], ns
+
+
+def cwe_weaknesses() -> Iterator[dict[str, Any]]:
+    """Every weakness that is not deprecated: id, name, description, observed (cve, text) pairs."""
+    weaknesses, ns = _weakness_elements()
+    for weakness in weaknesses:
         examples = [
             (_text(example.find("c:Reference", ns)), _text(example.find("c:Description", ns)))
             for example in weakness.iterfind("c:Observed_Examples/c:Observed_Example", ns)
@@ -67,14 +71,11 @@ def cwe_passages() -> Iterator[dict[str, Any]]:
     """Short real texts, about 16k: each observed example (a CVE id with its summary), then every
     distinct sentence of five words or more from the weaknesses' other fields (descriptions,
     consequences, mitigations, examples' prose). References and history are left out."""
-    root = ET.parse(_cwe_xml()).getroot()
-    ns = {"c": root.tag.split("}")[0][1:]}
-    weaknesses = [w for w in root.iterfind(".//c:Weakness", ns) if w.get("Status") != "Deprecated"]
-    for w in weaknesses:
-        for i, example in enumerate(w.iterfind("c:Observed_Examples/c:Observed_Example", ns)):
-            cve, text = _text(example.find("c:Reference", ns)), _text(example.find("c:Description", ns))
+    for w in cwe_weaknesses():
+        for i, (cve, text) in enumerate(w["observed"]):
             if text:
-                yield {"id": f"CWE-{w.get('ID')}/{cve}/{i}", "text": f"{cve}: {text}", "metadata": {"cwe": f"CWE-{w.get('ID')}"}}
+                yield {"id": f"{w['id']}/{cve}/{i}", "text": f"{cve}: {text}", "metadata": {"cwe": w["id"]}}
+    weaknesses, ns = _weakness_elements()
     seen: set[str] = set()
     skipped = ("Observed_Examples", "References", "Content_History")
     for w in weaknesses:

@@ -36,9 +36,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from ingest_speed import machine  # noqa: E402
+from common import RESULTS, machine, percentile, save  # noqa: E402
 
-RESULTS = HERE / "results"
 K = 10
 
 
@@ -63,11 +62,6 @@ def synthetic(base: np.ndarray, n: int, seed: int) -> np.ndarray:
         mixed += rng.normal(scale=1 / 3 / np.sqrt(base.shape[1]), size=mixed.shape).astype(np.float32)
         out[start:start + m] = mixed / np.linalg.norm(mixed, axis=1, keepdims=True)
     return out
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def recall(found: np.ndarray, found_scores: np.ndarray, exact_scores: np.ndarray) -> float:
@@ -153,7 +147,7 @@ def vecguard_store(vectors: np.ndarray, queries: np.ndarray, exact: np.ndarray, 
         raw_times, ours_times, found = [], [], []
         for q in queries:
             started = time.perf_counter()
-            index.search(q.reshape(1, -1), K, params=store_params(store))
+            index.search(q.reshape(1, -1), K, params=store.search_params(K))
             raw_times.append(time.perf_counter() - started)
             started = time.perf_counter()
             hits = store.search(q, K)
@@ -170,16 +164,6 @@ def vecguard_store(vectors: np.ndarray, queries: np.ndarray, exact: np.ndarray, 
     print(f"  vecguard auto: {row['spec']} {report}; held-out recall@10 {held_out:.3f}; search p50 raw {row['raw_p50_ms']:.3f} ms, "
           f"vecguard {row['vecguard_p50_ms']:.3f} ms (x{row['ratio']:.2f})", flush=True)
     return row
-
-
-def store_params(store):
-    import faiss
-
-    spec = store._index_spec or ""
-    if "IVF" in spec:
-        nlist = faiss.extract_index_ivf(store._index).nlist
-        return faiss.SearchParametersIVF(nprobe=store._nprobe or (store._tuning or {}).get("nprobe") or min(nlist, max(16, nlist // 8)))
-    return None
 
 
 def main() -> None:
@@ -210,9 +194,7 @@ def main() -> None:
             "settings": {"sizes": [int(size) for size in results], "queries": args.queries, "k": K, "dimension": int(base.shape[1])},
             "results": results,
         }
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "faiss_indexes.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        (RESULTS / "faiss_indexes.md").write_text(markdown(report), encoding="utf-8")
+        save("faiss_indexes", report, markdown(report))
     print(markdown(report))
 
 

@@ -27,10 +27,8 @@ from __future__ import annotations
 import argparse
 import cProfile
 import datetime
-import importlib.metadata
 import json
 import os
-import platform
 import pstats
 import statistics
 import subprocess
@@ -38,6 +36,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 BATCH_DOCUMENTS = 64  # vecguard's default [chunking] batch_documents: documents per encode call in add
@@ -143,19 +144,6 @@ def profile_add(work: Path, docs: list[dict], top: int = 20) -> str:
              f"{'cumulative s':>12} {'own s':>8} {'calls':>7}  function"]
     lines += [f"{ct:>12.3f} {tt:>8.3f} {nc:>7}  {name}" for ct, tt, nc, name in rows]
     return "\n".join(lines) + "\n"
-
-
-def machine() -> dict:
-    cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "?")
-    versions = {}
-    for name in ("vecguard", "torch", "sentence-transformers", "transformers", "tokenizers", "faiss-cpu", "rank-bm25", "numpy"):
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return {"nproc": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
-            "platform": platform.platform(), "libraries": versions}
 
 
 def markdown(report: dict) -> str:

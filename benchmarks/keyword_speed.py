@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import random
 import statistics
@@ -31,9 +30,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 from corpora import cwe_passages  # noqa: E402
-from ingest_speed import machine  # noqa: E402
+from common import machine, percentile, save  # noqa: E402
 
-RESULTS = HERE / "results"
 K = 100
 
 
@@ -48,11 +46,6 @@ def queries(corpus: list[tuple[str, str]], n: int = 200, seed: int = 11) -> list
     cves = sorted({w for _, text in corpus[:5000] for w in text.split() if w.startswith("CVE-") and w.endswith(":")})
     words = [text.split() for _, text in rng.sample(corpus, n)]
     return [c.rstrip(":") for c in rng.sample(cves, n // 2)] + [" ".join(w[5:11]) for w in words[: n - n // 2]]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 class Bm25sPackage:
@@ -136,9 +129,7 @@ def main() -> None:
         "settings": {"sizes": args.sizes, "rounds": args.rounds, "k": K, "queries": 200},
         "results": results,
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "keyword_speed.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (RESULTS / "keyword_speed.md").write_text(markdown(report), encoding="utf-8")
+    save("keyword_speed", report, markdown(report))
     print(markdown(report))
 
 

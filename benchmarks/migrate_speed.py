@@ -40,9 +40,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from ingest_speed import machine  # noqa: E402
+from common import machine, save  # noqa: E402
 
-RESULTS = HERE / "results"
 DIMENSION = 384
 WORDS = ("buffer overflow input validation cookie session token path traversal race condition integer "
          "memory leak injection query parser archive certificate signature replay cache header redirect").split()
@@ -189,10 +188,8 @@ def main() -> None:
         "settings": {"points": args.points, "dimension": DIMENSION, "batch": args.batch, "rounds": args.rounds},
         "results": summary,
     }
-    RESULTS.mkdir(exist_ok=True)
     suffix = "" if args.points == 100_000 else f"-{args.points}"
-    (RESULTS / f"migrate_speed{suffix}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (RESULTS / f"migrate_speed{suffix}.md").write_text(markdown(report), encoding="utf-8")
+    save(f"migrate_speed{suffix}", report, markdown(report))
     print(markdown(report))
 
 

@@ -35,7 +35,6 @@ import json
 import os
 import random
 import re
-import statistics
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -44,9 +43,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from corpora import cwe_weaknesses  # noqa: E402
-from ingest_speed import machine  # noqa: E402
+from common import cache_dir, machine, save  # noqa: E402
 
-RESULTS = HERE / "results"
 DEPTH = 100
 K = 10
 
@@ -88,16 +86,12 @@ def constitution_sets() -> dict[str, dict]:
     }
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("VECGUARD_BENCH_CACHE") or Path.home() / ".cache" / "vecguard" / "bench")
-
-
 def built_collection(documents: list[dict], fingerprint: str, backend: str) -> dict:
     """A FAISS collection of ``documents`` (built once), or a migrated copy on another backend."""
     import vecguard
 
     digest = hashlib.sha256(json.dumps(documents, sort_keys=True).encode()).hexdigest()[:12]
-    folder = cache_root() / f"quality-{fingerprint[:12]}-{digest}"
+    folder = cache_dir() / f"quality-{fingerprint[:12]}-{digest}"
     source = {"store": {"plugin": "faiss", "path": str(folder / "faiss"), "index": "Flat"}}
     with vecguard.open(source) as engine:
         if engine.count() != len(documents):
@@ -125,18 +119,9 @@ def fuse_rrf(lists: Mapping[str, list[tuple[str, float]]]) -> list[str]:
 
 
 def fuse_dbsf(lists: Mapping[str, list[tuple[str, float]]]) -> list[str]:
-    """Distribution-based score fusion (as Qdrant and Haystack offer): each list's scores scaled by
-    mean +- 3 standard deviations into [0, 1], then summed."""
-    total: dict[str, float] = {}
-    for hits in lists.values():
-        if not hits:
-            continue
-        scores = [s for _, s in hits]
-        mean, spread = statistics.fmean(scores), statistics.pstdev(scores)
-        low, high = mean - 3 * spread, mean + 3 * spread
-        for key, score in hits:
-            total[key] = total.get(key, 0.0) + ((score - low) / (high - low) if high > low else 1.0)
-    return sorted(total, key=lambda key: (-total[key], key))
+    from vecguard.plugins.dbsf import distribution_based_score_fusion
+
+    return [hit.id for hit in distribution_based_score_fusion(lists, {"dense": 1.0, "keyword": 1.0})]
 
 
 def score_set(engine, queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, float]], label: str, ablation: bool) -> dict[str, dict[str, float]]:
@@ -230,9 +215,7 @@ def main() -> None:
         "machine": machine(), "settings": {"k": K, "depth": DEPTH, "max_queries": args.max_queries, "backends": args.backends},
         "results": results,
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "quality.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (RESULTS / "quality.md").write_text(markdown(report), encoding="utf-8")
+    save("quality", report, markdown(report))
     print(markdown(report))
 
 

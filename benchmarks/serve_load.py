@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import itertools
-import json
 import os
 import random
 import re
@@ -42,9 +41,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from corpora import cwe_passages, cwe_weaknesses  # noqa: E402
-from ingest_speed import machine  # noqa: E402
+from common import cache_dir, machine, percentile, save  # noqa: E402
 
-RESULTS = HERE / "results"
 
 
 def documents(n: int) -> list[dict]:
@@ -69,7 +67,7 @@ def collection(n: int) -> dict:
 
     probe = vecguard.load_config({})
     fingerprint = build_parts(probe, vecguard.Registry.discover()).encoder.identity().fingerprint
-    folder = Path(os.environ.get("VECGUARD_BENCH_CACHE") or Path.home() / ".cache" / "vecguard" / "bench") / f"serve-{fingerprint[:12]}-{n}"
+    folder = cache_dir() / f"serve-{fingerprint[:12]}-{n}"
     config = {"store": {"plugin": "faiss", "path": str(folder), "index": "Flat"}}
     with vecguard.open(config) as engine:
         if engine.count() != n:
@@ -77,11 +75,6 @@ def collection(n: int) -> dict:
             engine.add(documents(n))
             print(f"indexed {n} documents in {time.perf_counter() - started:.0f} s (cached in {folder})", flush=True)
     return config
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def free_port() -> int:
@@ -209,9 +202,7 @@ def main() -> None:
             "p50_ms": statistics.median(latencies) * ms, "p99_ms": percentile(latencies, 0.99) * ms,
         },
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "serve_load.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (RESULTS / "serve_load.md").write_text(markdown(report), encoding="utf-8")
+    save("serve_load", report, markdown(report))
     print(markdown(report))
 
 

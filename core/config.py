@@ -96,11 +96,13 @@ def _validated(raw: dict[str, Any], base_dir: Path, source: str) -> Config:
             raise ConfigError(f"{source}: [{name}] must be a table, got {given!r}")
         table = copy.deepcopy(defaults)
         table.update(copy.deepcopy(given))
-        if name == "fusion" and "k" in given and "plugin" not in given:
-            table["plugin"] = "rrf"  # k is RRF's constant: such a config was written for RRF, the earlier default
         tables[name] = table
         if "plugin" in defaults and (not isinstance(table["plugin"], str) or not table["plugin"]):
             raise ConfigError(f"{source}: [{name}] plugin must be a plugin name (see `vecguard plugins`), got {table['plugin']!r}")
+
+    fusion_given = raw.get("fusion", {})
+    if "k" in fusion_given and "plugin" not in fusion_given:
+        tables["fusion"]["plugin"] = "rrf"  # k is RRF's constant: such a config was written for RRF, the earlier default
 
     _check_keys(source, "chunking", tables["chunking"], DEFAULTS["chunking"])
     chunking = tables["chunking"]

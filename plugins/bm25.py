@@ -190,10 +190,9 @@ class BM25Index:
         self._stopwords = ENGLISH_STOPWORDS if stopwords == "english" else frozenset()
         self._tokens: dict[str, list[str]] = {}
         self._identifiers: dict[str, set[str]] = {}  # identifier term -> ids holding it
-        self._implementation = implementation
         self._scorer: Any = None  # rank-bm25's, rebuilt lazily after a change
         self._scorer_ids: list[str] = []
-        self._postings = _Postings(float(k1), float(b), float(epsilon))
+        self._postings = _Postings(float(k1), float(b), float(epsilon)) if implementation == "postings" else None
 
     def settings(self) -> dict[str, Any]:
         return dict(self._settings)
@@ -209,7 +208,7 @@ class BM25Index:
         for key, text in zip(ids, texts):
             self._tokens[key] = tokens = self.tokenize(text)
             self._index_identifiers(key)
-            if self._implementation == "postings":
+            if self._postings is not None:
                 self._postings.add(key, tokens)
         self._scorer = None
 
@@ -222,7 +221,7 @@ class BM25Index:
             tokens = self._tokens.pop(key, None)
             if tokens is None:
                 continue
-            if self._implementation == "postings":
+            if self._postings is not None:
                 self._postings.delete(key, tokens)
             for term in identifier_terms(" ".join(tokens), lowercase=False):
                 holders = self._identifiers.get(term)
@@ -231,15 +230,16 @@ class BM25Index:
                     if not holders:
                         del self._identifiers[term]
         self._scorer = None
-        if self._postings.needs_compaction():
+        if self._postings is not None and self._postings.needs_compaction():
             self._rebuild_postings()
 
     def _rebuild_postings(self) -> None:
+        if self._postings is None:
+            return
         s = self._settings
         self._postings = _Postings(s["k1"], s["b"], s["epsilon"])
-        if self._implementation == "postings":
-            for key, tokens in self._tokens.items():
-                self._postings.add(key, tokens)
+        for key, tokens in self._tokens.items():
+            self._postings.add(key, tokens)
 
     def count(self) -> int:
         return len(self._tokens)
@@ -258,7 +258,7 @@ class BM25Index:
         terms = self.tokenize(query)
         if not terms or not self._tokens:
             return []
-        if self._implementation == "postings":
+        if self._postings is not None:
             slots, scores = self._postings.scores(terms)
             ids = self._postings.ids
         else:
