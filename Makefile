@@ -36,6 +36,7 @@ bench: setup
 quality: setup
 	$(BIN)/python -m pip install --quiet -e '.[all,test,bench]'
 	$(BIN)/python benchmarks/quality.py
+	$(BIN)/python benchmarks/plots.py
 
 clean:
 	rm -rf $(VENV) data build *.egg-info

@@ -1,0 +1,109 @@
+"""PNG plots of the committed results: quality per mode per set, and recall against latency per FAISS index type.
+
+    .venv/bin/python benchmarks/plots.py      # reads results/quality.json and results/faiss_indexes.json
+
+Writes results/quality.png (nDCG@10 of every method on every query set, one
+panel per backend, the issue's bar drawn on each set) and
+results/faiss_recall_latency.png (recall@10 against p50 single-query latency,
+one panel per collection size, a line per sweep, vecguard's tuned ``auto``
+index marked). Needs matplotlib (the ``bench`` extra).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import RESULTS  # noqa: E402
+
+QUALITY_BAR_SLACK = 0.02  # the goal: >= the better of BM25 and dense minus this
+
+
+def quality_plot(report: dict, out: Path) -> None:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    backends = list(report["results"])
+    figure, axes = plt.subplots(1, len(backends), figsize=(6 * len(backends), 4.8), sharey=True, squeeze=False)
+    for axis, backend in zip(axes[0], backends):
+        sets = report["results"][backend]
+        names = list(sets)
+        methods = list(next(iter(sets.values()))["methods"])
+        width = 0.8 / len(methods)
+        positions = np.arange(len(names))
+        for i, method in enumerate(methods):
+            scores = [sets[name]["methods"][method]["ndcg@10"] for name in names]
+            axis.bar(positions + (i - (len(methods) - 1) / 2) * width, scores, width, label=method)
+        for position, name in zip(positions, names):
+            methods_of_set = sets[name]["methods"]
+            bar = max(methods_of_set["BM25"]["ndcg@10"], methods_of_set["dense"]["ndcg@10"]) - QUALITY_BAR_SLACK
+            axis.hlines(bar, position - 0.45, position + 0.45, colors="black", linestyles="dashed", linewidth=1)
+        axis.set_xticks(positions, names, rotation=15)
+        axis.set_title(backend)
+        axis.set_ylim(0, 1.05)
+        axis.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("nDCG@10 (dashed: better of BM25 and dense - 0.02)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=3, fontsize="small")
+    figure.suptitle(f"Retrieval quality per method ({report['date'][:10]})")
+    figure.tight_layout(rect=(0, 0.12, 1, 0.95))
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+
+
+def recall_latency_plot(report: dict, out: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    sizes = list(report["results"])
+    figure, axes = plt.subplots(1, len(sizes), figsize=(6.5 * len(sizes), 4.8), squeeze=False)
+    for axis, size in zip(axes[0], sizes):
+        result = report["results"][size]
+        sweeps: dict[str, list[dict]] = defaultdict(list)
+        for row in result["indexes"]:
+            sweeps[row["index"]].append(row)
+        for index, rows in sweeps.items():
+            style = "o-" if len(rows) > 1 else "s"
+            axis.plot([r["p50_ms"] for r in rows], [r["recall_at_10"] for r in rows], style, label=index, markersize=5)
+            if len(rows) > 1:
+                for row in rows:
+                    axis.annotate(row["setting"].split("=")[-1], (row["p50_ms"], row["recall_at_10"]),
+                                  fontsize=6, xytext=(3, -8), textcoords="offset points")
+        ours = result.get("vecguard")
+        if ours:
+            axis.plot([ours["vecguard_p50_ms"]], [ours["held_out_recall_at_10"]], "*", markersize=14, color="black",
+                      label=f"vecguard auto ({ours['spec']}, nprobe {ours['tuning'].get('nprobe')}), with payloads")
+        axis.axhline(0.95, color="grey", linestyle="dotted", linewidth=1)
+        axis.set_xscale("log")
+        axis.set_xlabel("p50 single-query latency, ms (log)")
+        axis.set_ylabel("recall@10 against exact search")
+        axis.set_title(f"{int(size):,} vectors, 384-d")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize="x-small", loc="lower right")
+    figure.suptitle(f"FAISS index types: recall against latency ({report['date'][:10]})")
+    figure.tight_layout()
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+
+
+def main() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    written = []
+    for source, plot, target in (("quality.json", quality_plot, "quality.png"),
+                                 ("faiss_indexes.json", recall_latency_plot, "faiss_recall_latency.png")):
+        path = RESULTS / source
+        if not path.exists():
+            print(f"skipped {target}: {path} is missing; run its benchmark first")
+            continue
+        plot(json.loads(path.read_text(encoding="utf-8")), RESULTS / target)
+        written.append(str(RESULTS / target))
+    print("wrote " + ", ".join(written) if written else "wrote nothing")
+
+
+if __name__ == "__main__":
+    main()
