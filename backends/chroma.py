@@ -187,6 +187,24 @@ class ChromaStore:
         return allowed
 
     def search(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None = None) -> RankedList:
+        result = self._query(vector, k, filter, ["distances"])
+        return [(key, float(1.0 - distance)) for key, distance in zip(result["ids"][0], result["distances"][0])] if result else []
+
+    def search_with_payloads(
+        self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None = None,
+    ) -> list[tuple[str, float, Payload]]:
+        result = self._query(vector, k, filter, ["distances", "documents", "metadatas"])
+        if not result:
+            return []
+        return [
+            (key, float(1.0 - distance), self._payload(document, metadata))
+            for key, distance, document, metadata in zip(
+                result["ids"][0], result["distances"][0], result["documents"][0], result["metadatas"][0]
+            )
+        ]
+
+    def _query(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None, include: list[str]) -> Any:
+        """Chroma's query result, or None when the filter matches nothing."""
         vector = check_query(vector, k, self._known_dimension())
         if filter:
             filters.validate(filter)
@@ -197,12 +215,9 @@ class ChromaStore:
             except _Inexpressible:
                 allowed = self._matching_ids(filter)
                 if not allowed:
-                    return []
+                    return None
                 arguments["ids"] = allowed
-        result = self._collection.query(
-            query_embeddings=vector.reshape(1, -1), n_results=k, include=["distances"], **arguments,
-        )
-        return [(key, float(1.0 - distance)) for key, distance in zip(result["ids"][0], result["distances"][0])]
+        return self._collection.query(query_embeddings=vector.reshape(1, -1), n_results=k, include=include, **arguments)
 
     def scan(self, batch_size: int = 1000, include_vectors: bool = True) -> Iterator[tuple[list[str], np.ndarray, list[Payload]]]:
         include = ["documents", "metadatas"] + (["embeddings"] if include_vectors else [])

@@ -102,6 +102,11 @@ class MemoryStore:
         order = rows[np.lexsort((rows, -scores[rows]))][:k]
         return [(self._ids[i], float(scores[i])) for i in order]
 
+    def search_with_payloads(
+        self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None = None,
+    ) -> list[tuple[str, float, Payload]]:
+        return [(key, score, dict(self._payloads[self._position[key]])) for key, score in self.search(vector, k, filter)]
+
     def scan(self, batch_size: int = 1000) -> Iterator[tuple[list[str], np.ndarray, list[Payload]]]:
         for start in range(0, len(self._ids), batch_size):
             end = start + batch_size

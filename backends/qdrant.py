@@ -202,6 +202,18 @@ class QdrantStore:
         return found
 
     def search(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None = None) -> RankedList:
+        return [(point.payload[ID_KEY], float(point.score)) for point in self._query(vector, k, filter, [ID_KEY])]
+
+    def search_with_payloads(
+        self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None = None,
+    ) -> list[tuple[str, float, Payload]]:
+        hits = []
+        for point in self._query(vector, k, filter, True):
+            key, payload = self._split(point.payload)
+            hits.append((key, float(point.score), payload))
+        return hits
+
+    def _query(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None, with_payload: Any) -> list[Any]:
         dimension = self._dimension()
         vector = check_query(vector, k, dimension)
         if filter:
@@ -218,15 +230,14 @@ class QdrantStore:
                 if not allowed:
                     return []
                 query_filter = models.Filter(must=[models.HasIdCondition(has_id=allowed)])
-        result = self._client.query_points(
-            self._name, query=vector.tolist(), limit=k, query_filter=query_filter, with_payload=[ID_KEY],
+        return self._client.query_points(
+            self._name, query=vector.tolist(), limit=k, query_filter=query_filter, with_payload=with_payload,
             # Local mode is brute force and warns about search parameters it ignores.
             search_params=(
                 models.SearchParams(exact=self._options["exact"], hnsw_ef=max(self._options["hnsw_ef"], k))
                 if self._options["url"] is not None else None
             ),
-        )
-        return [(point.payload[ID_KEY], float(point.score)) for point in result.points]
+        ).points
 
     def _matching_ids(self, flt: Mapping[str, Any]) -> list[str]:
         return [

@@ -187,6 +187,19 @@ class VectorStoreConformance:
             else:
                 assert len({k for k, _ in found} & {k for k, _ in expected}) >= 9
 
+    def test_search_with_payloads_equals_search_then_get(self, store: Any) -> None:
+        with_payloads = getattr(store, "search_with_payloads", None)
+        if with_payloads is None:
+            pytest.skip("the store does not offer search_with_payloads (optional)")
+        ids, _, payloads = _fill(store, 120, seed=4)
+        query = unit_vectors(1, seed=8)[0]
+        for flt in (None, {"year": {"$gte": 2020}}):
+            expected = store.search(query, 10, flt)
+            found = with_payloads(query, 10, flt)
+            assert [(key, score) for key, score, _ in found] == expected
+            assert [payload for _, _, payload in found] == [payloads[int(key[1:])] for key, _ in expected]
+        assert with_payloads(query, 5, {"year": {"$gt": 10**6}}) == []
+
     # ------------------------------------------------------------ filters
 
     def test_every_filter_operator_matches_the_reference(self, store: Any) -> None:
