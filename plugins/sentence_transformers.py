@@ -6,15 +6,21 @@ Options (``[encoder]``):
     device      "cpu" (default), "cuda", ...
     batch_size  texts per forward pass (default 32)
     normalize   L2-normalise vectors (default true; cosine == inner product)
+    precision   "fp32" (default), "bf16" (autocast), or "auto": bf16 on a CPU with native bf16
+                (fp16 on CUDA) when, at open, the guard's probe sentences encode to cosine
+                >= 0.999 against fp32, else fp32. The precision used is part of the
+                encoder's identity and fingerprint, so the manifest records it.
 
 Models are never fetched from a hub: HF_HUB_OFFLINE is set before the library loads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +37,18 @@ BUNDLED_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 # Files that do not influence the vectors; everything else in the folder is fingerprinted.
 _NOT_FINGERPRINTED = {"README.md", ".gitattributes", "data_config.json"}
 _LIBRARIES = ("sentence-transformers", "transformers", "tokenizers", "torch")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+AUTO_MIN_COSINE = 0.999  # every probe sentence, half precision against fp32
+log = logging.getLogger(__name__)
+
+
+def native_bf16_cpu() -> bool:
+    """AVX512-BF16 or AMX: bf16 matrix products run in hardware instead of being emulated (slower than fp32)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def bundled_model_path() -> Path:
@@ -47,7 +65,9 @@ def model_files(folder: Path) -> list[Path]:
 
 
 class SentenceTransformerEncoder:
-    def __init__(self, folder: Path, *, name: str, revision: str, device: str, batch_size: int, normalize: bool) -> None:
+    def __init__(
+        self, folder: Path, *, name: str, revision: str, device: str, batch_size: int, normalize: bool, precision: str = "fp32",
+    ) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
@@ -69,7 +89,43 @@ class SentenceTransformerEncoder:
         spans.no_truncation()
         spans.no_padding()
         self._span_tokenizer = spans
+        self._device_type = device.split(":")[0]
+        self.probe_cosine: float | None = None  # what "auto" measured at open
+        self._precision = self._resolve_precision(precision)
         self._identity = self._build_identity(name, revision, device)
+
+    def _resolve_precision(self, requested: str) -> str:
+        if requested != "auto":
+            return requested
+        candidate = "fp16" if self._device_type == "cuda" else "bf16" if self._device_type == "cpu" and native_bf16_cpu() else None
+        if candidate is None:
+            return "fp32"
+        from vecguard.guard import PROBE_SENTENCES
+
+        self._precision = "fp32"
+        exact = self._encode(list(PROBE_SENTENCES))
+        self._precision = candidate
+        cast = self._encode(list(PROBE_SENTENCES))
+        cosines = np.sum(exact * cast, axis=1) / np.maximum(
+            np.linalg.norm(exact, axis=1) * np.linalg.norm(cast, axis=1), 1e-12
+        )
+        self.probe_cosine = float(cosines.min())
+        if self.probe_cosine < AUTO_MIN_COSINE:
+            log.warning("precision \"auto\": %s encodes the probe sentences to cosine %.5f against fp32, short of %.3f; "
+                        "using fp32", candidate, self.probe_cosine, AUTO_MIN_COSINE)
+            return "fp32"
+        return candidate
+
+    @contextlib.contextmanager
+    def _autocast(self) -> Iterator[None]:
+        if self._precision == "fp32":
+            yield
+            return
+        import torch
+
+        dtype = torch.bfloat16 if self._precision == "bf16" else torch.float16
+        with torch.autocast(device_type=self._device_type, dtype=dtype):
+            yield
 
     def _build_identity(self, name: str, revision: str, device: str) -> EncoderIdentity:
         model = self._model
@@ -81,7 +137,7 @@ class SentenceTransformerEncoder:
             "do_lower_case": bool(getattr(model.tokenizer, "do_lower_case", False)),
             "pooling": pooling,
             "normalize": self._normalize,
-            "precision": "fp32",
+            "precision": self._precision,
         }
         libraries = {lib: importlib.metadata.version(lib) for lib in _LIBRARIES}
         # Library versions take part so that an upgrade makes the guard re-encode
@@ -96,7 +152,7 @@ class SentenceTransformerEncoder:
             normalized=self._normalize,
             max_seq_length=int(model.max_seq_length),
             pooling=str(pooling),
-            precision="fp32",
+            precision=self._precision,
             settings={"device_type": device.split(":")[0], "do_lower_case": settings["do_lower_case"], "files_sha256": fingerprint(file_digests)},
         )
 
@@ -113,9 +169,11 @@ class SentenceTransformerEncoder:
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self._identity.dimension), dtype=np.float32)
-        vectors = self._model.encode(
-            list(texts), batch_size=self._batch_size, convert_to_numpy=True, show_progress_bar=False,
-        ).astype(np.float32, copy=False)
+        with self._autocast():
+            vectors = self._model.encode(
+                list(texts), batch_size=self._batch_size, convert_to_numpy=True, show_progress_bar=False,
+            )
+        vectors = vectors.astype(np.float32, copy=False)  # back from half precision before normalising
         if self._normalize:
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
             vectors = vectors / np.maximum(norms, 1e-12)
@@ -131,8 +189,11 @@ class SentenceTransformerEncoder:
 def _build(options: dict[str, Any], base_dir: Path) -> SentenceTransformerEncoder:
     opts = take_options(
         "[encoder] sentence-transformers", options,
-        {"model": "bundled", "revision": None, "device": "cpu", "batch_size": 32, "normalize": True, "name": None},
+        {"model": "bundled", "revision": None, "device": "cpu", "batch_size": 32, "normalize": True, "name": None,
+         "precision": "fp32"},
     )
+    if opts["precision"] not in PRECISIONS:
+        raise ConfigError(f"[encoder] precision must be one of {', '.join(map(repr, PRECISIONS))}, got {opts['precision']!r}")
     if not isinstance(opts["batch_size"], int) or isinstance(opts["batch_size"], bool) or opts["batch_size"] < 1:
         raise ConfigError(f"[encoder] batch_size must be a whole number >= 1, got {opts['batch_size']!r}")
     if not isinstance(opts["normalize"], bool):
@@ -152,6 +213,7 @@ def _build(options: dict[str, Any], base_dir: Path) -> SentenceTransformerEncode
         revision = opts["revision"] or "local"
     return SentenceTransformerEncoder(
         folder, name=name, revision=str(revision), device=opts["device"], batch_size=opts["batch_size"], normalize=opts["normalize"],
+        precision=opts["precision"],
     )
 
 
