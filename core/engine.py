@@ -2,14 +2,19 @@
 
 Store ids are chunk ids; every chunk's payload carries its document::
 
-    {"doc_id", "chunk", "chunks", "start", "end", "text", "metadata"}
+    {"doc_id", "chunk", "chunks", "start", "end", "text", "metadata", "content_hash"}
 
 so re-adding a document finds and replaces all of its chunks through the
 VectorStore protocol alone, and a document can be rebuilt from its chunks.
+``content_hash`` (of the document's text and metadata) lets a rerun skip what
+is already stored unchanged: that is how an interrupted `vecguard index`
+resumes. A document's first chunk is written after its others, so a stored
+first chunk means the whole document is stored.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -17,6 +22,8 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ContextManager
+
+import numpy as np
 
 from . import filters as portable_filters
 from . import guard
@@ -88,6 +95,7 @@ class Engine:
             parts = parts or build_parts(config, self.registry)
             self.encoder, self.keyword, self.fuser, self.chunker = parts.encoder, parts.keyword, parts.fuser, parts.chunker
             self.batch_documents = config.section("chunking")["batch_documents"]
+            self.last_add = {"written": 0, "unchanged": 0}  # what the last add() wrote and skipped as already stored
             self.keyword_dir = self._keyword_dir(config, store_options)
             self.guard_report: guard.GuardReport | None = None
             self._open_collection(check_guard, open_unfinished)
@@ -246,6 +254,18 @@ class Engine:
         finally:
             self.store.close()
 
+    def optimize(self) -> dict[str, Any] | None:
+        """Have the store rebuild its index from every stored vector now (what `vecguard optimize` runs).
+
+        Returns what the store built and measured, or None when the store keeps its own index.
+        """
+        optimize = getattr(self.store, "optimize", None)
+        if optimize is None:
+            return None
+        report = optimize()
+        self._record_index_report()
+        return report
+
     def _record_index_report(self) -> None:
         report = getattr(self.store, "index_report", None)
         measured = report() if report is not None else None
@@ -264,23 +284,33 @@ class Engine:
     def add(self, documents: Iterable[Document | Mapping[str, Any]], *, progress: Any = None) -> int:
         """Chunk, encode and store documents in batches; return how many were written.
 
-        Re-adding an id replaces all of its chunks. A malformed document raises
-        DocumentError after every document before it has been committed.
+        ``documents`` may be any iterable, a generator over a file included:
+        memory holds one batch (``[chunking] batch_documents``) at a time.
+        Re-adding an id replaces all of its chunks; a document stored with the
+        same text and metadata is skipped without encoding (``last_add`` counts
+        both). A malformed document raises DocumentError after every document
+        before it has been committed.
         """
-        written = 0
+        written = unchanged = 0
         batch: dict[str, Document] = {}
         store_failed = False
+        marked = False
 
         def flush() -> None:
-            nonlocal written, batch, store_failed
+            nonlocal written, unchanged, batch, store_failed, marked
             taken, batch = list(batch.values()), {}
-            if not written:
-                self._set_writing(True)
-            try:
-                written += self._write_batch(taken)
-            except BaseException:
-                store_failed = True  # leave the collection marked mid-write: the next open repairs it
-                raise
+            heads = self._get_payloads([chunk_id(d.id, 0) for d in taken])
+            changed = [d for d in taken if (heads.get(chunk_id(d.id, 0)) or {}).get("content_hash") != content_hash(d)]
+            unchanged += len(taken) - len(changed)
+            if changed:
+                if not marked:
+                    self._set_writing(True)
+                    marked = True
+                try:
+                    written += self._write_batch(changed, heads)
+                except BaseException:
+                    store_failed = True  # leave the collection marked mid-write: the next open repairs it
+                    raise
             if progress is not None:
                 progress.update(len(taken))
 
@@ -295,38 +325,47 @@ class Engine:
             # Documents read before a bad one are valid: commit them, then let the error through.
             if batch and not store_failed:
                 flush()
-            if written and not store_failed:
+            if marked and not store_failed:
                 # The keyword index is saved once per call, not per batch: it is rewritten whole.
                 self._save_keyword_index()
                 self._set_writing(False)
+            self.last_add = {"written": written, "unchanged": unchanged}
         return written
 
-    def _existing_chunk_ids(self, doc_ids: Sequence[str]) -> dict[str, list[str]]:
-        heads = self._get_payloads([chunk_id(d, 0) for d in doc_ids])
+    def _existing_chunk_ids(self, doc_ids: Sequence[str], heads: Mapping[str, Payload] | None = None) -> dict[str, list[str]]:
+        if heads is None:
+            heads = self._get_payloads([chunk_id(d, 0) for d in doc_ids])
+        wanted = set(doc_ids)
         return {
             payload["doc_id"]: [chunk_id(payload["doc_id"], i) for i in range(payload["chunks"])]
-            for payload in heads.values()
+            for payload in heads.values() if payload["doc_id"] in wanted
         }
 
-    def _write_batch(self, documents: list[Document]) -> int:
-        existing = self._existing_chunk_ids([d.id for d in documents])
+    def _write_batch(self, documents: list[Document], heads: Mapping[str, Payload]) -> int:
+        existing = self._existing_chunk_ids([d.id for d in documents], heads)
         ids: list[str] = []
         texts: list[str] = []
         payloads: list[Payload] = []
         for document in documents:
             chunks = self.chunker.split(document.text)
+            digest = content_hash(document)
             for chunk in chunks:
                 ids.append(chunk_id(document.id, chunk.index))
                 texts.append(chunk.text)
                 payloads.append({
                     "doc_id": document.id, "chunk": chunk.index, "chunks": len(chunks),
                     "start": chunk.start, "end": chunk.end, "text": chunk.text,
-                    "metadata": dict(document.metadata),
+                    "metadata": dict(document.metadata), "content_hash": digest,
                 })
         with self._stage("ingest_encode"):
             vectors = self.encoder.encode_documents(texts)
         new_ids = set(ids)
         stale = [cid for cids in existing.values() for cid in cids if cid not in new_ids]
+        # First chunks last: a crash inside the upsert (split into several calls on some stores) leaves no
+        # first chunk without its siblings, so a rerun never skips a half-written document as unchanged.
+        order = sorted(range(len(ids)), key=lambda i: payloads[i]["chunk"] == 0)
+        ids, texts, payloads = [ids[i] for i in order], [texts[i] for i in order], [payloads[i] for i in order]
+        vectors = vectors[order]
         # New chunks first, then stale ones: a crash in between leaves extra chunks, never a lost document.
         self.store.upsert(ids, vectors, payloads)
         self.keyword.add(ids, texts)
@@ -432,12 +471,12 @@ class Engine:
         depth = max(k, self.config.fusion_depth)
 
         ranked: dict[str, RankedList] = {}
+        payloads: dict[str, Payload] = {}
         if mode in ("hybrid", "dense"):
             with self._stage("encode"):
                 vector = self.encoder.encode_queries([query])[0]
             with self._stage("dense"):
-                # Identical chunks tie exactly; break ties by id so every backend ranks them alike.
-                dense = sorted(self.store.search(vector, depth, filter or None), key=lambda pair: (-pair[1], pair[0]))
+                dense = self._dense_search(vector, depth, filter or None, payloads)
             if dense and self.instrument is not None:
                 self.instrument.observe("top1_cosine", dense[0][1])
             if min_score is not None:
@@ -452,7 +491,7 @@ class Engine:
                 ranked["keyword"] = self._keyword_ranked(query, depth, filter, self.keyword.search)
 
         with self._stage("fuse"):
-            payloads = self._get_payloads(sorted({i for hits in ranked.values() for i, _ in hits}))
+            payloads.update(self._get_payloads(sorted({i for hits in ranked.values() for i, _ in hits} - payloads.keys())))
             # In document mode a document shows the chunk holding the identifier, else its best dense, else keyword chunk.
             representative: dict[str, str] = {}
             if not chunks:
@@ -483,6 +522,21 @@ class Engine:
                 end=payload["end"],
             ))
         return results
+
+    def _dense_search(
+        self, vector: np.ndarray, depth: int, filter: Mapping[str, Any] | None, payloads: dict[str, Payload],
+    ) -> RankedList:
+        """The store's best ``depth`` chunks, collecting their payloads when the store returns them in the same call."""
+        with_payloads = getattr(self.store, "search_with_payloads", None)
+        if with_payloads is None:
+            hits = self.store.search(vector, depth, filter)
+        else:
+            hits = []
+            for key, score, payload in with_payloads(vector, depth, filter):
+                hits.append((key, score))
+                payloads[key] = payload
+        # Identical chunks tie exactly; break ties by id so every backend ranks them alike.
+        return sorted(hits, key=lambda pair: (-pair[1], pair[0]))
 
     def _keyword_ranked(
         self, query: str, depth: int, filter: Mapping[str, Any] | None, search: Callable[[str, int], RankedList],
@@ -528,6 +582,11 @@ def _collapse(hits: RankedList, payloads: Mapping[str, Payload], representative:
             collapsed.append((doc_id, score))
             representative.setdefault(doc_id, key)
     return collapsed
+
+
+def content_hash(document: Document) -> str:
+    """What a rerun compares to skip a stored document: its text and metadata (not its id)."""
+    return hashlib.sha256(canonical_json({"text": document.text, "metadata": document.metadata}).encode()).hexdigest()[:32]
 
 
 def validate_document(document: Document, where: str) -> None:

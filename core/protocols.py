@@ -134,7 +134,12 @@ class VectorStore(Protocol):
     force; without it, results are treated as approximate. A store that tunes
     its own index may offer ``index_report() -> dict | None`` (what it measured,
     e.g. the nprobe chosen for a recall target and that recall); the engine
-    keeps it in ``manifest.measurements.index`` when it closes.
+    keeps it in ``manifest.measurements.index`` when it closes. A store that can
+    return payloads with its hits in one round trip may offer
+    ``search_with_payloads(vector, k, filter=None) -> list[(id, score, payload)]``
+    (the same hits as ``search``); the engine then skips a ``get`` for them.
+    A store with an index to train may offer ``optimize() -> dict | None``
+    (rebuild it from every stored vector now; `vecguard optimize` calls it).
     """
 
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[Payload]) -> None: ...

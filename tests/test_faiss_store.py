@@ -178,3 +178,55 @@ def test_the_engine_keeps_the_tuned_index_measurement_in_the_manifest(tmp_path: 
     with vecguard.open(cfg) as engine:
         assert engine.manifest["measurements"]["index"] == measured
         assert engine.search("my parcel is late because of bad weather", k=1)[0].id == "doc-02"
+
+
+def test_an_auto_index_is_retrained_once_the_collection_grows_4x_and_not_before(tmp_path: Path) -> None:
+    vectors = _vectors(2400, seed=7)
+    ids = [f"p{i}" for i in range(2400)]
+    store = FaissStore(tmp_path, index="auto", ivf_threshold=500)
+    store.upsert(ids[:400], vectors[:400], [{"metadata": {}}] * 400)
+    store.search(vectors[0], 1)
+    assert store._index_spec == "Flat"
+    store.upsert(ids[400:600], vectors[400:600], [{"metadata": {}}] * 200)  # past the threshold, in place
+    assert store.search(vectors[550], 1)[0][0] == "p550"
+    first = store.index_report()
+    assert store._index_spec.startswith("IVF") and first["vectors"] == 600 and first["build_s"] >= 0
+
+    store.upsert(ids[600:2399], vectors[600:2399], [{"metadata": {}}] * 1799)  # 2399 < 4 x 600: added in place
+    assert store.search(vectors[2000], 1)[0][0] == "p2000"
+    assert store.index_report() == first
+    store.upsert(ids[2399:], vectors[2399:], [{"metadata": {}}])  # 2400 = 4 x 600: retrained
+    assert store.search(vectors[2399], 1)[0][0] == "p2399"
+    second = store.index_report()
+    assert second["vectors"] == 2400 and second["nlist"] > first["nlist"]
+    store.close()
+
+    reopened = FaissStore(tmp_path, index="auto", ivf_threshold=500)  # the saved index and its training size come back
+    assert reopened._dirty is False and reopened._built_on == 2400 and reopened.index_report() == second
+    reopened.close()
+
+
+def test_optimize_rebuilds_now_and_the_cli_reports_it(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import vecguard
+    from conftest import corpus
+
+    cfg = {"store": {"plugin": "faiss", "path": str(tmp_path / "index"), "index": "auto", "ivf_threshold": 16}}
+    with vecguard.open(cfg) as engine:
+        engine.add(corpus()[:12])  # below the threshold: Flat
+    with vecguard.open(cfg) as engine:
+        engine.add(corpus()[12:])  # 20 chunks, added to the Flat index in place
+        built = engine.optimize()
+        assert built["spec"] == "IVF16,Flat" and built["vectors"] == 20 and built["recall_at_10"] >= 0.95
+        assert engine.manifest["measurements"]["index"]["vectors"] == 20
+    (tmp_path / "c.toml").write_text(f'[store]\nplugin = "faiss"\npath = "{tmp_path / "index"}"\nindex = "auto"\nivf_threshold = 16\n')
+    done = subprocess.run([sys.executable, "-m", "vecguard.cli", "optimize", "-c", str(tmp_path / "c.toml")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "rebuilt the faiss index (IVF16,Flat) on 20 vectors" in done.stdout and "nprobe" in done.stdout
+    (tmp_path / "m.toml").write_text('[store]\nplugin = "memory"\n')
+    memory = subprocess.run([sys.executable, "-m", "vecguard.cli", "optimize", "-c", str(tmp_path / "m.toml")],
+                            capture_output=True, text=True, timeout=300)
+    assert memory.returncode == 0 and "keeps its own index: nothing to optimize" in memory.stdout
