@@ -187,6 +187,16 @@ class VectorStoreConformance:
             else:
                 assert len({k for k, _ in found} & {k for k, _ in expected}) >= 9
 
+    def test_deletes_and_replacements_after_searching_keep_every_id_right(self, store: Any) -> None:
+        ids, vectors, _ = _fill(store, 60, seed=6)
+        store.search(vectors[0], 1)  # a store that builds its index lazily has built it now
+        store.delete(["p3", "p4", "p30"])
+        store.upsert(["p0"], -vectors[:1], [{"metadata": {"replaced": True}}])
+        for row in (1, 5, 29, 31, 59):
+            assert store.search(vectors[row], 1)[0][0] == f"p{row}", f"p{row} no longer finds itself after a delete"
+        assert store.search(-vectors[0], 1)[0][0] == "p0"
+        assert not {"p3", "p4", "p30"} & {key for key, _ in store.search(vectors[3], 10)}
+
     def test_search_with_payloads_equals_search_then_get(self, store: Any) -> None:
         with_payloads = getattr(store, "search_with_payloads", None)
         if with_payloads is None:

@@ -29,6 +29,16 @@ class TestFaissFlat(VectorStoreConformance):
         return {"path": str(tmp_path / "faiss"), "index": "Flat"}
 
 
+class TestFaissIVF(VectorStoreConformance):
+    """One cell, so results are exact: deletes and replacements must keep FAISS ids and ours in step."""
+
+    plugin = "faiss"
+
+    @pytest.fixture
+    def store_options(self, tmp_path: Path) -> dict[str, Any]:
+        return {"path": str(tmp_path / "faiss"), "index": "IVF1,Flat", "nprobe": 1}
+
+
 class TestFaissHNSW(VectorStoreConformance):
     plugin = "faiss"
     exact = False

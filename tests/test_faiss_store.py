@@ -187,7 +187,8 @@ def test_an_auto_index_is_retrained_once_the_collection_grows_4x_and_not_before(
     store.upsert(ids[:400], vectors[:400], [{"metadata": {}}] * 400)
     store.search(vectors[0], 1)
     assert store._index_spec == "Flat"
-    store.upsert(ids[400:600], vectors[400:600], [{"metadata": {}}] * 200)  # past the threshold, in place
+    store.upsert(ids[400:600], vectors[400:600], [{"metadata": {}}] * 200)  # past the threshold: retrained aside
+    assert store.wait_for_index(60)
     assert store.search(vectors[550], 1)[0][0] == "p550"
     first = store.index_report()
     assert store._index_spec.startswith("IVF") and first["vectors"] == 600 and first["build_s"] >= 0
@@ -196,6 +197,7 @@ def test_an_auto_index_is_retrained_once_the_collection_grows_4x_and_not_before(
     assert store.search(vectors[2000], 1)[0][0] == "p2000"
     assert store.index_report() == first
     store.upsert(ids[2399:], vectors[2399:], [{"metadata": {}}])  # 2400 = 4 x 600: retrained
+    assert store.wait_for_index(60)
     assert store.search(vectors[2399], 1)[0][0] == "p2399"
     second = store.index_report()
     assert second["vectors"] == 2400 and second["nlist"] > first["nlist"]
@@ -230,3 +232,79 @@ def test_optimize_rebuilds_now_and_the_cli_reports_it(tmp_path: Path) -> None:
     memory = subprocess.run([sys.executable, "-m", "vecguard.cli", "optimize", "-c", str(tmp_path / "m.toml")],
                             capture_output=True, text=True, timeout=300)
     assert memory.returncode == 0 and "keeps its own index: nothing to optimize" in memory.stdout
+
+
+def test_retraining_runs_aside_while_searches_answer_and_writes_made_meanwhile_are_kept(tmp_path: Path) -> None:
+    import threading
+
+    vectors = _vectors(700, seed=3)
+    ids = [f"p{i}" for i in range(700)]
+    store = FaissStore(tmp_path, index="auto", ivf_threshold=500)
+    store.upsert(ids[:400], vectors[:400], [{"metadata": {}}] * 400)
+    store.search(vectors[0], 1)
+    started, release = threading.Event(), threading.Event()
+    build = store._build_index
+
+    def held_build(*snapshot):  # the real build, held until the test has written during it
+        started.set()
+        release.wait(60)
+        return build(*snapshot)
+
+    store._build_index = held_build
+    store.upsert(ids[400:600], vectors[400:600], [{"metadata": {}}] * 200)  # crosses ivf_threshold
+    assert started.wait(10), "crossing the threshold did not start a retraining"
+    assert store._index_spec == "Flat" and store.search(vectors[550], 1)[0][0] == "p550"  # the old index answers
+
+    store.upsert(ids[600:], vectors[600:], [{"metadata": {}}] * 100)  # written while the build runs
+    store.upsert(["p0"], -vectors[:1], [{"metadata": {"replaced": True}}])
+    store.delete(["p10"])
+    release.set()
+    assert store.wait_for_index(60)
+
+    report = store.index_report()
+    assert store._index_spec.startswith("IVF") and report["vectors"] == 600  # trained on the snapshot
+    assert store._index.ntotal == 699  # plus the journaled writes, minus the delete
+    assert store.search(vectors[650], 1)[0][0] == "p650"
+    top = store.search(-vectors[0], 1)[0]
+    assert top[0] == "p0" and top[1] > 0.999
+    assert "p10" not in {key for key, _ in store.search(vectors[10], 10)}
+    store.close()
+    assert FaissStore(tmp_path, index="auto", ivf_threshold=500).count() == 699
+
+
+def test_deletes_and_replacements_in_a_trained_ivf_index_keep_every_id_right(tmp_path: Path) -> None:
+    # FAISS's IndexIDMap renumbers on removal the way a flat index does, which an IVF index does not:
+    # wrapped around IVF, one delete shifted every later id by one (every search answered with a neighbour's id).
+    vectors = _vectors(700, seed=3)
+    ids = [f"p{i}" for i in range(700)]
+    store = FaissStore(tmp_path, index="IVF16,Flat", nprobe=16)
+    store.upsert(ids, vectors, [{"metadata": {}}] * 700)
+    store.search(vectors[0], 1)
+    store.delete(["p10", "p11", "p400"])
+    store.upsert(["p0"], -vectors[:1], [{"metadata": {}}])
+    store.upsert(["new"], vectors[10:11], [{"metadata": {}}])
+    for row in (1, 12, 300, 401, 650, 699):
+        assert store.search(vectors[row], 1)[0][0] == f"p{row}"
+    assert store.search(-vectors[0], 1)[0][0] == "p0"
+    assert store.search(vectors[10], 1)[0][0] == "new"
+    store.close()
+    reopened = FaissStore(tmp_path, index="IVF16,Flat", nprobe=16)
+    assert reopened._dirty is False and reopened.search(vectors[650], 1)[0][0] == "p650"
+    reopened.close()
+
+
+def test_an_index_file_with_an_id_map_around_ivf_is_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import faiss
+
+    store = FaissStore(tmp_path, index="IVF4,Flat", nprobe=4)
+    vectors = _fill(store, 200)
+    store.close()
+    wrapped = faiss.IndexIDMap2(faiss.index_factory(16, "IVF4,Flat", faiss.METRIC_INNER_PRODUCT))  # as earlier versions wrote it
+    wrapped.train(vectors)
+    wrapped.add_with_ids(vectors, np.arange(1, 201, dtype=np.int64))
+    faiss.write_index(wrapped, str(tmp_path / "index.faiss"))
+    reopened = FaissStore(tmp_path, index="IVF4,Flat", nprobe=4)
+    assert "answers with wrong ids after a delete; rebuilding it" in caplog.text and reopened._dirty
+    reopened.delete(["p5"])
+    assert reopened.search(vectors[150], 1)[0][0] == "p150"
+    reopened.close()
