@@ -150,8 +150,30 @@ def test_ivf_nprobe_is_tuned_to_the_recall_target_and_kept_with_the_index(tmp_pa
     reopened.close()
 
 
+def test_hnsw_ef_search_is_tuned_to_the_recall_target(tmp_path: Path) -> None:
+    vectors = _vectors(3000, dim=32)
+    ids, payloads = [f"p{i}" for i in range(3000)], [{"metadata": {}}] * 3000
+    exact = MemoryStore()
+    exact.upsert(ids, vectors, payloads)
+    held_out = _vectors(100, dim=32, seed=3)
+    chosen = {}
+    for target in (0.6, 0.97):
+        store = FaissStore(tmp_path / str(target), index="HNSW8", target_recall=target)
+        store.upsert(ids, vectors, payloads)
+        report = store.index_report()
+        assert report["recall_at_10"] >= report["aimed_at"] == target + (1 - target) / 2 and "nprobe" not in report
+        assert _recall(store, exact, held_out) >= target - 0.03
+        chosen[target] = report["ef_search"]
+        store.close()
+    assert chosen[0.6] < chosen[0.97]
+    reopened = FaissStore(tmp_path / "0.97", index="HNSW8", target_recall=0.97)
+    assert not reopened._dirty and reopened.search_params(10).efSearch == chosen[0.97]
+    reopened.close()
+
+
 def test_a_fixed_nprobe_or_an_exact_index_is_not_tuned(tmp_path: Path) -> None:
-    for store in (FaissStore(None, index="IVF16,Flat", nprobe=4), FaissStore(None, index="Flat")):
+    for store in (FaissStore(None, index="IVF16,Flat", nprobe=4), FaissStore(None, index="Flat"),
+                  FaissStore(None, index="HNSW8", ef_search=64)):
         _fill(store, 700)
         store.search(_vectors(1)[0], 1)
         assert store.index_report() is None
