@@ -109,3 +109,30 @@ def test_bad_eval_input_is_one_line_naming_the_problem(tmp_path: Path, lines: li
     result = vecguard_cli("eval", "--config", str(tmp_path / "c.toml"), "--queries", str(tmp_path / "queries.jsonl"), *flags)
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and re.search(message, result.stderr), result.stderr
+
+
+def test_eval_exact_with_optimize_retrains_an_index_below_its_target(tmp_path: Path) -> None:
+    # Clustered vectors, then text queries unlike them: the IVF tuned on stored vectors misses its target on them.
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(40, 384)).astype(np.float32)
+    vectors = centres[rng.integers(0, 40, 3000)] + 0.8 * rng.normal(size=(3000, 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    payloads = [{"doc_id": f"p{i}", "chunk": 0, "chunks": 1, "start": 0, "end": 1, "text": "x", "metadata": {}} for i in range(3000)]
+    cfg = {**config("faiss"), "store": {"plugin": "faiss", "path": str(tmp_path / "index"), "index": "auto",
+                                        "ivf_threshold": 1000, "target_recall": 0.9}}
+    with vecguard.open(cfg) as engine:
+        engine.store.upsert([f"p{i}#0" for i in range(3000)], vectors, payloads)
+    (tmp_path / "c.toml").write_text(toml(cfg))
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text("".join(json.dumps({"id": f"q{i}", "text": text}) + "\n" for i, (_, text) in enumerate(TOPICS)))
+
+    advised = vecguard_cli("eval", "--config", str(tmp_path / "c.toml"), "--queries", str(queries), "--exact")
+    assert advised.returncode == 0, advised.stderr[-2000:]
+    recall = float(re.search(r"recall@10 against exact search: ([\d.]+)", advised.stdout).group(1))
+    assert recall < 0.9 and "below the index's target_recall 0.9: rerun with --optimize" in advised.stdout
+
+    retrained = vecguard_cli("eval", "--config", str(tmp_path / "c.toml"), "--queries", str(queries), "--exact", "--optimize", "--json")
+    assert retrained.returncode == 0, retrained.stderr[-2000:]
+    result = json.loads(retrained.stdout)
+    assert result["optimized"]["before"] == pytest.approx(recall) and result["optimized"]["index"]["spec"].startswith("IVF")
+    assert result["recall"]["target_recall"] == 0.9
