@@ -372,11 +372,11 @@ class Engine:
         if stale:
             self.store.delete(stale)
             self.keyword.delete(stale)
+        # Counted in memory; add() writes the manifest once at the end (a crash before then leaves the
+        # collection marked mid-write, and the next open recounts).
         counts = self.manifest["counts"]
-        self._write_counts(
-            counts["documents"] + len(documents) - len(existing),
-            counts["chunks"] + len(ids) - sum(len(c) for c in existing.values()),
-        )
+        counts["documents"] += len(documents) - len(existing)
+        counts["chunks"] += len(ids) - sum(len(c) for c in existing.values())
         return len(documents)
 
     def delete(self, doc_ids: Sequence[str]) -> int:
