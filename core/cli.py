@@ -181,7 +181,8 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     elif report is None:
         print(f"the {plugin} store keeps its own index: nothing to optimize")
     else:
-        tuned = f", nprobe {report['nprobe']} (recall@10 {report['recall_at_10']} on a sample)" if "nprobe" in report else ""
+        knob = next((name for name in ("nprobe", "ef_search") if name in report), None)
+        tuned = f", {knob} {report[knob]} (recall@10 {report['recall_at_10']} on held-out stored vectors)" if knob else ""
         print(f"rebuilt the {plugin} index ({report.get('spec')}) on {report.get('vectors')} vectors in {elapsed:.1f} s{tuned}")
     return EXIT_OK
 

@@ -194,6 +194,8 @@ def _build(options: dict[str, Any], base_dir: Path) -> SentenceTransformerEncode
     )
     if opts["precision"] not in PRECISIONS:
         raise ConfigError(f"[encoder] precision must be one of {', '.join(map(repr, PRECISIONS))}, got {opts['precision']!r}")
+    if opts["precision"] == "fp16" and not str(opts["device"]).startswith("cuda"):
+        raise ConfigError(f"[encoder] precision \"fp16\" runs on a CUDA device, not {opts['device']!r}; on a CPU use \"bf16\" or \"auto\"")
     if not isinstance(opts["batch_size"], int) or isinstance(opts["batch_size"], bool) or opts["batch_size"] < 1:
         raise ConfigError(f"[encoder] batch_size must be a whole number >= 1, got {opts['batch_size']!r}")
     if not isinstance(opts["normalize"], bool):

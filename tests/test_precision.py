@@ -19,6 +19,11 @@ def test_an_unknown_precision_is_refused_with_the_choices() -> None:
         vecguard.open(config("memory", encoder={"precision": "int4"}))
 
 
+def test_fp16_on_a_cpu_is_refused_with_the_alternative() -> None:
+    with pytest.raises(vecguard.ConfigError, match='precision "fp16" runs on a CUDA device, not \'cpu\'; on a CPU use "bf16"'):
+        vecguard.open(config("memory", encoder={"precision": "fp16"}))
+
+
 def test_auto_precision_is_recorded_and_the_guard_accepts_it_on_an_fp32_collection(tmp_path: Path) -> None:
     with vecguard.open(config("faiss", tmp_path / "index")) as fp32:
         fp32.add(corpus())
