@@ -61,7 +61,8 @@ from vecguard.registry import Part, hookimpl
 log = logging.getLogger(__name__)
 SQL_BATCH = 500
 RETRAIN_GROWTH = 4  # an "auto" IVF index is retrained once the collection is this many times larger (or smaller)
-MMAP_BYTES = 1 << 31  # SQLite's own ceiling unless compiled otherwise
+MMAP_BYTES = 1 << 31
+ADD_BLOCK = 1 << 16  # SQLite's own ceiling unless compiled otherwise
 TUNING_QUERIES = 200
 DEFAULT_EF_SEARCH = 128  # an HNSW index loaded without a tuning (written by an earlier version)
 HNSW_MAX_EF_SEARCH = 1024
@@ -243,8 +244,10 @@ class FaissStore:
             # its neighbours far more easily than a new query (an HNSW node is linked to them).
             rest = np.ones(n, dtype=bool)
             rest[held] = False
-            index.add_with_ids(vectors[rest], nums[rest])
-            tuning = self._tune(index, spec, nums[rest], vectors[rest], vectors[held])
+            for start in range(0, n, ADD_BLOCK):  # in blocks: vectors[rest] would copy the whole collection once more
+                block = slice(start, start + ADD_BLOCK)
+                index.add_with_ids(vectors[block][rest[block]], nums[block][rest[block]])
+            tuning = self._tune(index, spec, nums, vectors, held)
             index.add_with_ids(vectors[held], nums[held])
         elif n:
             index.add_with_ids(vectors, nums)
@@ -304,11 +307,12 @@ class FaissStore:
             return vectors
         return vectors[np.sort(np.random.default_rng(0).choice(len(vectors), size=limit, replace=False))]
 
-    def _tune(self, index: Any, spec: str, nums: np.ndarray, vectors: np.ndarray, queries: np.ndarray) -> dict[str, Any]:
-        """The smallest nprobe (IVF) or efSearch (HNSW) whose recall@10 for ``queries`` (not in the index) against
-        exact search over ``vectors`` (the index's contents) reaches the aim (see below)."""
+    def _tune(self, index: Any, spec: str, nums: np.ndarray, vectors: np.ndarray, held: np.ndarray) -> dict[str, Any]:
+        """The smallest nprobe (IVF) or efSearch (HNSW) whose recall@10 for the ``held`` rows (not in the index yet)
+        against exact search over the other rows (the index's contents) reaches the aim (see below)."""
         faiss = self._faiss
-        k = min(TUNING_K, len(nums))
+        queries = vectors[held]
+        k = min(TUNING_K, len(nums) - len(held))
         if "IVF" in spec:
             nlist = faiss.extract_index_ivf(index).nlist
             knob, described, floor, ceiling = "nprobe", {"nlist": nlist}, 0, nlist
@@ -325,11 +329,13 @@ class FaissStore:
 
         def report(value: int, recall: float, aim: float) -> dict[str, Any]:
             return {knob: value, "recall_at_10": round(recall, 4), "aimed_at": round(aim, 4),
-                    "target_recall": self._target_recall, "queries": len(queries), **described,
-                    "vectors": len(nums) + len(queries)}
+                    "target_recall": self._target_recall, "queries": len(queries), **described, "vectors": len(nums)}
 
-        exact, _ = faiss.knn(queries, vectors, k, metric=faiss.METRIC_INNER_PRODUCT)
-        last_true = exact[:, k - 1] - 1e-6  # ties at the k-th exact score count as found
+        # Exact search over every row, then the held rows struck out: no copy of the rest is needed.
+        scores, rows = faiss.knn(queries, vectors, k + len(held), metric=faiss.METRIC_INNER_PRODUCT)
+        is_held = np.zeros(len(nums), dtype=bool)
+        is_held[held] = True
+        last_true = np.array([row_scores[~is_held[row_rows]][k - 1] for row_scores, row_rows in zip(scores, rows)]) - 1e-6
 
         def recall_at(value: int) -> float:
             _, found = index.search(queries, k, params=params(value))
