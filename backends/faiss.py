@@ -61,8 +61,8 @@ from vecguard.registry import Part, hookimpl
 log = logging.getLogger(__name__)
 SQL_BATCH = 500
 RETRAIN_GROWTH = 4  # an "auto" IVF index is retrained once the collection is this many times larger (or smaller)
-MMAP_BYTES = 1 << 31
-ADD_BLOCK = 1 << 16  # SQLite's own ceiling unless compiled otherwise
+MMAP_BYTES = 1 << 31  # SQLite's own ceiling unless compiled otherwise
+ADD_BLOCK = 1 << 16  # vectors per add_with_ids call while the tuning sample is held out
 TUNING_QUERIES = 200
 DEFAULT_EF_SEARCH = 128  # an HNSW index loaded without a tuning (written by an earlier version)
 HNSW_MAX_EF_SEARCH = 1024
@@ -99,7 +99,8 @@ class FaissStore:
         self._lock = threading.RLock()  # in-place writes to the live index, and the swap of a retrained one
         self._aside: threading.Thread | None = None  # a retraining running in the background
         self._aside_token = 0  # bumped by every build: a background one that was superseded is dropped
-        self._journal: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] | None = None
+        # Writes made while a retraining runs aside: (nums, their vectors), vectors None for a delete.
+        self._journal: list[tuple[np.ndarray, np.ndarray | None]] | None = None
         self._ef_search = ef_search
         self._ivf_threshold = ivf_threshold
         database = str(path / "points.sqlite3") if path is not None else ":memory:"
@@ -275,17 +276,18 @@ class FaissStore:
                 built = self._build_index(*snapshot)
             except Exception as exc:  # the old index keeps serving; a later growth or optimize() tries again
                 log.warning("retraining the FAISS index aside failed (%s); the current index keeps serving", exc)
-                self._journal = None
+                with self._lock:
+                    self._journal = None
                 return
             with self._lock:
                 journal, self._journal = self._journal, None
                 if token != self._aside_token or built[0] is None or journal is None:
                     return  # superseded by a rebuild made in the meantime
                 index = built[0]
-                for removed, added, vectors in journal:
-                    index.remove_ids(removed)
-                    if added is not None:
-                        index.add_with_ids(vectors, added)
+                for nums, vectors in journal:  # remove first: a point in both the snapshot and the journal stays single
+                    index.remove_ids(nums)
+                    if vectors is not None:
+                        index.add_with_ids(vectors, nums)
                 self._install(*built)
 
         self._aside = threading.Thread(target=build, name="vecguard-faiss-retrain", daemon=True)
@@ -457,7 +459,7 @@ class FaissStore:
                     self._index.remove_ids(np.asarray(replaced, dtype=np.int64))
                 self._index.add_with_ids(vectors, id_array)
                 if self._journal is not None:
-                    self._journal.append((id_array, id_array, np.array(vectors, dtype=np.float32)))
+                    self._journal.append((id_array, np.array(vectors, dtype=np.float32)))
             if self._outgrown(int(self._index.ntotal)):
                 self._rebuild_aside()
         else:
@@ -495,7 +497,7 @@ class FaissStore:
             with self._lock:
                 self._index.remove_ids(removed)
                 if self._journal is not None:
-                    self._journal.append((removed, None, None))
+                    self._journal.append((removed, None))
         else:
             self._dirty = True
 

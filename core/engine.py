@@ -300,14 +300,15 @@ class Engine:
             nonlocal written, unchanged, batch, store_failed, marked
             taken, batch = list(batch.values()), {}
             heads = self._get_payloads([chunk_id(d.id, 0) for d in taken])
-            changed = [d for d in taken if (heads.get(chunk_id(d.id, 0)) or {}).get("content_hash") != content_hash(d)]
+            digests = {d.id: content_hash(d) for d in taken}
+            changed = [d for d in taken if (heads.get(chunk_id(d.id, 0)) or {}).get("content_hash") != digests[d.id]]
             unchanged += len(taken) - len(changed)
             if changed:
                 if not marked:
                     self._set_writing(True)
                     marked = True
                 try:
-                    written += self._write_batch(changed, heads)
+                    written += self._write_batch(changed, heads, digests)
                 except BaseException:
                     store_failed = True  # leave the collection marked mid-write: the next open repairs it
                     raise
@@ -341,21 +342,20 @@ class Engine:
             for payload in heads.values() if payload["doc_id"] in wanted
         }
 
-    def _write_batch(self, documents: list[Document], heads: Mapping[str, Payload]) -> int:
+    def _write_batch(self, documents: list[Document], heads: Mapping[str, Payload], digests: Mapping[str, str]) -> int:
         existing = self._existing_chunk_ids([d.id for d in documents], heads)
         ids: list[str] = []
         texts: list[str] = []
         payloads: list[Payload] = []
         for document in documents:
             chunks = self.chunker.split(document.text)
-            digest = content_hash(document)
             for chunk in chunks:
                 ids.append(chunk_id(document.id, chunk.index))
                 texts.append(chunk.text)
                 payloads.append({
                     "doc_id": document.id, "chunk": chunk.index, "chunks": len(chunks),
                     "start": chunk.start, "end": chunk.end, "text": chunk.text,
-                    "metadata": dict(document.metadata), "content_hash": digest,
+                    "metadata": dict(document.metadata), "content_hash": digests[document.id],
                 })
         with self._stage("ingest_encode"):
             vectors = self.encoder.encode_documents(texts)

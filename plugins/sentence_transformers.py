@@ -102,10 +102,8 @@ class SentenceTransformerEncoder:
             return "fp32"
         from vecguard.guard import PROBE_SENTENCES
 
-        self._precision = "fp32"
-        exact = self._encode(list(PROBE_SENTENCES))
-        self._precision = candidate
-        cast = self._encode(list(PROBE_SENTENCES))
+        exact = self._encode(list(PROBE_SENTENCES), "fp32")
+        cast = self._encode(list(PROBE_SENTENCES), candidate)
         cosines = np.sum(exact * cast, axis=1) / np.maximum(
             np.linalg.norm(exact, axis=1) * np.linalg.norm(cast, axis=1), 1e-12
         )
@@ -117,13 +115,13 @@ class SentenceTransformerEncoder:
         return candidate
 
     @contextlib.contextmanager
-    def _autocast(self) -> Iterator[None]:
-        if self._precision == "fp32":
+    def _autocast(self, precision: str) -> Iterator[None]:
+        if precision == "fp32":
             yield
             return
         import torch
 
-        dtype = torch.bfloat16 if self._precision == "bf16" else torch.float16
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         with torch.autocast(device_type=self._device_type, dtype=dtype):
             yield
 
@@ -166,10 +164,10 @@ class SentenceTransformerEncoder:
     def token_spans(self, text: str) -> list[tuple[int, int]]:
         return [tuple(span) for span in self._span_tokenizer.encode(text, add_special_tokens=False).offsets]
 
-    def _encode(self, texts: Sequence[str]) -> np.ndarray:
+    def _encode(self, texts: Sequence[str], precision: str) -> np.ndarray:
         if not texts:
             return np.zeros((0, self._identity.dimension), dtype=np.float32)
-        with self._autocast():
+        with self._autocast(precision):
             vectors = self._model.encode(
                 list(texts), batch_size=self._batch_size, convert_to_numpy=True, show_progress_bar=False,
             )
@@ -180,10 +178,10 @@ class SentenceTransformerEncoder:
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
-        return self._encode(texts)
+        return self._encode(texts, self._precision)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return self._encode(texts)
+        return self._encode(texts, self._precision)
 
 
 def _build(options: dict[str, Any], base_dir: Path) -> SentenceTransformerEncoder:

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 
+import vecguard
+from conftest import corpus
 from vecguard import ConfigError, DimensionError, StorageError
 from vecguard.backends.faiss import FaissStore
 from vecguard.backends.memory import MemoryStore
@@ -16,6 +22,11 @@ from vecguard.backends.memory import MemoryStore
 def _vectors(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:
     vectors = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def _put(store, vectors: np.ndarray, start: int, stop: int) -> None:
+    """Rows start..stop-1 of ``vectors`` as p<start>..p<stop-1>."""
+    store.upsert([f"p{i}" for i in range(start, stop)], vectors[start:stop], [{"metadata": {}}] * (stop - start))
 
 
 def _fill(store, n: int, dim: int = 16) -> np.ndarray:
@@ -181,16 +192,11 @@ def test_a_fixed_nprobe_or_an_exact_index_is_not_tuned(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("target", [0, 1.5, "high", True])
 def test_a_bad_target_recall_is_a_config_error(target) -> None:
-    import vecguard
-
     with pytest.raises(ConfigError, match="target_recall must be a number in"):
         vecguard.open({"store": {"plugin": "faiss", "target_recall": target}})
 
 
 def test_the_engine_keeps_the_tuned_index_measurement_in_the_manifest(tmp_path: Path) -> None:
-    import vecguard
-    from conftest import corpus
-
     cfg = {"store": {"plugin": "faiss", "path": str(tmp_path), "index": "auto", "ivf_threshold": 16}}
     with vecguard.open(cfg) as engine:
         engine.add(corpus())  # 20 chunks: past the threshold, so "auto" builds IVF16 and tunes it at close
@@ -204,21 +210,20 @@ def test_the_engine_keeps_the_tuned_index_measurement_in_the_manifest(tmp_path: 
 
 def test_an_auto_index_is_retrained_once_the_collection_grows_4x_and_not_before(tmp_path: Path) -> None:
     vectors = _vectors(2400, seed=7)
-    ids = [f"p{i}" for i in range(2400)]
     store = FaissStore(tmp_path, index="auto", ivf_threshold=500)
-    store.upsert(ids[:400], vectors[:400], [{"metadata": {}}] * 400)
+    _put(store, vectors, 0, 400)
     store.search(vectors[0], 1)
     assert store._index_spec == "Flat"
-    store.upsert(ids[400:600], vectors[400:600], [{"metadata": {}}] * 200)  # past the threshold: retrained aside
+    _put(store, vectors, 400, 600)  # past the threshold: retrained aside
     assert store.wait_for_index(60)
     assert store.search(vectors[550], 1)[0][0] == "p550"
     first = store.index_report()
     assert store._index_spec.startswith("IVF") and first["vectors"] == 600 and first["build_s"] >= 0
 
-    store.upsert(ids[600:2399], vectors[600:2399], [{"metadata": {}}] * 1799)  # 2399 < 4 x 600: added in place
+    _put(store, vectors, 600, 2399)  # 2399 < 4 x 600: added in place
     assert store.search(vectors[2000], 1)[0][0] == "p2000"
     assert store.index_report() == first
-    store.upsert(ids[2399:], vectors[2399:], [{"metadata": {}}])  # 2400 = 4 x 600: retrained
+    _put(store, vectors, 2399, 2400)  # 2400 = 4 x 600: retrained
     assert store.wait_for_index(60)
     assert store.search(vectors[2399], 1)[0][0] == "p2399"
     second = store.index_report()
@@ -231,12 +236,6 @@ def test_an_auto_index_is_retrained_once_the_collection_grows_4x_and_not_before(
 
 
 def test_optimize_rebuilds_now_and_the_cli_reports_it(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    import vecguard
-    from conftest import corpus
-
     cfg = {"store": {"plugin": "faiss", "path": str(tmp_path / "index"), "index": "auto", "ivf_threshold": 16}}
     with vecguard.open(cfg) as engine:
         engine.add(corpus()[:12])  # below the threshold: Flat
@@ -257,12 +256,9 @@ def test_optimize_rebuilds_now_and_the_cli_reports_it(tmp_path: Path) -> None:
 
 
 def test_retraining_runs_aside_while_searches_answer_and_writes_made_meanwhile_are_kept(tmp_path: Path) -> None:
-    import threading
-
     vectors = _vectors(700, seed=3)
-    ids = [f"p{i}" for i in range(700)]
     store = FaissStore(tmp_path, index="auto", ivf_threshold=500)
-    store.upsert(ids[:400], vectors[:400], [{"metadata": {}}] * 400)
+    _put(store, vectors, 0, 400)
     store.search(vectors[0], 1)
     started, release = threading.Event(), threading.Event()
     build = store._build_index
@@ -273,11 +269,11 @@ def test_retraining_runs_aside_while_searches_answer_and_writes_made_meanwhile_a
         return build(*snapshot)
 
     store._build_index = held_build
-    store.upsert(ids[400:600], vectors[400:600], [{"metadata": {}}] * 200)  # crosses ivf_threshold
+    _put(store, vectors, 400, 600)  # crosses ivf_threshold
     assert started.wait(10), "crossing the threshold did not start a retraining"
     assert store._index_spec == "Flat" and store.search(vectors[550], 1)[0][0] == "p550"  # the old index answers
 
-    store.upsert(ids[600:], vectors[600:], [{"metadata": {}}] * 100)  # written while the build runs
+    _put(store, vectors, 600, 700)  # written while the build runs
     store.upsert(["p0"], -vectors[:1], [{"metadata": {"replaced": True}}])
     store.delete(["p10"])
     release.set()
@@ -298,9 +294,8 @@ def test_deletes_and_replacements_in_a_trained_ivf_index_keep_every_id_right(tmp
     # FAISS's IndexIDMap renumbers on removal the way a flat index does, which an IVF index does not:
     # wrapped around IVF, one delete shifted every later id by one (every search answered with a neighbour's id).
     vectors = _vectors(700, seed=3)
-    ids = [f"p{i}" for i in range(700)]
     store = FaissStore(tmp_path, index="IVF16,Flat", nprobe=16)
-    store.upsert(ids, vectors, [{"metadata": {}}] * 700)
+    _put(store, vectors, 0, 700)
     store.search(vectors[0], 1)
     store.delete(["p10", "p11", "p400"])
     store.upsert(["p0"], -vectors[:1], [{"metadata": {}}])
@@ -316,8 +311,6 @@ def test_deletes_and_replacements_in_a_trained_ivf_index_keep_every_id_right(tmp
 
 
 def test_an_index_file_with_an_id_map_around_ivf_is_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    import faiss
-
     store = FaissStore(tmp_path, index="IVF4,Flat", nprobe=4)
     vectors = _fill(store, 200)
     store.close()

@@ -132,7 +132,7 @@ def test_documents_come_from_a_generator_one_batch_at_a_time(tmp_path: Path) -> 
     with vecguard.open(config("faiss", tmp_path / "index", chunking={"batch_documents": 4})) as engine:
         seen_when_written: list[int] = []
         write = engine._write_batch
-        engine._write_batch = lambda docs, heads: (seen_when_written.append(len(pulled)), write(docs, heads))[1]  # type: ignore[method-assign]
+        engine._write_batch = lambda *batch: (seen_when_written.append(len(pulled)), write(*batch))[1]  # type: ignore[method-assign]
         assert engine.add(stream()) == 20
     # Each batch is written as soon as it is full: the generator is never read ahead by more than one batch.
     assert seen_when_written == [4, 8, 12, 16, 20]
