@@ -29,6 +29,16 @@ class TestFaissFlat(VectorStoreConformance):
         return {"path": str(tmp_path / "faiss"), "index": "Flat"}
 
 
+class TestFaissPayloadsOnDisk(VectorStoreConformance):
+    """Hits read from SQLite instead of the in-memory records."""
+
+    plugin = "faiss"
+
+    @pytest.fixture
+    def store_options(self, tmp_path: Path) -> dict[str, Any]:
+        return {"path": str(tmp_path / "faiss"), "index": "Flat", "on_disk_payload": True}
+
+
 class TestFaissIVF(VectorStoreConformance):
     """One cell, so results are exact: deletes and replacements must keep FAISS ids and ours in step."""
 

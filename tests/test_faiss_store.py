@@ -323,3 +323,56 @@ def test_an_index_file_with_an_id_map_around_ivf_is_rebuilt(tmp_path: Path, capl
     reopened.delete(["p5"])
     assert reopened.search(vectors[150], 1)[0][0] == "p150"
     reopened.close()
+
+
+def test_hits_read_from_memory_equal_hits_read_from_sqlite_through_every_kind_of_write(tmp_path: Path) -> None:
+    vectors = _vectors(300, seed=5)
+    odd = {"metadata": {"big": 2**70, "neg": -(2**63) - 1, "ref": "0" * 25, "text": "é 😀 \u2028 \"quoted\"", "x": 0.1}}
+    payloads = [odd if i == 7 else {"metadata": {"i": i}} for i in range(300)]
+    in_memory = FaissStore(tmp_path / "memory")
+    on_disk = FaissStore(tmp_path / "disk", on_disk_payload=True)
+    for store in (in_memory, on_disk):
+        store.upsert([f"p{i}" for i in range(200)], vectors[:200], payloads[:200])
+        store.search(vectors[0], 5)  # the records are built at the first search; every write after it must reach them
+        store.upsert([f"p{i}" for i in range(200, 300)], vectors[200:], payloads[200:])
+        store.upsert(["p3"], vectors[3:4], [{"metadata": {"replaced": True}}])
+        store.delete(["p4", "p250"])
+    assert in_memory._records is not None and on_disk._records is None
+    for row in (0, 3, 4, 7, 150, 250, 299):
+        expected = on_disk.search_with_payloads(vectors[row], 10)
+        assert in_memory.search_with_payloads(vectors[row], 10) == expected
+        assert in_memory.search(vectors[row], 10) == [(key, score) for key, score, _ in expected]
+    seven = dict((key, payload) for key, _, payload in in_memory.search_with_payloads(vectors[7], 1))["p7"]
+    assert seven == odd and type(seven["metadata"]["big"]) is int  # orjson would have read 2**70 as a float
+    assert dict((k, p) for k, _, p in in_memory.search_with_payloads(vectors[3], 1))["p3"] == {"metadata": {"replaced": True}}
+    assert all(key not in ("p4", "p250") for key, _ in in_memory.search(vectors[4], 300))
+    in_memory.close()
+    reopened = FaissStore(tmp_path / "memory")
+    assert reopened.search_with_payloads(vectors[7], 1) == on_disk.search_with_payloads(vectors[7], 1)
+    reopened.close()
+    on_disk.close()
+
+
+def test_on_disk_payload_must_be_a_boolean() -> None:
+    with pytest.raises(ConfigError, match="on_disk_payload must be true or false"):
+        vecguard.open({"store": {"plugin": "faiss", "on_disk_payload": "yes"}})
+
+
+def test_a_build_read_in_blocks_from_sqlite_tunes_exactly_like_one_from_an_array(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import vecguard.backends.faiss as faiss_backend
+
+    monkeypatch.setattr(faiss_backend, "ADD_BLOCK", 450)  # 3000 vectors: seven blocks, the held rows spread over them
+    vectors = _vectors(3000, dim=32, seed=9)
+    stores = {"array": FaissStore(None, index="IVF32,Flat"), "sqlite": FaissStore(tmp_path, index="IVF32,Flat")}
+    for store in stores.values():
+        _put(store, vectors, 0, 3000)
+        store.delete(["p7", "p1999"])  # holes in the row numbers
+        store.search(vectors[0], 1)
+    reports = {name: store.index_report() for name, store in stores.items()}
+    reports["array"].pop("build_s"), reports["sqlite"].pop("build_s")
+    assert reports["array"] == reports["sqlite"] and reports["sqlite"]["vectors"] == 2998
+    assert stores["sqlite"]._index.ntotal == 2998
+    for row in (0, 8, 2000, 2999):
+        assert stores["sqlite"].search(vectors[row], 1)[0][0] == f"p{row}"
+    for store in stores.values():
+        store.close()
