@@ -48,7 +48,15 @@ class TokenChunker:
         }
 
     def split(self, text: str) -> list[Chunk]:
-        spans = self._encoder.token_spans(text)
+        return self._windows(text, self._encoder.token_spans(text))
+
+    def split_many(self, texts: list[str]) -> list[list[Chunk]]:
+        """``split`` of each text, tokenised in one call when the encoder offers ``token_spans_batch``."""
+        batch = getattr(self._encoder, "token_spans_batch", None)
+        spans = batch(texts) if batch is not None else [self._encoder.token_spans(text) for text in texts]
+        return [self._windows(text, text_spans) for text, text_spans in zip(texts, spans)]
+
+    def _windows(self, text: str, spans: list[tuple[int, int]]) -> list[Chunk]:
         if len(spans) <= self.tokens:
             return [Chunk(0, 0, len(text), text)]
         step = self.tokens - self.overlap

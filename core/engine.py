@@ -14,12 +14,14 @@ first chunk means the whole document is stored.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ContextManager
 
@@ -47,6 +49,19 @@ def open(config: str | Path | Mapping[str, Any] | Config, *, registry: Registry 
 
 def chunk_id(doc_id: str, index: int) -> str:
     return f"{doc_id}#{index}"
+
+
+@dataclass
+class _ChunkedBatch:
+    """One batch of changed documents between chunking and the store."""
+
+    doc_ids: set[str]
+    existing: dict[str, list[str]]  # doc id -> the chunk ids stored for it before this batch
+    ids: list[str] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    payloads: list[Payload] = field(default_factory=list)
+    vectors: Future[np.ndarray] | None = None
+    read: int = 0  # documents of the batch read from the input, the unchanged ones included
 
 
 @dataclass
@@ -285,52 +300,78 @@ class Engine:
         """Chunk, encode and store documents in batches; return how many were written.
 
         ``documents`` may be any iterable, a generator over a file included:
-        memory holds one batch (``[chunking] batch_documents``) at a time.
-        Re-adding an id replaces all of its chunks; a document stored with the
-        same text and metadata is skipped without encoding (``last_add`` counts
-        both). A malformed document raises DocumentError after every document
-        before it has been committed.
+        memory holds at most three batches (``[chunking] batch_documents``): one
+        being read, one being encoded in a background thread and one being
+        written, so the encoder does not wait for the store. Batches are
+        committed in order. Re-adding an id replaces all of its chunks; a
+        document stored with the same text and metadata is skipped without
+        encoding (``last_add`` counts both). A malformed document raises
+        DocumentError after every document before it has been committed.
         """
         written = unchanged = 0
         batch: dict[str, Document] = {}
+        pending: _ChunkedBatch | None = None  # being encoded while the batch before it is written
         store_failed = False
         marked = False
 
-        def flush() -> None:
-            nonlocal written, unchanged, batch, store_failed, marked
-            taken, batch = list(batch.values()), {}
-            heads = self._get_payloads([chunk_id(d.id, 0) for d in taken])
-            digests = {d.id: content_hash(d) for d in taken}
-            changed = [d for d in taken if (heads.get(chunk_id(d.id, 0)) or {}).get("content_hash") != digests[d.id]]
-            unchanged += len(taken) - len(changed)
-            if changed:
-                if not marked:
-                    self._set_writing(True)
-                    marked = True
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vecguard-encode") as encoder_thread:
+
+            def write(chunked: _ChunkedBatch) -> None:
+                nonlocal written, store_failed
                 try:
-                    written += self._write_batch(changed, heads, digests)
+                    written += self._store_batch(chunked)
                 except BaseException:
                     store_failed = True  # leave the collection marked mid-write: the next open repairs it
                     raise
-            if progress is not None:
-                progress.update(len(taken))
+                if progress is not None:  # counted once committed: a progress bar never runs ahead of the store
+                    progress.update(chunked.read)
 
-        try:
-            for position, document in enumerate(as_documents(documents)):
-                validate_document(document, f"document {position + 1}")
-                batch.pop(document.id, None)
-                batch[document.id] = document
-                if len(batch) >= self.batch_documents:
-                    flush()
-        finally:
-            # Documents read before a bad one are valid: commit them, then let the error through.
-            if batch and not store_failed:
-                flush()
-            if marked and not store_failed:
-                # The keyword index is saved once per call, not per batch: it is rewritten whole.
-                self._save_keyword_index()
-                self._set_writing(False)
-            self.last_add = {"written": written, "unchanged": unchanged}
+            def write_pending() -> None:
+                nonlocal pending
+                if pending is not None:
+                    chunked, pending = pending, None
+                    write(chunked)
+
+            def flush() -> None:
+                nonlocal unchanged, batch, pending, marked
+                taken, batch = list(batch.values()), {}
+                if pending is not None and not pending.doc_ids.isdisjoint(d.id for d in taken):
+                    write_pending()  # the same document again: what is stored must be read after that write
+                heads = self._get_payloads([chunk_id(d.id, 0) for d in taken])
+                digests = {d.id: content_hash(d) for d in taken}
+                changed = [d for d in taken if (heads.get(chunk_id(d.id, 0)) or {}).get("content_hash") != digests[d.id]]
+                unchanged += len(taken) - len(changed)
+                if changed:
+                    if not marked:
+                        self._set_writing(True)
+                        marked = True
+                    chunked = self._chunk_batch(changed, heads, digests)
+                    chunked.read = len(taken)
+                    # The stage's span and metrics belong to this call's context, not the thread's.
+                    chunked.vectors = encoder_thread.submit(contextvars.copy_context().run, self._encode_batch, chunked.texts)
+                    write_pending()
+                    pending = chunked
+                elif progress is not None:
+                    progress.update(len(taken))
+
+            try:
+                for position, document in enumerate(as_documents(documents)):
+                    validate_document(document, f"document {position + 1}")
+                    batch.pop(document.id, None)
+                    batch[document.id] = document
+                    if len(batch) >= self.batch_documents:
+                        flush()
+            finally:
+                # Documents read before a bad one are valid: commit them, then let the error through.
+                if not store_failed:
+                    if batch:
+                        flush()
+                    write_pending()
+                if marked and not store_failed:
+                    # The keyword index is saved once per call, not per batch: it is rewritten whole.
+                    self._save_keyword_index()
+                    self._set_writing(False)
+                self.last_add = {"written": written, "unchanged": unchanged}
         return written
 
     def _existing_chunk_ids(self, doc_ids: Sequence[str], heads: Mapping[str, Payload] | None = None) -> dict[str, list[str]]:
@@ -342,23 +383,26 @@ class Engine:
             for payload in heads.values() if payload["doc_id"] in wanted
         }
 
-    def _write_batch(self, documents: list[Document], heads: Mapping[str, Payload], digests: Mapping[str, str]) -> int:
-        existing = self._existing_chunk_ids([d.id for d in documents], heads)
-        ids: list[str] = []
-        texts: list[str] = []
-        payloads: list[Payload] = []
-        for document in documents:
-            chunks = self.chunker.split(document.text)
+    def _chunk_batch(self, documents: list[Document], heads: Mapping[str, Payload], digests: Mapping[str, str]) -> _ChunkedBatch:
+        chunked = _ChunkedBatch(doc_ids={d.id for d in documents}, existing=self._existing_chunk_ids([d.id for d in documents], heads))
+        for document, chunks in zip(documents, self.chunker.split_many([d.text for d in documents])):
             for chunk in chunks:
-                ids.append(chunk_id(document.id, chunk.index))
-                texts.append(chunk.text)
-                payloads.append({
+                chunked.ids.append(chunk_id(document.id, chunk.index))
+                chunked.texts.append(chunk.text)
+                chunked.payloads.append({
                     "doc_id": document.id, "chunk": chunk.index, "chunks": len(chunks),
                     "start": chunk.start, "end": chunk.end, "text": chunk.text,
                     "metadata": dict(document.metadata), "content_hash": digests[document.id],
                 })
+        return chunked
+
+    def _encode_batch(self, texts: list[str]) -> np.ndarray:
         with self._stage("ingest_encode"):
-            vectors = self.encoder.encode_documents(texts)
+            return self.encoder.encode_documents(texts)
+
+    def _store_batch(self, chunked: _ChunkedBatch) -> int:
+        vectors = chunked.vectors.result()
+        ids, texts, payloads, existing = chunked.ids, chunked.texts, chunked.payloads, chunked.existing
         new_ids = set(ids)
         stale = [cid for cids in existing.values() for cid in cids if cid not in new_ids]
         # First chunks last: a crash inside the upsert (split into several calls on some stores) leaves no
@@ -375,9 +419,9 @@ class Engine:
         # Counted in memory; add() writes the manifest once at the end (a crash before then leaves the
         # collection marked mid-write, and the next open recounts).
         counts = self.manifest["counts"]
-        counts["documents"] += len(documents) - len(existing)
+        counts["documents"] += len(chunked.doc_ids) - len(existing)
         counts["chunks"] += len(ids) - sum(len(c) for c in existing.values())
-        return len(documents)
+        return len(chunked.doc_ids)
 
     def delete(self, doc_ids: Sequence[str]) -> int:
         """Remove documents (every chunk, from both signals); unknown ids are ignored. Returns how many existed."""

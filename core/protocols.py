@@ -98,7 +98,12 @@ class EncoderIdentity:
 
 @runtime_checkable
 class Encoder(Protocol):
-    """Turns text into vectors; also tokenises, so chunks are measured in its tokens."""
+    """Turns text into vectors; also tokenises, so chunks are measured in its tokens.
+
+    An encoder whose tokenizer works faster on many texts at once may offer
+    ``token_spans_batch(texts) -> list[list[(start, end)]]`` (``token_spans``
+    of each text); the chunker then tokenises a whole batch in one call.
+    """
 
     def identity(self) -> EncoderIdentity: ...
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from vecguard.chunking import TokenChunker, join_chunks
@@ -60,3 +62,16 @@ def test_no_token_is_lost_between_windows(overlap: int) -> None:
     chunks = TokenChunker(WhitespaceTokens(), tokens=4, overlap=overlap).split(TEXT)
     seen = {w for c in chunks for w in c.text.split()}
     assert seen == {f"w{i}" for i in range(23)}
+
+
+def test_splitting_a_batch_in_one_tokenizer_call_equals_splitting_each_text() -> None:
+    from conftest import corpus
+
+    from vecguard.registry import Registry
+
+    encoder = Registry.discover().build("encoder", "sentence-transformers", {"batch_size": 8}, Path("."))
+    texts = [d["text"] * 6 for d in corpus()] + ["", "naïve café — 東京 " * 200, "CVE-2022-24045"]
+    chunker = TokenChunker(encoder, tokens=64, overlap=8)
+    batched = chunker.split_many(texts)
+    assert batched == [chunker.split(text) for text in texts]
+    assert sum(len(chunks) for chunks in batched) > 3 * len(texts)  # long enough to need many windows

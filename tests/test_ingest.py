@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -121,7 +122,7 @@ def test_vecguard_index_killed_with_sigkill_resumes_and_ends_like_an_uninterrupt
         assert a.manifest["id"] == b.manifest["id"]
 
 
-def test_documents_come_from_a_generator_one_batch_at_a_time(tmp_path: Path) -> None:
+def test_documents_come_from_a_generator_a_bounded_number_of_batches_at_a_time(tmp_path: Path) -> None:
     pulled: list[int] = []
 
     def stream():
@@ -131,8 +132,52 @@ def test_documents_come_from_a_generator_one_batch_at_a_time(tmp_path: Path) -> 
 
     with vecguard.open(config("faiss", tmp_path / "index", chunking={"batch_documents": 4})) as engine:
         seen_when_written: list[int] = []
-        write = engine._write_batch
-        engine._write_batch = lambda *batch: (seen_when_written.append(len(pulled)), write(*batch))[1]  # type: ignore[method-assign]
+        store_batch = engine._store_batch
+        engine._store_batch = lambda chunked: (seen_when_written.append(len(pulled)), store_batch(chunked))[1]  # type: ignore[method-assign]
         assert engine.add(stream()) == 20
-    # Each batch is written as soon as it is full: the generator is never read ahead by more than one batch.
-    assert seen_when_written == [4, 8, 12, 16, 20]
+    # Each batch is written once the next one is read and handed to the encoder: the generator is never
+    # read more than one batch ahead of the batch being written.
+    assert seen_when_written == [8, 12, 16, 20, 20]
+
+
+def test_the_next_batch_is_encoded_while_the_one_before_it_is_written(tmp_path: Path) -> None:
+    encoding_started = threading.Event()
+    overlapped: list[bool] = []
+    with vecguard.open(config("faiss", tmp_path / "index", chunking={"batch_documents": 5})) as engine:
+        encode, upsert = engine.encoder.encode_documents, engine.store.upsert
+        calls = {"encode": 0}
+
+        def observed_encode(texts):
+            calls["encode"] += 1
+            if calls["encode"] >= 2:
+                encoding_started.set()
+            return encode(texts)
+
+        def observed_upsert(ids, vectors, payloads):
+            if not overlapped:  # the first batch's write: the second batch's encoding must already be under way
+                overlapped.append(encoding_started.wait(timeout=60))
+            return upsert(ids, vectors, payloads)
+
+        engine.encoder.encode_documents = observed_encode
+        engine.store.upsert = observed_upsert
+        assert engine.add(corpus()) == 20
+        assert engine.count() == 20 and engine.search("buffer overflow", k=3)
+    assert overlapped == [True]
+
+
+def test_a_document_repeated_in_consecutive_batches_ends_as_its_last_version(tmp_path: Path) -> None:
+    long_text = " ".join(["the first version of the document is long enough for several chunks"] * 80)
+
+    def stream():  # two to a batch: the second version arrives in the batch after the first, while it is pending
+        yield {"id": "twice", "text": long_text}
+        yield {"id": "d0", "text": "filler document number zero"}
+        yield {"id": "twice", "text": "the second version is short"}
+        yield {"id": "d1", "text": "filler document number one"}
+        yield {"id": "d2", "text": "filler document number two"}
+
+    with vecguard.open(config("faiss", tmp_path / "index", chunking={"batch_documents": 2})) as engine:
+        engine.add(stream())
+        assert (engine.count(), engine.count_chunks(), engine.store.count()) == (4, 4, 4)
+        assert [h.text for h in engine.search("second version", k=1)] == ["the second version is short"]
+    with vecguard.open(config("faiss", tmp_path / "index")) as reopened:
+        assert (reopened.count(), reopened.count_chunks(), reopened.store.count()) == (4, 4, 4)
