@@ -93,7 +93,8 @@ def vecguard_add(work: Path, name: str, docs: list[dict], precision: str = "fp32
     close_s, _ = timed(engine.close)
     assert written == len(docs), (written, len(docs))
     return {"seconds": add_s + close_s, "add_s": add_s, "close_s": close_s, "open_s": open_s, "chunks": chunks,
-            "precision": engine.encoder.identity().precision, "probe_cosine": getattr(engine.encoder, "probe_cosine", None)}
+            "precision": engine.encoder.identity().precision, "probe_cosine": getattr(engine.encoder, "probe_cosine", None),
+            "batch_size": getattr(engine.encoder, "batch_size", None)}
 
 
 def raw_encode(model, groups: list[list[str]]) -> dict:
@@ -158,7 +159,9 @@ def markdown(report: dict) -> str:
         f"sentence-transformers {m['libraries']['sentence-transformers']}, faiss-cpu {m['libraries']['faiss-cpu']}.",
         f"Corpus: {report['corpus']['name']}, {report['corpus']['documents']} documents, {report['corpus']['characters']:,} characters, "
         f"{report['corpus']['vecguard_chunks']} vecguard chunks (256 tokens, 32 overlap). "
-        f"Repetitions: {s['repeats']} interleaved, medians; batch_size 32, CPU. Command: `{s['command']}`.", "",
+        f"Repetitions: {s['repeats']} interleaved, medians; batch_size: raw encode 32 (sentence-transformers' default), "
+        f"vecguard {s['batch_size']['vecguard fp32']} in fp32 and {s['batch_size']['vecguard auto']} in auto (batch_size \"auto\"), CPU. "
+        f"Command: `{s['command']}`.", "",
         "| measurement | docs | texts encoded | median s | docs/s | chunks/s | min s | runs (s) |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
@@ -246,7 +249,7 @@ def main() -> None:
         "machine": machine(),
         "corpus": {"name": "MITRE CWE v4.14 (cwe2), benchmarks/corpora.py cwe_documents()" + (f", first {args.limit}" if args.limit else ""),
                    "documents": n_docs, "characters": sum(map(len, texts)), "vecguard_chunks": n_chunks},
-        "settings": {"command": " ".join(sys.argv), "limit": args.limit, "repeats": args.repeats, "order": "A, E, B, C, D interleaved per round; CLI once after", "batch_size": 32,
+        "settings": {"command": " ".join(sys.argv), "limit": args.limit, "repeats": args.repeats, "order": "A, E, B, C, D interleaved per round; CLI once after", "batch_size": {"raw": 32, "vecguard fp32": runs["A"][0]["batch_size"], "vecguard auto": runs["E"][0]["batch_size"]},
                      "device": "cpu", "chunking": {"tokens": 256, "overlap": 32, "batch_documents": BATCH_DOCUMENTS},
                      "store": "faiss index=auto (Flat) + SQLite", "keyword": "bm25", "torch_threads": torch.get_num_threads()},
         "rows": rows,

@@ -1,7 +1,7 @@
 """Store throughput with the encoder taken out: precomputed vectors into each backend through vecguard's store.
 
     .venv/bin/python benchmarks/store_throughput.py                                   # 100k into all three, 1M into FAISS
-    .venv/bin/python benchmarks/store_throughput.py --runs faiss:1000000 qdrant:1000000
+    .venv/bin/python benchmarks/store_throughput.py --runs chroma:1000000 qdrant:1000000 --save-as store_throughput-1m
 
 Points are migrate_speed.py's synthetic 384-d vectors with engine-shaped
 payloads (doc_id, chunk, offsets, a ~300-character text, three metadata
@@ -63,6 +63,8 @@ def _status_kib(field: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", nargs="+", default=list(DEFAULT_RUNS), metavar="PLUGIN:POINTS")
+    parser.add_argument("--save-as", default="store_throughput",
+                        help="results name under benchmarks/results (default: store_throughput)")
     parser.add_argument("--child", nargs=3, metavar=("PLUGIN", "POINTS", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -90,7 +92,7 @@ def main() -> None:
         lines.append(f"| {r['plugin']} | {r['points']:,} | {r['points_per_s']:.0f} | {r['upsert_s']:.1f} | {r['total_s']:.1f} | "
                      f"{r['peak_rss_mib']:.0f} | {r['rss_after_generating_mib']:.0f} |")
     lines.append("")
-    save("store_throughput", report, "\n".join(lines))
+    save(args.save_as, report, "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -84,13 +84,14 @@ def library_versions(names: Iterable[str] = (
 
 # ---------------------------------------------------------------- fingerprints
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
+    """Where vecguard keeps what it measured about this machine (file digests, encoder batch memory)."""
     return Path(os.environ.get("VECGUARD_CACHE_DIR") or Path.home() / ".cache" / "vecguard")
 
 
 def hash_files(paths: Iterable[Path]) -> dict[str, str]:
     """sha256 of each file, cached by path and stat signature so a reopen does not rehash 90 MB."""
-    cache_path = _cache_dir() / "file-sha256.json"
+    cache_path = cache_dir() / "file-sha256.json"
     try:
         cache = json.loads(cache_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

