@@ -5,10 +5,10 @@ Options (``[encoder]``):
     revision    a label for a local folder's version (the bundled model reports its package version)
     device      "cpu" (default), "cuda", ...
     batch_size  texts per forward pass, or "auto" (default): the activation memory of one text at
-                the model's full length is measured once per model, precision and device (and
-                cached), and the batch takes at most 70% of the device's free memory, capped
-                at 16 on a CPU (measured fastest: 64 is 30% slower) and 2048 on CUDA; a batch that runs out of
-                memory is halved and retried
+                the model's full length is measured once per architecture, precision and device
+                (and cached), and the batch takes at most 70% of the device's free memory,
+                capped at 16 on a CPU (measured fastest; 64 is 30% slower) and 2048 on CUDA;
+                a batch that runs out of memory is halved and retried
     normalize   L2-normalise vectors (default true; cosine == inner product)
     precision   "fp32" (default), "bf16" (autocast), or "auto": bf16 on a CPU with native bf16
                 (fp16 on CUDA) when, at open, the guard's probe sentences encode to cosine
@@ -49,7 +49,7 @@ PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 AUTO_MIN_COSINE = 0.999  # every probe sentence, half precision against fp32
 MEMORY_SHARE = 0.7  # of the device's free memory, for one batch's activations
 BATCH_CEILING = {"cpu": 16, "cuda": 2048}  # CPU: fastest at 8-16 full-length texts, slower beyond (benchmarks/encoder_batch.py)
-TRIAL_TEXTS = 8  # the trial encodes this many full-length texts, then twice as many: the difference is per text
+TRIAL_TEXTS = {"cpu": 16, "cuda": 64}  # full-length texts the measurement encodes in one batch
 log = logging.getLogger(__name__)
 
 
@@ -154,7 +154,7 @@ class SentenceTransformerEncoder:
         return [" ".join(["vector"] * self._model.max_seq_length)] * n
 
     def _measure_bytes_per_text(self) -> int:
-        n = 8 * TRIAL_TEXTS if self._device_type == "cuda" else 2 * TRIAL_TEXTS
+        n = TRIAL_TEXTS["cuda" if self._device_type == "cuda" else "cpu"]
         if self._device_type == "cuda":
             import torch
 
