@@ -382,11 +382,13 @@ class FaissStore:
                 best = -np.sort(-np.hstack([best, found_scores]), axis=1)[:, :k]
         last_true = best[:, k - 1] - 1e-6
 
+        stored: dict[int, np.ndarray] = {}  # the vectors of nums found so far, read once across every knob value
+
         def recall_at(value: int) -> float:
             _, found = index.search(queries, k, params=params(value))
             # Scored against the stored vectors: an index that codes its vectors (SQ8, PQ) reports approximate scores.
-            wanted = np.unique(found[found >= 0])
-            stored = dict(zip(wanted.tolist(), snapshot.take(np.searchsorted(nums, wanted))))
+            wanted = np.setdiff1d(found[found >= 0], np.fromiter(stored, np.int64, len(stored)))
+            stored.update(zip(wanted.tolist(), snapshot.take(np.searchsorted(nums, wanted))))
             hits = 0
             for row, numbers in enumerate(found):
                 scores = np.array([stored[number] @ queries[row] for number in numbers[numbers >= 0].tolist()])

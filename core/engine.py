@@ -316,8 +316,11 @@ class Engine:
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vecguard-encode") as encoder_thread:
 
-            def write(chunked: _ChunkedBatch) -> None:
-                nonlocal written, store_failed
+            def write_pending() -> None:
+                nonlocal written, store_failed, pending
+                if pending is None:
+                    return
+                chunked, pending = pending, None
                 try:
                     written += self._store_batch(chunked)
                 except BaseException:
@@ -325,12 +328,6 @@ class Engine:
                     raise
                 if progress is not None:  # counted once committed: a progress bar never runs ahead of the store
                     progress.update(chunked.read)
-
-            def write_pending() -> None:
-                nonlocal pending
-                if pending is not None:
-                    chunked, pending = pending, None
-                    write(chunked)
 
             def flush() -> None:
                 nonlocal unchanged, batch, pending, marked
