@@ -353,6 +353,18 @@ def test_hits_read_from_memory_equal_hits_read_from_sqlite_through_every_kind_of
     on_disk.close()
 
 
+@pytest.mark.parametrize("on_disk_payload", [False, True])
+def test_an_ivf_answer_shorter_than_k_holds_only_stored_points(tmp_path: Path, on_disk_payload: bool) -> None:
+    # One probed list of 8 holds fewer than k=50 points: FAISS fills the rest with -1, which must not read as a row.
+    store = FaissStore(tmp_path, index="IVF8,Flat", nprobe=1, on_disk_payload=on_disk_payload)
+    vectors = _fill(store, 300)
+    hits = store.search_with_payloads(vectors[0], 50)
+    assert 0 < len(hits) < 50 and hits[0][0] == "p0" and hits[0][2] == {"metadata": {"i": 0}}
+    assert len({key for key, _, _ in hits}) == len(hits)
+    assert store.search(vectors[0], 50) == [(key, score) for key, score, _ in hits]
+    store.close()
+
+
 def test_on_disk_payload_must_be_a_boolean() -> None:
     with pytest.raises(ConfigError, match="on_disk_payload must be true or false"):
         vecguard.open({"store": {"plugin": "faiss", "on_disk_payload": "yes"}})
