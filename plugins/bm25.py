@@ -60,6 +60,10 @@ def tokenize(text: str, *, lowercase: bool = True, stopwords: frozenset[str] = E
     for raw in text.split():
         if lowercase:
             raw = raw.lower()
+        if raw.isalpha():  # most tokens: a plain word is its own one piece and never an identifier
+            if raw not in stopwords:
+                tokens.append(raw)
+            continue
         pieces = _WORD.findall(raw)
         tokens.extend(p for p in pieces if p not in stopwords)
         whole = raw.strip(_EDGE_PUNCTUATION)
@@ -78,6 +82,11 @@ def identifier_terms(text: str, *, lowercase: bool = True) -> list[str]:
         if whole and _identifier(whole, _WORD.findall(raw)):
             terms.append(whole)
     return terms
+
+
+def _identifier_tokens(tokens: Iterable[str]) -> set[str]:
+    """``identifier_terms`` of ``tokenize``'s output (no lowercasing, no split), without looking twice at plain words."""
+    return {t for t in tokens if not t.isalpha() and _identifier(t, _WORD.findall(t))}
 
 
 class _Postings:
@@ -215,7 +224,7 @@ class BM25Index:
         self._scorer = None
 
     def _index_identifiers(self, key: str) -> None:
-        for term in identifier_terms(" ".join(self._tokens[key]), lowercase=False):
+        for term in _identifier_tokens(self._tokens[key]):
             self._identifiers.setdefault(term, set()).add(key)
 
     def delete(self, ids: Sequence[str]) -> None:
@@ -225,7 +234,7 @@ class BM25Index:
                 continue
             if self._postings is not None:
                 self._postings.delete(key, tokens)
-            for term in identifier_terms(" ".join(tokens), lowercase=False):
+            for term in _identifier_tokens(tokens):
                 holders = self._identifiers.get(term)
                 if holders is not None:
                     holders.discard(key)

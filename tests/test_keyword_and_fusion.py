@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from vecguard import ConfigError
+from vecguard.plugins import bm25
 from vecguard.plugins.bm25 import BM25Index, tokenize
 from vecguard.plugins.dbsf import distribution_based_score_fusion
 from vecguard.plugins.rrf import ReciprocalRankFusion, reciprocal_rank_fusion
@@ -190,6 +191,32 @@ def test_postings_give_rank_bm25s_scores_through_adds_deletes_and_replacements()
         index.add([p["id"] for p in passages[2000:]], [p["text"] for p in passages[2000:]])
     assert fast.count() == reference.count() == 3000 - 667
     _same_answers(fast, reference, queries)
+
+
+def _tokenize_one_path(text: str, lowercase: bool, stopwords: frozenset[str]) -> list[str]:
+    """The tokenizer without its plain-word shortcut: every token split, stripped and tested as an identifier."""
+    tokens = []
+    for raw in text.split():
+        raw = raw.lower() if lowercase else raw
+        pieces = bm25._WORD.findall(raw)
+        tokens.extend(p for p in pieces if p not in stopwords)
+        whole = raw.strip(bm25._EDGE_PUNCTUATION)
+        if whole and bm25._identifier(whole, pieces) and whole not in pieces:
+            tokens.append(whole)
+    return tokens
+
+
+def test_the_plain_word_shortcuts_give_the_tokens_and_identifier_terms_of_the_full_path() -> None:
+    texts = [p["text"] for p in _cwe_passages(600)] + [
+        "Ärger naïve straße ΣΊΣΥΦΟΣ 東京 x2- §21 21A. (CVE-2022-24045), «J45.909» U.S.C. a_b snake_case_id 2013/34/EU",
+        "The THE the. And 42 U.S.C. § 1983 v1.2.3 ½ ² ٣ 3rd 1st-class e-mail re-use ORD-2024-00017; co-op",
+    ]
+    for lowercase in (True, False):
+        stopwords = bm25.ENGLISH_STOPWORDS if lowercase else frozenset({"the"})
+        for text in texts:
+            tokens = tokenize(text, lowercase=lowercase, stopwords=stopwords)
+            assert tokens == _tokenize_one_path(text, lowercase, stopwords), text
+            assert bm25._identifier_tokens(tokens) == set(bm25.identifier_terms(" ".join(tokens), lowercase=False)), text
 
 
 def test_postings_compact_after_most_documents_are_deleted() -> None:
