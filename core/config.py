@@ -4,7 +4,7 @@
     [store]     plugin = "faiss", path = "data/index", ...
     [keyword]   plugin = "bm25", ...
     [fusion]    plugin = "dbsf" (or "rrf" with k = 60), depth = 100, weights = {dense = 1.0, keyword = 1.0}
-    [chunking]  tokens = 256, overlap = 32, batch_documents = 64
+    [chunking]  tokens = 256, overlap = 32, batch_documents = "auto" (64, or the encoder's batch if larger)
     [guard]     mode = "enforce", min_mean_cosine = 0.99, min_cosine = 0.98
     [server]    host, port, max_request_bytes, max_k, max_query_chars, max_documents,
                 write_token_env (the environment variable holding the bearer token for writes)
@@ -28,7 +28,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "store": {"plugin": "faiss"},
     "keyword": {"plugin": "bm25"},
     "fusion": {"plugin": "dbsf", "depth": 100, "weights": {"dense": 1.0, "keyword": 1.0}},
-    "chunking": {"tokens": 256, "overlap": 32, "batch_documents": 64},
+    "chunking": {"tokens": 256, "overlap": 32, "batch_documents": "auto"},
     "guard": {"mode": "enforce", "min_mean_cosine": 0.99, "min_cosine": 0.98},
     "server": {
         "host": "127.0.0.1", "port": 8000, "max_request_bytes": 16 * 1024 * 1024, "max_k": 100,
@@ -106,8 +106,10 @@ def _validated(raw: dict[str, Any], base_dir: Path, source: str) -> Config:
 
     _check_keys(source, "chunking", tables["chunking"], DEFAULTS["chunking"])
     chunking = tables["chunking"]
-    for key in ("tokens", "batch_documents"):
-        _positive_int(source, "chunking", key, chunking[key])
+    _positive_int(source, "chunking", "tokens", chunking["tokens"])
+    documents = chunking["batch_documents"]
+    if documents != "auto" and (not isinstance(documents, int) or isinstance(documents, bool) or documents < 1):
+        raise ConfigError(f'{source}: [chunking] batch_documents must be "auto" or a whole number >= 1, got {documents!r}')
     overlap = chunking["overlap"]
     if not isinstance(overlap, int) or isinstance(overlap, bool) or not 0 <= overlap < chunking["tokens"]:
         raise ConfigError(

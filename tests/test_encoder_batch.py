@@ -52,7 +52,7 @@ def test_a_fixed_batch_size_measures_nothing_and_a_bad_one_is_refused(tmp_path: 
 
 def test_a_batch_that_runs_out_of_memory_is_halved_and_retried_with_the_same_vectors() -> None:
     encoder = _encoder({"batch_size": 16})
-    texts = [d["text"] for d in corpus()]
+    texts = [" ".join([d["text"]] * 40) for d in corpus()]  # full-length (truncated at 256 tokens): packed 16 a batch
     expected = encoder.encode_documents(texts)
     model_encode = encoder._model.encode
     tried: list[int] = []
@@ -65,9 +65,42 @@ def test_a_batch_that_runs_out_of_memory_is_halved_and_retried_with_the_same_vec
 
     encoder._model.encode = encode_within_8
     vectors = encoder.encode_documents(texts)
-    assert tried == [16, 8] and encoder.batch_size == 8
+    assert tried == [16, 8, 8, 4] and encoder.batch_size == 8  # 20 texts: 16 (out of memory), then 8 + 8 + 4
     assert float((vectors * expected).sum(axis=1).min()) > 0.99999
     encoder._model.encode = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("shape mismatch"))
     with pytest.raises(RuntimeError, match="shape mismatch"):  # anything else is not retried
         encoder.encode_documents(texts)
     assert encoder.batch_size == 8
+
+
+def test_short_texts_are_packed_longest_first_into_batches_of_the_tokens_of_full_length_ones() -> None:
+    encoder = _encoder({"batch_size": 4})
+    full = " ".join(d["text"] for d in corpus())  # beyond the model's 256 tokens
+    texts = [d["text"] for d in corpus()] + [full] * 5 + ["ok", "", "a b c"]
+    lengths = [min(256, len(encoder._span_tokenizer.encode(t).ids)) for t in texts]
+    batches = encoder._packed(texts)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(texts)))
+    assert [lengths[i] for batch in batches for i in batch] == sorted(lengths, reverse=True)
+    assert all(len(batch) * max(lengths[i] for i in batch) <= 4 * 256 for batch in batches)
+    assert len(batches[0]) == 4 and max(len(batch) for batch in batches) > 4  # full-length 4 a batch; short ones more
+
+    passes: list[int] = []
+    model_encode = encoder._model.encode
+    encoder._model.encode = lambda sentences, **kwargs: passes.append(len(sentences)) or model_encode(sentences, **kwargs)
+    packed = encoder.encode_documents(texts)
+    assert passes == [len(batch) for batch in batches] and len(passes) < len(texts) / 4
+    one_by_one = encoder._encode(texts, encoder.identity().precision, batch_size=1)
+    assert float((packed * one_by_one).sum(axis=1).min()) > 0.99999  # each vector back in its text's place
+
+
+def test_batch_documents_auto_is_64_or_the_encoders_batch_if_larger_and_a_number_is_kept() -> None:
+    with vecguard.open(config("memory", chunking={"batch_documents": "auto"}, encoder={"batch_size": 16})) as engine:
+        assert engine.batch_documents == 64
+    with vecguard.open(config("memory", chunking={"batch_documents": "auto"}, encoder={"batch_size": 300})) as engine:
+        assert engine.batch_documents == 300  # a GPU's batch: one add batch fills a forward pass
+        assert engine.add(corpus()) == len(corpus())
+    with vecguard.open(config("memory", chunking={"batch_documents": 5}, encoder={"batch_size": 300})) as engine:
+        assert engine.batch_documents == 5
+    for bad in (0, "many", 2.5):
+        with pytest.raises(vecguard.ConfigError, match=r'\[chunking\] batch_documents must be "auto" or a whole number'):
+            vecguard.open(config("memory", chunking={"batch_documents": bad}))
