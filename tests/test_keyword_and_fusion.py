@@ -232,3 +232,46 @@ def test_postings_compact_after_most_documents_are_deleted() -> None:
 def test_an_unknown_bm25_implementation_is_refused() -> None:
     with pytest.raises(ConfigError, match="implementation must be one of 'postings', 'rank-bm25'"):
         BM25Index(implementation="bm25s")
+
+
+def test_the_bm25s_plugin_is_discovered_and_finds_identifiers_and_meaning_with_bm25s_scores(tmp_path: Path) -> None:
+    import bm25s as bm25s_package
+
+    from vecguard.registry import Registry
+
+    index = Registry.discover().build("keyword", "bm25s", {"method": "robertson"}, tmp_path)
+    texts = {f"d{i}": f"filler text number {i} about orders and codes" for i in range(12)}
+    for i, identifier in enumerate(IDENTIFIERS):
+        texts[f"d{i}"] += f" reference {identifier}"
+    index.add(list(texts), list(texts.values()))
+    for position, identifier in enumerate(IDENTIFIERS):
+        assert index.search(identifier, 3)[0][0] == f"d{position}"
+        assert [key for key, _ in index.exact_matches(identifier, 3)] == [f"d{position}"]
+    reference = bm25s_package.BM25(method="robertson", k1=1.5, b=0.75)
+    reference.index([index.tokenize(text) for text in texts.values()], show_progress=False)
+    expected = reference.get_scores(index.tokenize("CVE-2022-24045 orders"))
+    assert dict(index.search("CVE-2022-24045 orders", 20)) == pytest.approx(
+        {key: float(score) for key, score in zip(texts, expected) if score > 0})
+
+    index.delete(["d1"])  # a change rebuilds the matrix at the next search
+    assert "d1" not in dict(index.search("CVE-2022-24045", 20)) and index.count() == 11
+    index.save(tmp_path)
+    reloaded = Registry.discover().build("keyword", "bm25s", {"method": "robertson"}, tmp_path)
+    assert reloaded.load(tmp_path) and reloaded.search("J45.909", 1) == index.search("J45.909", 1)
+    other = Registry.discover().build("keyword", "bm25s", {"method": "lucene"}, tmp_path)
+    assert other.load(tmp_path) is False  # saved with other settings: rebuilt from the stored texts
+    assert index.settings()["plugin"] == "bm25s" and index.settings()["scorer"] == "bm25s robertson"
+
+
+def test_an_engine_runs_hybrid_search_on_the_bm25s_plugin_and_a_bad_method_is_refused() -> None:
+    import vecguard
+    from conftest import IDENTIFIERS as CORPUS_IDENTIFIERS
+    from conftest import config, corpus
+
+    with vecguard.open(config("memory", keyword={"plugin": "bm25s"})) as engine:
+        engine.add(corpus())
+        assert engine.manifest["keyword"]["scorer"] == "bm25s lucene"
+        for position, identifier in enumerate(CORPUS_IDENTIFIERS):  # document i carries identifier i
+            assert engine.search(identifier, k=3)[0].id.split("#")[0] == f"doc-{position:02d}"
+    with pytest.raises(ConfigError, match="bm25s method must be one of"):
+        vecguard.open(config("memory", keyword={"plugin": "bm25s", "method": "okapi"}))
