@@ -184,15 +184,15 @@ class BM25Index:
 
     def __init__(
         self, *, k1: float = 1.5, b: float = 0.75, epsilon: float = 0.25, lowercase: bool = True, stopwords: str = "english",
-        implementation: str = "postings",
+        implementation: str = "postings", plugin: str = "bm25",
     ) -> None:
         if implementation not in IMPLEMENTATIONS:
             raise ConfigError(f"[keyword] bm25 implementation must be one of {', '.join(map(repr, IMPLEMENTATIONS))} (same scores), got {implementation!r}")
         if stopwords not in ("english", "none"):
-            raise ConfigError(f"[keyword] bm25 stopwords must be \"english\" or \"none\", got {stopwords!r}")
+            raise ConfigError(f"[keyword] {plugin} stopwords must be \"english\" or \"none\", got {stopwords!r}")
         for name, value in (("k1", k1), ("b", b), ("epsilon", epsilon)):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"[keyword] bm25 {name} must be a number >= 0, got {value!r}")
+                raise ConfigError(f"[keyword] {plugin} {name} must be a number >= 0, got {value!r}")
         self._settings = {
             "plugin": "bm25", "scorer": "rank-bm25 BM25Okapi", "tokenizer": TOKENIZER_VERSION,
             "k1": float(k1), "b": float(b), "epsilon": float(epsilon), "lowercase": bool(lowercase), "stopwords": stopwords,

@@ -36,7 +36,7 @@ class Bm25sIndex(BM25Index):
         except ImportError as exc:
             raise ConfigError("[keyword] plugin \"bm25s\" needs the bm25s package: pip install 'vecguard[bm25s]'") from exc
         # The reference path of BM25Index: scores from a scorer object rebuilt lazily after a change.
-        super().__init__(k1=k1, b=b, lowercase=lowercase, stopwords=stopwords, implementation="rank-bm25")
+        super().__init__(k1=k1, b=b, lowercase=lowercase, stopwords=stopwords, implementation="rank-bm25", plugin="bm25s")
         self._settings = {
             "plugin": "bm25s", "scorer": f"bm25s {method}", "tokenizer": TOKENIZER_VERSION,
             "k1": float(k1), "b": float(b), "lowercase": bool(lowercase), "stopwords": stopwords,

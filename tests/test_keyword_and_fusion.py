@@ -275,3 +275,5 @@ def test_an_engine_runs_hybrid_search_on_the_bm25s_plugin_and_a_bad_method_is_re
             assert engine.search(identifier, k=3)[0].id.split("#")[0] == f"doc-{position:02d}"
     with pytest.raises(ConfigError, match="bm25s method must be one of"):
         vecguard.open(config("memory", keyword={"plugin": "bm25s", "method": "okapi"}))
+    with pytest.raises(ConfigError, match=r"\[keyword\] bm25s k1 must be a number >= 0"):
+        vecguard.open(config("memory", keyword={"plugin": "bm25s", "k1": -1}))
