@@ -24,7 +24,6 @@ import argparse
 import cProfile
 import datetime
 import io
-import itertools
 import json
 import pstats
 import statistics

@@ -106,9 +106,9 @@ def _validated(raw: dict[str, Any], base_dir: Path, source: str) -> Config:
 
     _check_keys(source, "chunking", tables["chunking"], DEFAULTS["chunking"])
     chunking = tables["chunking"]
-    _positive_int(source, "chunking", "tokens", chunking["tokens"])
+    _require_positive_int(source, "chunking", "tokens", chunking["tokens"])
     documents = chunking["batch_documents"]
-    if documents != "auto" and (not isinstance(documents, int) or isinstance(documents, bool) or documents < 1):
+    if documents != "auto" and not is_positive_int(documents):
         raise ConfigError(f'{source}: [chunking] batch_documents must be "auto" or a whole number >= 1, got {documents!r}')
     overlap = chunking["overlap"]
     if not isinstance(overlap, int) or isinstance(overlap, bool) or not 0 <= overlap < chunking["tokens"]:
@@ -117,7 +117,7 @@ def _validated(raw: dict[str, Any], base_dir: Path, source: str) -> Config:
         )
 
     fusion = tables["fusion"]
-    _positive_int(source, "fusion", "depth", fusion["depth"])
+    _require_positive_int(source, "fusion", "depth", fusion["depth"])
     weights = fusion["weights"]
     if not isinstance(weights, dict) or set(weights) - set(SIGNALS):
         raise ConfigError(f"{source}: [fusion] weights must be a table with keys among {', '.join(SIGNALS)}, got {weights!r}")
@@ -138,7 +138,7 @@ def _validated(raw: dict[str, Any], base_dir: Path, source: str) -> Config:
     _check_keys(source, "server", tables["server"], DEFAULTS["server"])
     server = tables["server"]
     for key in ("port", "max_request_bytes", "max_k", "max_query_chars", "max_documents"):
-        _positive_int(source, "server", key, server[key])
+        _require_positive_int(source, "server", key, server[key])
     if server["port"] > 65535:
         raise ConfigError(f"{source}: [server] port must be from 1 to 65535, got {server['port']!r}")
     for key in ("host", "write_token_env"):
@@ -153,8 +153,13 @@ def _check_keys(source: str, section: str, table: Mapping[str, Any], allowed: It
         raise ConfigError(f"{source}: unknown key {unknown[0]!r} in [{section}]; known keys: {', '.join(sorted(allowed))}")
 
 
-def _positive_int(source: str, section: str, key: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+def is_positive_int(value: Any) -> bool:
+    """A whole number >= 1 (True is not one), as counts in a config must be."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _require_positive_int(source: str, section: str, key: str, value: Any) -> None:
+    if not is_positive_int(value):
         raise ConfigError(f"{source}: [{section}] {key} must be a whole number >= 1, got {value!r}")
 
 

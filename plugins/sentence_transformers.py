@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from vecguard.atomic import write_json_atomically
-from vecguard.config import resolve_path, take_options
+from vecguard.config import is_positive_int, resolve_path, take_options
 from vecguard.errors import ConfigError
 from vecguard.guard import cache_dir, fingerprint, hash_files
 from vecguard.protocols import EncoderIdentity
@@ -360,9 +360,7 @@ def _build(options: dict[str, Any], base_dir: Path) -> SentenceTransformerEncode
         raise ConfigError(f"[encoder] precision must be one of {', '.join(map(repr, PRECISIONS))}, got {opts['precision']!r}")
     if opts["precision"] == "fp16" and not str(opts["device"]).startswith("cuda"):
         raise ConfigError(f"[encoder] precision \"fp16\" runs on a CUDA device, not {opts['device']!r}; on a CPU use \"bf16\" or \"auto\"")
-    if opts["batch_size"] != "auto" and (
-        not isinstance(opts["batch_size"], int) or isinstance(opts["batch_size"], bool) or opts["batch_size"] < 1
-    ):
+    if opts["batch_size"] != "auto" and not is_positive_int(opts["batch_size"]):
         raise ConfigError(f"[encoder] batch_size must be \"auto\" or a whole number >= 1, got {opts['batch_size']!r}")
     if not isinstance(opts["normalize"], bool):
         raise ConfigError(f"[encoder] normalize must be true or false, got {opts['normalize']!r}")
