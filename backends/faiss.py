@@ -2,26 +2,43 @@
 
 Options (``[store]``):
     path           folder (none: in memory only)
-    index          "auto" (exact Flat while small, IVF once ``ivf_threshold`` vectors
-                   make training worthwhile) or any FAISS factory string ("HNSW32", "IVF256,SQ8")
+    index          "auto" (exact Flat while small; once ``ivf_threshold`` vectors make an ANN
+                   index worthwhile, IVF or HNSW32, whichever reaches the recall target at the
+                   lower latency) or any FAISS factory string ("HNSW32", "IVF256,SQ8")
+    auto_candidates  the ANN kinds "auto" builds and compares: ["IVF", "HNSW"] (default), or one
+                   of them (["IVF"] halves the build: HNSW32 took as long as IVF at 1M)
     nprobe         IVF cells searched (default: tuned to ``target_recall`` when the index is built)
     target_recall  recall@10 against exact search that the tuned nprobe must reach (default 0.95)
     ef_search      HNSW search breadth (default: tuned to ``target_recall`` when the index is built)
-    ivf_threshold  vectors at which "auto" switches from Flat to IVF (default 50000)
+    ivf_threshold  vectors at which "auto" switches from Flat to an ANN index (default 50000)
     on_disk_payload  false (default): every point's id and payload are also held in memory,
                    as one compact JSON record each, built at the first search, so a
                    search reads its hits without touching SQLite (Qdrant's default too);
                    true: each search reads its hits from SQLite (less memory, slower)
 
 Growth: an "auto" index is retrained when the collection crosses
-``ivf_threshold`` or has grown or shrunk 4x since the index was trained. The
-new index is built in a background thread from a snapshot (a SQLite read
+``ivf_threshold``, has grown or shrunk 4x since the index was trained, or
+when its recall, measured each time the collection grows by a quarter, falls
+below ``target_recall`` (200 of the vectors added since the last measure are
+searched through the index and exactly; a stored vector's own hit is left out).
+The new index is built in a background thread from a snapshot (a SQLite read
 transaction on a connection of its own, read in blocks: no copy of the
 collection in memory) while the current one keeps answering; writes made meanwhile go to both (journaled, then
 replayed onto the new one), and the new index is swapped in under a lock.
 ``optimize()`` (`vecguard optimize`) rebuilds now; ``wait_for_index()`` waits
 for a background build. The report records how many vectors the index was
-trained on and how long the build took.
+trained on, how long the build took, what set it off and the last recall measure.
+
+The choice: "auto" builds each candidate (IVF, HNSW32) from the same snapshot,
+tunes each to the recall target on the same held-out vectors, then times them
+one query at a time, taking turns, at their tuned settings, and keeps the one
+with the lower median, HNSW only when at least 10% faster (it costs more memory
+and cannot remove a vector). Both candidates exist while they are compared.
+
+Deletes: IVF and Flat remove ids; HNSW cannot, so a deleted point stays in the
+graph (searches skip it through an id selector, kept with the index file) until
+a tenth of the graph is deleted, when the index is rebuilt aside. A replaced
+point gets a new row number, so a number always names the same vector.
 
 Tuning: when an IVF index is built without a fixed nprobe (or an HNSW index
 without a fixed ef_search), 200 stored vectors (fixed seed; a quarter of a
@@ -85,6 +102,10 @@ MMAP_BYTES = 1 << 31  # SQLite's own ceiling unless compiled otherwise
 _LONG_DIGITS = re.compile(r"\d{19}")
 ADD_BLOCK = 1 << 16  # vectors per add_with_ids call while the tuning sample is held out
 TUNING_QUERIES = 200
+HNSW_CANDIDATE = "HNSW32"
+HNSW_MARGIN = 0.9  # "auto" keeps HNSW only at <= 90% of IVF's latency: it holds more memory and cannot remove ids
+DELETED_SHARE = 0.1  # an HNSW index is rebuilt once this share of its nodes are deleted points
+RECALL_CHECK_GROWTH = 1.25  # an "auto" index measures its recall on new vectors each time the collection grows this much
 DEFAULT_EF_SEARCH = 128  # an HNSW index loaded without a tuning (written by an earlier version)
 HNSW_MAX_EF_SEARCH = 1024
 TUNING_K = 10
@@ -109,6 +130,7 @@ class FaissStore:
     def __init__(
         self, path: Path | None, *, index: str = "auto", nprobe: int | None = None, target_recall: float = 0.95,
         ef_search: int | None = None, ivf_threshold: int = 50_000, on_disk_payload: bool = False,
+        auto_candidates: Sequence[str] = ("IVF", "HNSW"),
     ) -> None:
         self._faiss = _import_faiss()
         self._path = path
@@ -119,11 +141,18 @@ class FaissStore:
         self._built_on = 0  # vectors in the collection when the index was last built
         self._lock = threading.RLock()  # in-place writes to the live index, and the swap of a retrained one
         self._aside: threading.Thread | None = None  # a retraining running in the background
+        self._checking: threading.Thread | None = None  # a recall measure running in the background
+        self._wanted: str | None = None  # why a recall measure wants a retraining, started by the next write or search
         self._aside_token = 0  # bumped by every build: a background one that was superseded is dropped
         # Writes made while a retraining runs aside: (nums, their vectors), vectors None for a delete.
         self._journal: list[tuple[np.ndarray, np.ndarray | None]] | None = None
         self._ef_search = ef_search
         self._ivf_threshold = ivf_threshold
+        self._auto_candidates = tuple(auto_candidates)
+        self._deleted: set[int] | None = None  # an HNSW index's deleted nodes (None: the index removes ids itself)
+        self._skip_deleted: tuple[Any, ...] | None = None  # the id selector over them, and what it holds on to
+        self._checked_at = 0  # vectors when the recall was last measured (or the index built)
+        self._checked_after = 0  # the highest num then: vectors added since have higher nums
         database = str(path / "points.sqlite3") if path is not None else ":memory:"
         if path is not None:
             path.mkdir(parents=True, exist_ok=True)
@@ -201,27 +230,40 @@ class FaissStore:
         self._index_spec = state.get("spec")
         self._tuning = state.get("tuning")
         self._built_on = int(state.get("built_on") or self._index.ntotal)
+        deleted = state.get("deleted")
+        self._deleted = set(deleted or ()) if "HNSW" in (self._index_spec or "") else None
+        self._checked_at = int(state.get("checked_at") or self._built_on)
+        self._checked_after = int(state["checked_after"]) if "checked_after" in state else self._highest_num()
         self._dirty = False
         self._saved = (self._generation, self._index_spec)
 
-    def _choose_spec(self, n: int) -> str:
+    def _candidates(self, n: int) -> list[str]:
+        """The index specs worth building for ``n`` vectors: the one asked for, or "auto"'s choice(s)."""
         if self._spec != "auto":
-            return self._spec
+            return [self._spec]
         if n < self._ivf_threshold:
-            return "Flat"
+            return ["Flat"]
         # 4*sqrt(n) cells, but at least 39 training points per cell (FAISS's own floor for sound k-means).
         nlist = max(16, min(int(4 * math.sqrt(n)), n // 39))
-        return f"IVF{nlist},Flat"
+        specs = {"IVF": f"IVF{nlist},Flat", "HNSW": HNSW_CANDIDATE}
+        return [specs[kind] for kind in self._auto_candidates]
 
-    def _outgrown(self, n: int) -> bool:
-        """An "auto" index the collection has outgrown: Flat past ivf_threshold (or IVF below it), or IVF trained
-        on a collection 4x smaller or larger."""
+    def _outgrown(self, n: int) -> str | None:
+        """Why an "auto" index no longer fits the collection, if it does not: Flat past ivf_threshold (or an ANN
+        index below it), or an ANN index trained on a collection 4x smaller or larger."""
         if self._spec != "auto" or self._dirty or self._index is None:
-            return False
-        if ("IVF" in self._choose_spec(n)) != ("IVF" in (self._index_spec or "")):
-            return True
+            return None
+        flat_now, flat_wanted = self._index_spec == "Flat", self._candidates(n) == ["Flat"]
+        if flat_now != flat_wanted:
+            return f"the collection ({n} vectors) crossed ivf_threshold ({self._ivf_threshold})"
         built = self._built_on
-        return "IVF" in (self._index_spec or "") and built > 0 and (n >= RETRAIN_GROWTH * built or n * RETRAIN_GROWTH <= built)
+        if not flat_now and built > 0 and (n >= RETRAIN_GROWTH * built or n * RETRAIN_GROWTH <= built):
+            return f"the collection changed {RETRAIN_GROWTH}x in size since the index was trained ({built} -> {n} vectors)"
+        return None
+
+    def _recall_check_due(self, n: int) -> bool:
+        return (self._spec == "auto" and not self._dirty and self._index_spec not in (None, "Flat")
+                and self._checked_at > 0 and n >= RECALL_CHECK_GROWTH * self._checked_at)
 
     def optimize(self) -> dict[str, Any]:
         """Rebuild (train, tune) the index from every stored vector now and save it; returns what was built."""
@@ -235,7 +277,7 @@ class FaissStore:
         self._aside_token += 1
         snapshot = self._snapshot()
         try:
-            self._install(*self._build_index(self._choose_spec(len(snapshot)), snapshot))
+            self._install(*self._build_best(snapshot), deleted=set())
         finally:
             snapshot.close()
 
@@ -250,14 +292,29 @@ class FaissStore:
             return _Snapshot(self._dimension, nums=nums, vectors=vectors)
         return _Snapshot(self._dimension, database=self._path / "points.sqlite3")
 
-    def _build_index(self, spec: str, snapshot: _Snapshot) -> tuple[Any, str, dict[str, Any] | None, int]:
-        """(index, spec, tuning, vectors built on) from a snapshot; touches no state, so it can run in a thread."""
+    def _build_best(self, snapshot: _Snapshot, reason: str | None = None) -> tuple[Any, str, dict[str, Any] | None, int]:
+        """(index, spec, tuning, vectors built on): each candidate built and tuned, the fastest at the aim kept."""
+        started = time.perf_counter()
+        built = [self._build_index(spec, snapshot) for spec in self._candidates(len(snapshot))]
+        index, spec, tuning, held = built[0] if len(built) == 1 else self._fastest(built, snapshot)
+        if len(held):
+            index.add_with_ids(snapshot.take(held), snapshot.nums[held])
+        if tuning is not None:
+            tuning["build_s"] = round(time.perf_counter() - started, 2)
+            if reason:
+                tuning["reason"] = reason
+        return index, spec, tuning, len(snapshot)
+
+    def _build_index(self, spec: str, snapshot: _Snapshot) -> tuple[Any, str, dict[str, Any] | None, np.ndarray]:
+        """(index, spec, tuning, held) from a snapshot: the rows in ``held`` tuned the index and are not in it
+        yet. Touches no state, so it can run in a thread."""
         faiss = self._faiss
         started = time.perf_counter()
         nums = snapshot.nums
         n = len(nums)
+        nothing = np.zeros(0, np.int64)
         if not snapshot.dimension:
-            return None, spec, None, 0
+            return None, spec, None, nothing
         try:
             base = faiss.index_factory(snapshot.dimension, spec, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as exc:
@@ -265,7 +322,7 @@ class FaissStore:
         index = base if _holds_its_own_ids(faiss, base) else faiss.IndexIDMap2(base)
         if not base.is_trained:
             if n < 1:
-                return None, spec, None, 0
+                return None, spec, None, nothing
             try:
                 index.train(self._training_sample(base, snapshot))
             except RuntimeError as exc:
@@ -273,43 +330,82 @@ class FaissStore:
                     f"FAISS index {spec!r} cannot be trained on {n} vectors ({exc}); add more documents or use index = \"auto\""
                 ) from exc
         tunable = ("IVF" in spec and self._nprobe is None) or ("HNSW" in spec and self._ef_search is None)
-        held = np.sort(np.random.default_rng(0).choice(n, size=min(TUNING_QUERIES, n // 4), replace=False)) if tunable else []
-        tuning = None
-        if len(held):
-            # Tuned on stored vectors kept out of the index until it is tuned: a vector already in the index finds
-            # its neighbours far more easily than a new query (an HNSW node is linked to them).
-            rest = np.ones(n, dtype=bool)
-            rest[held] = False
-            for start, block in snapshot.blocks():
-                keep = rest[start:start + len(block)]
-                index.add_with_ids(block[keep], nums[start:start + len(block)][keep])
-            tuning = self._tune(index, spec, snapshot, held)
-            index.add_with_ids(snapshot.take(held), nums[held])
-        else:
+        held = np.sort(np.random.default_rng(0).choice(n, size=min(TUNING_QUERIES, n // 4), replace=False)) if tunable else nothing
+        if not len(held):
             for start, block in snapshot.blocks():
                 index.add_with_ids(block, nums[start:start + len(block)])
-        if tuning is not None:
-            tuning["build_s"] = round(time.perf_counter() - started, 2)
-        return index, spec, tuning, n
+            return index, spec, None, nothing
+        # Tuned on stored vectors kept out of the index until it is tuned: a vector already in the index finds
+        # its neighbours far more easily than a new query (an HNSW node is linked to them).
+        rest = np.ones(n, dtype=bool)
+        rest[held] = False
+        for start, block in snapshot.blocks():
+            keep = rest[start:start + len(block)]
+            index.add_with_ids(block[keep], nums[start:start + len(block)][keep])
+        tuning = self._tune(index, spec, snapshot, held)
+        tuning["build_s"] = round(time.perf_counter() - started, 2)
+        return index, spec, tuning, held
 
-    def _install(self, index: Any, spec: str, tuning: dict[str, Any] | None, built_on: int) -> None:
+    def _fastest(self, built: list[tuple[Any, str, dict[str, Any] | None, np.ndarray]], snapshot: _Snapshot,
+                 ) -> tuple[Any, str, dict[str, Any] | None, np.ndarray]:
+        """The candidate that reaches the aim at the lowest median latency, timed one held-out query at a time with
+        the candidates taking turns (a noisy machine slows them alike). With none at the aim, the best recall."""
+        queries = snapshot.take(built[0][3])
+        params = [self._params_for(spec, index, tuning, TUNING_K) for index, spec, tuning, _ in built]
+        times: list[list[float]] = [[] for _ in built]
+        for query in queries:
+            query = query.reshape(1, -1)
+            for i, (index, *_) in enumerate(built):
+                started = time.perf_counter()
+                index.search(query, TUNING_K, params=params[i])
+                times[i].append(time.perf_counter() - started)
+        p50s = [float(np.median(t)) * 1000 for t in times]
+        # HNSW has to be clearly faster: it holds more memory, cannot remove a vector and adds more slowly.
+        costs = [p50 / HNSW_MARGIN if "HNSW" in spec else p50 for p50, (_, spec, _, _) in zip(p50s, built)]
+        reached = [i for i, (_, _, tuning, _) in enumerate(built) if tuning and tuning["recall_at_10"] >= tuning["aimed_at"]]
+        if reached:
+            best = min(reached, key=lambda i: costs[i])
+        else:
+            best = max(range(len(built)), key=lambda i: (built[i][2] or {}).get("recall_at_10", 0.0))
+        compared = {}
+        for (_, spec, tuning, _), p50 in zip(built, p50s):
+            knob = {key: tuning[key] for key in ("nprobe", "ef_search") if key in tuning} if tuning else {}
+            compared[spec] = {**knob, "recall_at_10": (tuning or {}).get("recall_at_10"), "p50_ms": round(p50, 4),
+                              "build_s": (tuning or {}).get("build_s")}
+        index, spec, tuning, held = built[best]
+        tuning = dict(tuning or {}, candidates=compared)
+        log.info("FAISS auto index: kept %s of %s", spec, compared)
+        return index, spec, tuning, held
+
+    def _install(self, index: Any, spec: str, tuning: dict[str, Any] | None, built_on: int, *,
+                 deleted: set[int], checked_after: int | None = None) -> None:
         with self._lock:
             self._index, self._index_spec, self._tuning, self._built_on, self._dirty = index, spec, tuning, built_on, False
+            self._deleted = deleted if "HNSW" in spec else None
+            self._skip_deleted = None
+            self._wanted = None
+            self._checked_at = built_on
+            self._checked_after = checked_after if checked_after is not None else self._highest_num()
             self._params.clear()
 
-    def _rebuild_aside(self) -> None:
+    def _highest_num(self) -> int:
+        return int(self._db.execute("SELECT COALESCE(MAX(num), 0) FROM points").fetchone()[0])
+
+    def _rebuild_aside(self, reason: str) -> None:
         """Retrain in a thread while the current index keeps answering; writes made meanwhile are journaled and
         replayed onto the new index before it is swapped in."""
-        if self._aside is not None and self._aside.is_alive():
-            return
-        self._aside_token += 1
-        token = self._aside_token
-        self._journal = []  # started before the snapshot: a write in both is replayed, which leaves it single
-        snapshot = self._snapshot()
+        with self._lock:  # searches in several threads may ask for it at once
+            if self._aside is not None and self._aside.is_alive():
+                return
+            self._aside_token += 1
+            token = self._aside_token
+            self._journal = []  # started before the snapshot: a write in both is replayed, which leaves it single
+            snapshot = self._snapshot()
+            newest = int(snapshot.nums[-1]) if len(snapshot) else 0
 
         def build() -> None:
             try:
-                built = self._build_index(self._choose_spec(len(snapshot)), snapshot)
+                built = self._build_best(snapshot, reason)
             except Exception as exc:  # the old index keeps serving; a later growth or optimize() tries again
                 log.warning("retraining the FAISS index aside failed (%s); the current index keeps serving", exc)
                 with self._lock:
@@ -321,22 +417,91 @@ class FaissStore:
                 journal, self._journal = self._journal, None
                 if token != self._aside_token or built[0] is None or journal is None:
                     return  # superseded by a rebuild made in the meantime
-                index = built[0]
-                for nums, vectors in journal:  # remove first: a point in both the snapshot and the journal stays single
-                    index.remove_ids(nums)
-                    if vectors is not None:
-                        index.add_with_ids(vectors, nums)
-                self._install(*built)
+                index, spec = built[0], built[1]
+                deleted: set[int] = set()
+                for nums, vectors in journal:
+                    if vectors is None:
+                        if "HNSW" in spec:
+                            deleted.update(nums.tolist())
+                        else:
+                            index.remove_ids(nums)
+                    else:  # a num names one vector for good: one the snapshot holds is in the index already
+                        fresh = ~np.isin(nums, snapshot.nums)
+                        if fresh.any():
+                            index.add_with_ids(vectors[fresh], nums[fresh])
+                self._install(*built, deleted=deleted, checked_after=newest)
 
         self._aside = threading.Thread(target=build, name="vecguard-faiss-retrain", daemon=True)
         self._aside.start()
 
+    def _measure_recall_aside(self) -> None:
+        """Measure the live index's recall on the vectors stored since the last measure, in a thread; retrain aside
+        when it is below target_recall."""
+        if any(thread is not None and thread.is_alive() for thread in (self._aside, self._checking)):
+            return
+        snapshot = self._snapshot()
+        after, self._checked_after = self._checked_after, int(snapshot.nums[-1]) if len(snapshot) else 0
+        self._checked_at = len(snapshot)
+        token = self._aside_token
+
+        def measure() -> None:
+            try:
+                recall = self._measure_recall(snapshot, after, token)
+            except Exception as exc:
+                log.warning("measuring the FAISS index's recall failed (%s); it keeps serving", exc)
+                return
+            finally:
+                snapshot.close()
+            if recall is not None and recall < self._target_recall and token == self._aside_token:
+                # Started from the caller's thread: an in-memory store's snapshot reads the store's own connection.
+                self._wanted = (f"recall@10 {recall:.3f} on vectors stored since the last measure, below "
+                                f"target_recall {self._target_recall}")
+
+        self._checking = threading.Thread(target=measure, name="vecguard-faiss-recall", daemon=True)
+        self._checking.start()
+
+    def _measure_recall(self, snapshot: _Snapshot, after_num: int, token: int) -> float | None:
+        """Recall@10 of the live index for up to 200 of the snapshot's vectors with nums above ``after_num`` (stored
+        since the last measure), each query's own hit left out on both sides; recorded in the tuning report."""
+        fresh = np.flatnonzero(snapshot.nums > after_num)
+        k = min(TUNING_K, len(snapshot) - 1)
+        if not len(fresh) or k < 1:
+            return None
+        rows = np.sort(np.random.default_rng(len(snapshot)).choice(fresh, size=min(TUNING_QUERIES, len(fresh)), replace=False))
+        queries, own = snapshot.take(rows), snapshot.nums[rows]
+        last_true = self._exact_kth(queries, snapshot, k, own=own)
+        with self._lock:
+            index, params = self._index, self.search_params(k + 1)
+            scores, found = index.search(queries, k + 1, params=params)
+        answer = (found >= 0) & (found != own[:, None])
+        answer &= np.cumsum(answer, axis=1) <= k  # the first k hits besides the query's own
+        recall = float(np.count_nonzero(answer & (scores >= last_true[:, None])) / (k * len(rows)))
+        with self._lock:
+            if token == self._aside_token and self._index is index and self._tuning is not None:
+                self._tuning = dict(self._tuning, last_check={"vectors": len(snapshot), "queries": len(rows),
+                                                              "recall_at_10": round(recall, 4)})
+                self._saved = None  # the report changed: write the state again
+        log.info("FAISS index %s: recall@10 %.3f on %d vectors added since the last measure (%d stored)",
+                 self._index_spec, recall, len(rows), len(snapshot))
+        return recall
+
     def wait_for_index(self, timeout: float | None = None) -> bool:
         """Block until a retraining running aside has been swapped in (or ``timeout`` seconds); True when none is left."""
-        aside = self._aside
-        if aside is not None:
-            aside.join(timeout)
-        return aside is None or not aside.is_alive()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for name in ("_checking", "_aside"):  # a recall measure may want a retraining
+            if name == "_aside":
+                self._start_wanted()
+            thread = getattr(self, name)
+            if thread is not None:
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+                if thread.is_alive():
+                    return False
+        return True
+
+    def _start_wanted(self) -> None:
+        if self._wanted is not None and not self._dirty:
+            reason, self._wanted = self._wanted, None
+            self._rebuild_aside(reason)
 
     def _training_sample(self, base: Any, snapshot: _Snapshot) -> np.ndarray:
         """At most 64 vectors per IVF cell (FAISS asks for 39): k-means over every vector of a large
@@ -346,6 +511,25 @@ class FaissStore:
         limit = 64 * ivf.nlist if ivf is not None else n
         rows = np.arange(n) if n <= limit else np.sort(np.random.default_rng(0).choice(n, size=limit, replace=False))
         return snapshot.take(rows)
+
+    def _exact_kth(self, queries: np.ndarray, snapshot: _Snapshot, k: int, *, left_out: np.ndarray | None = None,
+                   own: np.ndarray | None = None) -> np.ndarray:
+        """Each query's k-th best exact score over the snapshot (less a rounding allowance), read block by block,
+        without the rows marked in ``left_out`` and without each query's ``own`` num."""
+        faiss = self._faiss
+        best = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+        for start, block in snapshot.blocks():
+            block_nums = snapshot.nums[start:start + len(block)]
+            if left_out is not None:
+                keep = ~left_out[start:start + len(block)]
+                block, block_nums = block[keep], block_nums[keep]
+            if not len(block):
+                continue
+            scores, rows = faiss.knn(queries, block, min(k + (own is not None), len(block)), metric=faiss.METRIC_INNER_PRODUCT)
+            if own is not None:
+                scores[block_nums[rows] == own[:, None]] = -np.inf
+            best = -np.sort(-np.hstack([best, scores]), axis=1)[:, :k]
+        return best[:, k - 1] - 1e-6
 
     def _tune(self, index: Any, spec: str, snapshot: _Snapshot, held: np.ndarray) -> dict[str, Any]:
         """The smallest nprobe (IVF) or efSearch (HNSW) whose recall@10 for the ``held`` rows (not in the index yet)
@@ -372,16 +556,9 @@ class FaissStore:
             return {knob: value, "recall_at_10": round(recall, 4), "aimed_at": round(aim, 4),
                     "target_recall": self._target_recall, "queries": len(queries), **described, "vectors": len(nums)}
 
-        # Exact search over the rows outside the index's sample, block by block, keeping the best k of each query.
         is_held = np.zeros(len(nums), dtype=bool)
         is_held[held] = True
-        best = np.full((len(queries), 0), -np.inf, dtype=np.float32)
-        for start, block in snapshot.blocks():
-            block = block[~is_held[start:start + len(block)]]
-            if len(block):
-                found_scores, _ = faiss.knn(queries, block, min(k, len(block)), metric=faiss.METRIC_INNER_PRODUCT)
-                best = -np.sort(-np.hstack([best, found_scores]), axis=1)[:, :k]
-        last_true = best[:, k - 1] - 1e-6
+        last_true = self._exact_kth(queries, snapshot, k, left_out=is_held)
 
         stored: dict[int, np.ndarray] = {}  # the vectors of nums found so far, read once across every knob value
 
@@ -440,14 +617,13 @@ class FaissStore:
     def _ready_index(self) -> Any:
         if self._dirty:
             self._rebuild()
+        elif self._wanted is not None:
+            self._start_wanted()
         return self._index
 
     def _can_update_in_place(self) -> bool:
-        # HNSW cannot remove ids, and an untrained index cannot take vectors: those are rebuilt lazily.
-        return (
-            not self._dirty and self._index is not None and self._index.is_trained
-            and "HNSW" not in (self._index_spec or "")
-        )
+        # An untrained index cannot take vectors: it is built lazily.
+        return not self._dirty and self._index is not None and self._index.is_trained
 
     def _save_index(self) -> None:
         files = self._index_files()
@@ -461,7 +637,9 @@ class FaissStore:
         os.replace(tmp, index_file)
         fsync_directory(index_file.parent)
         write_json_atomically(state_file, {"generation": self._generation, "spec": self._index_spec, "requested": self._spec,
-                                           "tuning": self._tuning, "built_on": self._built_on})
+                                           "tuning": self._tuning, "built_on": self._built_on,
+                                           "deleted": sorted(self._deleted) if self._deleted is not None else None,
+                                           "checked_at": self._checked_at, "checked_after": self._checked_after})
         self._saved = (self._generation, self._index_spec)
 
     # ------------------------------------------------------------ VectorStore
@@ -469,8 +647,9 @@ class FaissStore:
     @property
     def exact_search(self) -> bool:
         """True while searches scan every vector (a Flat index): results equal brute force."""
-        spec = self._index_spec if not self._dirty and self._index_spec else self._choose_spec(self.count())
-        return spec == "Flat"
+        if not self._dirty and self._index_spec:
+            return self._index_spec == "Flat"
+        return self._candidates(self.count()) == ["Flat"]
 
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[Payload]) -> None:
         vectors = check_batch(ids, vectors, payloads, self._dimension)
@@ -487,12 +666,10 @@ class FaissStore:
                 self._set_meta("dimension", str(vectors.shape[1]))
             existing = self._nums(ids)
             for key, blob, text in zip(ids, blobs, texts):
-                if key in existing:
-                    db.execute("UPDATE points SET vector = ?, payload = ? WHERE num = ?", (blob, text, existing[key]))
-                    nums.append(existing[key])
+                if key in existing:  # a new num: an HNSW graph cannot change or drop a node, only skip it
+                    db.execute("DELETE FROM points WHERE num = ?", (existing[key],))
                     replaced.append(existing[key])
-                else:
-                    nums.append(db.execute("INSERT INTO points (id, vector, payload) VALUES (?, ?, ?)", (key, blob, text)).lastrowid)
+                nums.append(db.execute("INSERT INTO points (id, vector, payload) VALUES (?, ?, ?)", (key, blob, text)).lastrowid)
             self._bump_generation()
             db.execute("COMMIT")
         except BaseException:
@@ -500,26 +677,55 @@ class FaissStore:
             raise
         self._dimension = vectors.shape[1]
         if self._metadata is not None:
+            for num in replaced:
+                del self._metadata[num]
             for num, payload in zip(nums, payloads):
                 self._metadata[num] = dict(payload.get("metadata", {}))
         with self._lock:
             if self._records is not None:
                 records = self._records
                 records.extend([None] * (max(nums) + 1 - len(records)))
+                for num in replaced:
+                    records[num] = None
                 for num, key, text in zip(nums, ids, texts):
                     records[num] = _record(key, text)
         if self._can_update_in_place():
             id_array = np.asarray(nums, dtype=np.int64)
             with self._lock:
                 if replaced:
-                    self._index.remove_ids(np.asarray(replaced, dtype=np.int64))
+                    self._drop(np.asarray(replaced, dtype=np.int64))
                 self._index.add_with_ids(vectors, id_array)
                 if self._journal is not None:
                     self._journal.append((id_array, np.array(vectors, dtype=np.float32)))
-            if self._outgrown(int(self._index.ntotal)):
-                self._rebuild_aside()
+            self._after_change()
         else:
             self._dirty = True
+
+    def _drop(self, nums: np.ndarray) -> None:
+        """Take deleted nums out of the live index (under the lock); an HNSW graph keeps them, skipped."""
+        if self._deleted is None:
+            self._index.remove_ids(nums)
+        else:
+            self._deleted.update(nums.tolist())
+            self._skip_deleted = None
+            self._params.clear()
+        if self._journal is not None:
+            self._journal.append((nums, None))
+
+    def _after_change(self) -> None:
+        """Retrain aside when the live index has outgrown the collection, holds too many deleted nodes, or is due
+        a recall measure."""
+        with self._lock:  # decided on the index as it is: a retraining swapped in meanwhile would make it stale
+            deleted = len(self._deleted or ())
+            live = int(self._index.ntotal) - deleted
+            reason = self._outgrown(live)
+            if reason is None and deleted > DELETED_SHARE * self._index.ntotal:
+                reason = f"{deleted} of the HNSW graph's {self._index.ntotal} nodes are deleted points"
+            if reason is not None or self._wanted is not None:
+                reason, self._wanted = reason or self._wanted, None
+                self._rebuild_aside(reason)
+            elif self._recall_check_due(live):
+                self._measure_recall_aside()
 
     def _nums(self, ids: Sequence[str]) -> dict[str, int]:
         found: dict[str, int] = {}
@@ -553,11 +759,9 @@ class FaissStore:
                 for num in nums:
                     self._records[num] = None
         if self._can_update_in_place():
-            removed = np.asarray(nums, dtype=np.int64)
             with self._lock:
-                self._index.remove_ids(removed)
-                if self._journal is not None:
-                    self._journal.append((removed, None))
+                self._drop(np.asarray(nums, dtype=np.int64))
+            self._after_change()
         else:
             self._dirty = True
 
@@ -584,23 +788,31 @@ class FaissStore:
 
     def search_params(self, k: int, selector: Any = None) -> Any:
         """The FAISS search parameters a search of ``k`` uses on the built index (None: the defaults)."""
-        faiss = self._faiss
         spec = self._index_spec or ""
         if selector is None and (spec, k) in self._params:
             return self._params[spec, k]  # one SWIG object per (spec, k), not one per query
-        kwargs: dict[str, Any] = {} if selector is None else {"sel": selector}
-        if "IVF" in spec:
-            nlist = faiss.extract_index_ivf(self._index).nlist
-            kwargs["nprobe"] = self._nprobe or (self._tuning or {}).get("nprobe") or min(nlist, max(16, nlist // 8))
-            params = faiss.SearchParametersIVF(**kwargs)
-        elif "HNSW" in spec:
-            ef_search = self._ef_search or (self._tuning or {}).get("ef_search") or DEFAULT_EF_SEARCH
-            params = faiss.SearchParametersHNSW(efSearch=max(ef_search, k), **kwargs)
-        else:
-            params = faiss.SearchParameters(**kwargs) if kwargs else None
+        if selector is None and self._deleted:
+            if self._skip_deleted is None:
+                deleted = self._faiss.IDSelectorBatch(np.fromiter(self._deleted, np.int64, len(self._deleted)))
+                self._skip_deleted = (self._faiss.IDSelectorNot(deleted), deleted)  # the Not points into the batch
+            params = self._params_for(spec, self._index, self._tuning, k, self._skip_deleted[0])
+        else:  # a filter's selector holds stored points only, so no deleted one
+            params = self._params_for(spec, self._index, self._tuning, k, selector)
         if selector is None:
             self._params[spec, k] = params
         return params
+
+    def _params_for(self, spec: str, index: Any, tuning: dict[str, Any] | None, k: int, selector: Any = None) -> Any:
+        faiss = self._faiss
+        kwargs: dict[str, Any] = {} if selector is None else {"sel": selector}
+        if "IVF" in spec:
+            nlist = faiss.extract_index_ivf(index).nlist
+            kwargs["nprobe"] = self._nprobe or (tuning or {}).get("nprobe") or min(nlist, max(16, nlist // 8))
+            return faiss.SearchParametersIVF(**kwargs)
+        if "HNSW" in spec:
+            ef_search = self._ef_search or (tuning or {}).get("ef_search") or DEFAULT_EF_SEARCH
+            return faiss.SearchParametersHNSW(efSearch=max(ef_search, k), **kwargs)
+        return faiss.SearchParameters(**kwargs) if kwargs else None
 
     def _search_nums(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None) -> tuple[list[int], list[float]]:
         """The index's answer as (nums, scores); a num of -1 fills a list shorter than k."""
@@ -803,7 +1015,7 @@ def _build(options: dict[str, Any], base_dir: Path) -> FaissStore:
     opts = take_options(
         "[store] faiss", options,
         {"path": None, "index": "auto", "nprobe": None, "target_recall": 0.95, "ef_search": None, "ivf_threshold": 50_000,
-         "on_disk_payload": False},
+         "on_disk_payload": False, "auto_candidates": ["IVF", "HNSW"]},
     )
     if not isinstance(opts["index"], str) or not opts["index"]:
         raise ConfigError(f"[store] faiss index must be \"auto\" or a FAISS factory string, got {opts['index']!r}")
@@ -813,13 +1025,17 @@ def _build(options: dict[str, Any], base_dir: Path) -> FaissStore:
             raise ConfigError(f"[store] faiss {key} must be a whole number >= 1, got {value!r}")
     if not isinstance(opts["on_disk_payload"], bool):
         raise ConfigError(f"[store] faiss on_disk_payload must be true or false, got {opts['on_disk_payload']!r}")
+    kinds = opts["auto_candidates"]
+    if (not isinstance(kinds, list) or not kinds or len(set(kinds)) != len(kinds)
+            or not all(kind in ("IVF", "HNSW") for kind in kinds)):
+        raise ConfigError(f'[store] faiss auto_candidates must list "IVF", "HNSW" or both, like ["IVF", "HNSW"], got {kinds!r}')
     target = opts["target_recall"]
     if not isinstance(target, (int, float)) or isinstance(target, bool) or not 0 < target <= 1:
         raise ConfigError(f"[store] faiss target_recall must be a number in (0, 1], like 0.95 (recall@10 against exact search), got {target!r}")
     return FaissStore(
         resolve_path(opts["path"], base_dir, "[store] faiss"),
         index=opts["index"], nprobe=opts["nprobe"], target_recall=float(target), ef_search=opts["ef_search"],
-        ivf_threshold=opts["ivf_threshold"], on_disk_payload=opts["on_disk_payload"],
+        ivf_threshold=opts["ivf_threshold"], on_disk_payload=opts["on_disk_payload"], auto_candidates=kinds,
     )
 
 

@@ -231,9 +231,13 @@ def markdown(report: dict) -> str:
                          f"{r['bytes'] / 1e6:.0f} | {r['build_s']:.0f} |")
         v = result["vecguard"]
         tuning = v["tuning"] or {}
-        lines += ["", f"vecguard `index = \"auto\"`, `target_recall = 0.95`: {v['spec']}, tuned nprobe {tuning.get('nprobe')} "
+        knob = next((f"{name} {tuning[name]}" for name in ("nprobe", "ef_search") if name in tuning), "no knob")
+        compared = "; ".join(f"{spec} at {next((f'{k} {c[k]}' for k in ('nprobe', 'ef_search') if k in c), '-')}: recall@10 "
+                             f"{c['recall_at_10']}, p50 {c['p50_ms']:.3f} ms" for spec, c in (tuning.get("candidates") or {}).items())
+        lines += ["", f"vecguard `index = \"auto\"`, `target_recall = 0.95`: {v['spec']}, tuned {knob} "
                   f"(recall@10 {tuning.get('recall_at_10')} on its 200 stored-vector sample, aimed at {tuning.get('aimed_at')}); recall@10 on the held-out queries "
-                  f"**{v['held_out_recall_at_10']:.3f}**; built and tuned in {v['build_s']:.0f} s.",
+                  f"**{v['held_out_recall_at_10']:.3f}**; built and tuned in {v['build_s']:.0f} s"
+                  + (f" (candidates, each tuned to the aim and timed taking turns: {compared})." if compared else "."),
                   f"Search on that index: raw `index.search` p50 {v['raw_p50_ms']:.3f} ms, vecguard (search with "
                   f"payloads) {v['vecguard_p50_ms']:.3f} ms: **x{v['ratio']:.2f}** (p99 {v['raw_p99_ms']:.3f} / {v['vecguard_p99_ms']:.3f} ms)."
                   + (f" The raw call plus one SQLite read of the hits' payloads, by hand: {v['raw_with_payload_read_p50_ms']:.3f} ms "

@@ -184,6 +184,10 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         knob = next((name for name in ("nprobe", "ef_search") if name in report), None)
         tuned = f", {knob} {report[knob]} (recall@10 {report['recall_at_10']} on held-out stored vectors)" if knob else ""
         print(f"rebuilt the {plugin} index ({report.get('spec')}) on {report.get('vectors')} vectors in {elapsed:.1f} s{tuned}")
+        for spec, measured in (report.get("candidates") or {}).items():
+            knob = next((f"{name} {measured[name]}, " for name in ("nprobe", "ef_search") if name in measured), "")
+            print(f"  candidate {spec}: {knob}recall@10 {measured['recall_at_10']}, p50 {measured['p50_ms']} ms"
+                  f"{' (kept)' if spec == report.get('spec') else ''}")
     return EXIT_OK
 
 

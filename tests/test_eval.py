@@ -119,7 +119,8 @@ def test_eval_exact_with_optimize_retrains_an_index_below_its_target(tmp_path: P
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     payloads = [{"doc_id": f"p{i}", "chunk": 0, "chunks": 1, "start": 0, "end": 1, "text": "x", "metadata": {}} for i in range(3000)]
     cfg = {**config("faiss"), "store": {"plugin": "faiss", "path": str(tmp_path / "index"), "index": "auto",
-                                        "ivf_threshold": 1000, "target_recall": 0.9}}
+                                        "ivf_threshold": 1000, "target_recall": 0.9,
+                                        "auto_candidates": ["IVF"]}}
     with vecguard.open(cfg) as engine:
         engine.store.upsert([f"p{i}#0" for i in range(3000)], vectors, payloads)
     (tmp_path / "c.toml").write_text(toml(cfg))

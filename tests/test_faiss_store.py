@@ -56,7 +56,7 @@ def test_a_stale_or_corrupt_index_file_is_rebuilt_from_sqlite(tmp_path: Path) ->
 
 
 def test_auto_switches_from_flat_to_ivf_and_keeps_recall(tmp_path: Path) -> None:
-    store = FaissStore(tmp_path, index="auto", ivf_threshold=2000)
+    store = FaissStore(tmp_path, index="auto", ivf_threshold=2000, auto_candidates=["IVF"])
     vectors = _vectors(3000)
     ids = [f"p{i}" for i in range(3000)]
     store.upsert(ids[:1000], vectors[:1000], [{"metadata": {}}] * 1000)
@@ -66,7 +66,7 @@ def test_auto_switches_from_flat_to_ivf_and_keeps_recall(tmp_path: Path) -> None
     store.close()
     state = json.loads((tmp_path / "index.json").read_text())
     assert state["spec"].startswith("IVF")
-    reopened = FaissStore(tmp_path, index="auto", ivf_threshold=2000)
+    reopened = FaissStore(tmp_path, index="auto", ivf_threshold=2000, auto_candidates=["IVF"])
     exact = MemoryStore()
     exact.upsert([f"p{i}" for i in range(3000)], vectors, [{"metadata": {}}] * 3000)
     queries = _vectors(50, seed=1)
@@ -190,6 +190,12 @@ def test_a_fixed_nprobe_or_an_exact_index_is_not_tuned(tmp_path: Path) -> None:
         assert store.index_report() is None
 
 
+@pytest.mark.parametrize("kinds", [[], ["IVF", "IVF"], ["PQ"], "IVF"])
+def test_bad_auto_candidates_are_a_config_error(kinds) -> None:
+    with pytest.raises(ConfigError, match='auto_candidates must list "IVF", "HNSW" or both'):
+        vecguard.open({"store": {"plugin": "faiss", "auto_candidates": kinds}})
+
+
 @pytest.mark.parametrize("target", [0, 1.5, "high", True])
 def test_a_bad_target_recall_is_a_config_error(target) -> None:
     with pytest.raises(ConfigError, match="target_recall must be a number in"):
@@ -197,7 +203,7 @@ def test_a_bad_target_recall_is_a_config_error(target) -> None:
 
 
 def test_the_engine_keeps_the_tuned_index_measurement_in_the_manifest(tmp_path: Path) -> None:
-    cfg = {"store": {"plugin": "faiss", "path": str(tmp_path), "index": "auto", "ivf_threshold": 16}}
+    cfg = {"store": {"plugin": "faiss", "path": str(tmp_path), "index": "auto", "ivf_threshold": 16, "auto_candidates": ["IVF"]}}
     with vecguard.open(cfg) as engine:
         engine.add(corpus())  # 20 chunks: past the threshold, so "auto" builds IVF16 and tunes it at close
     manifest = json.loads((tmp_path / "manifest.json").read_text())
@@ -210,7 +216,7 @@ def test_the_engine_keeps_the_tuned_index_measurement_in_the_manifest(tmp_path: 
 
 def test_an_auto_index_is_retrained_once_the_collection_grows_4x_and_not_before(tmp_path: Path) -> None:
     vectors = _vectors(2400, seed=7)
-    store = FaissStore(tmp_path, index="auto", ivf_threshold=500)
+    store = FaissStore(tmp_path, index="auto", ivf_threshold=500, auto_candidates=["IVF"])
     _put(store, vectors, 0, 400)
     store.search(vectors[0], 1)
     assert store._index_spec == "Flat"
@@ -220,9 +226,11 @@ def test_an_auto_index_is_retrained_once_the_collection_grows_4x_and_not_before(
     first = store.index_report()
     assert store._index_spec.startswith("IVF") and first["vectors"] == 600 and first["build_s"] >= 0
 
-    _put(store, vectors, 600, 2399)  # 2399 < 4 x 600: added in place
+    _put(store, vectors, 600, 2399)  # 2399 < 4 x 600: added in place; its recall measured (>= 1.25 x 600), not retrained
+    assert store.wait_for_index(60)
     assert store.search(vectors[2000], 1)[0][0] == "p2000"
-    assert store.index_report() == first
+    checked = store.index_report()
+    assert checked.pop("last_check")["vectors"] == 2399 and checked == first
     _put(store, vectors, 2399, 2400)  # 2400 = 4 x 600: retrained
     assert store.wait_for_index(60)
     assert store.search(vectors[2399], 1)[0][0] == "p2399"
@@ -230,13 +238,13 @@ def test_an_auto_index_is_retrained_once_the_collection_grows_4x_and_not_before(
     assert second["vectors"] == 2400 and second["nlist"] > first["nlist"]
     store.close()
 
-    reopened = FaissStore(tmp_path, index="auto", ivf_threshold=500)  # the saved index and its training size come back
+    reopened = FaissStore(tmp_path, index="auto", ivf_threshold=500, auto_candidates=["IVF"])  # the saved index and its training size come back
     assert reopened._dirty is False and reopened._built_on == 2400 and reopened.index_report() == second
     reopened.close()
 
 
 def test_optimize_rebuilds_now_and_the_cli_reports_it(tmp_path: Path) -> None:
-    cfg = {"store": {"plugin": "faiss", "path": str(tmp_path / "index"), "index": "auto", "ivf_threshold": 16}}
+    cfg = {"store": {"plugin": "faiss", "path": str(tmp_path / "index"), "index": "auto", "ivf_threshold": 16, "auto_candidates": ["IVF"]}}
     with vecguard.open(cfg) as engine:
         engine.add(corpus()[:12])  # below the threshold: Flat
     with vecguard.open(cfg) as engine:
@@ -244,20 +252,29 @@ def test_optimize_rebuilds_now_and_the_cli_reports_it(tmp_path: Path) -> None:
         built = engine.optimize()
         assert built["spec"] == "IVF16,Flat" and built["vectors"] == 20 and built["recall_at_10"] >= 0.95
         assert engine.manifest["measurements"]["index"]["vectors"] == 20
-    (tmp_path / "c.toml").write_text(f'[store]\nplugin = "faiss"\npath = "{tmp_path / "index"}"\nindex = "auto"\nivf_threshold = 16\n')
+    (tmp_path / "c.toml").write_text(f'[store]\nplugin = "faiss"\npath = "{tmp_path / "index"}"\nindex = "auto"\nivf_threshold = 16\nauto_candidates = ["IVF"]\n')
     done = subprocess.run([sys.executable, "-m", "vecguard.cli", "optimize", "-c", str(tmp_path / "c.toml")],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "rebuilt the faiss index (IVF16,Flat) on 20 vectors" in done.stdout and "nprobe" in done.stdout
+    (tmp_path / "both.toml").write_text(f'[store]\nplugin = "faiss"\npath = "{tmp_path / "index"}"\nindex = "auto"\nivf_threshold = 16\n')
+    both = subprocess.run([sys.executable, "-m", "vecguard.cli", "optimize", "-c", str(tmp_path / "both.toml")],
+                          capture_output=True, text=True, timeout=300)
+    assert both.returncode == 0, both.stderr
+    lines = both.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines[1:]] == ["  candidate IVF16,Flat", "  candidate HNSW32"]
+    kept = [line for line in lines[1:] if line.endswith("(kept)")]
+    assert len(kept) == 1 and f"({kept[0].split()[1][:-1]})" in lines[0]
     (tmp_path / "m.toml").write_text('[store]\nplugin = "memory"\n')
     memory = subprocess.run([sys.executable, "-m", "vecguard.cli", "optimize", "-c", str(tmp_path / "m.toml")],
                             capture_output=True, text=True, timeout=300)
     assert memory.returncode == 0 and "keeps its own index: nothing to optimize" in memory.stdout
 
 
-def test_retraining_runs_aside_while_searches_answer_and_writes_made_meanwhile_are_kept(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["IVF", "HNSW"])
+def test_retraining_runs_aside_while_searches_answer_and_writes_made_meanwhile_are_kept(tmp_path: Path, kind: str) -> None:
     vectors = _vectors(700, seed=3)
-    store = FaissStore(tmp_path, index="auto", ivf_threshold=500)
+    store = FaissStore(tmp_path, index="auto", ivf_threshold=500, auto_candidates=[kind])
     _put(store, vectors, 0, 400)
     store.search(vectors[0], 1)
     started, release = threading.Event(), threading.Event()
@@ -280,14 +297,112 @@ def test_retraining_runs_aside_while_searches_answer_and_writes_made_meanwhile_a
     assert store.wait_for_index(60)
 
     report = store.index_report()
-    assert store._index_spec.startswith("IVF") and report["vectors"] == 600  # trained on the snapshot
-    assert store._index.ntotal == 699  # plus the journaled writes, minus the delete
+    assert store._index_spec.startswith(kind) and report["vectors"] == 600  # trained on the snapshot
+    # plus the journaled writes, minus the delete; HNSW keeps the deleted point and p0's old vector as skipped nodes
+    assert store._index.ntotal - len(store._deleted or ()) == 699
     assert store.search(vectors[650], 1)[0][0] == "p650"
     top = store.search(-vectors[0], 1)[0]
     assert top[0] == "p0" and top[1] > 0.999
     assert "p10" not in {key for key, _ in store.search(vectors[10], 10)}
     store.close()
-    assert FaissStore(tmp_path, index="auto", ivf_threshold=500).count() == 699
+    reopened = FaissStore(tmp_path, index="auto", ivf_threshold=500, auto_candidates=[kind])
+    assert reopened.count() == 699 and not reopened._dirty
+    assert "p10" not in {key for key, _ in reopened.search(vectors[10], 10)}
+    reopened.close()
+
+
+def _clustered(n: int, dim: int, seed: int, spread: float = 0.3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(max(1, n // 50), dim))
+    vectors = (centres[rng.integers(0, len(centres), n)] + spread * rng.normal(size=(n, dim))).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_auto_builds_ivf_and_hnsw_and_keeps_the_faster_one_at_the_recall_aim(tmp_path: Path) -> None:
+    vectors = _clustered(3000, 32, seed=1)
+    store = FaissStore(tmp_path, index="auto", ivf_threshold=1000)
+    _put(store, vectors, 0, 3000)
+    report = store.index_report()
+    compared = report["candidates"]
+    assert set(compared) == {"IVF76,Flat", "HNSW32"} and store._index_spec in compared
+    assert compared["IVF76,Flat"]["nprobe"] >= 1 and compared["HNSW32"]["ef_search"] >= 10
+    for measured in compared.values():
+        assert measured["p50_ms"] > 0 and measured["build_s"] >= 0
+    # The rule, from what was measured: of those at the aim, the lower median latency, HNSW needing a 10% lead.
+    at_aim = [spec for spec, measured in compared.items() if measured["recall_at_10"] >= report["aimed_at"]]
+    assert at_aim, compared
+    cost = {spec: measured["p50_ms"] / (0.9 if spec.startswith("HNSW") else 1) for spec, measured in compared.items()}
+    assert store._index_spec == min(at_aim, key=cost.get)
+    assert report["recall_at_10"] == compared[store._index_spec]["recall_at_10"]
+    assert store.search(vectors[1234], 1)[0][0] == "p1234"
+    store.close()
+    reopened = FaissStore(tmp_path, index="auto", ivf_threshold=1000)
+    assert not reopened._dirty and reopened.index_report()["candidates"] == compared
+    reopened.close()
+
+
+def test_a_candidate_short_of_the_recall_aim_loses_however_fast(tmp_path: Path) -> None:
+    vectors = _clustered(3000, 32, seed=2)
+    store = FaissStore(None, index="auto", ivf_threshold=1000)
+    _put(store, vectors, 0, 3000)
+    snapshot = store._snapshot()
+    built = [store._build_index(spec, snapshot) for spec in store._candidates(3000)]
+    _, _, _, held = built[0]
+    assert all(np.array_equal(held, other[3]) for other in built[1:])  # the same held-out queries for both
+    for short in range(2):
+        tried = [(index, spec, dict(tuning), held) for index, spec, tuning, held in built]
+        tried[short][2]["recall_at_10"] = tried[short][2]["aimed_at"] - 0.01
+        assert store._fastest(tried, snapshot)[1] == built[1 - short][1]
+    snapshot.close()
+
+
+def test_an_hnsw_index_skips_deleted_points_and_is_rebuilt_once_a_tenth_are_deleted(tmp_path: Path) -> None:
+    vectors = _clustered(1000, 32, seed=4)
+    store = FaissStore(tmp_path, index="HNSW16", ef_search=256)
+    _put(store, vectors, 0, 1000)
+    store.search(vectors[0], 1)
+    gone = [f"p{i}" for i in range(0, 100, 2)]
+    store.delete(gone)
+    store.upsert(["p1"], -vectors[:1], [{"metadata": {"replaced": True}}])
+    assert not store._dirty and len(store._deleted) == 51 and store._index.ntotal == 1001  # nothing rebuilt
+    everything = {key for key, _ in store.search(vectors[0], 1000)}
+    assert len(everything) == 950 and not everything & set(gone)
+    assert store.search(-vectors[0], 1)[0][0] == "p1" and store.search(vectors[1], 1)[0][0] != "p1"
+    assert {key for key, _ in store.search(-vectors[0], 10, {"replaced": True})} == {"p1"}
+    store.close()
+
+    reopened = FaissStore(tmp_path, index="HNSW16", ef_search=256)
+    assert not reopened._dirty and len(reopened._deleted) == 51
+    assert not {key for key, _ in reopened.search(vectors[2], 1000)} & set(gone)
+    more = [f"p{i}" for i in range(500, 560)]
+    reopened.delete(more)  # 111 deleted nodes of 1001: past a tenth, rebuilt aside
+    assert reopened.wait_for_index(60)
+    assert reopened._deleted == set() and reopened._index.ntotal == 890 == reopened.count()
+    assert reopened.search(vectors[600], 1)[0][0] == "p600"
+    assert not {key for key, _ in reopened.search(vectors[0], 1000)} & set(gone + more)
+    reopened.close()
+
+
+def test_an_auto_index_whose_recall_falls_on_new_vectors_is_retrained(tmp_path: Path) -> None:
+    # Trained on vectors that live in the first 16 dimensions; then come vectors whose structure lies in the other
+    # 16, with a little noise in the first: the cells scatter their neighbours and the tuned nprobe misses them.
+    old = np.hstack([_clustered(2000, 16, seed=5), np.zeros((2000, 16), np.float32)])
+    shape = _clustered(1000, 16, seed=6, spread=0.2)
+    noise = 0.25 * np.random.default_rng(7).normal(size=(1000, 16)).astype(np.float32)
+    new = np.hstack([noise, shape])
+    new /= np.linalg.norm(new, axis=1, keepdims=True)
+    vectors = np.vstack([old, new])
+    store = FaissStore(tmp_path, index="auto", ivf_threshold=1000, auto_candidates=["IVF"])
+    _put(store, vectors, 0, 2000)
+    first = store.index_report()
+    assert first["vectors"] == 2000 and "reason" not in first
+    _put(store, vectors, 2000, 2600)  # 1.3x: measured, below target, retrained; 4x growth is far away
+    assert store.wait_for_index(120)
+    second = store.index_report()
+    assert second["vectors"] == 2600 and "below target_recall 0.95" in second["reason"], second
+    measured = float(second["reason"].split()[1])
+    assert measured < 0.95
+    store.close()
 
 
 def test_deletes_and_replacements_in_a_trained_ivf_index_keep_every_id_right(tmp_path: Path) -> None:
