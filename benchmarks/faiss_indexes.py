@@ -237,7 +237,7 @@ def markdown(report: dict) -> str:
         lines += ["", f"vecguard `index = \"auto\"`, `target_recall = 0.95`: {v['spec']}, tuned {knob} "
                   f"(recall@10 {tuning.get('recall_at_10')} on its 200 stored-vector sample, aimed at {tuning.get('aimed_at')}); recall@10 on the held-out queries "
                   f"**{v['held_out_recall_at_10']:.3f}**; built and tuned in {v['build_s']:.0f} s"
-                  + (f" (candidates, each tuned to the aim and timed taking turns: {compared})." if compared else "."),
+                  + (f" (candidates, each tuned to the aim and timed on the held-out stored vectors: {compared})." if compared else "."),
                   f"Search on that index: raw `index.search` p50 {v['raw_p50_ms']:.3f} ms, vecguard (search with "
                   f"payloads) {v['vecguard_p50_ms']:.3f} ms: **x{v['ratio']:.2f}** (p99 {v['raw_p99_ms']:.3f} / {v['vecguard_p99_ms']:.3f} ms)."
                   + (f" The raw call plus one SQLite read of the hits' payloads, by hand: {v['raw_with_payload_read_p50_ms']:.3f} ms "

@@ -127,7 +127,7 @@ def main() -> None:
         lines.append(f"| {r['vectors']:,} | {r['spec']} | {trained} | {r['setting'] or '-'} | {r['recall_at_10']:.3f} | "
                      f"{r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['write_points_per_s']:.0f} |")
     lines += ["", "Retrains swapped in (built in the background while writes went on); each candidate tuned to the "
-              "aim on 200 held-out stored vectors, then timed one query at a time, taking turns:", "",
+              "aim on 200 held-out stored vectors, then timed one query at a time (two rounds, each in turn):", "",
               "| swapped in by | kept | trained on | setting | build s (both) | why | candidates: setting, recall@10, p50 ms |",
               "|---:|---|---:|---|---:|---|---|"]
     for r in retrains:
