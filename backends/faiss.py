@@ -90,7 +90,7 @@ import numpy as np
 
 from vecguard import filters
 from vecguard.atomic import canonical_json, fsync_directory, write_json_atomically
-from vecguard.config import resolve_path, take_options
+from vecguard.config import is_positive_int, resolve_path, take_options
 from vecguard.errors import ConfigError, StorageError
 from vecguard.protocols import Payload, RankedList, check_batch, check_query
 from vecguard.registry import Part, hookimpl
@@ -190,7 +190,7 @@ class FaissStore:
         self._saved: tuple[int, str | None] | None = None  # (generation, spec) of the index file on disk
         self._metadata: dict[int, dict[str, Any]] | None = None
         self._allowed: OrderedDict[str, tuple[dict[str, Any], set[int]]] = OrderedDict()  # see _allowed_nums
-        self._allowed_arrays: dict[str, tuple[np.ndarray, list[Any]]] = {}  # the kept sets as arrays, and selectors
+        self._allowed_arrays: dict[str, _Allowed] = {}  # the kept sets as arrays, with their selectors
         self._on_disk_payload = on_disk_payload
         self._records: list[bytes | str | None] | None = None  # by num: [id, payload] as JSON; see _ready_records
         self._params: dict[tuple[str, int], Any] = {}  # search parameters without a selector, by (index spec, k)
@@ -797,11 +797,10 @@ class FaissStore:
                 found[key] = (np.frombuffer(blob, dtype="<f4").copy(), json.loads(text))
         return found
 
-    def _allowed_nums(self, filter: Mapping[str, Any]) -> tuple[np.ndarray, list[Any]]:
+    def _allowed_nums(self, filter: Mapping[str, Any]) -> _Allowed:
         """The nums whose metadata the filter lets through. Testing every point's metadata in Python costs about
         1.3 us a point (130 ms at 100k): the sets of the last filters used are kept (ALLOWED_CACHE, ALLOWED_KEPT),
-        and every write keeps them current by testing only the points it wrote. Returned with a list that holds
-        the FAISS selector over them once one is made (building one over 50,000 ids costs about a millisecond)."""
+        and every write keeps them current by testing only the points it wrote."""
         key = json.dumps(filter, sort_keys=True, separators=(",", ":"))  # Infinity allowed: a bound may be one
         with self._lock:
             if self._metadata is None:
@@ -819,7 +818,7 @@ class FaissStore:
                     self._allowed_arrays.pop(self._allowed.popitem(last=False)[0], None)
             if key not in self._allowed_arrays:
                 nums = self._allowed[key][1]
-                self._allowed_arrays[key] = (np.fromiter(nums, dtype=np.int64, count=len(nums)), [])
+                self._allowed_arrays[key] = _Allowed(self._faiss, np.fromiter(nums, dtype=np.int64, count=len(nums)))
             return self._allowed_arrays[key]
 
     def _update_allowed(self, removed: Sequence[int], added: Sequence[int], payloads: Sequence[Payload]) -> None:
@@ -871,7 +870,8 @@ class FaissStore:
         if not filter:
             scores, nums = index.search(vector.reshape(1, -1), min(k, total), params=self.search_params(k))
             return nums[0].tolist(), scores[0].tolist()
-        allowed, selector = self._allowed_nums(filter)
+        kept = self._allowed_nums(filter)
+        allowed = kept.nums
         if not len(allowed):
             return [], []
         spec = self._index_spec or ""
@@ -880,9 +880,7 @@ class FaissStore:
             return self._exact_among(vector, allowed, k)
         # A filter that lets a share f of the points through leaves about f of what the tuned nprobe (efSearch)
         # reaches: search 1/f as wide, and answer exactly if that still comes back short.
-        if not selector:
-            selector.append(self._faiss.IDSelectorBatch(allowed))
-        params = self._params_for(spec, index, self._tuning, k, selector[0], widen=total / len(allowed))
+        params = self._params_for(spec, index, self._tuning, k, kept.selector(), widen=total / len(allowed))
         scores, nums = index.search(vector.reshape(1, -1), min(k, total), params=params)
         if approximate and np.count_nonzero(nums[0] >= 0) < min(k, len(allowed)):
             return self._exact_among(vector, allowed, k)
@@ -890,15 +888,10 @@ class FaissStore:
 
     def _exact_among(self, vector: np.ndarray, allowed: np.ndarray, k: int) -> tuple[list[int], list[float]]:
         """The best k of the ``allowed`` nums by exact inner product, their vectors read from SQLite."""
-        vectors = np.empty((len(allowed), self._dimension or 0), dtype=np.float32)
-        nums = np.empty(len(allowed), dtype=np.int64)
-        row = 0
-        for start in range(0, len(allowed), SQL_BATCH):
-            part = allowed[start:start + SQL_BATCH].tolist()
-            for num, blob in self._db.execute(f"SELECT num, vector FROM points WHERE num IN ({','.join('?' * len(part))})", part):
-                nums[row], vectors[row] = num, np.frombuffer(blob, dtype="<f4")
-                row += 1
-        scores = vectors[:row] @ vector
+        rows = list(_vector_rows(self._db, allowed.tolist()))
+        nums = np.fromiter((num for num, _ in rows), dtype=np.int64, count=len(rows))
+        vectors = np.frombuffer(b"".join(blob for _, blob in rows), dtype="<f4").reshape(len(rows), self._dimension or 0)
+        scores = vectors @ vector
         top = np.argsort(-scores, kind="stable")[:k]
         return nums[top].tolist(), scores[top].tolist()
 
@@ -1039,11 +1032,8 @@ class _Snapshot:
             return self._vectors[rows]
         out = np.empty((len(rows), self.dimension), dtype=np.float32)
         where = {int(num): i for i, num in enumerate(self.nums[rows])}
-        wanted = list(where)
-        for start in range(0, len(wanted), SQL_BATCH):
-            part = wanted[start:start + SQL_BATCH]
-            for num, blob in self._db.execute(f"SELECT num, vector FROM points WHERE num IN ({','.join('?' * len(part))})", part):
-                out[where[num]] = np.frombuffer(blob, dtype="<f4")
+        for num, blob in _vector_rows(self._db, list(where)):
+            out[where[num]] = np.frombuffer(blob, dtype="<f4")
         return out
 
     def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
@@ -1065,6 +1055,28 @@ class _Snapshot:
             self._db.execute("COMMIT")
             self._db.close()
             self._db = None
+
+
+class _Allowed:
+    """A kept filter's points, and the FAISS selector over them once a search asks for it (building one over 50,000
+    ids costs about a millisecond)."""
+
+    def __init__(self, faiss: Any, nums: np.ndarray) -> None:
+        self._faiss = faiss
+        self.nums = nums
+        self._selector: Any = None
+
+    def selector(self) -> Any:
+        if self._selector is None:
+            self._selector = self._faiss.IDSelectorBatch(self.nums)
+        return self._selector
+
+
+def _vector_rows(db: sqlite3.Connection, nums: list[int]) -> Iterator[tuple[int, bytes]]:
+    """(num, vector blob) of the stored points among ``nums``, in SQL_BATCH reads."""
+    for start in range(0, len(nums), SQL_BATCH):
+        part = nums[start:start + SQL_BATCH]
+        yield from db.execute(f"SELECT num, vector FROM points WHERE num IN ({','.join('?' * len(part))})", part)
 
 
 def _record(key: str, text: str) -> bytes | str:
@@ -1090,7 +1102,7 @@ def _build(options: dict[str, Any], base_dir: Path) -> FaissStore:
         raise ConfigError(f"[store] faiss index must be \"auto\" or a FAISS factory string, got {opts['index']!r}")
     for key in ("nprobe", "ef_search", "ivf_threshold"):
         value = opts[key]
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        if value is not None and not is_positive_int(value):
             raise ConfigError(f"[store] faiss {key} must be a whole number >= 1, got {value!r}")
     if not isinstance(opts["on_disk_payload"], bool):
         raise ConfigError(f"[store] faiss on_disk_payload must be true or false, got {opts['on_disk_payload']!r}")

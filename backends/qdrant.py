@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from vecguard import filters
-from vecguard.config import resolve_path, take_options
+from vecguard.config import is_positive_int, resolve_path, take_options
 from vecguard.errors import ConfigError, StorageError
 from vecguard.guard import manifest_as_metadata, manifest_from_metadata
 from vecguard.protocols import Payload, RankedList, check_batch, check_query
@@ -299,7 +299,7 @@ def _build(options: dict[str, Any], base_dir: Path) -> QdrantStore:
     if not isinstance(opts["payload_indexes"], dict) or any(v not in INDEX_TYPES for v in opts["payload_indexes"].values()):
         raise ConfigError(f"[store] qdrant payload_indexes must map fields to one of {', '.join(INDEX_TYPES)}, got {opts['payload_indexes']!r}")
     for key in ("hnsw_ef", "batch_size"):
-        if not isinstance(opts[key], int) or isinstance(opts[key], bool) or opts[key] < 1:
+        if not is_positive_int(opts[key]):
             raise ConfigError(f"[store] qdrant {key} must be a whole number >= 1, got {opts[key]!r}")
     path = opts["path"] if opts["path"] == ":memory:" else resolve_path(opts["path"], base_dir, "[store] qdrant")
     return QdrantStore(opts, path)

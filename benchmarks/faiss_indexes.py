@@ -54,6 +54,13 @@ def real_embeddings() -> np.ndarray:
         return np.concatenate([vectors for _, vectors, _ in engine.store.scan(batch_size=5000)])
 
 
+def setting(tuning: dict) -> str | None:
+    """The tuned knob of a vecguard index report (or a candidate in it), as the sweep tables write it."""
+    if "nprobe" in tuning:
+        return f"nprobe={tuning['nprobe']}"
+    return f"efSearch={tuning['ef_search']}" if "ef_search" in tuning else None
+
+
 def synthetic(base: np.ndarray, n: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     out = np.empty((n, base.shape[1]), dtype=np.float32)
@@ -231,10 +238,9 @@ def markdown(report: dict) -> str:
                          f"{r['bytes'] / 1e6:.0f} | {r['build_s']:.0f} |")
         v = result["vecguard"]
         tuning = v["tuning"] or {}
-        knob = next((f"{name} {tuning[name]}" for name in ("nprobe", "ef_search") if name in tuning), "no knob")
-        compared = "; ".join(f"{spec} at {next((f'{k} {c[k]}' for k in ('nprobe', 'ef_search') if k in c), '-')}: recall@10 "
-                             f"{c['recall_at_10']}, p50 {c['p50_ms']:.3f} ms" for spec, c in (tuning.get("candidates") or {}).items())
-        lines += ["", f"vecguard `index = \"auto\"`, `target_recall = 0.95`: {v['spec']}, tuned {knob} "
+        compared = "; ".join(f"{spec} at {setting(c) or '-'}: recall@10 {c['recall_at_10']}, p50 {c['p50_ms']:.3f} ms"
+                             for spec, c in (tuning.get("candidates") or {}).items())
+        lines += ["", f"vecguard `index = \"auto\"`, `target_recall = 0.95`: {v['spec']}, tuned {setting(tuning) or 'no knob'} "
                   f"(recall@10 {tuning.get('recall_at_10')} on its 200 stored-vector sample, aimed at {tuning.get('aimed_at')}); recall@10 on the held-out queries "
                   f"**{v['held_out_recall_at_10']:.3f}**; built and tuned in {v['build_s']:.0f} s"
                   + (f" (candidates, each tuned to the aim and timed on the held-out stored vectors: {compared})." if compared else "."),

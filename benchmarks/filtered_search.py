@@ -34,7 +34,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import machine, save  # noqa: E402
-from faiss_indexes import K, real_embeddings, synthetic  # noqa: E402
+from faiss_indexes import K, real_embeddings, setting, synthetic  # noqa: E402
 
 BUCKETS = 10_000
 LIMITS = (1, 10, 100, 1_000, 5_000)  # bucket < limit: 0.01% .. 50% of the points
@@ -66,7 +66,7 @@ def main() -> None:
                               for i in range(start, stop)])
             store.search(queries[0], K)  # builds and tunes the index
             tuning = store.index_report() or {}
-            knob = next((f"{name}={tuning[name]}" for name in ("nprobe", "ef_search") if name in tuning), "-")
+            knob = setting(tuning) or "-"
             num_of = {key: num for num, key in store._db.execute("SELECT num, id FROM points")}
             for limit in LIMITS:
                 where = {"bucket": {"$lt": limit}}

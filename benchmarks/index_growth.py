@@ -36,15 +36,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import machine, percentile, save  # noqa: E402
-from faiss_indexes import K, real_embeddings, recall, synthetic  # noqa: E402
+from faiss_indexes import K, real_embeddings, recall, setting, synthetic  # noqa: E402
 
 CHECKPOINTS = (1_000, 10_000, 100_000, 1_000_000)
-
-
-def setting(tuning: dict) -> str | None:
-    if "nprobe" in tuning:
-        return f"nprobe={tuning['nprobe']}"
-    return f"efSearch={tuning['ef_search']}" if "ef_search" in tuning else None
 
 
 def measure(store, vectors: np.ndarray, queries: np.ndarray, n: int) -> dict:

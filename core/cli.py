@@ -168,6 +168,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_DRIFT if report.status == "refused" else EXIT_OK
 
 
+def _knob(measured: dict) -> str:
+    """The tuned search setting in an index report, like "nprobe 4" ("" when none was tuned)."""
+    return next((f"{name} {measured[name]}" for name in ("nprobe", "ef_search") if name in measured), "")
+
+
 def cmd_optimize(args: argparse.Namespace) -> int:
     from .engine import open as open_engine
 
@@ -181,11 +186,10 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     elif report is None:
         print(f"the {plugin} store keeps its own index: nothing to optimize")
     else:
-        knob = next((name for name in ("nprobe", "ef_search") if name in report), None)
-        tuned = f", {knob} {report[knob]} (recall@10 {report['recall_at_10']} on held-out stored vectors)" if knob else ""
+        tuned = f", {_knob(report)} (recall@10 {report['recall_at_10']} on held-out stored vectors)" if _knob(report) else ""
         print(f"rebuilt the {plugin} index ({report.get('spec')}) on {report.get('vectors')} vectors in {elapsed:.1f} s{tuned}")
         for spec, measured in (report.get("candidates") or {}).items():
-            knob = next((f"{name} {measured[name]}, " for name in ("nprobe", "ef_search") if name in measured), "")
+            knob = f"{_knob(measured)}, " if _knob(measured) else ""
             print(f"  candidate {spec}: {knob}recall@10 {measured['recall_at_10']}, p50 {measured['p50_ms']} ms"
                   f"{' (kept)' if spec == report.get('spec') else ''}")
     return EXIT_OK
