@@ -11,11 +11,17 @@ Semantics every backend must match (``matches`` is the reference):
 - Values compare only within a type family: numbers with numbers (bool is not
   a number), strings with strings, bools with bools. A comparison across
   families is simply false (``$ne`` / ``$nin``: true).
+
+Limits, so one request cannot cost unbounded CPU or recursion: at most
+``MAX_DEPTH`` (32) levels of nesting and ``MAX_VALUES`` (10,000) values in one
+filter, ``$in``/``$nin`` lists included. ``compile`` turns a validated filter
+into a predicate for testing many points (``$in`` by set lookup); ``matches``
+is the plain reading of the semantics that the predicate is tested against.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import FilterError
@@ -23,35 +29,61 @@ from .errors import FilterError
 FIELD_OPERATORS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin")
 LOGICAL_OPERATORS = ("$and", "$or", "$not")
 _ORDERED = ("$gt", "$gte", "$lt", "$lte")
+MAX_DEPTH = 32
+MAX_VALUES = 10_000
+
+
+class _Budget:
+    """What validation has counted so far: values seen, against MAX_VALUES."""
+
+    def __init__(self) -> None:
+        self.values = 0
+
+    def take(self, count: int, where: str) -> None:
+        self.values += count
+        if self.values > MAX_VALUES:
+            raise FilterError(
+                f"{where}: the filter holds more than {MAX_VALUES} values; split the request, or filter on a field "
+                f"that groups these points"
+            )
 
 
 def validate(filter: Any, path: str = "filter") -> None:
     """Raise FilterError naming the first malformed part of ``filter``."""
+    _validate(filter, path, 1, _Budget())
+
+
+def _validate(filter: Any, path: str, depth: int, budget: _Budget) -> None:
+    if depth > MAX_DEPTH:
+        raise FilterError(f"{path}: the filter nests deeper than {MAX_DEPTH} levels; flatten it")
     if not isinstance(filter, Mapping):
         raise FilterError(f"{path} must be an object like {{\"year\": {{\"$gte\": 2020}}}}, got {type(filter).__name__}")
     for key, value in filter.items():
         where = f"{path}.{key}"
         if not isinstance(key, str) or not key:
-            raise FilterError(f"{path} has a key {key!r}; keys must be non-empty field names or operators")
+            raise FilterError(f"{path} has a key {key!r:.60}; keys must be non-empty field names or operators")
+        _require_unicode(key, f"{path} key")
         if key.startswith("$"):
             if key in ("$and", "$or"):
                 if not isinstance(value, list) or not value:
-                    raise FilterError(f"{where} takes a non-empty list of filters, got {value!r}")
+                    raise FilterError(f"{where} takes a non-empty list of filters, got {value!r:.60}")
+                budget.take(len(value), where)
                 for i, sub in enumerate(value):
-                    validate(sub, f"{where}[{i}]")
+                    _validate(sub, f"{where}[{i}]", depth + 1, budget)
             elif key == "$not":
-                validate(value, where)
+                _validate(value, where, depth + 1, budget)
             else:
                 raise FilterError(
                     f"{where}: unknown logical operator {key!r}; use one of {', '.join(LOGICAL_OPERATORS)} "
                     f"at the top level, or put field operators under a field name"
                 )
         else:
-            _validate_condition(value, where)
+            _validate_condition(value, where, budget)
 
 
-def _validate_condition(condition: Any, where: str) -> None:
+def _validate_condition(condition: Any, where: str, budget: _Budget) -> None:
     if not isinstance(condition, Mapping):
+        budget.take(1, where)
         _validate_scalar(condition, where)
         return
     if not condition:
@@ -61,14 +93,17 @@ def _validate_condition(condition: Any, where: str) -> None:
             raise FilterError(f"{where}: unknown operator {op!r}; field operators are {', '.join(FIELD_OPERATORS)}")
         if op in ("$in", "$nin"):
             if not isinstance(operand, list) or not operand:
-                raise FilterError(f"{where}.{op} takes a non-empty list of values, got {operand!r}")
+                raise FilterError(f"{where}.{op} takes a non-empty list of values, got {operand!r:.60}")
+            budget.take(len(operand), f"{where}.{op}")
             for i, item in enumerate(operand):
                 _validate_scalar(item, f"{where}.{op}[{i}]")
         elif op in _ORDERED:
+            budget.take(1, where)
             _validate_scalar(operand, f"{where}.{op}")
             if isinstance(operand, bool):
                 raise FilterError(f"{where}.{op} compares order; give a number or a string, not a bool")
         else:
+            budget.take(1, where)
             _validate_scalar(operand, f"{where}.{op}")
 
 
@@ -76,7 +111,17 @@ def _validate_scalar(value: Any, where: str) -> None:
     if isinstance(value, float) and value != value:
         raise FilterError(f"{where}: NaN never equals anything; remove it")
     if not isinstance(value, (str, int, float, bool)):
-        raise FilterError(f"{where} must be a string, number or bool, got {type(value).__name__} {value!r}")
+        raise FilterError(f"{where} must be a string, number or bool, got {type(value).__name__} {value!r:.60}")
+    if isinstance(value, str):
+        _require_unicode(value, where)
+
+
+def _require_unicode(text: str, where: str) -> None:
+    """Strings are stored as UTF-8: a lone surrogate (JSON "\\ud800", or bytes that were not UTF-8) has no encoding."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise FilterError(f"{where} holds {text[exc.start]!r} at position {exc.start}, which is not valid Unicode text") from None
 
 
 def _family(value: Any) -> str:
@@ -134,3 +179,54 @@ def matches(filter: Mapping[str, Any] | None, metadata: Mapping[str, Any]) -> bo
             if not all(_test(op, value, operand, present) for op, operand in ops):
                 return False
     return True
+
+
+Predicate = Callable[[Mapping[str, Any]], bool]
+
+
+def compile(filter: Mapping[str, Any] | None) -> Predicate:  # noqa: A001
+    """A predicate equal to ``matches(filter, metadata)`` for a validated ``filter``, built once for many points:
+    an ``$in`` or ``$nin`` list becomes a set per type family, so a long list costs one lookup a point."""
+    if not filter:
+        return lambda metadata: True
+    tests = [_compile_entry(key, condition) for key, condition in filter.items()]
+    if len(tests) == 1:
+        return tests[0]
+    return lambda metadata: all(test(metadata) for test in tests)
+
+
+def _compile_entry(key: str, condition: Any) -> Predicate:
+    if key == "$and":
+        parts = [compile(sub) for sub in condition]
+        return lambda metadata: all(part(metadata) for part in parts)
+    if key == "$or":
+        parts = [compile(sub) for sub in condition]
+        return lambda metadata: any(part(metadata) for part in parts)
+    if key == "$not":
+        inner = compile(condition)
+        return lambda metadata: not inner(metadata)
+    ops = condition.items() if isinstance(condition, Mapping) else (("$eq", condition),)
+    tests = [_compile_test(op, operand) for op, operand in ops]
+    missing = object()
+
+    def test(metadata: Mapping[str, Any]) -> bool:
+        value = metadata.get(key, missing)
+        return all(t(value, value is not missing) for t in tests)
+
+    return test
+
+
+def _compile_test(op: str, operand: Any) -> Callable[[Any, bool], bool]:
+    if op in ("$in", "$nin"):
+        by_family: dict[str, set[Any]] = {}
+        for item in operand:
+            by_family.setdefault(_family(item), set()).add(item)
+        empty: set[Any] = set()
+
+        def found(value: Any, present: bool) -> bool:
+            return present and value in by_family.get(_family(value), empty)
+
+        if op == "$in":
+            return found
+        return lambda value, present: not found(value, present)
+    return lambda value, present: _test(op, value, operand, present)

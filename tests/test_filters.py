@@ -110,3 +110,55 @@ def test_memory_and_faiss_filters_match_the_reference_on_random_filters() -> Non
         for store in stores:
             found = {key for key, _ in store.search(vectors[0], n, flt)}
             assert found == expected, (type(store).__name__, flt)
+
+
+def test_the_compiled_predicate_equals_the_reference_on_random_filters() -> None:
+    from vecguard.filters import compile
+    from vecguard.testing import metadata_rows, random_filter
+
+    rng = random.Random(11)
+    rows = metadata_rows(200, seed=3) + [{}, {"year": True}, {"court": 1.0}, {"score": -0.0}]
+    for _ in range(400):
+        flt = random_filter(rng)
+        validate(flt)
+        predicate = compile(flt)
+        assert [predicate(row) for row in rows] == [matches(flt, row) for row in rows], flt
+
+
+def _nested(depth: int) -> dict:
+    flt: dict = {"year": 2021}
+    for _ in range(depth - 1):
+        flt = {"$not": flt}
+    return flt
+
+
+def test_a_filter_may_nest_32_levels_and_no_deeper() -> None:
+    validate(_nested(32))
+    with pytest.raises(FilterError, match="deeper than 32 levels"):
+        validate(_nested(33))
+    with pytest.raises(FilterError, match="deeper than 32 levels"):
+        validate(_nested(5000))  # refused before Python's own recursion limit is reached
+
+
+def test_a_filter_may_hold_10000_values_and_no_more() -> None:
+    validate({"court": {"$nin": [f"c{i}" for i in range(10_000)]}})
+    with pytest.raises(FilterError, match=r"filter.court.\$nin: the filter holds more than 10000 values"):
+        validate({"court": {"$nin": [f"c{i}" for i in range(10_001)]}})
+    with pytest.raises(FilterError, match="more than 10000 values"):
+        validate({"$or": [{"court": {"$in": [f"c{i}" for i in range(5_000)]}}] * 3})
+
+
+def test_a_long_in_list_costs_one_lookup_a_point() -> None:
+    from vecguard.filters import compile
+
+    flt = {"court": {"$nin": [f"c{i}" for i in range(10_000)]}}
+    validate(flt)
+    predicate = compile(flt)
+    rows = [{"court": f"c{i}"} for i in range(9_990, 10_010)]
+    assert [predicate(row) for row in rows] == [matches(flt, row) for row in rows] == [False] * 10 + [True] * 10
+
+
+@pytest.mark.parametrize("flt", [{"court": "UK\ud800"}, {"court": {"$in": ["UK", "\udcff"]}}, {"a\ud800": 1}])
+def test_a_string_that_is_not_valid_unicode_is_a_filter_error(flt: dict) -> None:
+    with pytest.raises(FilterError, match="not valid Unicode"):
+        validate(flt)
