@@ -106,21 +106,35 @@ class ChromaStore:
         else:
             self._client = chromadb.EphemeralClient(settings=settings)
         self._name = collection
-        self._collection = self._client.get_or_create_collection(
-            collection, embedding_function=None,
-            configuration={"hnsw": {"space": "ip", "ef_search": ef_search, "ef_construction": max(ef_search, 100)}},
-        )
-        space = (self._collection.configuration or {}).get("hnsw", {}).get("space")
-        if space not in (None, "ip"):
-            raise StorageError(
-                f"Chroma collection {collection!r} uses space {space!r}, but vecguard scores by inner product; "
-                f"use another [store] collection name"
-            )
+        self._ef_search = ef_search
+        from chromadb.errors import NotFoundError
+
+        try:  # only a write creates the collection: opening to search must not leave an empty one behind
+            self._collection: Any = self._client.get_collection(collection, embedding_function=None)
+        except NotFoundError:
+            self._collection = None
+        else:
+            space = (self._collection.configuration or {}).get("hnsw", {}).get("space")
+            if space not in (None, "ip"):
+                raise StorageError(
+                    f"Chroma collection {collection!r} uses space {space!r}, but vecguard scores by inner product; "
+                    f"use another [store] collection name"
+                )
         self._max_batch = int(self._client.get_max_batch_size())
         self._dimension: int | None = None
 
+    def _created(self) -> Any:
+        """The collection, created now if this is the first write."""
+        if self._collection is None:
+            self._collection = self._client.get_or_create_collection(
+                self._name, embedding_function=None,
+                configuration={"hnsw": {"space": "ip", "ef_search": self._ef_search,
+                                        "ef_construction": max(self._ef_search, 100)}},
+            )
+        return self._collection
+
     def _known_dimension(self) -> int | None:
-        if self._dimension is None:
+        if self._dimension is None and self._collection is not None:
             sample = self._collection.get(limit=1, include=["embeddings"])
             if sample["ids"]:
                 self._dimension = len(sample["embeddings"][0])
@@ -140,18 +154,19 @@ class ChromaStore:
                     )
             metadatas.append(metadata or None)
             documents.append(canonical_json({k: v for k, v in payload.items() if k != "metadata"}))
+        collection = self._created() if len(ids) else self._collection
         for start in range(0, len(ids), self._max_batch):
             end = start + self._max_batch
             batch_ids = list(ids[start:end])
             batch_metadatas = metadatas[start:end]
             # Chroma merges metadata on upsert; a key the new payload lacks must be removed (set to None).
-            previous = self._collection.get(ids=batch_ids, include=["metadatas"])
+            previous = collection.get(ids=batch_ids, include=["metadatas"])
             old_keys = {key: set(m or {}) for key, m in zip(previous["ids"], previous["metadatas"])}
             for i, key in enumerate(batch_ids):
                 dropped = old_keys.get(key, set()) - set(batch_metadatas[i] or {})
                 if dropped:
                     batch_metadatas[i] = {**(batch_metadatas[i] or {}), **dict.fromkeys(dropped)}
-            self._collection.upsert(
+            collection.upsert(
                 ids=batch_ids, embeddings=vectors[start:end], metadatas=batch_metadatas, documents=documents[start:end],
             )
         if len(ids):
@@ -159,6 +174,8 @@ class ChromaStore:
 
     def delete(self, ids: Sequence[str]) -> None:
         ids = list(ids)
+        if self._collection is None:
+            return
         for start in range(0, len(ids), self._max_batch):
             self._collection.delete(ids=ids[start:start + self._max_batch])
 
@@ -170,7 +187,7 @@ class ChromaStore:
 
     def get(self, ids: Sequence[str]) -> dict[str, tuple[np.ndarray, Payload]]:
         found: dict[str, tuple[np.ndarray, Payload]] = {}
-        ids = list(ids)
+        ids = list(ids) if self._collection is not None else []
         for start in range(0, len(ids), self._max_batch):
             part = ids[start:start + self._max_batch]
             if not part:
@@ -181,9 +198,9 @@ class ChromaStore:
         return found
 
     def _matching_ids(self, flt: Mapping[str, Any]) -> list[str]:
-        allowed = []
+        allowed, matches = [], filters.compile(flt)
         for ids, _, payloads in self.scan(batch_size=self._max_batch, include_vectors=False):
-            allowed += [key for key, payload in zip(ids, payloads) if filters.matches(flt, payload["metadata"])]
+            allowed += [key for key, payload in zip(ids, payloads) if matches(payload["metadata"])]
         return allowed
 
     def search(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None = None) -> RankedList:
@@ -208,6 +225,8 @@ class ChromaStore:
         vector = check_query(vector, k, self._known_dimension())
         if filter:
             filters.validate(filter)
+        if self._collection is None:
+            return None
         arguments: dict[str, Any] = {}
         if filter:
             try:
@@ -222,7 +241,7 @@ class ChromaStore:
     def scan(self, batch_size: int = 1000, include_vectors: bool = True) -> Iterator[tuple[list[str], np.ndarray, list[Payload]]]:
         include = ["documents", "metadatas"] + (["embeddings"] if include_vectors else [])
         offset = 0
-        while True:
+        while self._collection is not None:
             got = self._collection.get(limit=batch_size, offset=offset, include=include)
             if not got["ids"]:
                 return
@@ -234,19 +253,21 @@ class ChromaStore:
             yield list(got["ids"]), vectors, [self._payload(d, m) for d, m in zip(got["documents"], got["metadatas"])]
 
     def count(self) -> int:
-        return int(self._collection.count())
+        return int(self._collection.count()) if self._collection is not None else 0
 
     def read_manifest(self) -> dict[str, Any] | None:
+        if self._collection is None:
+            return None
         return manifest_from_metadata(self._collection.metadata, f"Chroma collection {self._name!r}")
 
     def write_manifest(self, manifest: Mapping[str, Any]) -> None:
-        self._collection.modify(metadata=manifest_as_metadata(manifest))
+        self._created().modify(metadata=manifest_as_metadata(manifest))
         self._collection = self._client.get_collection(self._name, embedding_function=None)
 
     def close(self) -> None:
         # Releases the embedded system Chroma caches per path: a later open in this
         # process must read what other processes wrote meanwhile, not a stale cache.
-        self._collection = None  # type: ignore[assignment]
+        self._collection = None
         self._client.close()
 
 

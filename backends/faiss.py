@@ -72,6 +72,7 @@ every write once built, and cost the payload's JSON size plus ~40 bytes a point.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -80,6 +81,8 @@ import re
 import sqlite3
 import threading
 import time
+import uuid
+import zlib
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from operator import itemgetter
@@ -91,7 +94,7 @@ import numpy as np
 from vecguard import filters
 from vecguard.atomic import canonical_json, fsync_directory, write_json_atomically
 from vecguard.config import is_positive_int, resolve_path, take_options
-from vecguard.errors import ConfigError, StorageError
+from vecguard.errors import ConfigError, CorruptCollectionError, StorageError
 from vecguard.protocols import Payload, RankedList, check_batch, check_query
 from vecguard.registry import Part, hookimpl
 
@@ -131,12 +134,27 @@ CREATE TABLE IF NOT EXISTS points (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+DATABASE = "points.sqlite3"
+RESTORE = "restore the folder from a backup, or delete it and index again"
 
 
 def _import_faiss() -> Any:
     import faiss
 
     return faiss
+
+
+def _sqlite_errors(method: Any) -> Any:
+    """Turn SQLite's errors inside a store method into vecguard's, naming the database file (the seam, as httpx maps
+    its transport's errors); a damaged page is a CorruptCollectionError."""
+    @functools.wraps(method)
+    def mapped(self: "FaissStore", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            raise self._storage_error(exc) from exc
+
+    return mapped
 
 
 class FaissStore:
@@ -166,30 +184,47 @@ class FaissStore:
         self._skip_deleted: tuple[Any, ...] | None = None  # the id selector over them, and what it holds on to
         self._checked_at = 0  # vectors when the recall was last measured (or the index built)
         self._checked_after = 0  # the highest num then: vectors added since have higher nums
-        database = str(path / "points.sqlite3") if path is not None else ":memory:"
+        self._database = str(path / DATABASE) if path is not None else ":memory:"
+        # What opening found wrong with the derived index files and repaired (`vecguard check` reports it).
+        self._load_problems: list[str] = []
         if path is not None:
             path.mkdir(parents=True, exist_ok=True)
+            if (path / "manifest.json").exists() and not (path / DATABASE).exists():
+                raise CorruptCollectionError(
+                    f"{path / DATABASE} is missing, and with it every vector and payload of the collection whose "
+                    f"manifest.json is beside it; {RESTORE}"
+                )
         try:
-            self._db = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+            self._db = sqlite3.connect(self._database, isolation_level=None, check_same_thread=False)
             if path is not None:
+                if (path / "manifest.json").exists() and not self._db.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'points'"
+                ).fetchone():
+                    self._db.close()
+                    raise CorruptCollectionError(
+                        f"{self._database} holds no points table (emptied or replaced), though manifest.json beside "
+                        f"it describes a collection; {RESTORE}"
+                    )
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
                 # Reads through a memory map skip a copy per page: reading 10 hits' ids and payloads
                 # from a 1M-point collection took 46 us without it, 29 us with it (measured).
                 self._db.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
             self._db.executescript(_SCHEMA)
-            self._db.execute("SELECT COUNT(*) FROM meta").fetchone()
+            # Names this collection in its index files, so that one copied from another collection is not taken.
+            self._db.execute("INSERT OR IGNORE INTO meta (key, value) SELECT 'collection', ? WHERE NOT EXISTS "
+                             "(SELECT 1 FROM points)", (uuid.uuid4().hex,))
         except sqlite3.DatabaseError as exc:
-            raise StorageError(
-                f"{database} is not a readable SQLite database ({exc}); it holds the collection's vectors and "
-                f"payloads: restore the folder from a backup or rebuild it with `vecguard index`"
+            raise CorruptCollectionError(
+                f"{self._database} is not a readable SQLite database ({exc}); it holds the collection's vectors and "
+                f"payloads: {RESTORE}"
             ) from exc
         self._index: Any = None
         self._index_spec: str | None = None
         self._dirty = True
         self._saved: tuple[int, str | None] | None = None  # (generation, spec) of the index file on disk
         self._metadata: dict[int, dict[str, Any]] | None = None
-        self._allowed: OrderedDict[str, tuple[dict[str, Any], set[int]]] = OrderedDict()  # see _allowed_nums
+        self._allowed: OrderedDict[str, tuple[filters.Predicate, set[int]]] = OrderedDict()  # see _allowed_nums
         self._allowed_arrays: dict[str, _Allowed] = {}  # the kept sets as arrays, with their selectors
         self._on_disk_payload = on_disk_payload
         self._records: list[bytes | str | None] | None = None  # by num: [id, payload] as JSON; see _ready_records
@@ -199,6 +234,26 @@ class FaissStore:
         self._load_saved_index()
 
     # ------------------------------------------------------------ sqlite
+
+    def _storage_error(self, exc: sqlite3.DatabaseError) -> StorageError:
+        text = str(exc)
+        if "malformed" in text or "not a database" in text:
+            return CorruptCollectionError(f"{self._database} is damaged ({text}); run `vecguard check`, then {RESTORE}")
+        if "full" in text:
+            return StorageError(f"{self._database}: the disk is full ({text}); everything committed before is kept: "
+                                f"free some space and run the same command again")
+        return StorageError(f"{self._database}: {text}")
+
+    def _payload(self, key: Any, text: str) -> Payload:
+        """A stored payload, decoded; a record that is not a JSON object is named."""
+        try:
+            payload = json.loads(text)
+        except ValueError as exc:
+            raise CorruptCollectionError(f"{self._database}: the payload of point {key!r} is not valid JSON ({exc}); {RESTORE}") from exc
+        if not isinstance(payload, dict):
+            raise CorruptCollectionError(f"{self._database}: the payload of point {key!r} is {type(payload).__name__}, "
+                                         f"not an object; {RESTORE}")
+        return payload
 
     def _meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -221,32 +276,48 @@ class FaissStore:
             return None
         return self._path / "index.faiss", self._path / "index.json"
 
+    def _index_problem(self, problem: str) -> None:
+        """A saved index file that cannot be used: logged, kept for `vecguard check`, and rebuilt from SQLite."""
+        self._load_problems.append(f"{problem}; rebuilt from {DATABASE}")
+        log.warning("%s; rebuilding the index from %s", problem, DATABASE)
+
     def _load_saved_index(self) -> None:
         files = self._index_files()
         if files is None or not files[0].exists() or not files[1].exists():
             return
         try:
             state = json.loads(files[1].read_text(encoding="utf-8"))
+            if not isinstance(state, dict) or not isinstance(state.get("generation"), int):
+                raise ValueError(f"a {type(state).__name__} without a whole-number generation")
         except (OSError, ValueError) as exc:
-            log.warning("%s is unreadable (%s); rebuilding the index from points.sqlite3", files[1], exc)
+            self._index_problem(f"{files[1]} is unreadable ({exc})")
             return
         if state.get("generation") != self._generation or state.get("requested") != self._spec:
             return  # stale: rebuilt from SQLite on first use
+        if "collection" in state and state["collection"] != self._meta("collection"):  # earlier versions named none
+            self._index_problem(f"{files[0]} belongs to another collection (index.json names {state.get('collection')!r})")
+            return
+        if "crc32" in state and state["crc32"] != _file_crc32(files[0]):
+            self._index_problem(f"{files[0]} does not match the checksum index.json recorded for it (damaged or replaced)")
+            return
         try:
             index = self._faiss.read_index(str(files[0]))
         except RuntimeError as exc:
-            log.warning("%s is unreadable (%s); rebuilding the index from points.sqlite3", files[0], str(exc).splitlines()[0])
+            self._index_problem(f"{files[0]} is unreadable ({str(exc).splitlines()[0]})")
             return
         if isinstance(index, self._faiss.IndexIDMap) and _holds_its_own_ids(self._faiss, self._faiss.downcast_index(index.index)):
-            log.warning("%s wraps an IVF index in an id map, which earlier vecguard versions wrote and which answers with "
-                        "wrong ids after a delete; rebuilding it from points.sqlite3", files[0])
+            self._index_problem(f"{files[0]} wraps an IVF index in an id map, which earlier vecguard versions wrote and "
+                                f"which answers with wrong ids after a delete")
+            return
+        deleted = state.get("deleted") if isinstance(state.get("deleted"), list) else []
+        if index.ntotal != self.count() + (len(deleted) if "HNSW" in str(state.get("spec")) else 0):
+            self._index_problem(f"{files[0]} holds {index.ntotal} vectors, {DATABASE} {self.count()}")
             return
         self._index = index
         self._index_spec = state.get("spec")
         self._tuning = state.get("tuning")
         self._built_on = int(state.get("built_on") or self._index.ntotal)
-        deleted = state.get("deleted")
-        self._deleted = set(deleted or ()) if "HNSW" in (self._index_spec or "") else None
+        self._deleted = set(deleted) if "HNSW" in (self._index_spec or "") else None
         self._checked_at = int(state.get("checked_at") or self._built_on)
         self._checked_after = int(state["checked_after"]) if "checked_after" in state else self._highest_num()
         self._dirty = False
@@ -280,6 +351,7 @@ class FaissStore:
         return (self._spec == "auto" and not self._dirty and self._index_spec not in (None, "Flat")
                 and self._checked_at > 0 and n >= RECALL_CHECK_GROWTH * self._checked_at)
 
+    @_sqlite_errors
     def optimize(self) -> dict[str, Any]:
         """Rebuild (train, tune) the index from every stored vector now and save it; returns what was built."""
         self._dirty = True
@@ -400,6 +472,7 @@ class FaissStore:
                  deleted: set[int], checked_after: int | None = None) -> None:
         with self._lock:
             self._index, self._index_spec, self._tuning, self._built_on, self._dirty = index, spec, tuning, built_on, False
+            self._saved = None  # a new index: the file on disk is the old one's, whatever generation it reflects
             self._deleted = deleted if "HNSW" in spec else None
             self._skip_deleted = None
             self._wanted = None
@@ -613,6 +686,7 @@ class FaissStore:
                         "(target_recall %.2f plus margin)", spec, measured[chosen], knob, chosen, aim, self._target_recall)
         return report(chosen, measured[chosen], aim)
 
+    @_sqlite_errors
     def index_report(self) -> dict[str, Any] | None:
         """What the index measured about itself (the tuned nprobe and its recall), building anything pending
         first when the store is kept on disk (closing would build it anyway)."""
@@ -650,15 +724,24 @@ class FaissStore:
             return  # nothing changed since the file was written: a read-only open writes nothing
         index_file, state_file = files
         tmp = index_file.with_name(f".{index_file.name}.tmp")
-        self._faiss.write_index(self._index, str(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, index_file)
-        fsync_directory(index_file.parent)
-        write_json_atomically(state_file, {"generation": self._generation, "spec": self._index_spec, "requested": self._spec,
-                                           "tuning": self._tuning, "built_on": self._built_on,
-                                           "deleted": sorted(self._deleted) if self._deleted is not None else None,
-                                           "checked_at": self._checked_at, "checked_after": self._checked_after})
+        try:
+            self._faiss.write_index(self._index, str(tmp))
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            checksum = _file_crc32(tmp)
+            os.replace(tmp, index_file)
+            fsync_directory(index_file.parent)
+            write_json_atomically(state_file, {
+                "generation": self._generation, "spec": self._index_spec, "requested": self._spec, "tuning": self._tuning,
+                "built_on": self._built_on, "deleted": sorted(self._deleted) if self._deleted is not None else None,
+                "checked_at": self._checked_at, "checked_after": self._checked_after, "collection": self._meta("collection"),
+                "crc32": checksum,
+            })
+        except (OSError, RuntimeError) as exc:  # derived data: the next open rebuilds it from SQLite
+            tmp.unlink(missing_ok=True)
+            log.warning("could not save the FAISS index to %s (%s); the next open rebuilds it from %s",
+                        index_file, str(exc).splitlines()[0], DATABASE)
+            return
         self._saved = (self._generation, self._index_spec)
 
     # ------------------------------------------------------------ VectorStore
@@ -670,6 +753,7 @@ class FaissStore:
             return self._index_spec == "Flat"
         return self._candidates(self.count()) == ["Flat"]
 
+    @_sqlite_errors
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[Payload]) -> None:
         vectors = check_batch(ids, vectors, payloads, self._dimension)
         if not len(ids):
@@ -692,7 +776,8 @@ class FaissStore:
             self._bump_generation()
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite may have rolled back itself (a full disk)
+                db.execute("ROLLBACK")
             raise
         self._dimension = vectors.shape[1]
         with self._lock:
@@ -755,6 +840,7 @@ class FaissStore:
             found.update(self._db.execute(f"SELECT id, num FROM points WHERE id IN ({marks})", part).fetchall())
         return found
 
+    @_sqlite_errors
     def delete(self, ids: Sequence[str]) -> None:
         existing = self._nums(list(ids))
         if not existing:
@@ -769,7 +855,8 @@ class FaissStore:
             self._bump_generation()
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite may have rolled back itself (a full disk)
+                db.execute("ROLLBACK")
             raise
         with self._lock:
             if self._metadata is not None:
@@ -786,6 +873,7 @@ class FaissStore:
         else:
             self._dirty = True
 
+    @_sqlite_errors
     def get(self, ids: Sequence[str]) -> dict[str, tuple[np.ndarray, Payload]]:
         found: dict[str, tuple[np.ndarray, Payload]] = {}
         for start in range(0, len(ids), SQL_BATCH):
@@ -794,7 +882,7 @@ class FaissStore:
                 f"SELECT id, vector, payload FROM points WHERE id IN ({','.join('?' * len(part))})", part
             ).fetchall()
             for key, blob, text in rows:
-                found[key] = (np.frombuffer(blob, dtype="<f4").copy(), json.loads(text))
+                found[key] = (np.frombuffer(blob, dtype="<f4").copy(), self._payload(key, text))
         return found
 
     def _allowed_nums(self, filter: Mapping[str, Any]) -> _Allowed:
@@ -805,14 +893,14 @@ class FaissStore:
         with self._lock:
             if self._metadata is None:
                 self._metadata = {
-                    num: json.loads(text).get("metadata", {})
-                    for num, text in self._db.execute("SELECT num, payload FROM points")
+                    num: self._payload(key, text).get("metadata") or {}
+                    for num, key, text in self._db.execute("SELECT num, id, payload FROM points")
                 }
             if key in self._allowed:
                 self._allowed.move_to_end(key)
             else:
-                kept = json.loads(key)  # the caller may change its filter afterwards
-                self._allowed[key] = (kept, {num for num, metadata in self._metadata.items() if filters.matches(kept, metadata)})
+                kept = filters.compile(json.loads(key))  # from the key: the caller may change its filter afterwards
+                self._allowed[key] = (kept, {num for num, metadata in self._metadata.items() if kept(metadata)})
                 while len(self._allowed) > 1 and (len(self._allowed) > ALLOWED_CACHE or
                                                   sum(len(nums) for _, nums in self._allowed.values()) > ALLOWED_KEPT):
                     self._allowed_arrays.pop(self._allowed.popitem(last=False)[0], None)
@@ -825,7 +913,7 @@ class FaissStore:
         """Keep the kept filters' sets current through a write (under the lock)."""
         for kept, nums in self._allowed.values():
             nums.difference_update(removed)
-            nums.update(num for num, payload in zip(added, payloads) if filters.matches(kept, payload.get("metadata", {})))
+            nums.update(num for num, payload in zip(added, payloads) if kept(payload.get("metadata", {})))
         self._allowed_arrays.clear()
 
     def search_params(self, k: int, selector: Any = None) -> Any:
@@ -895,6 +983,7 @@ class FaissStore:
         top = np.argsort(-scores, kind="stable")[:k]
         return nums[top].tolist(), scores[top].tolist()
 
+    @_sqlite_errors
     def search(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None = None) -> RankedList:
         nums, scores = self._search_nums(vector, k, filter)
         if not nums:
@@ -905,6 +994,7 @@ class FaissStore:
         names = dict(self._db.execute(f"SELECT num, id FROM points WHERE num IN ({','.join('?' * len(found))})", found).fetchall())
         return [(names[n], s) for n, s in zip(nums, scores) if n in names]
 
+    @_sqlite_errors
     def search_with_payloads(
         self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None = None,
     ) -> list[tuple[str, float, Payload]]:
@@ -919,25 +1009,29 @@ class FaissStore:
             rows = {num: (key, text) for num, key, text in self._db.execute(
                 f"SELECT num, id, payload FROM points WHERE num IN ({','.join('?' * len(found))})", found
             )}
-            return [(rows[n][0], s, json.loads(rows[n][1])) for n, s in zip(nums, scores) if n in rows]
+            return [(rows[n][0], s, self._payload(rows[n][0], rows[n][1])) for n, s in zip(nums, scores) if n in rows]
         if orjson is not None and min(nums) >= 0:
             # The usual answer: k stored points, all plain records. One C-level lookup and one decode for all of
             # them: right after the FAISS call the interpreter runs from cold caches, so each Python step costs more.
             try:
                 found = itemgetter(*nums)(records) if len(nums) > 1 else (records[nums[0]],)
                 flat = orjson.loads(b"[" + b",".join(found) + b"]")  # id, payload, id, payload, ...
-            except (TypeError, IndexError):  # a point deleted since (None) or a record json must read (str)
-                pass
+            except (TypeError, IndexError, ValueError):  # a point deleted since (None), a record json must read (str),
+                pass  # or one that does not decode (named below)
             else:
                 return list(zip(flat[::2], scores, flat[1::2]))
         size, hits = len(records), []
         for num, score in zip(nums, scores):
             # None: deleted after the index answered; str: a record that json must read (long digits)
             if 0 <= num < size and (record := records[num]) is not None:
-                if type(record) is bytes and orjson is not None:
-                    key, payload = orjson.loads(b"[" + record + b"]")
-                else:
-                    key, payload = json.loads(f"[{record if type(record) is str else record.decode()}]")
+                try:
+                    if type(record) is bytes and orjson is not None:
+                        key, payload = orjson.loads(b"[" + record + b"]")
+                    else:
+                        key, payload = json.loads(f"[{record if type(record) is str else record.decode()}]")
+                except ValueError:  # only a damaged payload: the id was written by json.dumps
+                    row = self._db.execute("SELECT id, payload FROM points WHERE num = ?", (num,)).fetchone()
+                    key, payload = row[0], self._payload(row[0], row[1])
                 hits.append((key, score, payload))
         return hits
 
@@ -958,21 +1052,51 @@ class FaissStore:
     def scan(self, batch_size: int = 1000) -> Iterator[tuple[list[str], np.ndarray, list[Payload]]]:
         last = -1
         while True:
-            rows = self._db.execute(
-                "SELECT num, id, vector, payload FROM points WHERE num > ? ORDER BY num LIMIT ?", (last, batch_size)
-            ).fetchall()
+            try:
+                rows = self._db.execute(
+                    "SELECT num, id, vector, payload FROM points WHERE num > ? ORDER BY num LIMIT ?", (last, batch_size)
+                ).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise self._storage_error(exc) from exc
             if not rows:
                 return
             last = rows[-1][0]
+            dimension = self._dimension or len(rows[0][2]) // 4
+            if any(len(r[2]) != 4 * dimension for r in rows):
+                bad = next(r[1] for r in rows if len(r[2]) != 4 * dimension)
+                raise CorruptCollectionError(f"{self._database}: the vector of point {bad!r} is not {dimension} floats; {RESTORE}")
             vectors = np.stack([np.frombuffer(r[2], dtype="<f4") for r in rows]).astype(np.float32)
-            yield [r[1] for r in rows], vectors, [json.loads(r[3]) for r in rows]
+            yield [r[1] for r in rows], vectors, [self._payload(r[1], r[3]) for r in rows]
 
+    @_sqlite_errors
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM points").fetchone()[0])
+
+    def check_integrity(self) -> list[str]:
+        """SQLite's own integrity check, every vector's size and every payload's JSON, and what opening found wrong
+        with the index files (each line names the file or the point)."""
+        problems = list(self._load_problems)
+        try:
+            pages = [row[0] for row in self._db.execute("PRAGMA integrity_check(10)")]
+            if pages != ["ok"]:
+                return [*problems, f"{self._database} is damaged: {'; '.join(pages)}; {RESTORE}"]
+            for key, size, text in self._db.execute("SELECT id, length(vector), payload FROM points"):
+                if self._dimension and size != 4 * self._dimension:
+                    problems.append(f"{self._database}: the vector of point {key!r} is {size} bytes, not {self._dimension} floats")
+                try:
+                    self._payload(key, text)
+                except CorruptCollectionError as exc:
+                    problems.append(str(exc))
+                if len(problems) > 20:
+                    break
+        except sqlite3.DatabaseError as exc:
+            problems.append(str(self._storage_error(exc)))
+        return problems
 
     def _manifest_file(self) -> Path | None:
         return self._path / "manifest.json" if self._path is not None else None
 
+    @_sqlite_errors
     def read_manifest(self) -> dict[str, Any] | None:
         path = self._manifest_file()
         if path is None:
@@ -983,15 +1107,21 @@ class FaissStore:
         try:
             return json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise StorageError(f"manifest {path} is unreadable ({exc}); restore it from a backup or rebuild the collection") from exc
+            raise CorruptCollectionError(f"manifest {path} is unreadable ({exc}); restore it from a backup or rebuild the collection") from exc
 
+    @_sqlite_errors
     def write_manifest(self, manifest: Mapping[str, Any]) -> None:
         path = self._manifest_file()
         if path is None:
             self._set_meta("manifest", canonical_json(dict(manifest)))
-        else:
+            return
+        try:
             write_json_atomically(path, dict(manifest))
+        except OSError as exc:
+            raise StorageError(f"cannot write {path} ({exc.strerror or exc}); everything committed before is kept: "
+                               f"fix the cause and run the same command again") from exc
 
+    @_sqlite_errors
     def close(self) -> None:
         if self._db is None:
             return
@@ -1070,6 +1200,15 @@ class _Allowed:
         if self._selector is None:
             self._selector = self._faiss.IDSelectorBatch(self.nums)
         return self._selector
+
+
+def _file_crc32(path: Path) -> int:
+    """CRC-32 of a file, read in 16 MiB blocks (an index file can hold gigabytes)."""
+    crc = 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 24):
+            crc = zlib.crc32(block, crc)
+    return crc
 
 
 def _vector_rows(db: sqlite3.Connection, nums: list[int]) -> Iterator[tuple[int, bytes]]:

@@ -15,7 +15,7 @@ import numpy as np
 from vecguard import filters
 from vecguard.atomic import write_bytes_atomically, write_json_atomically
 from vecguard.config import resolve_path, take_options
-from vecguard.errors import StorageError
+from vecguard.errors import CorruptCollectionError
 from vecguard.protocols import Payload, RankedList, check_batch, check_query
 from vecguard.registry import Part, hookimpl
 
@@ -40,10 +40,12 @@ class MemoryStore:
             self._vectors = np.load(path / "vectors.npy", allow_pickle=False).astype(np.float32)
             manifest_path = path / "manifest.json"
             self._manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.exists() else None
-        except (OSError, ValueError) as exc:
-            raise StorageError(f"memory store at {path} is unreadable: {exc}") from exc
-        self._ids = list(points["ids"])
-        self._payloads = list(points["payloads"])
+            ids, payloads = list(points["ids"]), list(points["payloads"])
+            if len(ids) != len(payloads) or len(ids) != len(self._vectors) or not all(isinstance(p, dict) for p in payloads):
+                raise ValueError(f"{len(ids)} ids, {len(payloads)} payloads and {len(self._vectors)} vectors do not match")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CorruptCollectionError(f"memory store at {path} is unreadable: {exc}") from exc
+        self._ids, self._payloads = ids, payloads
         self._position = {key: i for i, key in enumerate(self._ids)}
 
     @property
@@ -89,14 +91,15 @@ class MemoryStore:
 
     def search(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None = None) -> RankedList:
         vector = check_query(vector, k, self.dimension)
-        if not self._ids:
-            return []
         if filter:
             filters.validate(filter)
+        if not self._ids:
+            return []
         scores = self._vectors @ vector
         rows = np.arange(len(self._ids))
         if filter:
-            rows = np.array([i for i in rows if filters.matches(filter, self._payloads[i].get("metadata", {}))], dtype=np.int64)
+            matches = filters.compile(filter)
+            rows = np.array([i for i in rows if matches(self._payloads[i].get("metadata", {}))], dtype=np.int64)
             if not len(rows):
                 return []
         order = rows[np.lexsort((rows, -scores[rows]))][:k]

@@ -240,9 +240,10 @@ class QdrantStore:
         ).points
 
     def _matching_ids(self, flt: Mapping[str, Any]) -> list[str]:
+        matches = filters.compile(flt)
         return [
             key for ids, _, payloads in self.scan(include_vectors=False)
-            for key, payload in zip(ids, payloads) if filters.matches(flt, payload.get("metadata") or {})
+            for key, payload in zip(ids, payloads) if matches(payload.get("metadata") or {})
         ]
 
     def scan(self, batch_size: int = 1000, include_vectors: bool = True) -> Iterator[tuple[list[str], np.ndarray, list[Payload]]]:

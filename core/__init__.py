@@ -9,8 +9,10 @@
 from .config import Config, load_config
 from .engine import Engine, open
 from .errors import (
+    CollectionNotFoundError,
     CompatibilityError,
     ConfigError,
+    CorruptCollectionError,
     DimensionError,
     DocumentError,
     EmbeddingDriftError,
@@ -27,7 +29,7 @@ from .protocols import Document, Encoder, EncoderIdentity, FusedHit, Fuser, Hit,
 from .registry import Part, Registry, hookimpl, hookspec
 
 __all__ = [
-    "CompatibilityError", "Config", "ConfigError", "DimensionError", "Document", "DocumentError",
+    "CollectionNotFoundError", "CompatibilityError", "Config", "ConfigError", "CorruptCollectionError", "DimensionError", "Document", "DocumentError",
     "EmbeddingDriftError", "Encoder", "EncoderIdentity", "Engine", "FilterError", "FusedHit", "Fuser",
     "GuardReport", "Hit", "KeywordIndex", "MigrationReport", "MissingExtraError", "Part", "PluginError", "PluginNotFoundError",
     "Registry", "SignalEvidence", "StorageError", "VecguardError", "VectorStore", "hookimpl", "hookspec",

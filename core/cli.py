@@ -1,19 +1,30 @@
-"""The `vecguard` command. Exit status: 0 ok, 1 a check failed (drift), 2 bad input or error."""
+"""The `vecguard` command.
+
+Exit status: 0 ok; 1 the guard refused the collection (drift) or a check or verification failed; 2 bad input
+or environment (config, documents, filters, files, disk, a server); 3 an internal error (a bug: rerun with
+--debug for the traceback); 130 interrupted; 141 the output was closed early (``| head``). Every error is one
+line on stderr, and what was committed before it stays.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import sys
 import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
-from .errors import DocumentError, EmbeddingDriftError, VecguardError
+from .errors import CollectionNotFoundError, CompatibilityError, CorruptCollectionError, DocumentError, VecguardError
 from .protocols import Document
 
-EXIT_OK, EXIT_DRIFT, EXIT_ERROR = 0, 1, 2
+EXIT_OK, EXIT_DRIFT, EXIT_ERROR, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_FAILED = EXIT_DRIFT  # a check or a verification that did not hold
+EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141
 
 
 def read_source(source: Path) -> Iterator[Document]:
@@ -36,15 +47,25 @@ def read_source(source: Path) -> Iterator[Document]:
         return
     if not source.is_file():
         raise DocumentError(f"{source}: no such file or folder; give a JSONL file or a folder of .txt/.md files")
-    with open(source, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
+    # Read as bytes and decoded line by line: a bad byte is named by its line, and every line before it is indexed.
+    with open(source, "rb") as lines:
+        for number, raw in enumerate(lines, start=1):
             where = f"{source}:{number}"
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise DocumentError(
+                    f"{where}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
+                    f"convert the file to UTF-8"
+                ) from None
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DocumentError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
+            except RecursionError:
+                raise DocumentError(f"{where}: the JSON nests too deeply; documents are flat objects") from None
             if not isinstance(record, dict):
                 raise DocumentError(f"{where}: each line must be an object like {{\"id\": ..., \"text\": ..., \"metadata\": {{...}}}}")
             unknown = sorted(set(record) - {"id", "text", "metadata"})
@@ -116,8 +137,10 @@ def cmd_search(args: argparse.Namespace) -> int:
             filter = json.loads(args.filter)
         except json.JSONDecodeError as exc:
             raise VecguardError(f"--filter is not valid JSON ({exc.msg} at column {exc.colno}); example: --filter '{{\"year\": {{\"$gte\": 2020}}}}'") from exc
+        except RecursionError:
+            raise VecguardError("--filter nests too deeply; a filter nests at most 32 levels") from None
         validate(filter)  # before the model loads
-    with open_engine(args.config) as engine:
+    with open_engine(args.config, create=False) as engine:
         hits = engine.search(args.query, k=args.k, mode=args.mode, filter=filter, min_score=args.min_score, chunks=args.chunks)
     if args.json:
         print(json.dumps([
@@ -145,27 +168,47 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from .engine import open as open_engine
 
-    with open_engine(args.config) as engine:
+    with open_engine(args.config, create=False) as engine:
         info = engine.info()
     print(json.dumps(info, indent=2, ensure_ascii=False))
     return EXIT_OK
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    """The guard, then every record of the collection read once; exit 1 when either finds a problem."""
     from . import guard
     from .config import load_config
     from .engine import Engine
 
-    with Engine(load_config(args.config), check_guard=False) as engine:
+    config = load_config(args.config)
+    started = time.perf_counter()
+    try:  # opened without repairing anything: what open would repair is reported instead
+        engine = Engine(config, check_guard=False, create=False, repair=False)
+    except (CollectionNotFoundError, CorruptCollectionError) as exc:
+        if args.json:
+            print(json.dumps({"status": "failed", "problems": [str(exc)]}, indent=2))
+        else:
+            print(f"FAILED: {exc}")
+        return EXIT_FAILED
+    with engine:
         report = engine.check()
+        problems = engine.check_integrity()
+        documents, chunks = engine.count(), engine.count_chunks()
+    elapsed_ms = (time.perf_counter() - started) * 1000
     if args.json:
-        print(json.dumps(report.as_dict(), indent=2))
+        print(json.dumps({**report.as_dict(), "problems": problems, "documents": documents, "chunks": chunks}, indent=2))
     else:
         print(f"{report.status.upper()}: {report.message(args.config)}")
         if report.mean_cosine is not None:
             print(f"probe cosine over {len(guard.PROBE_SENTENCES)} sentences: mean {report.mean_cosine:.4f}, min {report.min_cosine:.4f}")
-        print(f"check took {report.elapsed_ms:.1f} ms")
-    return EXIT_DRIFT if report.status == "refused" else EXIT_OK
+        if problems:
+            print(f"FAILED: {len(problems)} problem{'s' * (len(problems) > 1)} in the collection's files and records:")
+            for problem in problems:
+                print(f"  {problem}")
+        else:
+            print(f"records OK: {documents} documents, {chunks} chunks, every record read and in step")
+        print(f"guard took {report.elapsed_ms:.1f} ms, the whole check {elapsed_ms:.0f} ms")
+    return EXIT_FAILED if report.status == "refused" or problems else EXIT_OK
 
 
 def _knob(measured: dict) -> str:
@@ -176,7 +219,7 @@ def _knob(measured: dict) -> str:
 def cmd_optimize(args: argparse.Namespace) -> int:
     from .engine import open as open_engine
 
-    with open_engine(args.config) as engine:
+    with open_engine(args.config, create=False) as engine:
         started = time.perf_counter()
         report = engine.optimize()
         elapsed = time.perf_counter() - started
@@ -251,7 +294,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             )
     if args.json:
         print(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
-        return EXIT_OK if report.passed else EXIT_DRIFT
+        return EXIT_OK if report.passed else EXIT_FAILED
     unit = "documents" if report.mode == "reembed" else "points"
     if report.mode != "verify":
         resumed = f", resuming after {report.resumed_from}" if report.resumed_from else ""
@@ -269,7 +312,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
                 print(f"  {side:<3} {mode:<7} " + "  ".join(f"{name} {value:.3f}" for name, value in scores.items() if name != "queries"))
     if report.mode == "reembed" and report.passed:
         print(f"the new collection is ready; point your app at {report.target} when you are satisfied")
-    return EXIT_OK if report.passed else EXIT_DRIFT
+    return EXIT_OK if report.passed else EXIT_FAILED
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -285,7 +328,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     queries = load_queries(args.queries)
     qrels = load_qrels(args.qrels) if args.qrels else None
     result: dict = {"config": args.config, "k": args.k}
-    with open_engine(args.config) as engine:
+    with open_engine(args.config, create=False) as engine:
         if qrels is not None:
             result["quality"] = evaluate(engine, queries, qrels, k=args.k)
         if args.exact:
@@ -337,10 +380,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose mistakes are one line, like every other error of the command."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"vecguard: {message} (see `{self.prog} --help`)\n")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port; give one from 1 to 65535")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vecguard", description="Hybrid semantic search that refuses a drifted embedding space.")
+    parser = _Parser(prog="vecguard", description="Hybrid semantic search that refuses a drifted embedding space.",
+                     epilog="Exit status: 0 ok, 1 the guard refused (drift) or a check failed, 2 bad input or environment, "
+                            "3 internal error (rerun with --debug).")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the engine does")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an error")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("plugins", help="list the parts discovered through entry points, and plugins that failed to load")
     p.add_argument("--json", action="store_true")
@@ -414,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve search over HTTP (/search, /documents, /readyz, /metrics); needs vecguard[server]")
     p.add_argument("--config", "-c", required=True)
     p.add_argument("--host", help="default: [server] host (127.0.0.1)")
-    p.add_argument("--port", type=int, help="default: [server] port (8000)")
+    p.add_argument("--port", type=_port, help="default: [server] port (8000)")
     p.set_defaults(run=cmd_serve)
     return parser
 
@@ -425,15 +488,32 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.run(args)
-    except EmbeddingDriftError as exc:
-        print(f"vecguard: {exc}", file=sys.stderr)
-        return EXIT_DRIFT if args.command == "check" else EXIT_ERROR
-    except VecguardError as exc:
-        print(f"vecguard: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+    except BrokenPipeError:
+        # The reader went away (`vecguard search ... | head`): leave quietly, as a tool killed by SIGPIPE does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
-        print("vecguard: interrupted; everything committed before this point is kept", file=sys.stderr)
-        return 130
+        _fail("interrupted; everything committed before this point is kept", args)
+        return EXIT_INTERRUPTED
+    except CompatibilityError as exc:
+        _fail(str(exc), args)
+        return EXIT_DRIFT
+    except VecguardError as exc:
+        _fail(str(exc), args)
+        return EXIT_ERROR
+    except (OSError, MemoryError) as exc:  # the environment: a file, the disk, the network, memory
+        _fail(f"{type(exc).__name__}: {exc}; everything committed before this point is kept", args)
+        return EXIT_ERROR
+    except Exception as exc:
+        _fail(f"internal error ({type(exc).__name__}: {exc}); rerun with --debug for the traceback and report it", args)
+        return EXIT_INTERNAL
+
+
+def _fail(message: str, args: argparse.Namespace) -> None:
+    """One line on stderr (the traceback first with --debug)."""
+    if args.debug:
+        traceback.print_exc()
+    print(f"vecguard: {' '.join(message.split())}", file=sys.stderr)
 
 
 if __name__ == "__main__":

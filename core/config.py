@@ -7,7 +7,8 @@
     [chunking]  tokens = 256, overlap = 32, batch_documents = "auto" (64, or the encoder's batch if larger)
     [guard]     mode = "enforce", min_mean_cosine = 0.99, min_cosine = 0.98
     [server]    host, port, max_request_bytes, max_k, max_query_chars, max_documents,
-                write_token_env (the environment variable holding the bearer token for writes)
+                write_token_env (the environment variable holding the bearer token for writes),
+                open_writes (true lets writes in without a token), header_timeout, max_header_bytes, max_connections
 
 Relative paths are resolved against the folder of the config file.
 """
@@ -32,7 +33,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "guard": {"mode": "enforce", "min_mean_cosine": 0.99, "min_cosine": 0.98},
     "server": {
         "host": "127.0.0.1", "port": 8000, "max_request_bytes": 16 * 1024 * 1024, "max_k": 100,
-        "max_query_chars": 4096, "max_documents": 1000, "write_token_env": "",
+        "max_query_chars": 4096, "max_documents": 1000, "write_token_env": "", "open_writes": False,
+        "header_timeout": 10, "max_header_bytes": 16 * 1024, "max_connections": 1024,
     },
 }
 SIGNALS = ("dense", "keyword")
@@ -137,8 +139,13 @@ def _validated(raw: dict[str, Any], base_dir: Path, source: str) -> Config:
 
     _check_keys(source, "server", tables["server"], DEFAULTS["server"])
     server = tables["server"]
-    for key in ("port", "max_request_bytes", "max_k", "max_query_chars", "max_documents"):
+    for key in ("port", "max_request_bytes", "max_k", "max_query_chars", "max_documents", "max_header_bytes", "max_connections"):
         _require_positive_int(source, "server", key, server[key])
+    timeout = server["header_timeout"]
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout <= 3600:
+        raise ConfigError(f"{source}: [server] header_timeout must be seconds, more than 0 and at most 3600, got {timeout!r}")
+    if not isinstance(server["open_writes"], bool):
+        raise ConfigError(f"{source}: [server] open_writes must be true or false, got {server['open_writes']!r}")
     if server["port"] > 65535:
         raise ConfigError(f"{source}: [server] port must be from 1 to 65535, got {server['port']!r}")
     for key in ("host", "write_token_env"):

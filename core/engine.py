@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import json
 import logging
 import math
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
@@ -28,11 +30,11 @@ from typing import Any, ContextManager
 import numpy as np
 
 from . import filters as portable_filters
-from . import guard
-from .atomic import canonical_json
+from . import guard, integrity, swap
+from .atomic import canonical_json, write_json_atomically
 from .chunking import TokenChunker, join_chunks
-from .config import Config, load_config
-from .errors import DocumentError, StorageError, VecguardError
+from .config import Config, load_config, resolve_path
+from .errors import CollectionNotFoundError, CorruptCollectionError, DocumentError, StorageError, VecguardError
 from .protocols import Document, Encoder, Fuser, Hit, Instrument, KeywordIndex, Payload, RankedList, SignalEvidence, VectorStore, as_documents
 from .registry import Registry
 
@@ -43,9 +45,18 @@ GET_BATCH = 512
 MIN_BATCH_DOCUMENTS = 64  # documents per add() batch under batch_documents = "auto", unless the encoder batch is larger
 
 
-def open(config: str | Path | Mapping[str, Any] | Config, *, registry: Registry | None = None) -> "Engine":  # noqa: A001
-    """Open (or create) the collection a config describes; the version guard runs here."""
-    return Engine(load_config(config), registry=registry)
+KEYWORD_STATE = "state.json"  # beside the keyword index: the collection write it was saved by
+
+
+def open(  # noqa: A001
+    config: str | Path | Mapping[str, Any] | Config, *, registry: Registry | None = None, create: bool = True,
+) -> "Engine":
+    """Open the collection a config describes; the version guard runs here.
+
+    ``create=False`` (what searching and checking use) raises CollectionNotFoundError where no collection
+    exists instead of creating an empty one, so a mistyped path never answers "no results".
+    """
+    return Engine(load_config(config), registry=registry, create=create)
 
 
 def chunk_id(doc_id: str, index: int) -> str:
@@ -57,7 +68,6 @@ class _ChunkedBatch:
     """One batch of changed documents between chunking and the store."""
 
     doc_ids: set[str]
-    existing: dict[str, list[str]]  # doc id -> the chunk ids stored for it before this batch
     ids: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
     payloads: list[Payload] = field(default_factory=list)
@@ -101,20 +111,45 @@ class Engine:
         check_guard: bool = True,
         open_unfinished: bool = False,
         parts: Parts | None = None,
+        create: bool = True,
+        repair: bool = True,
     ) -> None:
         self.config = config
         self.registry = registry or Registry.discover()
         self.instrument: Instrument | None = None
+        # Held while a write reads or changes the collection, never while it encodes: a host that searches from
+        # other threads meanwhile (the server) sets it to its lock's writing side, so searches wait only for that.
+        self.write_lock: Callable[[], ContextManager[Any]] = nullcontext
+        self._writers = 0  # add() and delete() calls under way: the manifest's writing mark ends with the last
         self.store_plugin, store_options = config.plugin_options("store")
-        self.store: VectorStore = self.registry.build("store", self.store_plugin, store_options, config.base_dir)
+        folder = _store_folder(config, store_options)
+        self.where = str(folder) if folder is not None else _server_location(self.store_plugin, store_options)
+        # Problems that open would have repaired, found with repair=False (`vecguard check` reports them).
+        self.open_problems: list[str] = []
+        self._repair = repair
+        if folder is not None:
+            swap.finish_interrupted(folder)  # a reindex killed between its renames is finished before anything reads
+            if not create and not folder.exists():
+                raise CollectionNotFoundError(
+                    f"{config.source}: there is no collection at {folder} ([store] path); build one with "
+                    f"`vecguard index --config {config.source} DOCUMENTS`, or fix the path"
+                )
+        try:
+            self.store: VectorStore = self.registry.build("store", self.store_plugin, store_options, config.base_dir)
+        except OSError as exc:
+            raise StorageError(
+                f"{config.source}: cannot open the collection at {self.where}: {exc.strerror or exc}"
+                f"{f' ({exc.filename})' if exc.filename else ''}; give [store] a folder that can be created and written"
+            ) from exc
         try:
             parts = parts or build_parts(config, self.registry)
             self.encoder, self.keyword, self.fuser, self.chunker = parts.encoder, parts.keyword, parts.fuser, parts.chunker
             self.batch_documents = self._batch_documents(config.section("chunking")["batch_documents"])
             self.last_add = {"written": 0, "unchanged": 0}  # what the last add() wrote and skipped as already stored
             self.keyword_dir = self._keyword_dir(config, store_options)
+            self.keyword_where = str(self.keyword_dir) if self.keyword_dir is not None else f"the keyword index of {self.where}"
             self.guard_report: guard.GuardReport | None = None
-            self._open_collection(check_guard, open_unfinished)
+            self._open_collection(check_guard, open_unfinished, create)
         except BaseException:
             self.store.close()
             raise
@@ -134,19 +169,26 @@ class Engine:
     def _live_settings(self) -> dict[str, Any]:
         return Parts(self.encoder, self.keyword, self.fuser, self.chunker).live_settings()
 
-    def _open_collection(self, check_guard: bool, open_unfinished: bool) -> None:
+    def _open_collection(self, check_guard: bool, open_unfinished: bool, create: bool) -> None:
         manifest = self.store.read_manifest()
         stored_chunks = self.store.count()
         if manifest is None:
             if stored_chunks:
                 raise StorageError(
-                    f"the collection holds {stored_chunks} vectors but no vecguard manifest, so nothing says which "
+                    f"{self.where} holds {stored_chunks} vectors but no vecguard manifest, so nothing says which "
                     f"model built them; fix: rebuild it with `vecguard index` into an empty store"
                 )
+            if not create and not self.where.endswith(" in memory"):  # a store in memory starts empty every time
+                raise CollectionNotFoundError(
+                    f"{self.config.source}: {self.where} holds no vecguard collection; build one with "
+                    f"`vecguard index --config {self.config.source} DOCUMENTS`, or fix [store]"
+                )
             self.manifest = guard.build_manifest(self.encoder, store_plugin=self.store_plugin, **self._live_settings())
+            self.manifest["write_id"] = uuid.uuid4().hex
             self.store.write_manifest(self.manifest)
         else:
-            self.manifest = dict(manifest)
+            self.manifest = guard.check_manifest(dict(manifest) if isinstance(manifest, Mapping) else manifest,
+                                                 f"the manifest of {self.where}")
             migration = self.state.get("migration")
             if migration and not open_unfinished:
                 source = migration.get("source") or {}
@@ -160,13 +202,30 @@ class Engine:
                 guard.enforce(self.guard_report, self.config.tables["guard"]["mode"], self.config.source)
         if self.state.get("migration"):
             return  # vecguard.migrate() finishes it with complete_migration()
-        if self.state.get("writing"):
-            log.warning("the last write to this collection did not finish; repairing it from the stored chunks")
+        if self.state.get("writing") and self._found(
+            f"{self.where}: the last write did not finish; repairing it from the stored chunks"
+        ):
             self.repair()
             return
+        recorded = self.manifest["counts"]["chunks"]
+        if recorded and not stored_chunks:
+            raise CorruptCollectionError(
+                f"{self.where}: the manifest records {recorded} chunks but the store holds none: its data was deleted "
+                f"or replaced. Restore the collection from a backup, or delete it and index again"
+            )
         self._load_keyword_index(stored_chunks)
-        if (self.manifest.get("counts") or {}).get("chunks") != stored_chunks:
+        if recorded != stored_chunks and self._found(
+            f"{self.where}: the manifest records {recorded} chunks but the store holds {stored_chunks}; recounting"
+        ):
             self._recount()
+
+    def _found(self, problem: str) -> bool:
+        """Log a problem that open repairs; with repair=False record it instead. True when it is to be repaired."""
+        if not self._repair:
+            self.open_problems.append(problem)
+            return False
+        log.warning("%s", problem)
+        return True
 
     @property
     def state(self) -> dict[str, Any]:
@@ -185,8 +244,9 @@ class Engine:
         self.state["writing"] = False
         self._recount()
 
-    def complete_migration(self, *, rebuild: bool) -> None:
-        """Clear a migration's mark once every point is in (``vecguard.migrate`` calls it).
+    def finish_migration(self, *, rebuild: bool) -> None:
+        """Make a migrated collection whole once every point is in; its mark stays until ``complete_migration``,
+        so a run killed while verifying the copy is finished by the same command (``vecguard.migrate`` calls it).
 
         ``rebuild``: repair from the stored chunks first (orphans, keyword index,
         counts); without it the keyword index built alongside the copy is saved
@@ -196,9 +256,19 @@ class Engine:
             self.repair()
         else:
             self._save_keyword_index()
+        self.state["migration"]["phase"] = "verifying"
+        self.store.write_manifest(self.manifest)
+
+    def complete_migration(self) -> None:
+        """Clear a migration's mark: from now on the collection opens anywhere."""
         self.state.pop("migration", None)
         self.state["writing"] = False
         self.store.write_manifest(self.manifest)
+
+    def check_integrity(self) -> list[str]:
+        """Every problem with the collection's files and records, each naming where (what `vecguard check` runs
+        after the guard); reads the whole collection once. [] when it is sound."""
+        return integrity.problems(self)
 
     def check(self, manifest: Mapping[str, Any] | None = None) -> guard.GuardReport:
         """Compare the collection's manifest (or another one) with this engine's encoder and settings.
@@ -215,28 +285,56 @@ class Engine:
         )
 
     def _load_keyword_index(self, stored_chunks: int) -> None:
-        loaded = self.keyword_dir is not None and self.keyword.load(self.keyword_dir)
-        if stored_chunks and (not loaded or self.keyword.count() != stored_chunks):
-            log.warning("keyword index is missing or out of step with the store; rebuilding it from stored texts")
+        """Load the saved keyword index, or rebuild it from the stored texts when it is missing, unreadable, holds
+        another number of chunks, or was saved by another write than the collection's last (a file restored from
+        elsewhere, or a crash between the two)."""
+        problem = None
+        if self.keyword_dir is None:
+            loaded = False
+        else:
+            try:
+                loaded = self.keyword.load(self.keyword_dir)
+            except Exception as exc:  # derived data: whatever is wrong with the file, the stored texts rebuild it
+                loaded, problem = False, f"{self.keyword_where} is unreadable ({exc})"
+            if loaded and self.manifest.get("write_id") and self._keyword_write_id() != self.manifest["write_id"]:
+                loaded, problem = False, f"{self.keyword_where} was saved by another write than the collection's last"
+        if loaded and self.keyword.count() != stored_chunks:
+            problem = f"{self.keyword_where} holds {self.keyword.count()} chunks, the store {stored_chunks}"
+        elif not loaded and stored_chunks and problem is None:
+            problem = f"{self.keyword_where} is missing"
+        if problem is not None and self._found(f"{problem}; rebuilding it from the stored texts"):
             self._rebuild_keyword_index()
+
+    def _keyword_write_id(self) -> str | None:
+        try:
+            state = json.loads((self.keyword_dir / KEYWORD_STATE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return state.get("write_id") if isinstance(state, dict) else None
 
     def _rebuild_keyword_index(self) -> None:
         self.keyword = self.registry.build(
             "keyword", *self.config.plugin_options("keyword", engine_keys=("path",)), self.config.base_dir
         )
-        for ids, _, payloads in self.store.scan(batch_size=1000):
+        for ids, payloads in self._scan_payloads():
             self.keyword.add(ids, [p["text"] for p in payloads])
         self._save_keyword_index()
 
     def _save_keyword_index(self) -> None:
-        if self.keyword_dir is not None:
+        if self.keyword_dir is None:
+            return
+        try:
             self.keyword.save(self.keyword_dir)
+            write_json_atomically(self.keyword_dir / KEYWORD_STATE, {"write_id": self.manifest.get("write_id")})
+        except OSError as exc:  # the collection stays marked mid-write: the next open rebuilds the keyword index
+            raise StorageError(f"cannot save the keyword index in {self.keyword_dir} ({exc.strerror or exc}); "
+                               f"everything committed before is kept: fix the cause and run the same command again") from exc
 
     def _remove_orphan_chunks(self) -> None:
         """Chunks a crashed replace left behind: beyond their document's current chunk count."""
         chunk_counts: dict[str, int] = {}
         seen: list[tuple[str, str, int]] = []
-        for ids, _, payloads in self.store.scan(batch_size=1000):
+        for ids, payloads in self._scan_payloads():
             for key, payload in zip(ids, payloads):
                 seen.append((key, payload["doc_id"], payload["chunk"]))
                 if payload["chunk"] == 0:
@@ -245,9 +343,16 @@ class Engine:
         if orphans:
             self.store.delete(orphans)
 
+    def _scan_payloads(self, batch_size: int = 1000) -> Iterator[tuple[list[str], list[Payload]]]:
+        """Every stored chunk's (ids, payloads), a batch at a time; a damaged payload is named, not tripped over."""
+        for ids, _, payloads in self.store.scan(batch_size=batch_size):
+            if any(integrity.payload_problem(p) is not None for p in payloads):
+                raise integrity.malformed_payload(self.where, dict(zip(ids, payloads)))  # type: ignore[misc]
+            yield ids, payloads
+
     def _recount(self) -> None:
         documents = chunks = 0
-        for _, _, payloads in self.store.scan(batch_size=1000):
+        for _, payloads in self._scan_payloads():
             chunks += len(payloads)
             documents += sum(1 for p in payloads if p.get("chunk") == 0)
         self._write_counts(documents, chunks)
@@ -257,9 +362,30 @@ class Engine:
         self.store.write_manifest(self.manifest)
 
     def _set_writing(self, writing: bool) -> None:
-        """Mark the collection as mid-write in its manifest, so a crash is repaired at the next open."""
+        """Mark the collection as mid-write in its manifest, so a crash is repaired at the next open.
+
+        Each write gets a new ``write_id``, which the keyword index is saved with: a keyword file that does not
+        carry the manifest's was saved by another write and is rebuilt at open.
+        """
         self.state["writing"] = writing
+        if writing:
+            self.manifest["write_id"] = uuid.uuid4().hex
         self.store.write_manifest(self.manifest)
+
+    def _begin_write(self) -> None:
+        """Under write_lock: the first of concurrent writes marks the collection."""
+        self._writers += 1
+        if self._writers == 1:
+            self._set_writing(True)
+
+    def _end_write(self) -> None:
+        """Under write_lock: save the keyword index with the counts; the last concurrent write clears the mark."""
+        self._save_keyword_index()
+        self._writers -= 1
+        if self._writers == 0:
+            self._set_writing(False)
+        else:
+            self.store.write_manifest(self.manifest)
 
     def _stage(self, name: str) -> ContextManager[Any]:
         return self.instrument.stage(name) if self.instrument is not None else nullcontext()
@@ -330,7 +456,9 @@ class Engine:
                     return
                 chunked, pending = pending, None
                 try:
-                    written += self._store_batch(chunked)
+                    vectors = chunked.vectors.result()  # waited for before the lock: searches never wait for encoding
+                    with self.write_lock():
+                        written += self._store_batch(chunked, vectors)
                 except BaseException:
                     store_failed = True  # leave the collection marked mid-write: the next open repairs it
                     raise
@@ -342,13 +470,15 @@ class Engine:
                 taken, batch = list(batch.values()), {}
                 if pending is not None and not pending.doc_ids.isdisjoint(d.id for d in taken):
                     write_pending()  # the same document again: what is stored must be read after that write
-                heads = self._get_payloads([chunk_id(d.id, 0) for d in taken])
+                with self.write_lock():
+                    heads = self._get_payloads([chunk_id(d.id, 0) for d in taken])
                 digests = {d.id: content_hash(d) for d in taken}
                 changed = [d for d in taken if (heads.get(chunk_id(d.id, 0)) or {}).get("content_hash") != digests[d.id]]
                 unchanged += len(taken) - len(changed)
                 if changed:
                     if not marked:
-                        self._set_writing(True)
+                        with self.write_lock():
+                            self._begin_write()
                         marked = True
                     chunked = self._chunk_batch(changed, heads, digests)
                     chunked.read = len(taken)
@@ -374,14 +504,13 @@ class Engine:
                     write_pending()
                 if marked and not store_failed:
                     # The keyword index is saved once per call, not per batch: it is rewritten whole.
-                    self._save_keyword_index()
-                    self._set_writing(False)
+                    with self.write_lock():
+                        self._end_write()
                 self.last_add = {"written": written, "unchanged": unchanged}
         return written
 
-    def _existing_chunk_ids(self, doc_ids: Sequence[str], heads: Mapping[str, Payload] | None = None) -> dict[str, list[str]]:
-        if heads is None:
-            heads = self._get_payloads([chunk_id(d, 0) for d in doc_ids])
+    def _existing_chunk_ids(self, doc_ids: Sequence[str]) -> dict[str, list[str]]:
+        heads = self._get_payloads([chunk_id(d, 0) for d in doc_ids])
         wanted = set(doc_ids)
         return {
             payload["doc_id"]: [chunk_id(payload["doc_id"], i) for i in range(payload["chunks"])]
@@ -389,7 +518,7 @@ class Engine:
         }
 
     def _chunk_batch(self, documents: list[Document], heads: Mapping[str, Payload], digests: Mapping[str, str]) -> _ChunkedBatch:
-        chunked = _ChunkedBatch(doc_ids={d.id for d in documents}, existing=self._existing_chunk_ids([d.id for d in documents], heads))
+        chunked = _ChunkedBatch(doc_ids={d.id for d in documents})
         for document, chunks in zip(documents, self.chunker.split_many([d.text for d in documents])):
             for chunk in chunks:
                 chunked.ids.append(chunk_id(document.id, chunk.index))
@@ -405,9 +534,11 @@ class Engine:
         with self._stage("ingest_encode"):
             return self.encoder.encode_documents(texts)
 
-    def _store_batch(self, chunked: _ChunkedBatch) -> int:
-        vectors = chunked.vectors.result()
-        ids, texts, payloads, existing = chunked.ids, chunked.texts, chunked.payloads, chunked.existing
+    def _store_batch(self, chunked: _ChunkedBatch, vectors: np.ndarray) -> int:
+        """Under write_lock: the chunks stored for these documents are read here, not when the batch was chunked,
+        since another write may have replaced them meanwhile."""
+        existing = self._existing_chunk_ids(sorted(chunked.doc_ids))
+        ids, texts, payloads = chunked.ids, chunked.texts, chunked.payloads
         new_ids = set(ids)
         stale = [cid for cids in existing.values() for cid in cids if cid not in new_ids]
         # First chunks last: a crash inside the upsert (split into several calls on some stores) leaves no
@@ -431,26 +562,32 @@ class Engine:
     def delete(self, doc_ids: Sequence[str]) -> int:
         """Remove documents (every chunk, from both signals); unknown ids are ignored. Returns how many existed."""
         doc_ids = _as_id_list(doc_ids)
+        with self.write_lock():
+            return self._delete(doc_ids)
+
+    def _delete(self, doc_ids: list[str]) -> int:
         existing = self._existing_chunk_ids(doc_ids)
         chunk_ids = [cid for cids in existing.values() for cid in cids]
         if chunk_ids:
-            self._set_writing(True)
+            self._begin_write()
             self.store.delete(chunk_ids)
             self.keyword.delete(chunk_ids)
             counts = self.manifest["counts"]
-            self._write_counts(counts["documents"] - len(existing), counts["chunks"] - len(chunk_ids))
-            self._save_keyword_index()
-            self._set_writing(False)
+            counts["documents"] -= len(existing)
+            counts["chunks"] -= len(chunk_ids)
+            self._end_write()
         return len(existing)
 
     def delete_matching(self, filter: Mapping[str, Any]) -> int:
         """Remove every document whose metadata matches the portable ``filter``; returns how many."""
         portable_filters.validate(filter)
-        doc_ids = [
-            payload["doc_id"] for _, _, payloads in self.store.scan(batch_size=1000) for payload in payloads
-            if payload["chunk"] == 0 and portable_filters.matches(filter, payload["metadata"])
-        ]
-        return self.delete(doc_ids)
+        matches = portable_filters.compile(filter)
+        with self.write_lock():
+            doc_ids = [
+                payload["doc_id"] for _, payloads in self._scan_payloads() for payload in payloads
+                if payload["chunk"] == 0 and matches(payload["metadata"])
+            ]
+            return self._delete(doc_ids)
 
     # ------------------------------------------------------------ reading
 
@@ -477,7 +614,7 @@ class Engine:
 
     def documents(self, batch_size: int = 1000) -> Iterator[Document]:
         """Every stored document once (for reindexing and export)."""
-        for _, _, payloads in self.store.scan(batch_size=batch_size):
+        for _, payloads in self._scan_payloads(batch_size):
             heads = [p["doc_id"] for p in payloads if p["chunk"] == 0]
             yield from self.get(heads)
 
@@ -506,6 +643,8 @@ class Engine:
         """
         if not isinstance(query, str) or not query.strip():
             raise VecguardError("query must be a non-empty string")
+        if (position := _not_unicode(query)) is not None:
+            raise VecguardError(f"query holds {query[position]!r} at position {position}, which is not valid Unicode text")
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise VecguardError(f"k must be a whole number >= 1, got {k!r}")
         if mode not in MODES:
@@ -539,6 +678,14 @@ class Engine:
             if mode in ("hybrid", "keyword"):
                 ranked["keyword"] = self._keyword_ranked(query, depth, filter, self.keyword.search)
 
+        try:
+            return self._fused_hits(ranked, payloads, mode, k, chunks)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            # A stored payload of the wrong shape, named; anything else is a bug and goes through as it is.
+            raise integrity.malformed_payload(self.where, payloads) or exc from exc
+
+    def _fused_hits(self, ranked: dict[str, RankedList], payloads: dict[str, Payload], mode: str, k: int,
+                    chunks: bool) -> list[Hit]:
         with self._stage("fuse"):
             payloads.update(self._get_payloads(sorted({i for hits in ranked.values() for i, _ in hits} - payloads.keys())))
             # In document mode a document shows the chunk holding the identifier, else its best dense, else keyword chunk.
@@ -593,11 +740,14 @@ class Engine:
         """``search``'s best ``depth`` chunks that pass ``filter`` (checked on stored payloads)."""
         if not filter:
             return search(query, depth)
-        wanted = depth * 4
+        wanted, matches = depth * 4, portable_filters.compile(filter)
         while True:
             candidates = search(query, wanted)
             payloads = self._get_payloads([i for i, _ in candidates])
-            kept = [(i, s) for i, s in candidates if i in payloads and portable_filters.matches(filter, payloads[i]["metadata"])]
+            try:
+                kept = [(i, s) for i, s in candidates if i in payloads and matches(payloads[i]["metadata"])]
+            except (KeyError, TypeError, AttributeError) as exc:
+                raise integrity.malformed_payload(self.where, payloads) or exc from exc
             if len(kept) >= depth or len(candidates) < wanted:
                 return kept[:depth]
             wanted *= 4
@@ -620,6 +770,22 @@ class Engine:
         }
 
 
+def _store_folder(config: Config, store_options: Mapping[str, Any]) -> Path | None:
+    """The folder a store keeps the collection in (``[store] path``); None for a server or ":memory:"."""
+    path = store_options.get("path")
+    if path is None or str(path).startswith(":"):
+        return None
+    return resolve_path(path, config.base_dir, "[store]")
+
+
+def _server_location(plugin: str, options: Mapping[str, Any]) -> str:
+    """How messages name a collection that lives in a server, or only in memory."""
+    server = options.get("url") or (f"{options['host']}:{options.get('port', '')}" if options.get("host") else None)
+    collection = options.get("collection")
+    place = f"{plugin} collection {collection!r}" if collection else f"the {plugin} collection"
+    return f"{place} at {server}" if server else f"{place} in memory"
+
+
 def _collapse(hits: RankedList, payloads: Mapping[str, Payload], representative: dict[str, str]) -> RankedList:
     """Chunk hits -> document hits, best chunk first; records each document's first-seen chunk."""
     seen: set[str] = set()
@@ -638,23 +804,38 @@ def content_hash(document: Document) -> str:
     return hashlib.sha256(canonical_json({"text": document.text, "metadata": document.metadata}).encode()).hexdigest()[:32]
 
 
+def _not_unicode(text: str) -> int | None:
+    """Where ``text`` stops being encodable as UTF-8 (a lone surrogate from JSON "\\ud800" or undecodable bytes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
 def validate_document(document: Document, where: str) -> None:
     """Raise DocumentError naming ``where`` (a position or a file line) and the bad field."""
     if not isinstance(document.id, str) or not document.id.strip():
-        raise DocumentError(f"{where}: 'id' must be a non-empty string, got {document.id!r}")
+        raise DocumentError(f"{where}: 'id' must be a non-empty string, got {document.id!r:.60}")
+    if (position := _not_unicode(document.id)) is not None:
+        raise DocumentError(f"{where}: 'id' holds {document.id[position]!r} at position {position}, which is not valid Unicode text")
     where = f"{where} (id {document.id!r})"
     if not isinstance(document.text, str) or not document.text.strip():
         raise DocumentError(f"{where}: 'text' must be non-empty text, got {document.text!r:.60}")
+    if (position := _not_unicode(document.text)) is not None:
+        raise DocumentError(f"{where}: 'text' holds {document.text[position]!r} at position {position}, which is not valid Unicode text")
     if not isinstance(document.metadata, Mapping):
         raise DocumentError(f"{where}: 'metadata' must be an object of flat values, got {type(document.metadata).__name__}")
     for key, value in document.metadata.items():
-        if not isinstance(key, str) or not key or key.startswith("$"):
-            raise DocumentError(f"{where}: metadata key {key!r} must be a non-empty string not starting with '$'")
+        if not isinstance(key, str) or not key or key.startswith("$") or _not_unicode(key) is not None:
+            raise DocumentError(f"{where}: metadata key {key!r:.60} must be a non-empty string of valid Unicode not starting with '$'")
         if not isinstance(value, (str, int, float, bool)) or (isinstance(value, float) and not math.isfinite(value)):
             raise DocumentError(
                 f"{where}: metadata {key!r} is {type(value).__name__} {value!r:.60}; values must be strings, "
                 f"finite numbers or bools (flatten lists and objects into several keys)"
             )
+        if isinstance(value, str) and (position := _not_unicode(value)) is not None:
+            raise DocumentError(f"{where}: metadata {key!r} holds {value[position]!r} at position {position}, which is not valid Unicode text")
     canonical_json(document.metadata)  # fails loudly on anything JSON cannot hold
 
 

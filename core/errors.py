@@ -8,6 +8,8 @@
     ├── DocumentError          an input document is malformed (names the line or id)
     ├── FilterError            a filter does not follow the portable filter language
     ├── StorageError           a store cannot read or write its data
+    │   ├── CollectionNotFoundError  nothing is stored where the config points (a read never creates one)
+    │   └── CorruptCollectionError   a collection's file or record is damaged or out of step (names which)
     └── CompatibilityError     the collection was built differently from what opens it
         ├── DimensionError         vector dimension differs
         └── EmbeddingDriftError    the encoder's vector space moved
@@ -48,6 +50,14 @@ class FilterError(VecguardError):
 
 class StorageError(VecguardError):
     """A store could not read or write its data."""
+
+
+class CollectionNotFoundError(StorageError):
+    """Nothing is stored where the config points; opening to read (search, check) never creates a collection."""
+
+
+class CorruptCollectionError(StorageError):
+    """A file or record of the collection is damaged, of the wrong shape or out of step with the rest."""
 
 
 class CompatibilityError(VecguardError):

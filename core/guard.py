@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import canonical_json, write_json_atomically
-from .errors import CompatibilityError, DimensionError, EmbeddingDriftError, StorageError
+from .errors import CompatibilityError, CorruptCollectionError, DimensionError, EmbeddingDriftError, StorageError
 from .protocols import Encoder, EncoderIdentity
 
 log = logging.getLogger(__name__)
@@ -182,9 +182,43 @@ def manifest_from_metadata(metadata: Mapping[str, Any] | None, where: str) -> di
 def manifest_id(manifest: Mapping[str, Any]) -> str:
     space = {
         k: v for k, v in manifest.items()
-        if k not in ("id", "counts", "state", "created_at", "libraries", "lineage", "measurements")
+        if k not in ("id", "counts", "state", "created_at", "libraries", "lineage", "measurements", "write_id")
     }
     return fingerprint(space)
+
+
+# What the engine and the guard read from a manifest, and the type each must have.
+_MANIFEST_FIELDS: dict[str, type] = {
+    "encoder": dict, "metric": str, "chunking": dict, "keyword": dict, "probe": dict, "counts": dict,
+}
+_OPTIONAL_FIELDS: dict[str, type] = {"state": dict, "measurements": dict, "lineage": list, "id": str, "write_id": str}
+
+
+def check_manifest(manifest: Any, where: str) -> dict[str, Any]:
+    """The manifest, once its shape is what this vecguard reads; else CorruptCollectionError naming the key.
+
+    A manifest of another schema_version is left to the guard, which refuses it by name.
+    """
+    fix = "restore it from a backup, or delete the collection and index again"
+    if not isinstance(manifest, dict):
+        raise CorruptCollectionError(f"{where}: the manifest is {type(manifest).__name__}, not an object; {fix}")
+    version = manifest.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CorruptCollectionError(f"{where}: the manifest's schema_version should be a whole number, got {version!r:.60}; {fix}")
+    if version != SCHEMA_VERSION:
+        return manifest
+    for fields, required in ((_MANIFEST_FIELDS, True), (_OPTIONAL_FIELDS, False)):
+        for key, kind in fields.items():
+            if (required or key in manifest) and not isinstance(manifest.get(key), kind):
+                raise CorruptCollectionError(
+                    f"{where}: the manifest's {key!r} should be {'an object' if kind is dict else kind.__name__}, "
+                    f"got {manifest.get(key)!r:.60}; {fix}"
+                )
+    for key in ("documents", "chunks"):
+        value = manifest["counts"].get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise CorruptCollectionError(f"{where}: the manifest's counts.{key} should be a whole number, got {value!r:.60}; {fix}")
+    return manifest
 
 
 SPACE_KEYS = ("schema_version", "encoder", "metric", "chunking", "keyword", "probe")
@@ -350,7 +384,9 @@ def enforce(report: GuardReport, mode: str, config: str = "C") -> None:
     if mode == "warn" and report.error is not DimensionError:
         log.error("vecguard guard is in WARN mode and lets a refused collection open: %s", message)
         return
-    raise (report.error or CompatibilityError)(message)
+    error = (report.error or CompatibilityError)(message)
+    error.reasons = list(report.reasons)  # what changed, without paths: what a server may show its clients
+    raise error
 
 
 def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:

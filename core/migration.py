@@ -24,6 +24,7 @@ import logging
 import math
 import random
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -37,6 +38,7 @@ from .config import Config, load_config
 from .engine import Engine, Parts, build_parts
 from .errors import CompatibilityError, StorageError, VecguardError
 from .evaluate import Qrels, evaluate
+from .faults import kill_point
 from .protocols import Document, VectorStore
 from .registry import Registry
 
@@ -174,7 +176,8 @@ def verify(
     source_config, target_config = load_config(source), load_config(target)
     registry = registry or Registry.discover()
     report = MigrationReport("verify", source_config.source, target_config.source)
-    with Engine(source_config, registry=registry) as old, Engine(target_config, registry=registry) as new:
+    with Engine(source_config, registry=registry, create=False) as old, \
+            Engine(target_config, registry=registry, create=False) as new:
         sample = _Sample(VECTOR_SAMPLE, verify_queries)
         for ids, _, payloads in _scan(old.store, 1000, "source"):
             sample.offer(ids, payloads)
@@ -220,7 +223,7 @@ def _copy(
     progress: Any, registry: Registry,
 ) -> MigrationReport:
     report = MigrationReport("copy", source_config.source, target_config.source)
-    with Engine(source_config, registry=registry) as source:
+    with Engine(source_config, registry=registry, create=False) as source:
         parts = _target_parts(source, target_config, registry)
         origin = _origin(source)
         report.total = origin["chunks"]
@@ -275,10 +278,12 @@ def _copy(
         started = time.perf_counter()
         with Engine(target_config, registry=registry, open_unfinished=True, parts=parts) as copy:
             # Added to a collection, replaced documents may leave orphan chunks: repair from the stored chunks.
-            copy.complete_migration(rebuild=contains_only)
+            copy.finish_migration(rebuild=contains_only)
             report.finish_seconds = time.perf_counter() - started
             started = time.perf_counter()
+            kill_point("migrate.verify")
             report.checks = _verify_copy(source, copy, sample, contains_only)
+            copy.complete_migration()
             report.verify_seconds = time.perf_counter() - started
     return report
 
@@ -347,6 +352,7 @@ def _prepare_copy_target(
         "copied_at": _now(),
     }]
     manifest["id"] = guard.manifest_id(manifest)
+    manifest["write_id"] = uuid.uuid4().hex  # the copy's own: a keyword file of the source's is not taken for its
     manifest["state"] = {"migration": _migration_mark(origin, source.config.source, into_existing=False)}
     store.write_manifest(manifest)
     return manifest
@@ -432,7 +438,7 @@ def _reembed(
 ) -> MigrationReport:
     report = MigrationReport("reembed", source_config.source, target_config.source)
     # The source's own encoder may be the one being replaced (or gone): read its texts without the guard.
-    with Engine(source_config, registry=registry, check_guard=False) as source:
+    with Engine(source_config, registry=registry, check_guard=False, create=False) as source:
         origin = _origin(source)
         report.total = origin["documents"]
         _refuse_reembed_target(target_config, origin, registry)
@@ -460,12 +466,14 @@ def _reembed(
             report.resumed_from = counter.skipped
             report.batches = math.ceil(report.written / new.batch_documents) if report.written else 0
             report.copy_seconds = time.perf_counter() - started
-            new.complete_migration(rebuild=False)
+            new.finish_migration(rebuild=False)
 
             started = time.perf_counter()
+            kill_point("migrate.verify")
             report.checks = _verify_reembed(source, new)
             if queries is not None and qrels is not None:
                 report.evaluation = _evaluate_old_and_new(source, new, queries, qrels)
+            new.complete_migration()
             report.verify_seconds = time.perf_counter() - started
     return report
 

@@ -173,6 +173,22 @@ class VectorStore(Protocol):
 
 
 @runtime_checkable
+class ChecksIntegrity(Protocol):
+    """A store that can check its own files (`vecguard check` calls it): pages, records, derived index files."""
+
+    def check_integrity(self) -> list[str]:
+        """One line per problem found, each naming the file or record and what is wrong; [] when sound."""
+        ...
+
+
+@runtime_checkable
+class ListsIds(Protocol):
+    """A keyword index that can list the chunk ids it holds (`vecguard check` compares them with the store's)."""
+
+    def ids(self) -> set[str]: ...
+
+
+@runtime_checkable
 class KeywordIndex(Protocol):
     """A lexical index (BM25 by default); persists as plain files, never pickle."""
 

@@ -1,7 +1,9 @@
 """Rebuild a collection from its stored texts with the current encoder.
 
-Built aside in a sibling folder, then swapped in by renames, so old and new
-vectors never share a collection and a failed rebuild leaves the old one as it was.
+Built aside in a sibling folder (``<name>.reindexing``), then swapped in by
+renames under a journal (`vecguard.swap`), so old and new vectors never share
+a collection, a failed rebuild leaves the old one as it was, and a crash
+between the renames is finished by the next open or the next run.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import Config, load_config
+from . import swap
+from .config import Config, load_config, resolve_path
 from .engine import Engine
 from .errors import ConfigError
 
@@ -29,33 +32,34 @@ class ReindexReport:
 def reindex(config: str | Path | dict[str, Any] | Config, *, progress: Any = None) -> ReindexReport:
     config = load_config(config)
     store = config.section("store")
-    if store.get("path") is None:
+    if store.get("path") is None or str(store["path"]).startswith(":"):
         raise ConfigError(f"{config.source}: reindex rebuilds a saved collection; [store] has no path, so there is nothing to rebuild")
+    live = resolve_path(store["path"], config.base_dir, "[store]")
     keyword_path = config.section("keyword").get("path")
-    live = Path(config.base_dir, store["path"])
-    aside = live.with_name(live.name + ".reindexing")
-    retired = live.with_name(live.name + ".retired")
-    for leftover in (aside, retired):
-        shutil.rmtree(leftover, ignore_errors=True)
+    keyword_live = resolve_path(keyword_path, config.base_dir, "[keyword]") if keyword_path is not None else None
+    # A run killed between its renames left a complete new collection aside: it goes live before anything is cleared.
+    swap.finish_interrupted(live)
+    replacements = [swap.Replacement(live, _aside(live))]
+    if keyword_live is not None:
+        replacements.append(swap.Replacement(keyword_live, _aside(keyword_live)))
+    for replacement in replacements:  # what a run that failed before its swap left behind
+        shutil.rmtree(replacement.new, ignore_errors=True)
 
     tables = config.section("store"), config.section("keyword")
-    tables[0]["path"] = str(aside)
-    if keyword_path is not None:
-        tables[1]["path"] = str(Path(config.base_dir, keyword_path).with_name(Path(keyword_path).name + ".reindexing"))
+    tables[0]["path"] = str(replacements[0].new)
+    if keyword_live is not None:
+        tables[1]["path"] = str(replacements[1].new)
     aside_config = Config({**config.tables, "store": tables[0], "keyword": tables[1]}, config.base_dir, config.source)
 
     started = time.perf_counter()
-    with Engine(config, check_guard=False) as old:
+    with Engine(config, check_guard=False, create=False) as old:
         old_id = old.manifest.get("id")
         with Engine(aside_config) as new:
             new.add(old.documents(), progress=progress)
             documents, chunks, new_id = new.count(), new.count_chunks(), new.manifest.get("id")
-
-    live.rename(retired)
-    aside.rename(live)
-    shutil.rmtree(retired, ignore_errors=True)
-    if keyword_path is not None:
-        keyword_live = Path(config.base_dir, keyword_path)
-        shutil.rmtree(keyword_live, ignore_errors=True)
-        Path(tables[1]["path"]).rename(keyword_live)
+    swap.replace(replacements)
     return ReindexReport(documents, chunks, time.perf_counter() - started, old_id, new_id)
+
+
+def _aside(live: Path) -> Path:
+    return live.with_name(live.name + ".reindexing")

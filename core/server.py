@@ -12,28 +12,38 @@ open, the version guard has passed, the encoder is warm and the index holds
 documents. A collection the guard refuses never serves, and ``/readyz`` keeps
 saying why.
 
-Searches run side by side. A write holds the collection alone, so a search
-sees a batch either whole or not at all. Limits and the write token come from
-``[server]``. Every error is JSON naming the field (``{"detail": [{"loc":
-[...], "msg": ...}]}``); there are no stack traces. Metrics are Prometheus text
-at ``/metrics``, one registry per app. Spans go through the OpenTelemetry API,
+Searches run side by side. A write encodes its documents beside them and holds
+the collection alone only to store a batch, so a search sees a batch either
+whole or not at all and never waits for the encoder. ``/healthz``, ``/readyz``
+and ``/metrics`` run on the event loop, so no queue of searches delays them.
+
+Writes need the bearer token of ``write_token_env``; without one they are
+refused (403) unless ``open_writes = true`` says in so many words that anyone
+who reaches the port may write, and ``serve`` refuses to bind beyond loopback
+with open writes. Limits come from ``[server]``. Every error is JSON naming the
+field (``{"detail": [{"loc": [...], "msg": ...}]}``); there are no stack traces,
+and a storage failure tells the client only that it happened (paths and
+exception text go to the server log). Metrics are Prometheus text at
+``/metrics``, one registry per app. Spans go through the OpenTelemetry API,
 which is a no-op unless the application configures an SDK.
 """
 
 
 import hmac
+import ipaddress
 import logging
 import math
 import os
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
 from .config import Config, load_config
-from .errors import CompatibilityError, DocumentError, FilterError, MissingExtraError, StorageError, VecguardError
+from .errors import CompatibilityError, ConfigError, DocumentError, FilterError, MissingExtraError, StorageError, VecguardError
 from .evaluate import folder_bytes
 
 log = logging.getLogger(__name__)
@@ -173,7 +183,7 @@ class Service:
                     f"{config.source}: [server] write_token_env names {token_env!r}, but that environment variable is "
                     f"empty; set it to the bearer token that writes must present, or remove write_token_env"
                 )
-            self.write_token = token.encode()
+            self.write_token = token.encode("utf-8")  # compared with the header's bytes: a UTF-8 token works as sent
         metrics.index_bytes.set_function(self._index_bytes)
 
     def open(self) -> None:
@@ -185,6 +195,7 @@ class Service:
             self.reason = "warming the encoder"
             engine.encoder.encode_queries(["vecguard warm-up query"])
             engine.instrument = self.instrument
+            engine.write_lock = self.lock.writing
             recall = ((engine.manifest.get("measurements") or {}).get("recall") or {}).get("value")
             if isinstance(recall, (int, float)):
                 self.metrics.recall.set(recall)
@@ -194,10 +205,12 @@ class Service:
         except CompatibilityError as exc:
             self.refused = True
             self.metrics.guard_refusals.inc()
-            self.reason = f"the version guard refused the collection: {exc}"
-            log.error("vecguard serve: %s", self.reason)
+            # Clients get the reasons (what changed); the message, with paths and the fix, goes to the log.
+            reasons = getattr(exc, "reasons", None) or [type(exc).__name__]
+            self.reason = f"the version guard refused the collection: {'; '.join(reasons)}"
+            log.error("vecguard serve: the version guard refused the collection: %s", exc)
         except Exception as exc:  # shown on /readyz; the process stays up to say why
-            self.reason = f"the collection could not be opened: {type(exc).__name__}: {exc}"
+            self.reason = f"the collection could not be opened ({type(exc).__name__}); the server log says why"
             log.exception("vecguard serve: could not open the collection")
 
     def _after_write(self) -> None:
@@ -246,8 +259,9 @@ def create_app(config: str | Path | Mapping[str, Any] | Config) -> Any:
 
     Scalar = str | int | float | bool
 
+    # Strict: "5" is not a k and "yes" not a bool; a JSON number is still a float where one is wanted.
     class SearchRequest(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+        model_config = ConfigDict(extra="forbid", strict=True)
         query: str = Field(min_length=1, max_length=limits["max_query_chars"])
         k: int = Field(10, ge=1, le=limits["max_k"])
         mode: Literal["hybrid", "dense", "keyword"] = "hybrid"
@@ -256,17 +270,17 @@ def create_app(config: str | Path | Mapping[str, Any] | Config) -> Any:
         chunks: bool = False
 
     class DocumentIn(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+        model_config = ConfigDict(extra="forbid", strict=True)
         id: str = Field(min_length=1)
         text: str = Field(min_length=1)
         metadata: dict[str, Scalar] = Field(default_factory=dict)
 
     class AddRequest(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+        model_config = ConfigDict(extra="forbid", strict=True)
         documents: list[DocumentIn] = Field(min_length=1, max_length=limits["max_documents"])
 
     class DeleteRequest(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+        model_config = ConfigDict(extra="forbid", strict=True)
         ids: list[str] | None = Field(None, min_length=1)
         filter: dict[str, Any] | None = None
 
@@ -284,9 +298,14 @@ def create_app(config: str | Path | Mapping[str, Any] | Config) -> Any:
 
     def require_write_token(request: Request) -> None:
         if service.write_token is None:
-            return
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), service.write_token):
+            if limits["open_writes"]:
+                return
+            raise FieldError(403, [], "writes are off: this server has no write token; set [server] write_token_env to the "
+                                      "environment variable holding one, or open_writes = true to let any client write")
+        # The raw bytes: Starlette reads header values as Latin-1, a client sends a non-ASCII token as UTF-8.
+        given = next((value for name, value in request.scope["headers"] if name == b"authorization"), b"")
+        scheme, _, token = given.partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), service.write_token):
             raise FieldError(401, ["header", "authorization"], "writes need 'Authorization: Bearer <token>' with the configured token")
 
     @asynccontextmanager
@@ -304,8 +323,17 @@ def create_app(config: str | Path | Mapping[str, Any] | Config) -> Any:
     @app.exception_handler(VecguardError)
     async def _refused(request: Request, exc: VecguardError) -> JSONResponse:
         metrics.errors.labels(type(exc).__name__).inc()
-        status = 503 if isinstance(exc, StorageError) else 422
-        return problem(status, [], str(exc))
+        if isinstance(exc, StorageError):  # names files and paths: for the log, not for anonymous clients
+            incident = uuid.uuid4().hex[:12]
+            log.error("vecguard serve: %s %s: %s (incident %s)", request.method, request.url.path, exc, incident)
+            return problem(503, [], f"the collection could not be read or written ({type(exc).__name__}); "
+                                    f"the server log has the details under incident {incident}")
+        return problem(422, [], str(exc))
+
+    @app.exception_handler(RecursionError)
+    async def _too_deep(request: Request, exc: RecursionError) -> JSONResponse:
+        metrics.errors.labels("validation").inc()
+        return problem(422, ["body"], "the request body nests too deeply (a filter nests at most 32 levels)")
 
     @app.exception_handler(FieldError)
     async def _field_error(request: Request, exc: FieldError) -> JSONResponse:
@@ -330,19 +358,20 @@ def create_app(config: str | Path | Mapping[str, Any] | Config) -> Any:
         log.exception("vecguard serve: %s %s failed", request.method, request.url.path)
         return problem(500, [], f"internal error ({type(exc).__name__}); the server log has the details")
 
+    # On the event loop, not in the thread pool that searches and writes queue for: a probe always answers.
     @app.get("/healthz")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "alive"}
 
     @app.get("/readyz")
-    def readyz() -> JSONResponse:
+    async def readyz() -> JSONResponse:
         if service.engine is not None and service.reason is None:
             return JSONResponse({"ready": True, "documents": service.engine.count(), "chunks": service.engine.count_chunks(),
                                  "manifest_id": service.engine.manifest.get("id")})
         return JSONResponse({"ready": False, "reason": service.reason, "refused": service.refused}, status_code=503)
 
     @app.get("/metrics")
-    def metrics_text() -> PlainTextResponse:
+    async def metrics_text() -> PlainTextResponse:
         return PlainTextResponse(prometheus.generate_latest(metrics.registry), media_type=prometheus.CONTENT_TYPE_LATEST)
 
     @app.post("/search", response_class=JSONResponse)
@@ -383,9 +412,9 @@ def create_app(config: str | Path | Mapping[str, Any] | Config) -> Any:
                 raise FieldError(422, ["body", "documents", position], str(exc)) from exc
         if len({d.id for d in documents}) != len(documents):
             raise FieldError(422, ["body", "documents"], "the same id appears twice in one request; send each document once")
+        engine = engine_or_503()
+        written = engine.add(documents)  # encodes beside the searches; holds the write lock only to store
         with service.lock.writing():
-            engine = engine_or_503()
-            written = engine.add(documents)
             service._after_write()
             return {"written": written, "documents": engine.count(), "chunks": engine.count_chunks()}
 
@@ -393,12 +422,12 @@ def create_app(config: str | Path | Mapping[str, Any] | Config) -> Any:
     def delete_documents(body: DeleteRequest) -> dict[str, Any]:
         if (body.ids is None) == (body.filter is None):
             raise FieldError(422, ["body"], "give exactly one of 'ids' (a list of document ids) or 'filter'")
+        engine = engine_or_503()
+        try:
+            deleted = engine.delete(body.ids) if body.ids is not None else engine.delete_matching(body.filter or {})
+        except FilterError as exc:
+            raise FieldError(422, ["body", "filter"], str(exc)) from exc
         with service.lock.writing():
-            engine = engine_or_503()
-            try:
-                deleted = engine.delete(body.ids) if body.ids is not None else engine.delete_matching(body.filter or {})
-            except FilterError as exc:
-                raise FieldError(422, ["body", "filter"], str(exc)) from exc
             service._after_write()
             return {"deleted": deleted, "documents": engine.count()}
 
@@ -482,11 +511,38 @@ def _version() -> str:
 
 
 def serve(config: str | Path, host: str | None = None, port: int | None = None) -> None:
-    """Run the app on uvicorn (what `vecguard serve` does); host and port default to [server]."""
+    """Run the app on uvicorn (what `vecguard serve` does); host and port default to [server].
+
+    Refuses to bind beyond loopback when anyone could write (``open_writes`` without a token).
+    """
     loaded = load_config(config)
+    settings = loaded.tables["server"]
+    host = host or settings["host"]
+    tokenless = not settings["write_token_env"]
+    if not _loopback(host):
+        if tokenless and settings["open_writes"]:
+            raise ConfigError(
+                f"{loaded.source}: serving {host} with open_writes = true and no write token would let anyone who reaches "
+                f"the port add and erase documents; set [server] write_token_env, or bind 127.0.0.1"
+            )
+        log.warning("vecguard serve: searches on %s are open to anyone who reaches the port%s", host,
+                    "; writes are off (no write token)" if tokenless else "")
     app = create_app(loaded)
     import uvicorn
 
-    settings = loaded.tables["server"]
-    uvicorn.run(app, host=host or settings["host"], port=port or settings["port"], log_level="info",
-                limit_concurrency=256, timeout_graceful_shutdown=10)
+    from .connections import guarded_protocol
+
+    # No uvicorn connection limit: the protocol caps connections by closing the slowest instead of refusing everyone.
+    uvicorn.run(app, host=host, port=port or settings["port"], log_level="info", timeout_graceful_shutdown=10,
+                http=guarded_protocol(header_timeout=settings["header_timeout"], max_header_bytes=settings["max_header_bytes"],
+                                      max_connections=settings["max_connections"]),
+                h11_max_incomplete_event_size=settings["max_header_bytes"] + 1024)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

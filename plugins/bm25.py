@@ -255,6 +255,10 @@ class BM25Index:
     def count(self) -> int:
         return len(self._tokens)
 
+    def ids(self) -> set[str]:
+        """The chunk ids held (`vecguard check` compares them with the store's)."""
+        return set(self._tokens)
+
     def _ensure_scorer(self) -> None:
         if self._scorer is None and self._tokens:
             from rank_bm25 import BM25Okapi
@@ -316,9 +320,15 @@ class BM25Index:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise StorageError(f"keyword index {path} is unreadable ({exc}); delete it and reopen to rebuild it from stored texts") from exc
+        if not isinstance(data, dict) or not isinstance(data.get("tokens"), dict):
+            raise StorageError(f"keyword index {path} is not an object with 'settings' and 'tokens'; delete it and reopen to rebuild it")
         if data.get("settings") != self._settings:
             return False  # built with other settings: the engine rebuilds it from the stored texts
-        self._tokens = {key: list(map(sys.intern, tokens)) for key, tokens in data["tokens"].items()}
+        try:
+            tokens = {key: list(map(sys.intern, terms)) for key, terms in data["tokens"].items()}
+        except TypeError as exc:
+            raise StorageError(f"keyword index {path} holds a token list that is not strings ({exc}); delete it and reopen") from exc
+        self._tokens = tokens
         self._identifiers = {}
         for key in self._tokens:
             self._index_identifiers(key)

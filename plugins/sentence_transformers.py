@@ -37,7 +37,7 @@ import numpy as np
 
 from vecguard.atomic import write_json_atomically
 from vecguard.config import is_positive_int, resolve_path, take_options
-from vecguard.errors import ConfigError
+from vecguard.errors import ConfigError, PluginError
 from vecguard.guard import cache_dir, fingerprint, hash_files
 from vecguard.protocols import EncoderIdentity
 from vecguard.registry import Part, hookimpl
@@ -377,10 +377,32 @@ def _build(options: dict[str, Any], base_dir: Path) -> SentenceTransformerEncode
             )
         name = opts["name"] or folder.name
         revision = opts["revision"] or "local"
-    return SentenceTransformerEncoder(
-        folder, name=name, revision=str(revision), device=opts["device"], batch_size=opts["batch_size"], normalize=opts["normalize"],
-        precision=opts["precision"],
-    )
+    _check_device(opts["device"])
+    try:
+        return SentenceTransformerEncoder(
+            folder, name=name, revision=str(revision), device=opts["device"], batch_size=opts["batch_size"],
+            normalize=opts["normalize"], precision=opts["precision"],
+        )
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError) as exc:
+        # A folder with a config.json but missing or damaged weights, tokenizer or modules.
+        raise PluginError(
+            f"[encoder] cannot load the model in {folder} ({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); "
+            f"check that the folder holds a complete saved sentence-transformers model"
+        ) from exc
+
+
+def _check_device(device: Any) -> None:
+    """A device torch knows and this machine has, before any model is loaded onto it."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"[encoder] device {device!r} is not a torch device; use \"cpu\", \"cuda\" or \"cuda:N\"") from exc
+    if parsed.type == "cuda" and (not torch.cuda.is_available() or (parsed.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"[encoder] device {device!r}: this machine has {torch.cuda.device_count()} CUDA devices; use \"cpu\"")
+    if parsed.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"[encoder] device {device!r} is not supported; use \"cpu\" or \"cuda\"")
 
 
 @hookimpl

@@ -33,9 +33,9 @@ QUERIES = [
 
 
 class Server:
-    def __init__(self, cfg: dict[str, Any], folder: Path) -> None:
+    def __init__(self, cfg: dict[str, Any], folder: Path, **server: Any) -> None:
         self.port = free_port()
-        cfg = {**cfg, "server": {**LIMITS, "port": self.port}}
+        cfg = {**cfg, "server": {**LIMITS, "port": self.port, **server}}
         (folder / "serve.toml").write_text(toml(cfg))
         self.log = open(folder / "serve.log", "w")
         env = {**os.environ, "HF_HUB_OFFLINE": "1", LIMITS["write_token_env"]: TOKEN}
