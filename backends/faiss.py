@@ -52,9 +52,13 @@ engine's manifest.
 
 SQLite (stdlib) is the durable truth: every upsert and delete commits there
 with a generation number. The FAISS index is derived from it and saved
-atomically (temp file, fsync, rename) with the generation it reflects; on open
-a missing or stale index is rebuilt from SQLite, so a crash never leaves a
-half-written or out-of-step index. String ids map to SQLite row numbers used
+atomically (temp file, fsync, rename) with the generation it reflects, its
+CRC-32 and the collection's id (kept in SQLite); on open a missing, stale,
+damaged or foreign index is rebuilt from SQLite (with a warning, and a line for
+`check_integrity`), so a crash or a stray copy never leaves a half-written or
+out-of-step index. SQLite's errors are mapped to vecguard's at every method
+(a damaged page or payload is a CorruptCollectionError naming the file and point),
+and a manifest.json without its points.sqlite3 (deleted or emptied) is refused. String ids map to SQLite row numbers used
 as FAISS int64 ids (IVF indexes hold them natively, others through IndexIDMap2).
 Filtered search restricts FAISS with an id selector instead of over-fetching. On
 an IVF or HNSW index a selective filter would leave the tuned nprobe (efSearch)

@@ -353,6 +353,23 @@ def test_optimize_rebuilds_now_and_the_cli_reports_it(tmp_path: Path) -> None:
     assert memory.returncode == 0 and "keeps its own index: nothing to optimize" in memory.stdout
 
 
+def test_optimize_saves_the_index_it_rebuilt_for_the_next_open(tmp_path: Path) -> None:
+    vectors = _vectors(600, seed=4)
+    store = FaissStore(tmp_path, index="IVF8,Flat", nprobe=8)
+    _put(store, vectors, 0, 400)
+    store.close()  # trained and saved on 400 vectors
+    store = FaissStore(tmp_path, index="IVF8,Flat", nprobe=8)
+    _put(store, vectors, 400, 600)  # added in place: still the index trained on 400
+    store.close()
+    store = FaissStore(tmp_path, index="IVF8,Flat", nprobe=8)
+    assert store.optimize()["vectors"] == 600
+    store.close()
+    reopened = FaissStore(tmp_path, index="IVF8,Flat", nprobe=8)
+    assert json.loads((tmp_path / "index.json").read_text())["built_on"] == 600
+    assert reopened.search(vectors[599], 1)[0][0] == "p599"
+    reopened.close()
+
+
 @pytest.mark.parametrize("kind", ["IVF", "HNSW"])
 def test_retraining_runs_aside_while_searches_answer_and_writes_made_meanwhile_are_kept(tmp_path: Path, kind: str) -> None:
     vectors = _vectors(700, seed=3)
