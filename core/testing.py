@@ -232,6 +232,10 @@ class VectorStoreConformance:
         with pytest.raises(FilterError):
             store.search(unit_vectors(1)[0], 3, bad)
 
+    def test_a_malformed_filter_is_refused_by_an_empty_store_too(self, store: Any) -> None:
+        with pytest.raises(FilterError):  # validated before any "nothing stored" shortcut
+            store.search(unit_vectors(1)[0], 3, {"year": {"$between": [1, 2]}})
+
     # ------------------------------------------------------------ bulk, scan, manifest
 
     def test_scan_returns_every_point_exactly_once(self, store: Any) -> None:
