@@ -83,16 +83,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(config: dict, work: Path) -> tuple[subprocess.Popen, str]:
+def start_server(config: dict, work: Path, *, server: str = "", env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """`vecguard serve` on the collection, on a free port; ``server``: more [server] lines; ``env``: more variables."""
     port = free_port()
     config_file = work / "serve.toml"
     store = config["store"]
     config_file.write_text(
-        f'[store]\nplugin = "faiss"\npath = "{store["path"]}"\nindex = "Flat"\n[server]\nport = {port}\n', encoding="utf-8"
+        f'[store]\nplugin = "faiss"\npath = "{store["path"]}"\nindex = "Flat"\n[server]\nport = {port}\n{server}', encoding="utf-8"
     )
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "vecguard"), "serve", "--config", str(config_file)],
-        stdout=open(work / "serve.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+        stdout=open(work / "serve.log", "w"), stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **(env or {})},
     )
     return process, f"http://127.0.0.1:{port}"
 

@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import machine, percentile, save  # noqa: E402
 from corpora import cwe_passages  # noqa: E402
-from serve_load import collection, free_port, queries, wait_ready  # noqa: E402
+from serve_load import collection, queries, start_server, wait_ready  # noqa: E402
 
 TOKEN = "bench-write-token"
 PROBE = """
@@ -50,19 +50,6 @@ with httpx.Client(base_url=url, timeout=30) as client:
         time.sleep(0.2)
 print(json.dumps(found))
 """
-
-
-def start_server(config: dict, work: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    (work / "serve.toml").write_text(
-        f'[store]\nplugin = "faiss"\npath = "{config["store"]["path"]}"\nindex = "Flat"\n'
-        f'[server]\nport = {port}\nwrite_token_env = "VECGUARD_BENCH_TOKEN"\n', encoding="utf-8")
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "vecguard"), "serve", "--config", str(work / "serve.toml")],
-        stdout=open(work / "serve.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, "VECGUARD_BENCH_TOKEN": TOKEN},
-    )
-    return process, f"http://127.0.0.1:{port}"
 
 
 def phase(url: str, query_set: list[str], searchers: int, writers: int, seconds: float, fresh: list[dict]) -> dict:
@@ -146,7 +133,8 @@ def main() -> None:
     fresh = [{**p, "id": f"streamed-{i}", "metadata": {**p.get("metadata", {}), "streamed": True}}
              for i, p in enumerate(passages)]
     work = Path(tempfile.mkdtemp(prefix="vecguard-serve-writes-"))
-    process, url = start_server(config, work)
+    process, url = start_server(config, work, server='write_token_env = "VECGUARD_BENCH_TOKEN"\n',
+                                env={"VECGUARD_BENCH_TOKEN": TOKEN})
     try:
         wait_ready(url, process, work)
         for query in query_set[:20]:

@@ -1,9 +1,8 @@
-"""The `vecguard` command.
+"""The `vecguard` command; every error is one line on stderr, and what was committed before it stays.
 
-Exit status: 0 ok; 1 the guard refused the collection (drift) or a check or verification failed; 2 bad input
-or environment (config, documents, filters, files, disk, a server); 3 an internal error (a bug: rerun with
---debug for the traceback); 130 interrupted; 141 the output was closed early (``| head``). Every error is one
-line on stderr, and what was committed before it stays.
+Exit status (EXIT_STATUS, also at the end of `vecguard --help`): 0 ok; 1 the guard refused the collection
+(drift) or a check or verification failed; 2 bad input or environment (config, documents, filters, files,
+disk, a server); 3 an internal error (a bug); 130 interrupted; 141 the output was closed early (``| head``).
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import time
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .errors import CollectionNotFoundError, CompatibilityError, CorruptCollectionError, DocumentError, VecguardError
 from .protocols import Document
@@ -25,6 +24,8 @@ from .protocols import Document
 EXIT_OK, EXIT_DRIFT, EXIT_ERROR, EXIT_INTERNAL = 0, 1, 2, 3
 EXIT_FAILED = EXIT_DRIFT  # a check or a verification that did not hold
 EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141
+EXIT_STATUS = ("Exit status: 0 ok, 1 the guard refused (drift) or a check failed, 2 bad input or environment, "
+               "3 internal error (rerun with --debug), 130 interrupted, 141 output closed early.")
 
 
 def read_source(source: Path) -> Iterator[Document]:
@@ -397,10 +398,30 @@ def _port(text: str) -> int:
     return port
 
 
+def _add_migrate(sub: Any) -> None:
+    """`vecguard migrate`: the command with the most options, on its own."""
+    p = sub.add_parser(
+        "migrate",
+        help="copy a collection to another backend without re-embedding (resumable), then prove it answers the same",
+        description="Exit status: 0 copied and verified, 1 a verification check failed, 2 error. Rerun the same "
+                    "command after an interruption to resume.",
+    )
+    p.add_argument("--from", dest="source", required=True, metavar="SOURCE.toml")
+    p.add_argument("--to", dest="target", required=True, metavar="TARGET.toml")
+    p.add_argument("--batch-size", type=int, default=1000, help="points per batch (default 1000)")
+    p.add_argument("--verify-queries", type=int, default=50, help="held-out queries whose top 10 must agree (default 50)")
+    p.add_argument("--into-existing", action="store_true", help="add to a target that already holds a compatible collection")
+    p.add_argument("--reembed", action="store_true", help="encode every stored text with the target's encoder into a new collection")
+    p.add_argument("--queries", help="JSONL {id, text}: with --qrels, compare old and new retrieval quality (--reembed)")
+    p.add_argument("--qrels", help="JSONL {query_id, doc_id, relevance}")
+    p.add_argument("--verify-only", action="store_true", help="only verify an existing copy")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(run=cmd_migrate)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="vecguard", description="Hybrid semantic search that refuses a drifted embedding space.",
-                     epilog="Exit status: 0 ok, 1 the guard refused (drift) or a check failed, 2 bad input or environment, "
-                            "3 internal error (rerun with --debug).")
+    parser = _Parser(prog="vecguard", description="Hybrid semantic search that refuses a drifted embedding space.", epilog=EXIT_STATUS)
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the engine does")
     parser.add_argument("--debug", action="store_true", help="print the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -445,24 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(run=cmd_reindex)
 
-    p = sub.add_parser(
-        "migrate",
-        help="copy a collection to another backend without re-embedding (resumable), then prove it answers the same",
-        description="Exit status: 0 copied and verified, 1 a verification check failed, 2 error. Rerun the same "
-                    "command after an interruption to resume.",
-    )
-    p.add_argument("--from", dest="source", required=True, metavar="SOURCE.toml")
-    p.add_argument("--to", dest="target", required=True, metavar="TARGET.toml")
-    p.add_argument("--batch-size", type=int, default=1000, help="points per batch (default 1000)")
-    p.add_argument("--verify-queries", type=int, default=50, help="held-out queries whose top 10 must agree (default 50)")
-    p.add_argument("--into-existing", action="store_true", help="add to a target that already holds a compatible collection")
-    p.add_argument("--reembed", action="store_true", help="encode every stored text with the target's encoder into a new collection")
-    p.add_argument("--queries", help="JSONL {id, text}: with --qrels, compare old and new retrieval quality (--reembed)")
-    p.add_argument("--qrels", help="JSONL {query_id, doc_id, relevance}")
-    p.add_argument("--verify-only", action="store_true", help="only verify an existing copy")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    p.set_defaults(run=cmd_migrate)
+    _add_migrate(sub)
 
     p = sub.add_parser("eval", help="retrieval quality against judgments (--qrels) or ANN recall against exact search (--exact)")
     p.add_argument("--config", "-c", required=True)

@@ -35,7 +35,10 @@ from .atomic import canonical_json, write_json_atomically
 from .chunking import TokenChunker, join_chunks
 from .config import Config, load_config, resolve_path
 from .errors import CollectionNotFoundError, CorruptCollectionError, DocumentError, StorageError, VecguardError
-from .protocols import Document, Encoder, Fuser, Hit, Instrument, KeywordIndex, Payload, RankedList, SignalEvidence, VectorStore, as_documents
+from .protocols import (
+    Document, Encoder, Fuser, Hit, Instrument, KeywordIndex, Payload, RankedList, SignalEvidence, VectorStore, as_documents,
+    unicode_problem,
+)
 from .registry import Registry
 
 log = logging.getLogger(__name__)
@@ -122,8 +125,10 @@ class Engine:
         self.write_lock: Callable[[], ContextManager[Any]] = nullcontext
         self._writers = 0  # add() and delete() calls under way: the manifest's writing mark ends with the last
         self.store_plugin, store_options = config.plugin_options("store")
-        folder = _store_folder(config, store_options)
+        folder = store_folder(config)
         self.where = str(folder) if folder is not None else _server_location(self.store_plugin, store_options)
+        # Neither a folder nor a server: the store starts empty every time, so there is nothing to find.
+        self._in_memory = folder is None and not (store_options.get("url") or store_options.get("host"))
         # Problems that open would have repaired, found with repair=False (`vecguard check` reports them).
         self.open_problems: list[str] = []
         self._repair = repair
@@ -178,7 +183,7 @@ class Engine:
                     f"{self.where} holds {stored_chunks} vectors but no vecguard manifest, so nothing says which "
                     f"model built them; fix: rebuild it with `vecguard index` into an empty store"
                 )
-            if not create and not self.where.endswith(" in memory"):  # a store in memory starts empty every time
+            if not create and not self._in_memory:
                 raise CollectionNotFoundError(
                     f"{self.config.source}: {self.where} holds no vecguard collection; build one with "
                     f"`vecguard index --config {self.config.source} DOCUMENTS`, or fix [store]"
@@ -187,8 +192,7 @@ class Engine:
             self.manifest["write_id"] = uuid.uuid4().hex
             self.store.write_manifest(self.manifest)
         else:
-            self.manifest = guard.check_manifest(dict(manifest) if isinstance(manifest, Mapping) else manifest,
-                                                 f"the manifest of {self.where}")
+            self.manifest = guard.check_manifest(manifest, f"the manifest of {self.where}")
             migration = self.state.get("migration")
             if migration and not open_unfinished:
                 source = migration.get("source") or {}
@@ -246,7 +250,7 @@ class Engine:
 
     def finish_migration(self, *, rebuild: bool) -> None:
         """Make a migrated collection whole once every point is in; its mark stays until ``complete_migration``,
-        so a run killed while verifying the copy is finished by the same command (``vecguard.migrate`` calls it).
+        so a run killed while verifying the copy is finished by the same command (``vecguard.migrate`` calls both).
 
         ``rebuild``: repair from the stored chunks first (orphans, keyword index,
         counts); without it the keyword index built alongside the copy is saved
@@ -256,8 +260,6 @@ class Engine:
             self.repair()
         else:
             self._save_keyword_index()
-        self.state["migration"]["phase"] = "verifying"
-        self.store.write_manifest(self.manifest)
 
     def complete_migration(self) -> None:
         """Clear a migration's mark: from now on the collection opens anywhere."""
@@ -361,31 +363,23 @@ class Engine:
         self.manifest["counts"] = {"documents": documents, "chunks": chunks}
         self.store.write_manifest(self.manifest)
 
-    def _set_writing(self, writing: bool) -> None:
-        """Mark the collection as mid-write in its manifest, so a crash is repaired at the next open.
-
-        Each write gets a new ``write_id``, which the keyword index is saved with: a keyword file that does not
-        carry the manifest's was saved by another write and is rebuilt at open.
-        """
-        self.state["writing"] = writing
-        if writing:
-            self.manifest["write_id"] = uuid.uuid4().hex
-        self.store.write_manifest(self.manifest)
-
     def _begin_write(self) -> None:
-        """Under write_lock: the first of concurrent writes marks the collection."""
+        """Under write_lock: the first of concurrent writes marks the collection mid-write in its manifest, so a
+        crash is repaired at the next open, and gives it a new ``write_id``, which the keyword index is saved
+        with: a keyword file that does not carry the manifest's was saved by another write and is rebuilt at open."""
         self._writers += 1
         if self._writers == 1:
-            self._set_writing(True)
+            self.state["writing"] = True
+            self.manifest["write_id"] = uuid.uuid4().hex
+            self.store.write_manifest(self.manifest)
 
     def _end_write(self) -> None:
-        """Under write_lock: save the keyword index with the counts; the last concurrent write clears the mark."""
+        """Under write_lock: save the keyword index and the counts; the last concurrent write clears the mark."""
         self._save_keyword_index()
         self._writers -= 1
         if self._writers == 0:
-            self._set_writing(False)
-        else:
-            self.store.write_manifest(self.manifest)
+            self.state["writing"] = False
+        self.store.write_manifest(self.manifest)
 
     def _stage(self, name: str) -> ContextManager[Any]:
         return self.instrument.stage(name) if self.instrument is not None else nullcontext()
@@ -480,7 +474,7 @@ class Engine:
                         with self.write_lock():
                             self._begin_write()
                         marked = True
-                    chunked = self._chunk_batch(changed, heads, digests)
+                    chunked = self._chunk_batch(changed, digests)
                     chunked.read = len(taken)
                     # The stage's span and metrics belong to this call's context, not the thread's.
                     chunked.vectors = encoder_thread.submit(contextvars.copy_context().run, self._encode_batch, chunked.texts)
@@ -517,7 +511,7 @@ class Engine:
             for payload in heads.values() if payload["doc_id"] in wanted
         }
 
-    def _chunk_batch(self, documents: list[Document], heads: Mapping[str, Payload], digests: Mapping[str, str]) -> _ChunkedBatch:
+    def _chunk_batch(self, documents: list[Document], digests: Mapping[str, str]) -> _ChunkedBatch:
         chunked = _ChunkedBatch(doc_ids={d.id for d in documents})
         for document, chunks in zip(documents, self.chunker.split_many([d.text for d in documents])):
             for chunk in chunks:
@@ -643,8 +637,8 @@ class Engine:
         """
         if not isinstance(query, str) or not query.strip():
             raise VecguardError("query must be a non-empty string")
-        if (position := _not_unicode(query)) is not None:
-            raise VecguardError(f"query holds {query[position]!r} at position {position}, which is not valid Unicode text")
+        if problem := unicode_problem(query):
+            raise VecguardError(f"query {problem}")
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise VecguardError(f"k must be a whole number >= 1, got {k!r}")
         if mode not in MODES:
@@ -770,9 +764,9 @@ class Engine:
         }
 
 
-def _store_folder(config: Config, store_options: Mapping[str, Any]) -> Path | None:
+def store_folder(config: Config) -> Path | None:
     """The folder a store keeps the collection in (``[store] path``); None for a server or ":memory:"."""
-    path = store_options.get("path")
+    path = config.section("store").get("path")
     if path is None or str(path).startswith(":"):
         return None
     return resolve_path(path, config.base_dir, "[store]")
@@ -804,38 +798,29 @@ def content_hash(document: Document) -> str:
     return hashlib.sha256(canonical_json({"text": document.text, "metadata": document.metadata}).encode()).hexdigest()[:32]
 
 
-def _not_unicode(text: str) -> int | None:
-    """Where ``text`` stops being encodable as UTF-8 (a lone surrogate from JSON "\\ud800" or undecodable bytes)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        return exc.start
-    return None
-
-
 def validate_document(document: Document, where: str) -> None:
     """Raise DocumentError naming ``where`` (a position or a file line) and the bad field."""
     if not isinstance(document.id, str) or not document.id.strip():
         raise DocumentError(f"{where}: 'id' must be a non-empty string, got {document.id!r:.60}")
-    if (position := _not_unicode(document.id)) is not None:
-        raise DocumentError(f"{where}: 'id' holds {document.id[position]!r} at position {position}, which is not valid Unicode text")
+    if problem := unicode_problem(document.id):
+        raise DocumentError(f"{where}: 'id' {problem}")
     where = f"{where} (id {document.id!r})"
     if not isinstance(document.text, str) or not document.text.strip():
         raise DocumentError(f"{where}: 'text' must be non-empty text, got {document.text!r:.60}")
-    if (position := _not_unicode(document.text)) is not None:
-        raise DocumentError(f"{where}: 'text' holds {document.text[position]!r} at position {position}, which is not valid Unicode text")
+    if problem := unicode_problem(document.text):
+        raise DocumentError(f"{where}: 'text' {problem}")
     if not isinstance(document.metadata, Mapping):
         raise DocumentError(f"{where}: 'metadata' must be an object of flat values, got {type(document.metadata).__name__}")
     for key, value in document.metadata.items():
-        if not isinstance(key, str) or not key or key.startswith("$") or _not_unicode(key) is not None:
+        if not isinstance(key, str) or not key or key.startswith("$") or unicode_problem(key):
             raise DocumentError(f"{where}: metadata key {key!r:.60} must be a non-empty string of valid Unicode not starting with '$'")
         if not isinstance(value, (str, int, float, bool)) or (isinstance(value, float) and not math.isfinite(value)):
             raise DocumentError(
                 f"{where}: metadata {key!r} is {type(value).__name__} {value!r:.60}; values must be strings, "
                 f"finite numbers or bools (flatten lists and objects into several keys)"
             )
-        if isinstance(value, str) and (position := _not_unicode(value)) is not None:
-            raise DocumentError(f"{where}: metadata {key!r} holds {value[position]!r} at position {position}, which is not valid Unicode text")
+        if isinstance(value, str) and (problem := unicode_problem(value)):
+            raise DocumentError(f"{where}: metadata {key!r} {problem}")
     canonical_json(document.metadata)  # fails loudly on anything JSON cannot hold
 
 

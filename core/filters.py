@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import FilterError
+from .protocols import unicode_problem
 
 FIELD_OPERATORS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin")
 LOGICAL_OPERATORS = ("$and", "$or", "$not")
@@ -62,7 +63,8 @@ def _validate(filter: Any, path: str, depth: int, budget: _Budget) -> None:
         where = f"{path}.{key}"
         if not isinstance(key, str) or not key:
             raise FilterError(f"{path} has a key {key!r:.60}; keys must be non-empty field names or operators")
-        _require_unicode(key, f"{path} key")
+        if problem := unicode_problem(key):
+            raise FilterError(f"{path} key {problem}")
         if key.startswith("$"):
             if key in ("$and", "$or"):
                 if not isinstance(value, list) or not value:
@@ -112,16 +114,8 @@ def _validate_scalar(value: Any, where: str) -> None:
         raise FilterError(f"{where}: NaN never equals anything; remove it")
     if not isinstance(value, (str, int, float, bool)):
         raise FilterError(f"{where} must be a string, number or bool, got {type(value).__name__} {value!r:.60}")
-    if isinstance(value, str):
-        _require_unicode(value, where)
-
-
-def _require_unicode(text: str, where: str) -> None:
-    """Strings are stored as UTF-8: a lone surrogate (JSON "\\ud800", or bytes that were not UTF-8) has no encoding."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise FilterError(f"{where} holds {text[exc.start]!r} at position {exc.start}, which is not valid Unicode text") from None
+    if isinstance(value, str) and (problem := unicode_problem(value)):
+        raise FilterError(f"{where} {problem}")
 
 
 def _family(value: Any) -> str:

@@ -206,7 +206,7 @@ def check_manifest(manifest: Any, where: str) -> dict[str, Any]:
     if not isinstance(version, int) or isinstance(version, bool):
         raise CorruptCollectionError(f"{where}: the manifest's schema_version should be a whole number, got {version!r:.60}; {fix}")
     if version != SCHEMA_VERSION:
-        return manifest
+        return dict(manifest)
     for fields, required in ((_MANIFEST_FIELDS, True), (_OPTIONAL_FIELDS, False)):
         for key, kind in fields.items():
             if (required or key in manifest) and not isinstance(manifest.get(key), kind):
@@ -218,7 +218,7 @@ def check_manifest(manifest: Any, where: str) -> dict[str, Any]:
         value = manifest["counts"].get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise CorruptCollectionError(f"{where}: the manifest's counts.{key} should be a whole number, got {value!r:.60}; {fix}")
-    return manifest
+    return dict(manifest)
 
 
 SPACE_KEYS = ("schema_version", "encoder", "metric", "chunking", "keyword", "probe")

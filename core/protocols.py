@@ -253,6 +253,16 @@ def as_documents(items: Iterable[Document | Mapping[str, Any]]) -> Iterator[Docu
             )
 
 
+def unicode_problem(text: str) -> str | None:
+    """Why ``text`` cannot be stored as UTF-8 (a lone surrogate, from JSON "\\ud800" or bytes that were not UTF-8),
+    as the end of a sentence naming it; None for valid text."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"holds {text[exc.start]!r} at position {exc.start}, which is not valid Unicode text"
+    return None
+
+
 # Contract checks every VectorStore applies the same way.
 
 def check_batch(ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[Payload], dimension: int | None) -> np.ndarray:

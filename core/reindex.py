@@ -16,7 +16,7 @@ from typing import Any
 
 from . import swap
 from .config import Config, load_config, resolve_path
-from .engine import Engine
+from .engine import Engine, store_folder
 from .errors import ConfigError
 
 
@@ -31,10 +31,9 @@ class ReindexReport:
 
 def reindex(config: str | Path | dict[str, Any] | Config, *, progress: Any = None) -> ReindexReport:
     config = load_config(config)
-    store = config.section("store")
-    if store.get("path") is None or str(store["path"]).startswith(":"):
+    live = store_folder(config)
+    if live is None:
         raise ConfigError(f"{config.source}: reindex rebuilds a saved collection; [store] has no path, so there is nothing to rebuild")
-    live = resolve_path(store["path"], config.base_dir, "[store]")
     keyword_path = config.section("keyword").get("path")
     keyword_live = resolve_path(keyword_path, config.base_dir, "[keyword]") if keyword_path is not None else None
     # A run killed between its renames left a complete new collection aside: it goes live before anything is cleared.

@@ -213,6 +213,22 @@ class Service:
             self.reason = f"the collection could not be opened ({type(exc).__name__}); the server log says why"
             log.exception("vecguard serve: could not open the collection")
 
+    def write_refusal(self, headers: list[tuple[bytes, bytes]]) -> tuple[int, str] | None:
+        """Why a write with these raw request headers is refused, as (status, message); None lets it through.
+
+        The header's bytes are compared, not Starlette's Latin-1 reading of them: a client sends a non-ASCII
+        token as UTF-8."""
+        if self.write_token is None:
+            if self.settings["open_writes"]:
+                return None
+            return 403, ("writes are off: this server has no write token; set [server] write_token_env to the "
+                         "environment variable holding one, or open_writes = true to let any client write")
+        given = next((value for name, value in headers if name == b"authorization"), b"")
+        scheme, _, token = given.partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.write_token):
+            return 401, "writes need 'Authorization: Bearer <token>' with the configured token"
+        return None
+
     def _after_write(self) -> None:
         """Refresh the gauges and readiness; still under the write lock."""
         documents = self.engine.count()
@@ -297,16 +313,9 @@ def create_app(config: str | Path | Mapping[str, Any] | Config) -> Any:
         return service.engine
 
     def require_write_token(request: Request) -> None:
-        if service.write_token is None:
-            if limits["open_writes"]:
-                return
-            raise FieldError(403, [], "writes are off: this server has no write token; set [server] write_token_env to the "
-                                      "environment variable holding one, or open_writes = true to let any client write")
-        # The raw bytes: Starlette reads header values as Latin-1, a client sends a non-ASCII token as UTF-8.
-        given = next((value for name, value in request.scope["headers"] if name == b"authorization"), b"")
-        scheme, _, token = given.partition(b" ")
-        if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), service.write_token):
-            raise FieldError(401, ["header", "authorization"], "writes need 'Authorization: Bearer <token>' with the configured token")
+        if refusal := service.write_refusal(request.scope["headers"]):
+            status, message = refusal
+            raise FieldError(status, ["header", "authorization"] if status == 401 else [], message)
 
     @asynccontextmanager
     async def lifespan(app: Any) -> Any:

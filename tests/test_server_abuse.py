@@ -143,35 +143,44 @@ def _client(cfg: dict[str, Any]) -> Any:
     return TestClient(create_app(cfg))
 
 
-def _ready(client: Any, status: int = 200) -> Any:
+STARTING = ("starting", "opening", "warming")  # how /readyz reads while the service is still opening
+
+
+def _opened(client: Any) -> Any:
+    """/readyz once the service has finished opening, whichever way it went."""
     deadline = time.monotonic() + 120
-    while (response := client.get("/readyz")).status_code != status and time.monotonic() < deadline:
+    while (response := client.get("/readyz")).status_code != 200 and time.monotonic() < deadline:
+        if not str(response.json()["reason"]).startswith(STARTING):
+            break
         time.sleep(0.1)
     return response
 
 
-def test_writes_are_off_without_a_token_unless_the_config_opens_them(tmp_path: Path) -> None:
-    cfg = config("faiss", tmp_path / "index")
+def _collection(tmp_path: Path, documents: int, **server: Any) -> dict[str, Any]:
+    cfg = {**config("faiss", tmp_path / "index"), "server": server}
     with vecguard.open(cfg) as engine:
-        engine.add(corpus()[:4])
+        engine.add(corpus()[:documents])
+    return cfg
+
+
+def test_writes_are_off_without_a_token_unless_the_config_opens_them(tmp_path: Path) -> None:
+    cfg = _collection(tmp_path, 4)
     with _client(cfg) as client:
-        _ready(client)
+        assert _opened(client).status_code == 200
         erase = client.request("DELETE", "/documents", json={"filter": {}})
         add = client.post("/documents", json={"documents": [{"id": "x", "text": "y"}]})
         assert erase.status_code == add.status_code == 403 and "open_writes" in erase.json()["detail"][0]["msg"]
         assert client.get("/readyz").json()["documents"] == 4
     with _client({**cfg, "server": {"open_writes": True}}) as client:
-        _ready(client)
+        assert _opened(client).status_code == 200
         assert client.post("/documents", json={"documents": [{"id": "x", "text": "y"}]}).status_code == 200
 
 
 def test_a_token_outside_ascii_works_as_clients_send_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VECGUARD_TEST_TOKEN", "clé-ñandú-令牌")
-    cfg = {**config("faiss", tmp_path / "index"), "server": {"write_token_env": "VECGUARD_TEST_TOKEN"}}
-    with vecguard.open(cfg) as engine:
-        engine.add(corpus()[:2])
+    cfg = _collection(tmp_path, 2, write_token_env="VECGUARD_TEST_TOKEN")
     with _client(cfg) as client:
-        _ready(client)
+        assert _opened(client).status_code == 200
         body = {"documents": [{"id": "x", "text": "y"}]}
         assert client.post("/documents", json=body, headers={"Authorization": "Bearer clé-ñandú-令牌".encode()}).status_code == 200
         assert client.post("/documents", json=body, headers={"Authorization": b"Bearer cl\xe9"}).status_code == 401
@@ -180,11 +189,9 @@ def test_a_token_outside_ascii_works_as_clients_send_it(tmp_path: Path, monkeypa
 def test_error_bodies_do_not_show_paths_or_internal_text(tmp_path: Path) -> None:
     import sqlite3
 
-    cfg = config("faiss", tmp_path / "index")
-    with vecguard.open(cfg) as engine:
-        engine.add(corpus()[:4])
+    cfg = _collection(tmp_path, 4)
     with _client(cfg) as client:
-        _ready(client)
+        assert _opened(client).status_code == 200
         db = sqlite3.connect(tmp_path / "index" / "points.sqlite3")  # damaged under the running server
         db.execute("UPDATE points SET payload = '{\"broken' WHERE id = 'doc-01#0'")
         db.commit()
@@ -194,7 +201,5 @@ def test_error_bodies_do_not_show_paths_or_internal_text(tmp_path: Path) -> None
         assert str(tmp_path) not in got.text and "points.sqlite3" not in got.text, got.text
     (tmp_path / "index" / "manifest.json").write_text("[]")
     with _client(cfg) as client:
-        reason = _ready(client, 503).json()["reason"]
-        time.sleep(1)
-        reason = client.get("/readyz").json()["reason"]
+        reason = _opened(client).json()["reason"]
         assert "could not be opened (CorruptCollectionError)" in reason and str(tmp_path) not in reason, reason
