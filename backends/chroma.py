@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from vecguard import filters
 from vecguard.atomic import canonical_json
 from vecguard.config import resolve_path, take_options
@@ -51,7 +50,9 @@ def _field_clauses(field: str, condition: Any, negate: bool) -> list[dict[str, A
             op = _ORDER_NEGATION[op]
         if op in ("$gt", "$gte", "$lt", "$lte") and isinstance(operand, str):
             raise _Inexpressible  # Chroma orders numbers only
-        if any(isinstance(v, float) and not v.is_integer() for v in (operand if isinstance(operand, list) else [operand])):
+        if any(
+            isinstance(v, float) and not v.is_integer() for v in (operand if isinstance(operand, list) else [operand])
+        ):
             raise _Inexpressible  # Chroma truncates a fractional operand against an int field (1.5 matches 1)
         if op in ("$in", "$nin"):
             # Chroma wants one type per list: split by type, $in -> OR, $nin -> AND.
@@ -127,9 +128,11 @@ class ChromaStore:
         """The collection, created now if this is the first write."""
         if self._collection is None:
             self._collection = self._client.get_or_create_collection(
-                self._name, embedding_function=None,
-                configuration={"hnsw": {"space": "ip", "ef_search": self._ef_search,
-                                        "ef_construction": max(self._ef_search, 100)}},
+                self._name,
+                embedding_function=None,
+                configuration={
+                    "hnsw": {"space": "ip", "ef_search": self._ef_search, "ef_construction": max(self._ef_search, 100)}
+                },
             )
         return self._collection
 
@@ -147,7 +150,11 @@ class ChromaStore:
         for key, payload in zip(ids, payloads):
             metadata = dict(payload.get("metadata") or {})
             for field, value in metadata.items():
-                if not isinstance(value, (str, int, float, bool)) or isinstance(value, float) and not np.isfinite(value):
+                if (
+                    not isinstance(value, (str, int, float, bool))
+                    or isinstance(value, float)
+                    and not np.isfinite(value)
+                ):
                     raise StorageError(
                         f"point {key!r}: metadata {field!r} is {type(value).__name__} {value!r:.60}; Chroma stores "
                         f"strings, finite numbers and bools only (flatten it into several keys)"
@@ -167,7 +174,10 @@ class ChromaStore:
                 if dropped:
                     batch_metadatas[i] = {**(batch_metadatas[i] or {}), **dict.fromkeys(dropped)}
             collection.upsert(
-                ids=batch_ids, embeddings=vectors[start:end], metadatas=batch_metadatas, documents=documents[start:end],
+                ids=batch_ids,
+                embeddings=vectors[start:end],
+                metadatas=batch_metadatas,
+                documents=documents[start:end],
             )
         if len(ids):
             self._dimension = vectors.shape[1]
@@ -177,7 +187,7 @@ class ChromaStore:
         if self._collection is None:
             return
         for start in range(0, len(ids), self._max_batch):
-            self._collection.delete(ids=ids[start:start + self._max_batch])
+            self._collection.delete(ids=ids[start : start + self._max_batch])
 
     @staticmethod
     def _payload(document: str | None, metadata: Mapping[str, Any] | None) -> Payload:
@@ -189,11 +199,13 @@ class ChromaStore:
         found: dict[str, tuple[np.ndarray, Payload]] = {}
         ids = list(ids) if self._collection is not None else []
         for start in range(0, len(ids), self._max_batch):
-            part = ids[start:start + self._max_batch]
+            part = ids[start : start + self._max_batch]
             if not part:
                 continue
             got = self._collection.get(ids=part, include=["embeddings", "documents", "metadatas"])
-            for key, vector, document, metadata in zip(got["ids"], got["embeddings"], got["documents"], got["metadatas"]):
+            for key, vector, document, metadata in zip(
+                got["ids"], got["embeddings"], got["documents"], got["metadatas"]
+            ):
                 found[key] = (np.asarray(vector, dtype=np.float32), self._payload(document, metadata))
         return found
 
@@ -205,10 +217,17 @@ class ChromaStore:
 
     def search(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None = None) -> RankedList:
         result = self._query(vector, k, filter, ["distances"])
-        return [(key, float(1.0 - distance)) for key, distance in zip(result["ids"][0], result["distances"][0])] if result else []
+        return (
+            [(key, float(1.0 - distance)) for key, distance in zip(result["ids"][0], result["distances"][0])]
+            if result
+            else []
+        )
 
     def search_with_payloads(
-        self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None = None,
+        self,
+        vector: np.ndarray,
+        k: int,
+        filter: Mapping[str, Any] | None = None,
     ) -> list[tuple[str, float, Payload]]:
         result = self._query(vector, k, filter, ["distances", "documents", "metadatas"])
         if not result:
@@ -238,7 +257,9 @@ class ChromaStore:
                 arguments["ids"] = allowed
         return self._collection.query(query_embeddings=vector.reshape(1, -1), n_results=k, include=include, **arguments)
 
-    def scan(self, batch_size: int = 1000, include_vectors: bool = True) -> Iterator[tuple[list[str], np.ndarray, list[Payload]]]:
+    def scan(
+        self, batch_size: int = 1000, include_vectors: bool = True
+    ) -> Iterator[tuple[list[str], np.ndarray, list[Payload]]]:
         include = ["documents", "metadatas"] + (["embeddings"] if include_vectors else [])
         offset = 0
         while self._collection is not None:
@@ -247,7 +268,8 @@ class ChromaStore:
                 return
             offset += len(got["ids"])
             vectors = (
-                np.asarray(got["embeddings"], dtype=np.float32) if include_vectors
+                np.asarray(got["embeddings"], dtype=np.float32)
+                if include_vectors
                 else np.zeros((len(got["ids"]), 0), dtype=np.float32)
             )
             yield list(got["ids"]), vectors, [self._payload(d, m) for d, m in zip(got["documents"], got["metadatas"])]
@@ -273,7 +295,9 @@ class ChromaStore:
 
 def _build(options: dict[str, Any], base_dir: Path) -> ChromaStore:
     opts = take_options(
-        "[store] chroma", options, {"path": None, "host": None, "port": 8000, "collection": "vecguard", "ef_search": 200},
+        "[store] chroma",
+        options,
+        {"path": None, "host": None, "port": 8000, "collection": "vecguard", "ef_search": 200},
     )
     if opts["host"] is not None and opts["path"] is not None:
         raise ConfigError("[store] chroma: give either path (embedded) or host/port (a Chroma server), not both")
@@ -283,8 +307,11 @@ def _build(options: dict[str, Any], base_dir: Path) -> ChromaStore:
     if not isinstance(name, str) or not 3 <= len(name) <= 512:
         raise ConfigError(f"[store] chroma collection must be a name of 3 to 512 characters, got {name!r}")
     return ChromaStore(
-        path=resolve_path(opts["path"], base_dir, "[store] chroma"), host=opts["host"], port=opts["port"],
-        collection=name, ef_search=opts["ef_search"],
+        path=resolve_path(opts["path"], base_dir, "[store] chroma"),
+        host=opts["host"],
+        port=opts["port"],
+        collection=name,
+        ef_search=opts["ef_search"],
     )
 
 

@@ -94,7 +94,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from vecguard import filters
 from vecguard.atomic import canonical_json, fsync_directory, write_json_atomically
 from vecguard.config import is_positive_int, resolve_path, take_options
@@ -119,7 +118,9 @@ TUNING_QUERIES = 200
 HNSW_CANDIDATE = "HNSW32"
 HNSW_MARGIN = 0.9  # "auto" keeps HNSW only at <= 90% of IVF's latency: it holds more memory and cannot remove ids
 DELETED_SHARE = 0.1  # an HNSW index is rebuilt once this share of its nodes are deleted points
-RECALL_CHECK_GROWTH = 1.25  # an "auto" index measures its recall on new vectors each time the collection grows this much
+RECALL_CHECK_GROWTH = (
+    1.25  # an "auto" index measures its recall on new vectors each time the collection grows this much
+)
 DEFAULT_EF_SEARCH = 128  # an HNSW index loaded without a tuning (written by an earlier version)
 HNSW_MAX_EF_SEARCH = 1024
 FILTER_MAX_EF_SEARCH = 4096  # the widest a filtered HNSW search goes before it is answered exactly
@@ -151,8 +152,9 @@ def _import_faiss() -> Any:
 def _sqlite_errors(method: Any) -> Any:
     """Turn SQLite's errors inside a store method into vecguard's, naming the database file (the seam, as httpx maps
     its transport's errors); a damaged page is a CorruptCollectionError."""
+
     @functools.wraps(method)
-    def mapped(self: "FaissStore", *args: Any, **kwargs: Any) -> Any:
+    def mapped(self: FaissStore, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
         except sqlite3.DatabaseError as exc:
@@ -163,8 +165,15 @@ def _sqlite_errors(method: Any) -> Any:
 
 class FaissStore:
     def __init__(
-        self, path: Path | None, *, index: str = "auto", nprobe: int | None = None, target_recall: float = 0.95,
-        ef_search: int | None = None, ivf_threshold: int = 50_000, on_disk_payload: bool = False,
+        self,
+        path: Path | None,
+        *,
+        index: str = "auto",
+        nprobe: int | None = None,
+        target_recall: float = 0.95,
+        ef_search: int | None = None,
+        ivf_threshold: int = 50_000,
+        on_disk_payload: bool = False,
         auto_candidates: Sequence[str] = ("IVF", "HNSW"),
     ) -> None:
         self._faiss = _import_faiss()
@@ -216,8 +225,11 @@ class FaissStore:
                 self._db.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
             self._db.executescript(_SCHEMA)
             # Names this collection in its index files, so that one copied from another collection is not taken.
-            self._db.execute("INSERT OR IGNORE INTO meta (key, value) SELECT 'collection', ? WHERE NOT EXISTS "
-                             "(SELECT 1 FROM points)", (uuid.uuid4().hex,))
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta (key, value) SELECT 'collection', ? WHERE NOT EXISTS "
+                "(SELECT 1 FROM points)",
+                (uuid.uuid4().hex,),
+            )
         except sqlite3.DatabaseError as exc:
             raise CorruptCollectionError(
                 f"{self._database} is not a readable SQLite database ({exc}); it holds the collection's vectors and "
@@ -244,8 +256,10 @@ class FaissStore:
         if "malformed" in text or "not a database" in text:
             return CorruptCollectionError(f"{self._database} is damaged ({text}); run `vecguard check`, then {RESTORE}")
         if "full" in text:
-            return StorageError(f"{self._database}: the disk is full ({text}); everything committed before is kept: "
-                                f"free some space and run the same command again")
+            return StorageError(
+                f"{self._database}: the disk is full ({text}); everything committed before is kept: "
+                f"free some space and run the same command again"
+            )
         return StorageError(f"{self._database}: {text}")
 
     def _payload(self, key: Any, text: str) -> Payload:
@@ -253,10 +267,13 @@ class FaissStore:
         try:
             payload = json.loads(text)
         except ValueError as exc:
-            raise CorruptCollectionError(f"{self._database}: the payload of point {key!r} is not valid JSON ({exc}); {RESTORE}") from exc
+            raise CorruptCollectionError(
+                f"{self._database}: the payload of point {key!r} is not valid JSON ({exc}); {RESTORE}"
+            ) from exc
         if not isinstance(payload, dict):
-            raise CorruptCollectionError(f"{self._database}: the payload of point {key!r} is {type(payload).__name__}, "
-                                         f"not an object; {RESTORE}")
+            raise CorruptCollectionError(
+                f"{self._database}: the payload of point {key!r} is {type(payload).__name__}, not an object; {RESTORE}"
+            )
         return payload
 
     def _meta(self, key: str) -> str | None:
@@ -299,20 +316,28 @@ class FaissStore:
         if state.get("generation") != self._generation or state.get("requested") != self._spec:
             return  # stale: rebuilt from SQLite on first use
         if "collection" in state and state["collection"] != self._meta("collection"):  # earlier versions named none
-            self._index_problem(f"{files[0]} belongs to another collection (index.json names {state.get('collection')!r})")
+            self._index_problem(
+                f"{files[0]} belongs to another collection (index.json names {state.get('collection')!r})"
+            )
             return
         # Checked before FAISS parses the file: a damaged header can ask it for any amount of memory.
         if "crc32" in state and state["crc32"] != _file_crc32(files[0]):
-            self._index_problem(f"{files[0]} does not match the checksum index.json recorded for it (damaged or replaced)")
+            self._index_problem(
+                f"{files[0]} does not match the checksum index.json recorded for it (damaged or replaced)"
+            )
             return
         try:
             index = self._faiss.read_index(str(files[0]))
         except RuntimeError as exc:
             self._index_problem(f"{files[0]} is unreadable ({str(exc).splitlines()[0]})")
             return
-        if isinstance(index, self._faiss.IndexIDMap) and _holds_its_own_ids(self._faiss, self._faiss.downcast_index(index.index)):
-            self._index_problem(f"{files[0]} wraps an IVF index in an id map, which earlier vecguard versions wrote and "
-                                f"which answers with wrong ids after a delete")
+        if isinstance(index, self._faiss.IndexIDMap) and _holds_its_own_ids(
+            self._faiss, self._faiss.downcast_index(index.index)
+        ):
+            self._index_problem(
+                f"{files[0]} wraps an IVF index in an id map, which earlier vecguard versions wrote and "
+                f"which answers with wrong ids after a delete"
+            )
             return
         deleted = state.get("deleted") if isinstance(state.get("deleted"), list) else []
         if index.ntotal != self.count() + (len(deleted) if "HNSW" in str(state.get("spec")) else 0):
@@ -349,12 +374,19 @@ class FaissStore:
             return f"the collection ({n} vectors) crossed ivf_threshold ({self._ivf_threshold})"
         built = self._built_on
         if not flat_now and built > 0 and (n >= RETRAIN_GROWTH * built or n * RETRAIN_GROWTH <= built):
-            return f"the collection changed {RETRAIN_GROWTH}x in size since the index was trained ({built} -> {n} vectors)"
+            return (
+                f"the collection changed {RETRAIN_GROWTH}x in size since the index was trained ({built} -> {n} vectors)"
+            )
         return None
 
     def _recall_check_due(self, n: int) -> bool:
-        return (self._spec == "auto" and not self._dirty and self._index_spec not in (None, "Flat")
-                and self._checked_at > 0 and n >= RECALL_CHECK_GROWTH * self._checked_at)
+        return (
+            self._spec == "auto"
+            and not self._dirty
+            and self._index_spec not in (None, "Flat")
+            and self._checked_at > 0
+            and n >= RECALL_CHECK_GROWTH * self._checked_at
+        )
 
     @_sqlite_errors
     def optimize(self) -> dict[str, Any]:
@@ -384,7 +416,9 @@ class FaissStore:
             return _Snapshot(self._dimension, nums=nums, vectors=vectors)
         return _Snapshot(self._dimension, database=self._path / "points.sqlite3")
 
-    def _build_best(self, snapshot: _Snapshot, reason: str | None = None) -> tuple[Any, str, dict[str, Any] | None, int]:
+    def _build_best(
+        self, snapshot: _Snapshot, reason: str | None = None
+    ) -> tuple[Any, str, dict[str, Any] | None, int]:
         """(index, spec, tuning, vectors built on): each candidate built and tuned, the fastest at the aim kept."""
         started = time.perf_counter()
         built = [self._build_index(spec, snapshot) for spec in self._candidates(len(snapshot))]
@@ -419,27 +453,34 @@ class FaissStore:
                 index.train(self._training_sample(base, snapshot))
             except RuntimeError as exc:
                 raise StorageError(
-                    f"FAISS index {spec!r} cannot be trained on {n} vectors ({exc}); add more documents or use index = \"auto\""
+                    f'FAISS index {spec!r} cannot be trained on {n} vectors ({exc}); add more documents or use index = "auto"'
                 ) from exc
         tunable = ("IVF" in spec and self._nprobe is None) or ("HNSW" in spec and self._ef_search is None)
-        held = np.sort(np.random.default_rng(0).choice(n, size=min(TUNING_QUERIES, n // 4), replace=False)) if tunable else nothing
+        held = (
+            np.sort(np.random.default_rng(0).choice(n, size=min(TUNING_QUERIES, n // 4), replace=False))
+            if tunable
+            else nothing
+        )
         if not len(held):
             for start, block in snapshot.blocks():
-                index.add_with_ids(block, nums[start:start + len(block)])
+                index.add_with_ids(block, nums[start : start + len(block)])
             return index, spec, None, nothing
         # Tuned on stored vectors kept out of the index until it is tuned: a vector already in the index finds
         # its neighbours far more easily than a new query (an HNSW node is linked to them).
         rest = np.ones(n, dtype=bool)
         rest[held] = False
         for start, block in snapshot.blocks():
-            keep = rest[start:start + len(block)]
-            index.add_with_ids(block[keep], nums[start:start + len(block)][keep])
+            keep = rest[start : start + len(block)]
+            index.add_with_ids(block[keep], nums[start : start + len(block)][keep])
         tuning = self._tune(index, spec, snapshot, held)
         tuning["build_s"] = round(time.perf_counter() - started, 2)
         return index, spec, tuning, held
 
-    def _fastest(self, built: list[tuple[Any, str, dict[str, Any] | None, np.ndarray]], snapshot: _Snapshot,
-                 ) -> tuple[Any, str, dict[str, Any] | None, np.ndarray]:
+    def _fastest(
+        self,
+        built: list[tuple[Any, str, dict[str, Any] | None, np.ndarray]],
+        snapshot: _Snapshot,
+    ) -> tuple[Any, str, dict[str, Any] | None, np.ndarray]:
         """The candidate that reaches the aim at the lowest median latency over the held-out queries, one at a time.
         Timed in two rounds, every query on one candidate and then on the other, the order reversed in the second:
         a candidate keeps its own data in cache as it would serving, and a noisy machine slows both alike.
@@ -458,7 +499,9 @@ class FaissStore:
         p50s = [float(np.median(t)) * 1000 for t in times]
         # HNSW has to be clearly faster: it holds more memory, cannot remove a vector and adds more slowly.
         costs = [p50 / HNSW_MARGIN if "HNSW" in spec else p50 for p50, (_, spec, _, _) in zip(p50s, built)]
-        reached = [i for i, (_, _, tuning, _) in enumerate(built) if tuning and tuning["recall_at_10"] >= tuning["aimed_at"]]
+        reached = [
+            i for i, (_, _, tuning, _) in enumerate(built) if tuning and tuning["recall_at_10"] >= tuning["aimed_at"]
+        ]
         if reached:
             best = min(reached, key=lambda i: costs[i])
         else:
@@ -466,17 +509,35 @@ class FaissStore:
         compared = {}
         for (_, spec, tuning, _), p50 in zip(built, p50s):
             knob = {key: tuning[key] for key in ("nprobe", "ef_search") if key in tuning} if tuning else {}
-            compared[spec] = {**knob, "recall_at_10": (tuning or {}).get("recall_at_10"), "p50_ms": round(p50, 4),
-                              "build_s": (tuning or {}).get("build_s")}
+            compared[spec] = {
+                **knob,
+                "recall_at_10": (tuning or {}).get("recall_at_10"),
+                "p50_ms": round(p50, 4),
+                "build_s": (tuning or {}).get("build_s"),
+            }
         index, spec, tuning, held = built[best]
         tuning = dict(tuning or {}, candidates=compared)
         log.info("FAISS auto index: kept %s of %s", spec, compared)
         return index, spec, tuning, held
 
-    def _install(self, index: Any, spec: str, tuning: dict[str, Any] | None, built_on: int, *,
-                 deleted: set[int], checked_after: int | None = None) -> None:
+    def _install(
+        self,
+        index: Any,
+        spec: str,
+        tuning: dict[str, Any] | None,
+        built_on: int,
+        *,
+        deleted: set[int],
+        checked_after: int | None = None,
+    ) -> None:
         with self._lock:
-            self._index, self._index_spec, self._tuning, self._built_on, self._dirty = index, spec, tuning, built_on, False
+            self._index, self._index_spec, self._tuning, self._built_on, self._dirty = (
+                index,
+                spec,
+                tuning,
+                built_on,
+                False,
+            )
             self._saved = None  # a new index: the file on disk is the old one's, whatever generation it reflects
             self._deleted = deleted if "HNSW" in spec else None
             self._skip_deleted = None
@@ -551,8 +612,10 @@ class FaissStore:
                 snapshot.close()
             if recall is not None and recall < self._target_recall and token == self._aside_token:
                 # Started from the caller's thread: an in-memory store's snapshot reads the store's own connection.
-                self._wanted = (f"recall@10 {recall:.3f} on vectors stored since the last measure, below "
-                                f"target_recall {self._target_recall}")
+                self._wanted = (
+                    f"recall@10 {recall:.3f} on vectors stored since the last measure, below "
+                    f"target_recall {self._target_recall}"
+                )
 
         self._checking = threading.Thread(target=measure, name="vecguard-faiss-recall", daemon=True)
         self._checking.start()
@@ -564,7 +627,9 @@ class FaissStore:
         k = min(TUNING_K, len(snapshot) - 1)
         if not len(fresh) or k < 1:
             return None
-        rows = np.sort(np.random.default_rng(len(snapshot)).choice(fresh, size=min(TUNING_QUERIES, len(fresh)), replace=False))
+        rows = np.sort(
+            np.random.default_rng(len(snapshot)).choice(fresh, size=min(TUNING_QUERIES, len(fresh)), replace=False)
+        )
         queries, own = snapshot.take(rows), snapshot.nums[rows]
         last_true = self._exact_kth(queries, snapshot, k, own=own)
         with self._lock:
@@ -575,11 +640,18 @@ class FaissStore:
         recall = float(np.count_nonzero(answer & (scores >= last_true[:, None])) / (k * len(rows)))
         with self._lock:
             if token == self._aside_token and self._index is index and self._tuning is not None:
-                self._tuning = dict(self._tuning, last_check={"vectors": len(snapshot), "queries": len(rows),
-                                                              "recall_at_10": round(recall, 4)})
+                self._tuning = dict(
+                    self._tuning,
+                    last_check={"vectors": len(snapshot), "queries": len(rows), "recall_at_10": round(recall, 4)},
+                )
                 self._saved = None  # the report changed: write the state again
-        log.info("FAISS index %s: recall@10 %.3f on %d vectors added since the last measure (%d stored)",
-                 self._index_spec, recall, len(rows), len(snapshot))
+        log.info(
+            "FAISS index %s: recall@10 %.3f on %d vectors added since the last measure (%d stored)",
+            self._index_spec,
+            recall,
+            len(rows),
+            len(snapshot),
+        )
         return recall
 
     def wait_for_index(self, timeout: float | None = None) -> bool:
@@ -609,20 +681,29 @@ class FaissStore:
         rows = np.arange(n) if n <= limit else np.sort(np.random.default_rng(0).choice(n, size=limit, replace=False))
         return snapshot.take(rows)
 
-    def _exact_kth(self, queries: np.ndarray, snapshot: _Snapshot, k: int, *, left_out: np.ndarray | None = None,
-                   own: np.ndarray | None = None) -> np.ndarray:
+    def _exact_kth(
+        self,
+        queries: np.ndarray,
+        snapshot: _Snapshot,
+        k: int,
+        *,
+        left_out: np.ndarray | None = None,
+        own: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Each query's k-th best exact score over the snapshot (less a rounding allowance), read block by block,
         without the rows marked in ``left_out`` and without each query's ``own`` num."""
         faiss = self._faiss
         best = np.full((len(queries), 0), -np.inf, dtype=np.float32)
         for start, block in snapshot.blocks():
-            block_nums = snapshot.nums[start:start + len(block)]
+            block_nums = snapshot.nums[start : start + len(block)]
             if left_out is not None:
-                keep = ~left_out[start:start + len(block)]
+                keep = ~left_out[start : start + len(block)]
                 block, block_nums = block[keep], block_nums[keep]
             if not len(block):
                 continue
-            scores, rows = faiss.knn(queries, block, min(k + (own is not None), len(block)), metric=faiss.METRIC_INNER_PRODUCT)
+            scores, rows = faiss.knn(
+                queries, block, min(k + (own is not None), len(block)), metric=faiss.METRIC_INNER_PRODUCT
+            )
             if own is not None:
                 scores[block_nums[rows] == own[:, None]] = -np.inf
             best = -np.sort(-np.hstack([best, scores]), axis=1)[:, :k]
@@ -638,20 +719,27 @@ class FaissStore:
         if "IVF" in spec:
             nlist = faiss.extract_index_ivf(index).nlist
             knob, described, floor, ceiling = "nprobe", {"nlist": nlist}, 0, nlist
-            candidates = sorted({min(nlist, 2 ** i) for i in range(int(math.log2(nlist)) + 2)})
+            candidates = sorted({min(nlist, 2**i) for i in range(int(math.log2(nlist)) + 2)})
 
             def params(value: int) -> Any:
                 return faiss.SearchParametersIVF(nprobe=value)
         else:
             knob, described, floor, ceiling = "ef_search", {}, k - 1, HNSW_MAX_EF_SEARCH
-            candidates = [2 ** i for i in range(4, int(math.log2(HNSW_MAX_EF_SEARCH)) + 1)]
+            candidates = [2**i for i in range(4, int(math.log2(HNSW_MAX_EF_SEARCH)) + 1)]
 
             def params(value: int) -> Any:
                 return faiss.SearchParametersHNSW(efSearch=max(value, k))
 
         def report(value: int, recall: float, aim: float) -> dict[str, Any]:
-            return {knob: value, "recall_at_10": round(recall, 4), "aimed_at": round(aim, 4),
-                    "target_recall": self._target_recall, "queries": len(queries), **described, "vectors": len(nums)}
+            return {
+                knob: value,
+                "recall_at_10": round(recall, 4),
+                "aimed_at": round(aim, 4),
+                "target_recall": self._target_recall,
+                "queries": len(queries),
+                **described,
+                "vectors": len(nums),
+            }
 
         is_held = np.zeros(len(nums), dtype=bool)
         is_held[held] = True
@@ -687,8 +775,16 @@ class FaissStore:
             low, high = (low, middle) if measured[middle] >= aim else (middle, high)
         chosen = high if measured.get(high, 0.0) >= aim else max(measured, key=lambda v: (measured[v], -v))
         if measured[chosen] < aim:
-            log.warning("FAISS index %s reaches recall@10 %.3f at most on held-out stored vectors (%s %d), short of %.3f "
-                        "(target_recall %.2f plus margin)", spec, measured[chosen], knob, chosen, aim, self._target_recall)
+            log.warning(
+                "FAISS index %s reaches recall@10 %.3f at most on held-out stored vectors (%s %d), short of %.3f "
+                "(target_recall %.2f plus margin)",
+                spec,
+                measured[chosen],
+                knob,
+                chosen,
+                aim,
+                self._target_recall,
+            )
         return report(chosen, measured[chosen], aim)
 
     @_sqlite_errors
@@ -732,6 +828,7 @@ class FaissStore:
         try:
             checksum = 0
             with open(tmp, "wb") as f:
+
                 def write(block: bytes) -> int:  # FAISS writes through this: the checksum costs no second read
                     nonlocal checksum
                     checksum = zlib.crc32(block, checksum)
@@ -742,16 +839,29 @@ class FaissStore:
                 os.fsync(f.fileno())
             os.replace(tmp, index_file)
             fsync_directory(index_file.parent)
-            write_json_atomically(state_file, {
-                "generation": self._generation, "spec": self._index_spec, "requested": self._spec, "tuning": self._tuning,
-                "built_on": self._built_on, "deleted": sorted(self._deleted) if self._deleted is not None else None,
-                "checked_at": self._checked_at, "checked_after": self._checked_after, "collection": self._meta("collection"),
-                "crc32": checksum,
-            })
+            write_json_atomically(
+                state_file,
+                {
+                    "generation": self._generation,
+                    "spec": self._index_spec,
+                    "requested": self._spec,
+                    "tuning": self._tuning,
+                    "built_on": self._built_on,
+                    "deleted": sorted(self._deleted) if self._deleted is not None else None,
+                    "checked_at": self._checked_at,
+                    "checked_after": self._checked_after,
+                    "collection": self._meta("collection"),
+                    "crc32": checksum,
+                },
+            )
         except (OSError, RuntimeError) as exc:  # derived data: the next open rebuilds it from SQLite
             tmp.unlink(missing_ok=True)
-            log.warning("could not save the FAISS index to %s (%s); the next open rebuilds it from %s",
-                        index_file, str(exc).splitlines()[0], DATABASE)
+            log.warning(
+                "could not save the FAISS index to %s (%s); the next open rebuilds it from %s",
+                index_file,
+                str(exc).splitlines()[0],
+                DATABASE,
+            )
             return
         self._saved = (self._generation, self._index_spec)
 
@@ -783,7 +893,9 @@ class FaissStore:
                 if key in existing:  # a new num: an HNSW graph cannot change or drop a node, only skip it
                     db.execute("DELETE FROM points WHERE num = ?", (existing[key],))
                     replaced.append(existing[key])
-                nums.append(db.execute("INSERT INTO points (id, vector, payload) VALUES (?, ?, ?)", (key, blob, text)).lastrowid)
+                nums.append(
+                    db.execute("INSERT INTO points (id, vector, payload) VALUES (?, ?, ?)", (key, blob, text)).lastrowid
+                )
             self._bump_generation()
             db.execute("COMMIT")
         except BaseException:
@@ -846,7 +958,7 @@ class FaissStore:
     def _nums(self, ids: Sequence[str]) -> dict[str, int]:
         found: dict[str, int] = {}
         for start in range(0, len(ids), SQL_BATCH):
-            part = list(ids[start:start + SQL_BATCH])
+            part = list(ids[start : start + SQL_BATCH])
             marks = ",".join("?" * len(part))
             found.update(self._db.execute(f"SELECT id, num FROM points WHERE id IN ({marks})", part).fetchall())
         return found
@@ -861,7 +973,7 @@ class FaissStore:
         db.execute("BEGIN IMMEDIATE")
         try:
             for start in range(0, len(nums), SQL_BATCH):
-                part = nums[start:start + SQL_BATCH]
+                part = nums[start : start + SQL_BATCH]
                 db.execute(f"DELETE FROM points WHERE num IN ({','.join('?' * len(part))})", part)
             self._bump_generation()
             db.execute("COMMIT")
@@ -888,7 +1000,7 @@ class FaissStore:
     def get(self, ids: Sequence[str]) -> dict[str, tuple[np.ndarray, Payload]]:
         found: dict[str, tuple[np.ndarray, Payload]] = {}
         for start in range(0, len(ids), SQL_BATCH):
-            part = list(ids[start:start + SQL_BATCH])
+            part = list(ids[start : start + SQL_BATCH])
             rows = self._db.execute(
                 f"SELECT id, vector, payload FROM points WHERE id IN ({','.join('?' * len(part))})", part
             ).fetchall()
@@ -912,8 +1024,10 @@ class FaissStore:
             else:
                 kept = filters.compile(json.loads(key))  # from the key: the caller may change its filter afterwards
                 self._allowed[key] = (kept, {num for num, metadata in self._metadata.items() if kept(metadata)})
-                while len(self._allowed) > 1 and (len(self._allowed) > ALLOWED_CACHE or
-                                                  sum(len(nums) for _, nums in self._allowed.values()) > ALLOWED_KEPT):
+                while len(self._allowed) > 1 and (
+                    len(self._allowed) > ALLOWED_CACHE
+                    or sum(len(nums) for _, nums in self._allowed.values()) > ALLOWED_KEPT
+                ):
                     self._allowed_arrays.pop(self._allowed.popitem(last=False)[0], None)
             if key not in self._allowed_arrays:
                 nums = self._allowed[key][1]
@@ -943,8 +1057,9 @@ class FaissStore:
             self._params[spec, k] = params
         return params
 
-    def _params_for(self, spec: str, index: Any, tuning: dict[str, Any] | None, k: int, selector: Any = None,
-                    widen: float = 1.0) -> Any:
+    def _params_for(
+        self, spec: str, index: Any, tuning: dict[str, Any] | None, k: int, selector: Any = None, widen: float = 1.0
+    ) -> Any:
         faiss = self._faiss
         kwargs: dict[str, Any] = {} if selector is None else {"sel": selector}
         if "IVF" in spec:
@@ -957,7 +1072,9 @@ class FaissStore:
             return faiss.SearchParametersHNSW(efSearch=widened, **kwargs)
         return faiss.SearchParameters(**kwargs) if kwargs else None
 
-    def _search_nums(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None) -> tuple[list[int], list[float]]:
+    def _search_nums(
+        self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None
+    ) -> tuple[list[int], list[float]]:
         """The index's answer as (nums, scores); a num of -1 fills a list shorter than k."""
         vector = check_query(vector, k, self._dimension)
         if filter:
@@ -989,7 +1106,9 @@ class FaissStore:
         """The best k of the ``allowed`` nums by exact inner product, their vectors read from SQLite."""
         rows = list(_vector_rows(self._db, allowed.tolist()))
         nums = np.fromiter((num for num, _ in rows), dtype=np.int64, count=len(rows))
-        vectors = np.frombuffer(b"".join(blob for _, blob in rows), dtype="<f4").reshape(len(rows), self._dimension or 0)
+        vectors = np.frombuffer(b"".join(blob for _, blob in rows), dtype="<f4").reshape(
+            len(rows), self._dimension or 0
+        )
         scores = vectors @ vector
         top = np.argsort(-scores, kind="stable")[:k]
         return nums[top].tolist(), scores[top].tolist()
@@ -1002,12 +1121,19 @@ class FaissStore:
         if self._ready_records() is not None:
             return [(key, score) for key, score, _ in self._hits(nums, scores)]
         found = [n for n in nums if n >= 0]
-        names = dict(self._db.execute(f"SELECT num, id FROM points WHERE num IN ({','.join('?' * len(found))})", found).fetchall())
+        names = dict(
+            self._db.execute(
+                f"SELECT num, id FROM points WHERE num IN ({','.join('?' * len(found))})", found
+            ).fetchall()
+        )
         return [(names[n], s) for n, s in zip(nums, scores) if n in names]
 
     @_sqlite_errors
     def search_with_payloads(
-        self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None = None,
+        self,
+        vector: np.ndarray,
+        k: int,
+        filter: Mapping[str, Any] | None = None,
     ) -> list[tuple[str, float, Payload]]:
         nums, scores = self._search_nums(vector, k, filter)
         return self._hits(nums, scores) if nums else []
@@ -1017,9 +1143,12 @@ class FaissStore:
         records = self._ready_records()
         if records is None:
             found = [n for n in nums if n >= 0]
-            rows = {num: (key, text) for num, key, text in self._db.execute(
-                f"SELECT num, id, payload FROM points WHERE num IN ({','.join('?' * len(found))})", found
-            )}
+            rows = {
+                num: (key, text)
+                for num, key, text in self._db.execute(
+                    f"SELECT num, id, payload FROM points WHERE num IN ({','.join('?' * len(found))})", found
+                )
+            }
             return [(rows[n][0], s, self._payload(rows[n][0], rows[n][1])) for n, s in zip(nums, scores) if n in rows]
         if orjson is not None and min(nums) >= 0:
             # The usual answer: k stored points, all plain records. One C-level lookup and one decode for all of
@@ -1075,7 +1204,9 @@ class FaissStore:
             dimension = self._dimension or len(rows[0][2]) // 4
             if any(len(r[2]) != 4 * dimension for r in rows):
                 bad = next(r[1] for r in rows if len(r[2]) != 4 * dimension)
-                raise CorruptCollectionError(f"{self._database}: the vector of point {bad!r} is not {dimension} floats; {RESTORE}")
+                raise CorruptCollectionError(
+                    f"{self._database}: the vector of point {bad!r} is not {dimension} floats; {RESTORE}"
+                )
             vectors = np.stack([np.frombuffer(r[2], dtype="<f4") for r in rows]).astype(np.float32)
             yield [r[1] for r in rows], vectors, [self._payload(r[1], r[3]) for r in rows]
 
@@ -1099,7 +1230,9 @@ class FaissStore:
                 (4 * (self._dimension or 0),),
             ):
                 if self._dimension and size != 4 * self._dimension:
-                    problems.append(f"{self._database}: the vector of point {key!r} is {size} bytes, not {self._dimension} floats")
+                    problems.append(
+                        f"{self._database}: the vector of point {key!r} is {size} bytes, not {self._dimension} floats"
+                    )
                 if not json_ok:
                     problems.append(f"{self._database}: the payload of point {key!r} is not a JSON object; {RESTORE}")
         except sqlite3.DatabaseError as exc:
@@ -1120,7 +1253,9 @@ class FaissStore:
         try:
             return json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise CorruptCollectionError(f"manifest {path} is unreadable ({exc}); restore it from a backup or rebuild the collection") from exc
+            raise CorruptCollectionError(
+                f"manifest {path} is unreadable ({exc}); restore it from a backup or rebuild the collection"
+            ) from exc
 
     @_sqlite_errors
     def write_manifest(self, manifest: Mapping[str, Any]) -> None:
@@ -1131,8 +1266,10 @@ class FaissStore:
         try:
             write_json_atomically(path, dict(manifest))
         except OSError as exc:
-            raise StorageError(f"cannot write {path} ({exc.strerror or exc}); everything committed before is kept: "
-                               f"fix the cause and run the same command again") from exc
+            raise StorageError(
+                f"cannot write {path} ({exc.strerror or exc}); everything committed before is kept: "
+                f"fix the cause and run the same command again"
+            ) from exc
 
     @_sqlite_errors
     def close(self) -> None:
@@ -1152,8 +1289,14 @@ class _Snapshot:
     """The stored vectors at one moment, by row (ascending num): an array, or a SQLite read transaction on a
     connection of its own (WAL keeps what it sees fixed while the store's connection goes on writing)."""
 
-    def __init__(self, dimension: int, *, nums: np.ndarray | None = None, vectors: np.ndarray | None = None,
-                 database: Path | None = None) -> None:
+    def __init__(
+        self,
+        dimension: int,
+        *,
+        nums: np.ndarray | None = None,
+        vectors: np.ndarray | None = None,
+        database: Path | None = None,
+    ) -> None:
         self.dimension = dimension
         self._vectors = vectors
         self._db: sqlite3.Connection | None = None
@@ -1162,7 +1305,9 @@ class _Snapshot:
             self._db.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
             self._db.execute("BEGIN")  # the first read below fixes what this transaction sees
             count = self._db.execute("SELECT COUNT(*) FROM points").fetchone()[0]
-            nums = np.fromiter((num for (num,) in self._db.execute("SELECT num FROM points ORDER BY num")), np.int64, count)
+            nums = np.fromiter(
+                (num for (num,) in self._db.execute("SELECT num FROM points ORDER BY num")), np.int64, count
+            )
         self.nums = nums if nums is not None else np.zeros(0, np.int64)
 
     def __len__(self) -> int:
@@ -1183,10 +1328,10 @@ class _Snapshot:
         """(first row, vectors) of ADD_BLOCK rows at a time, every row once."""
         if self._vectors is not None:
             for start in range(0, len(self.nums), ADD_BLOCK):
-                yield start, self._vectors[start:start + ADD_BLOCK]
+                yield start, self._vectors[start : start + ADD_BLOCK]
             return
         for start in range(0, len(self.nums), ADD_BLOCK):
-            part = self.nums[start:start + ADD_BLOCK]
+            part = self.nums[start : start + ADD_BLOCK]
             block = np.empty((len(part), self.dimension), dtype=np.float32)
             query = "SELECT vector FROM points WHERE num BETWEEN ? AND ? ORDER BY num"
             for i, (blob,) in enumerate(self._db.execute(query, (int(part[0]), int(part[-1])))):
@@ -1227,7 +1372,7 @@ def _file_crc32(path: Path) -> int:
 def _vector_rows(db: sqlite3.Connection, nums: list[int]) -> Iterator[tuple[int, bytes]]:
     """(num, vector blob) of the stored points among ``nums``, in SQL_BATCH reads."""
     for start in range(0, len(nums), SQL_BATCH):
-        part = nums[start:start + SQL_BATCH]
+        part = nums[start : start + SQL_BATCH]
         yield from db.execute(f"SELECT num, vector FROM points WHERE num IN ({','.join('?' * len(part))})", part)
 
 
@@ -1246,12 +1391,21 @@ def _holds_its_own_ids(faiss: Any, index: Any) -> bool:
 
 def _build(options: dict[str, Any], base_dir: Path) -> FaissStore:
     opts = take_options(
-        "[store] faiss", options,
-        {"path": None, "index": "auto", "nprobe": None, "target_recall": 0.95, "ef_search": None, "ivf_threshold": 50_000,
-         "on_disk_payload": False, "auto_candidates": ["IVF", "HNSW"]},
+        "[store] faiss",
+        options,
+        {
+            "path": None,
+            "index": "auto",
+            "nprobe": None,
+            "target_recall": 0.95,
+            "ef_search": None,
+            "ivf_threshold": 50_000,
+            "on_disk_payload": False,
+            "auto_candidates": ["IVF", "HNSW"],
+        },
     )
     if not isinstance(opts["index"], str) or not opts["index"]:
-        raise ConfigError(f"[store] faiss index must be \"auto\" or a FAISS factory string, got {opts['index']!r}")
+        raise ConfigError(f'[store] faiss index must be "auto" or a FAISS factory string, got {opts["index"]!r}')
     for key in ("nprobe", "ef_search", "ivf_threshold"):
         value = opts[key]
         if value is not None and not is_positive_int(value):
@@ -1259,16 +1413,29 @@ def _build(options: dict[str, Any], base_dir: Path) -> FaissStore:
     if not isinstance(opts["on_disk_payload"], bool):
         raise ConfigError(f"[store] faiss on_disk_payload must be true or false, got {opts['on_disk_payload']!r}")
     kinds = opts["auto_candidates"]
-    if (not isinstance(kinds, list) or not kinds or len(set(kinds)) != len(kinds)
-            or not all(kind in ("IVF", "HNSW") for kind in kinds)):
-        raise ConfigError(f'[store] faiss auto_candidates must list "IVF", "HNSW" or both, like ["IVF", "HNSW"], got {kinds!r}')
+    if (
+        not isinstance(kinds, list)
+        or not kinds
+        or len(set(kinds)) != len(kinds)
+        or not all(kind in ("IVF", "HNSW") for kind in kinds)
+    ):
+        raise ConfigError(
+            f'[store] faiss auto_candidates must list "IVF", "HNSW" or both, like ["IVF", "HNSW"], got {kinds!r}'
+        )
     target = opts["target_recall"]
     if not isinstance(target, (int, float)) or isinstance(target, bool) or not 0 < target <= 1:
-        raise ConfigError(f"[store] faiss target_recall must be a number in (0, 1], like 0.95 (recall@10 against exact search), got {target!r}")
+        raise ConfigError(
+            f"[store] faiss target_recall must be a number in (0, 1], like 0.95 (recall@10 against exact search), got {target!r}"
+        )
     return FaissStore(
         resolve_path(opts["path"], base_dir, "[store] faiss"),
-        index=opts["index"], nprobe=opts["nprobe"], target_recall=float(target), ef_search=opts["ef_search"],
-        ivf_threshold=opts["ivf_threshold"], on_disk_payload=opts["on_disk_payload"], auto_candidates=kinds,
+        index=opts["index"],
+        nprobe=opts["nprobe"],
+        target_recall=float(target),
+        ef_search=opts["ef_search"],
+        ivf_threshold=opts["ivf_threshold"],
+        on_disk_payload=opts["on_disk_payload"],
+        auto_candidates=kinds,
     )
 
 

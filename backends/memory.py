@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from vecguard import filters
 from vecguard.atomic import write_bytes_atomically, write_json_atomically
 from vecguard.config import resolve_path, take_options
@@ -41,8 +40,14 @@ class MemoryStore:
             manifest_path = path / "manifest.json"
             self._manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.exists() else None
             ids, payloads = list(points["ids"]), list(points["payloads"])
-            if len(ids) != len(payloads) or len(ids) != len(self._vectors) or not all(isinstance(p, dict) for p in payloads):
-                raise ValueError(f"{len(ids)} ids, {len(payloads)} payloads and {len(self._vectors)} vectors do not match")
+            if (
+                len(ids) != len(payloads)
+                or len(ids) != len(self._vectors)
+                or not all(isinstance(p, dict) for p in payloads)
+            ):
+                raise ValueError(
+                    f"{len(ids)} ids, {len(payloads)} payloads and {len(self._vectors)} vectors do not match"
+                )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CorruptCollectionError(f"memory store at {path} is unreadable: {exc}") from exc
         self._ids, self._payloads = ids, payloads
@@ -86,7 +91,8 @@ class MemoryStore:
     def get(self, ids: Sequence[str]) -> dict[str, tuple[np.ndarray, Payload]]:
         return {
             key: (self._vectors[self._position[key]].copy(), dict(self._payloads[self._position[key]]))
-            for key in ids if key in self._position
+            for key in ids
+            if key in self._position
         }
 
     def search(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None = None) -> RankedList:
@@ -106,14 +112,23 @@ class MemoryStore:
         return [(self._ids[i], float(scores[i])) for i in order]
 
     def search_with_payloads(
-        self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None = None,
+        self,
+        vector: np.ndarray,
+        k: int,
+        filter: Mapping[str, Any] | None = None,
     ) -> list[tuple[str, float, Payload]]:
-        return [(key, score, dict(self._payloads[self._position[key]])) for key, score in self.search(vector, k, filter)]
+        return [
+            (key, score, dict(self._payloads[self._position[key]])) for key, score in self.search(vector, k, filter)
+        ]
 
     def scan(self, batch_size: int = 1000) -> Iterator[tuple[list[str], np.ndarray, list[Payload]]]:
         for start in range(0, len(self._ids), batch_size):
             end = start + batch_size
-            yield list(self._ids[start:end]), self._vectors[start:end].copy(), [dict(p) for p in self._payloads[start:end]]
+            yield (
+                list(self._ids[start:end]),
+                self._vectors[start:end].copy(),
+                [dict(p) for p in self._payloads[start:end]],
+            )
 
     def count(self) -> int:
         return len(self._ids)

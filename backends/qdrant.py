@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from vecguard import filters
 from vecguard.config import is_positive_int, resolve_path, take_options
 from vecguard.errors import ConfigError, StorageError
@@ -109,7 +108,9 @@ class QdrantStore:
             self._client = QdrantClient(url=options["url"], api_key=options["api_key"])
             try:
                 self._client.get_collections()
-            except Exception as exc:  # connection refused, timeout, TLS or auth failure: qdrant-client wraps them variously
+            except (
+                Exception
+            ) as exc:  # connection refused, timeout, TLS or auth failure: qdrant-client wraps them variously
                 raise StorageError(
                     f"cannot reach the Qdrant server at {options['url']} ({exc}); start it or fix [store] url and api_key"
                 ) from exc
@@ -119,7 +120,7 @@ class QdrantStore:
             Path(path).mkdir(parents=True, exist_ok=True)
             self._client = QdrantClient(path=str(path))
         else:
-            raise ConfigError("[store] qdrant needs url (a server), path (local mode) or path = \":memory:\"")
+            raise ConfigError('[store] qdrant needs url (a server), path (local mode) or path = ":memory:"')
         self._name = options["collection"]
         self._pending_manifest: dict[str, Any] | None = None
         self._known_dimension: int | None = None  # fixed once the collection exists; saves a request per query
@@ -143,15 +144,20 @@ class QdrantStore:
         models, o = self._models, self._options
         quantization = None
         if o["quantization"] == "scalar":
-            quantization = models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, always_ram=True))
+            quantization = models.ScalarQuantization(
+                scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, always_ram=True)
+            )
         metadata = manifest_as_metadata(self._pending_manifest) if self._pending_manifest else None
         self._client.create_collection(
             self._name,
             vectors_config=models.VectorParams(size=dimension, distance=models.Distance.DOT, on_disk=o["on_disk"]),
-            shard_number=o["shard_number"], replication_factor=o["replication_factor"],
-            write_consistency_factor=o["write_consistency_factor"], on_disk_payload=o["on_disk"],
+            shard_number=o["shard_number"],
+            replication_factor=o["replication_factor"],
+            write_consistency_factor=o["write_consistency_factor"],
+            on_disk_payload=o["on_disk"],
             hnsw_config=models.HnswConfigDiff(m=o["hnsw_m"], ef_construct=o["hnsw_ef_construct"]),
-            quantization_config=quantization, metadata=metadata,
+            quantization_config=quantization,
+            metadata=metadata,
         )
         for field, kind in o["payload_indexes"].items():
             self._client.create_payload_index(self._name, field_name=f"metadata.{field}", field_schema=kind)
@@ -170,7 +176,9 @@ class QdrantStore:
         for start in range(0, len(ids), size):
             points = [
                 models.PointStruct(id=point_id(key), vector=vector.tolist(), payload={**payload, ID_KEY: key})
-                for key, vector, payload in zip(ids[start:start + size], vectors[start:start + size], payloads[start:start + size])
+                for key, vector, payload in zip(
+                    ids[start : start + size], vectors[start : start + size], payloads[start : start + size]
+                )
             ]
             self._client.upsert(self._name, points=points, wait=True)
 
@@ -179,7 +187,7 @@ class QdrantStore:
             return
         size = self._options["batch_size"]
         for start in range(0, len(ids), size):
-            selector = self._models.PointIdsList(points=[point_id(key) for key in ids[start:start + size]])
+            selector = self._models.PointIdsList(points=[point_id(key) for key in ids[start : start + size]])
             self._client.delete(self._name, points_selector=selector, wait=True)
 
     @staticmethod
@@ -194,7 +202,10 @@ class QdrantStore:
         size = self._options["batch_size"]
         for start in range(0, len(ids), size):
             records = self._client.retrieve(
-                self._name, ids=[point_id(key) for key in ids[start:start + size]], with_vectors=True, with_payload=True,
+                self._name,
+                ids=[point_id(key) for key in ids[start : start + size]],
+                with_vectors=True,
+                with_payload=True,
             )
             for record in records:
                 key, payload = self._split(record.payload)
@@ -205,7 +216,10 @@ class QdrantStore:
         return [(point.payload[ID_KEY], float(point.score)) for point in self._query(vector, k, filter, [ID_KEY])]
 
     def search_with_payloads(
-        self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None = None,
+        self,
+        vector: np.ndarray,
+        k: int,
+        filter: Mapping[str, Any] | None = None,
     ) -> list[tuple[str, float, Payload]]:
         hits = []
         for point in self._query(vector, k, filter, True):
@@ -231,33 +245,47 @@ class QdrantStore:
                     return []
                 query_filter = models.Filter(must=[models.HasIdCondition(has_id=allowed)])
         return self._client.query_points(
-            self._name, query=vector.tolist(), limit=k, query_filter=query_filter, with_payload=with_payload,
+            self._name,
+            query=vector.tolist(),
+            limit=k,
+            query_filter=query_filter,
+            with_payload=with_payload,
             # Local mode is brute force and warns about search parameters it ignores.
             search_params=(
                 models.SearchParams(exact=self._options["exact"], hnsw_ef=max(self._options["hnsw_ef"], k))
-                if self._options["url"] is not None else None
+                if self._options["url"] is not None
+                else None
             ),
         ).points
 
     def _matching_ids(self, flt: Mapping[str, Any]) -> list[str]:
         matches = filters.compile(flt)
         return [
-            key for ids, _, payloads in self.scan(include_vectors=False)
-            for key, payload in zip(ids, payloads) if matches(payload.get("metadata") or {})
+            key
+            for ids, _, payloads in self.scan(include_vectors=False)
+            for key, payload in zip(ids, payloads)
+            if matches(payload.get("metadata") or {})
         ]
 
-    def scan(self, batch_size: int = 1000, include_vectors: bool = True) -> Iterator[tuple[list[str], np.ndarray, list[Payload]]]:
+    def scan(
+        self, batch_size: int = 1000, include_vectors: bool = True
+    ) -> Iterator[tuple[list[str], np.ndarray, list[Payload]]]:
         if not self._exists():
             return
         offset = None
         while True:
             records, offset = self._client.scroll(
-                self._name, limit=batch_size, offset=offset, with_vectors=include_vectors, with_payload=True,
+                self._name,
+                limit=batch_size,
+                offset=offset,
+                with_vectors=include_vectors,
+                with_payload=True,
             )
             if records:
                 keys, payloads = zip(*(self._split(record.payload) for record in records))
                 vectors = (
-                    np.asarray([record.vector for record in records], dtype=np.float32) if include_vectors
+                    np.asarray([record.vector for record in records], dtype=np.float32)
+                    if include_vectors
                     else np.zeros((len(records), 0), dtype=np.float32)
                 )
                 yield list(keys), vectors, list(payloads)
@@ -288,17 +316,37 @@ class QdrantStore:
 
 
 def _build(options: dict[str, Any], base_dir: Path) -> QdrantStore:
-    opts = take_options("[store] qdrant", options, {
-        "url": None, "api_key": None, "path": None, "collection": "vecguard", "exact": False, "hnsw_ef": 128,
-        "batch_size": 256, "shard_number": None, "replication_factor": None, "write_consistency_factor": None,
-        "on_disk": None, "hnsw_m": None, "hnsw_ef_construct": None, "quantization": None, "payload_indexes": {},
-    })
+    opts = take_options(
+        "[store] qdrant",
+        options,
+        {
+            "url": None,
+            "api_key": None,
+            "path": None,
+            "collection": "vecguard",
+            "exact": False,
+            "hnsw_ef": 128,
+            "batch_size": 256,
+            "shard_number": None,
+            "replication_factor": None,
+            "write_consistency_factor": None,
+            "on_disk": None,
+            "hnsw_m": None,
+            "hnsw_ef_construct": None,
+            "quantization": None,
+            "payload_indexes": {},
+        },
+    )
     if opts["url"] is not None and opts["path"] is not None:
         raise ConfigError("[store] qdrant: give either url (a server) or path (local mode), not both")
     if opts["quantization"] not in (None, "scalar"):
-        raise ConfigError(f"[store] qdrant quantization must be \"scalar\" or absent, got {opts['quantization']!r}")
-    if not isinstance(opts["payload_indexes"], dict) or any(v not in INDEX_TYPES for v in opts["payload_indexes"].values()):
-        raise ConfigError(f"[store] qdrant payload_indexes must map fields to one of {', '.join(INDEX_TYPES)}, got {opts['payload_indexes']!r}")
+        raise ConfigError(f'[store] qdrant quantization must be "scalar" or absent, got {opts["quantization"]!r}')
+    if not isinstance(opts["payload_indexes"], dict) or any(
+        v not in INDEX_TYPES for v in opts["payload_indexes"].values()
+    ):
+        raise ConfigError(
+            f"[store] qdrant payload_indexes must map fields to one of {', '.join(INDEX_TYPES)}, got {opts['payload_indexes']!r}"
+        )
     for key in ("hnsw_ef", "batch_size"):
         if not is_positive_int(opts[key]):
             raise ConfigError(f"[store] qdrant {key} must be a whole number >= 1, got {opts[key]!r}")

@@ -62,7 +62,10 @@ def make_queries(weaknesses: list[dict], n: int, seed: int) -> list[tuple[str, s
     """n first sentences of descriptions and n CVE ids, both sampled with ``seed``: [(kind, query)]."""
     rng = random.Random(seed)
     described = [w for w in weaknesses if w["description"]]
-    natural = [re.split(r"(?<=[.!?])\s", w["description"], maxsplit=1)[0] for w in rng.sample(described, min(n, len(described)))]
+    natural = [
+        re.split(r"(?<=[.!?])\s", w["description"], maxsplit=1)[0]
+        for w in rng.sample(described, min(n, len(described)))
+    ]
     cves = sorted({cve for w in weaknesses for cve, _ in w["observed"] if re.fullmatch(r"CVE-\d{4}-\d+", cve)})
     return [("natural", q) for q in natural] + [("cve", q) for q in rng.sample(cves, min(n, len(cves)))]
 
@@ -82,10 +85,24 @@ def ingest(name: str, path: Path, docs: list[dict]) -> tuple[object, dict]:
     close_s, _ = timed(engine.close)
     size = folder_mb(path)
     reopen_s, engine = timed(vecguard.open, config(STORES[name], path))
-    assert engine.count() == len(docs) and engine.count_chunks() == chunks, (name, engine.count(), engine.count_chunks())
-    print(f"{name}: add {add_s:.1f} s ({len(docs) / add_s:.1f} docs/s), close {close_s:.2f} s, {size:.1f} MB, {chunks} chunks", flush=True)
-    return engine, {"open_s": open_s, "add_s": add_s, "close_s": close_s, "reopen_s": reopen_s, "docs_per_s": len(docs) / add_s,
-                    "chunks": chunks, "disk_mb": size}
+    assert engine.count() == len(docs) and engine.count_chunks() == chunks, (
+        name,
+        engine.count(),
+        engine.count_chunks(),
+    )
+    print(
+        f"{name}: add {add_s:.1f} s ({len(docs) / add_s:.1f} docs/s), close {close_s:.2f} s, {size:.1f} MB, {chunks} chunks",
+        flush=True,
+    )
+    return engine, {
+        "open_s": open_s,
+        "add_s": add_s,
+        "close_s": close_s,
+        "reopen_s": reopen_s,
+        "docs_per_s": len(docs) / add_s,
+        "chunks": chunks,
+        "disk_mb": size,
+    }
 
 
 def add_without_encoder(name: str, path: Path, docs: list[dict], vectors: dict) -> float:
@@ -104,8 +121,11 @@ def compare(ref_hits: list, hits: list, ref_store: list, store: list) -> dict:
     ref, got = [h.id for h in ref_hits], [h.id for h in hits]
     mine = {h.id: h for h in hits}
     common = [h for h in ref_hits if h.id in mine]
-    dense = [abs(h.signals["dense"].score - mine[h.id].signals["dense"].score)
-             for h in common if "dense" in h.signals and "dense" in mine[h.id].signals]
+    dense = [
+        abs(h.signals["dense"].score - mine[h.id].signals["dense"].score)
+        for h in common
+        if "dense" in h.signals and "dense" in mine[h.id].signals
+    ]
     store_scores = dict(store)
     return {
         "overlap": len(set(ref) & set(got)) / max(len(ref), 1),
@@ -122,7 +142,8 @@ def markdown(report: dict) -> str:
     m, c, s = report["machine"], report["corpus"], report["settings"]
     lib = m["libraries"]
     lines = [
-        f"# Backend equivalence: memory vs faiss / chroma / qdrant ({report['date']})", "",
+        f"# Backend equivalence: memory vs faiss / chroma / qdrant ({report['date']})",
+        "",
         f"Machine: {m['nproc']} CPUs, {m['cpu_model']}, Python {m['python']}; torch {lib['torch']}, faiss-cpu {lib['faiss-cpu']}, "
         f"chromadb {lib['chromadb']}, qdrant-client {lib['qdrant-client']}, sentence-transformers {lib['sentence-transformers']}. "
         f"Load average at start / end: {report['load_average']['start'][0]:.2f} / {report['load_average']['end'][0]:.2f} "
@@ -130,7 +151,8 @@ def markdown(report: dict) -> str:
         f"Corpus: {c['name']}, {c['documents']} documents, {c['chunks']} chunks. Settings: bundled all-MiniLM-L6-v2, chunking 256/32, "
         f"BM25, RRF k=60 depth {DEPTH}; {s['queries']} queries ({s['natural']} natural-language first sentences, {s['cve']} CVE ids, seed {s['seed']}), "
         f"hybrid k={K}; store.search k={DEPTH} on vectors encoded once; {ROUNDS} rounds, backends interleaved per query. "
-        f"Command: `{s['command']}`.", "",
+        f"Command: `{s['command']}`.",
+        "",
         "| backend | ingest docs/s (add) | add s | close s | on disk MB | overlap@10 | identical top-10 | max abs d fused score "
         "| max abs d dense cos | store recall@100 | add s, encoding stubbed | hybrid search ms (median) | store.search ms (median) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -141,17 +163,32 @@ def markdown(report: dict) -> str:
             f"| {r['identical_top10']:.3f} | {r['max_score_diff']:.2e} | {r['max_dense_diff']:.2e} | {r['store_recall_at_100']:.4f} | {r['add_s_encoder_stubbed']:.2f} "
             f"| {r['search_ms_median']:.1f} | {r['store_search_ms_median']:.2f} |"
         )
-    lines += ["", "overlap@10, identical top-10, score and recall columns: hybrid results compared with the memory backend "
-              "(memory against itself is the trivial 1.000 / 0). Per query kind (overlap@10 / identical):", ""]
+    lines += [
+        "",
+        "overlap@10, identical top-10, score and recall columns: hybrid results compared with the memory backend "
+        "(memory against itself is the trivial 1.000 / 0). Per query kind (overlap@10 / identical):",
+        "",
+    ]
     for name, r in report["backends"].items():
-        kinds = ", ".join(f"{kind} {v['overlap_at_10']:.3f} / {v['identical_top10']:.3f}" for kind, v in r["by_kind"].items())
+        kinds = ", ".join(
+            f"{kind} {v['overlap_at_10']:.3f} / {v['identical_top10']:.3f}" for kind, v in r["by_kind"].items()
+        )
         missed = r["store_missed_memory_ranks"]
-        missed = f"; store.search missed {len(missed)} of memory's top-{DEPTH} chunks, at memory ranks {missed}" if missed else ""
-        lines.append(f"- {name}: {kinds}; results stable across the {ROUNDS} rounds: {r['stable_across_rounds']:.3f}{missed}")
+        missed = (
+            f"; store.search missed {len(missed)} of memory's top-{DEPTH} chunks, at memory ranks {missed}"
+            if missed
+            else ""
+        )
+        lines.append(
+            f"- {name}: {kinds}; results stable across the {ROUNDS} rounds: {r['stable_across_rounds']:.3f}{missed}"
+        )
     differing = report["differing"]
     if differing:
         lines += ["", "Queries whose top-10 differs from memory's (first 10):", ""]
-        lines += [f"- {d['backend']} `{d['query'][:70]}`: overlap {d['overlap']:.1f}; memory {d['memory'][:5]}... vs {d['got'][:5]}..." for d in differing[:10]]
+        lines += [
+            f"- {d['backend']} `{d['query'][:70]}`: overlap {d['overlap']:.1f}; memory {d['memory'][:5]}... vs {d['got'][:5]}..."
+            for d in differing[:10]
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -186,32 +223,51 @@ def main() -> None:
                 shift = (qi + round_) % len(names)
                 for name in names[shift:] + names[:shift]:
                     engine = engines[name]
-                    search_s, found = timed(lambda: engine.search(query, k=K, mode="hybrid"))
-                    store_s, dense = timed(lambda: engine.store.search(vectors[qi], DEPTH))
+                    search_s, found = timed(lambda e=engine, q=query: e.search(q, k=K, mode="hybrid"))
+                    store_s, dense = timed(lambda e=engine, v=vectors[qi]: e.store.search(v, DEPTH))
                     ms[name]["search"].append(search_s * 1e3)
                     ms[name]["store"].append(store_s * 1e3)
                     if round_ == 0:
                         hits[name][qi], store_hits[name][qi] = found, dense
                     else:
-                        stable[name] += [h.id for h in found] == [h.id for h in hits[name][qi]] and dense == store_hits[name][qi]
+                        stable[name] += [h.id for h in found] == [h.id for h in hits[name][qi]] and dense == store_hits[
+                            name
+                        ][qi]
             print(f"round {round_ + 1}/{ROUNDS} done", flush=True)
         chunk_vectors = {p["text"]: v for _, vs, ps in engines["memory"].store.scan() for p, v in zip(ps, vs)}
         for engine in engines.values():
             engine.close()
         for name in names:
-            stats[name]["add_s_encoder_stubbed"] = add_without_encoder(name, work / f"{name}-stubbed", docs, chunk_vectors)
+            stats[name]["add_s_encoder_stubbed"] = add_without_encoder(
+                name, work / f"{name}-stubbed", docs, chunk_vectors
+            )
 
     backends, differing = {}, []
     for name in names:
-        rows = [compare(hits["memory"][qi], hits[name][qi], store_hits["memory"][qi], store_hits[name][qi]) for qi in range(len(queries))]
+        rows = [
+            compare(hits["memory"][qi], hits[name][qi], store_hits["memory"][qi], store_hits[name][qi])
+            for qi in range(len(queries))
+        ]
         by_kind = {}
         for kind in ("natural", "cve"):
             picked = [r for r, (k, _) in zip(rows, queries) if k == kind]
-            by_kind[kind] = {"queries": len(picked), "overlap_at_10": statistics.fmean(r["overlap"] for r in picked),
-                             "identical_top10": statistics.fmean(r["identical"] for r in picked)}
-        differing += [{"backend": name, "kind": kind, "query": q, "overlap": r["overlap"],
-                       "memory": [h.id for h in hits["memory"][qi]], "got": [h.id for h in hits[name][qi]]}
-                      for qi, (r, (kind, q)) in enumerate(zip(rows, queries)) if not r["identical"]]
+            by_kind[kind] = {
+                "queries": len(picked),
+                "overlap_at_10": statistics.fmean(r["overlap"] for r in picked),
+                "identical_top10": statistics.fmean(r["identical"] for r in picked),
+            }
+        differing += [
+            {
+                "backend": name,
+                "kind": kind,
+                "query": q,
+                "overlap": r["overlap"],
+                "memory": [h.id for h in hits["memory"][qi]],
+                "got": [h.id for h in hits[name][qi]],
+            }
+            for qi, (r, (kind, q)) in enumerate(zip(rows, queries))
+            if not r["identical"]
+        ]
         backends[name] = {
             **stats[name],
             "overlap_at_10": statistics.fmean(r["overlap"] for r in rows),
@@ -233,14 +289,27 @@ def main() -> None:
     for lib in ("chromadb", "qdrant-client"):
         info["libraries"][lib] = importlib.metadata.version(lib)
     report = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": info,
-        "corpus": {"name": "MITRE CWE v4.14 (cwe2), benchmarks/corpora.py cwe_documents()" + (f", first {args.limit}" if args.limit else ""),
-                   "documents": len(docs), "chunks": stats["memory"]["chunks"]},
-        "settings": {"command": " ".join(sys.argv), "limit": args.limit, "seed": args.seed, "queries": len(queries),
-                     "natural": sum(k == "natural" for k, _ in queries), "cve": sum(k == "cve" for k, _ in queries),
-                     "k": K, "store_k": DEPTH, "rounds": ROUNDS, "stores": STORES,
-                     "engine": "encoder sentence-transformers bundled, chunking 256/32, keyword bm25, fusion rrf k=60 depth 100 (defaults)"},
+        "corpus": {
+            "name": "MITRE CWE v4.14 (cwe2), benchmarks/corpora.py cwe_documents()"
+            + (f", first {args.limit}" if args.limit else ""),
+            "documents": len(docs),
+            "chunks": stats["memory"]["chunks"],
+        },
+        "settings": {
+            "command": " ".join(sys.argv),
+            "limit": args.limit,
+            "seed": args.seed,
+            "queries": len(queries),
+            "natural": sum(k == "natural" for k, _ in queries),
+            "cve": sum(k == "cve" for k, _ in queries),
+            "k": K,
+            "store_k": DEPTH,
+            "rounds": ROUNDS,
+            "stores": STORES,
+            "engine": "encoder sentence-transformers bundled, chunking 256/32, keyword bm25, fusion rrf k=60 depth 100 (defaults)",
+        },
         "queries": [{"kind": k, "query": q} for k, q in queries],
         "backends": backends,
         "differing": differing,

@@ -16,13 +16,27 @@ def machine() -> dict:
     cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "?")
     versions = {}
-    for name in ("vecguard", "torch", "sentence-transformers", "transformers", "tokenizers", "faiss-cpu", "rank-bm25", "numpy"):
+    for name in (
+        "vecguard",
+        "torch",
+        "sentence-transformers",
+        "transformers",
+        "tokenizers",
+        "faiss-cpu",
+        "rank-bm25",
+        "numpy",
+    ):
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
-    return {"nproc": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
-            "platform": platform.platform(), "libraries": versions}
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "libraries": versions,
+    }
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -63,7 +63,11 @@ def cwe_documents() -> Iterator[dict[str, Any]]:
         yield {
             "id": w["id"],
             "text": "\n\n".join(p for p in parts if p),
-            "metadata": {"abstraction": w["abstraction"], "status": w["status"], "observed_examples": len(w["observed"])},
+            "metadata": {
+                "abstraction": w["abstraction"],
+                "status": w["status"],
+                "observed_examples": len(w["observed"]),
+            },
         }
 
 

@@ -42,15 +42,16 @@ def main() -> None:
 
     import torch
     from corpora import cwe_documents
-
     from vecguard.registry import Registry
 
     device_type = args.device.split(":")[0]
-    texts = [d["text"] for d in cwe_documents()][:args.texts]
+    texts = [d["text"] for d in cwe_documents()][: args.texts]
     registry = Registry.discover()
     precisions = ["fp32", "auto"]
-    encoders = {p: registry.build("encoder", "sentence-transformers", {"device": args.device, "precision": p}, HERE)
-                for p in precisions}
+    encoders = {
+        p: registry.build("encoder", "sentence-transformers", {"device": args.device, "precision": p}, HERE)
+        for p in precisions
+    }
     sizes = args.sizes or SIZES.get(device_type, SIZES["cpu"])
     for encoder in encoders.values():
         encoder.encode_documents(texts[:8])  # warm-up
@@ -86,24 +87,43 @@ def main() -> None:
     for (precision, size), runs in seconds.items():
         encoder = encoders[precision]
         peak = peaks.get((precision, size))
-        rows.append({
-            "precision": precision, "ran_as": encoder.identity().precision, "batch_size": size,
-            "median_s": statistics.median(runs), "texts_per_s": len(texts) / statistics.median(runs),
-            "peak_mib": peak / 2**20 if peak is not None else None,
-            "estimated_peak_mib": encoder.bytes_per_text * size / 2**20 if encoder.bytes_per_text else None,
-            "auto_batch_size": encoder.batch_size,
-        })
-    tokenizer_rows = [{"method": m, "median_s": statistics.median(r), "texts_per_s": len(texts) / statistics.median(r)}
-                      for m, r in token_runs.items()]
-    report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-              "device": args.device, "device_name": torch.cuda.get_device_name() if device_type == "cuda" else "cpu",
-              "settings": {"texts": len(texts), "repeats": args.repeats, "sizes": sizes}, "rows": rows,
-              "tokenizer": tokenizer_rows}
-    lines = [f"# Encoder by batch size on {report['device_name']} ({report['date']})", "",
-             f"{len(texts)} CWE texts (nearly all full 256-token chunks), all-MiniLM-L6-v2 through vecguard's encoder; "
-             f"medians of {args.repeats}. `batch_size = \"auto\"` chose: "
-             + ", ".join(f"{p} -> {e.batch_size} ({e.bytes_per_text / 2**20:.1f} MiB per text measured)" for p, e in encoders.items()),
-             "", "| precision (ran as) | batch | texts/s | peak MiB |", "|---|---:|---:|---:|"]
+        rows.append(
+            {
+                "precision": precision,
+                "ran_as": encoder.identity().precision,
+                "batch_size": size,
+                "median_s": statistics.median(runs),
+                "texts_per_s": len(texts) / statistics.median(runs),
+                "peak_mib": peak / 2**20 if peak is not None else None,
+                "estimated_peak_mib": encoder.bytes_per_text * size / 2**20 if encoder.bytes_per_text else None,
+                "auto_batch_size": encoder.batch_size,
+            }
+        )
+    tokenizer_rows = [
+        {"method": m, "median_s": statistics.median(r), "texts_per_s": len(texts) / statistics.median(r)}
+        for m, r in token_runs.items()
+    ]
+    report = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "device": args.device,
+        "device_name": torch.cuda.get_device_name() if device_type == "cuda" else "cpu",
+        "settings": {"texts": len(texts), "repeats": args.repeats, "sizes": sizes},
+        "rows": rows,
+        "tokenizer": tokenizer_rows,
+    }
+    lines = [
+        f"# Encoder by batch size on {report['device_name']} ({report['date']})",
+        "",
+        f"{len(texts)} CWE texts (nearly all full 256-token chunks), all-MiniLM-L6-v2 through vecguard's encoder; "
+        f'medians of {args.repeats}. `batch_size = "auto"` chose: '
+        + ", ".join(
+            f"{p} -> {e.batch_size} ({e.bytes_per_text / 2**20:.1f} MiB per text measured)" for p, e in encoders.items()
+        ),
+        "",
+        "| precision (ran as) | batch | texts/s | peak MiB |",
+        "|---|---:|---:|---:|",
+    ]
     for r in rows:
         peak = f"{r['peak_mib']:.0f}" if r["peak_mib"] is not None else f"~{r['estimated_peak_mib']:.0f} (estimate)"
         lines.append(f"| {r['precision']} ({r['ran_as']}) | {r['batch_size']} | {r['texts_per_s']:.1f} | {peak} |")

@@ -46,7 +46,6 @@ K = 10
 
 def real_embeddings() -> np.ndarray:
     import serve_load
-
     import vecguard
 
     config = serve_load.collection(10_000)
@@ -70,13 +69,17 @@ def synthetic(base: np.ndarray, n: int, seed: int) -> np.ndarray:
         w = rng.uniform(0.5, 1.0, size=(m, 1)).astype(np.float32)
         mixed = w * a + (1 - w) * b
         mixed += rng.normal(scale=1 / 3 / np.sqrt(base.shape[1]), size=mixed.shape).astype(np.float32)
-        out[start:start + m] = mixed / np.linalg.norm(mixed, axis=1, keepdims=True)
+        out[start : start + m] = mixed / np.linalg.norm(mixed, axis=1, keepdims=True)
     return out
 
 
 def recall(found: np.ndarray, found_scores: np.ndarray, exact_scores: np.ndarray) -> float:
     """Found ids whose exact score reaches the 10th exact score (ties count), per query, averaged."""
-    return float(np.mean([(np.count_nonzero(s[f >= 0] >= e[K - 1] - 1e-6)) / K for f, s, e in zip(found, found_scores, exact_scores)]))
+    return float(
+        np.mean(
+            [(np.count_nonzero(s[f >= 0] >= e[K - 1] - 1e-6)) / K for f, s, e in zip(found, found_scores, exact_scores)]
+        )
+    )
 
 
 def exact_scores_of(vectors: np.ndarray, queries: np.ndarray, found: np.ndarray) -> np.ndarray:
@@ -129,12 +132,21 @@ def index_types(vectors: np.ndarray, queries: np.ndarray, exact: np.ndarray, n: 
             elif knob == "efSearch":
                 params = faiss.SearchParametersHNSW(efSearch=value)
             found, times = timed_search(index, queries, params)
-            row = {"index": spec, "setting": f"{knob}={value}" if knob else "", "build_s": build, "bytes": size,
-                   "recall_at_10": recall(found, exact_scores_of(vectors, queries, found), exact),
-                   "p50_ms": statistics.median(times) * 1000, "p99_ms": percentile(times, 0.99) * 1000}
+            row = {
+                "index": spec,
+                "setting": f"{knob}={value}" if knob else "",
+                "build_s": build,
+                "bytes": size,
+                "recall_at_10": recall(found, exact_scores_of(vectors, queries, found), exact),
+                "p50_ms": statistics.median(times) * 1000,
+                "p99_ms": percentile(times, 0.99) * 1000,
+            }
             rows.append(row)
-            print(f"  {spec:<16} {row['setting']:<12} recall@10 {row['recall_at_10']:.3f}  p50 {row['p50_ms']:.3f} ms  "
-                  f"p99 {row['p99_ms']:.3f} ms  {size / 1e6:.0f} MB  build {build:.0f} s", flush=True)
+            print(
+                f"  {spec:<16} {row['setting']:<12} recall@10 {row['recall_at_10']:.3f}  p50 {row['p50_ms']:.3f} ms  "
+                f"p99 {row['p99_ms']:.3f} ms  {size / 1e6:.0f} MB  build {build:.0f} s",
+                flush=True,
+            )
         del index
     return rows
 
@@ -148,8 +160,14 @@ def vecguard_store(vectors: np.ndarray, queries: np.ndarray, exact: np.ndarray, 
         started = time.perf_counter()
         for start in range(0, n, 10_000):
             part = slice(start, min(n, start + 10_000))
-            store.upsert([f"v{i}" for i in range(part.start, part.stop)], vectors[part],
-                         [{"doc_id": f"v{i}", "chunk": 0, "text": f"vector {i}", "metadata": {"i": i}} for i in range(part.start, part.stop)])
+            store.upsert(
+                [f"v{i}" for i in range(part.start, part.stop)],
+                vectors[part],
+                [
+                    {"doc_id": f"v{i}", "chunk": 0, "text": f"vector {i}", "metadata": {"i": i}}
+                    for i in range(part.start, part.stop)
+                ],
+            )
         store.search(queries[0], K)  # builds (and tunes) the index
         build = time.perf_counter() - started
         report = store.index_report()
@@ -165,10 +183,13 @@ def vecguard_store(vectors: np.ndarray, queries: np.ndarray, exact: np.ndarray, 
                 if side == 0:
                     index.search(q.reshape(1, -1), K, params=params)
                     raw_times.append(time.perf_counter() - started)
-                elif side == 1:  # the least any FAISS + SQLite stack pays: the call, then one read of the hits' payloads
+                elif (
+                    side == 1
+                ):  # the least any FAISS + SQLite stack pays: the call, then one read of the hits' payloads
                     _, nums = index.search(q.reshape(1, -1), K, params=params)
-                    rows = db.execute(f"SELECT num, id, payload FROM points WHERE num IN ({','.join('?' * K)})",
-                                      nums[0].tolist()).fetchall()
+                    rows = db.execute(
+                        f"SELECT num, id, payload FROM points WHERE num IN ({','.join('?' * K)})", nums[0].tolist()
+                    ).fetchall()
                     [json.loads(text) for _, _, text in rows]
                     by_hand_times.append(time.perf_counter() - started)
                 else:
@@ -179,13 +200,25 @@ def vecguard_store(vectors: np.ndarray, queries: np.ndarray, exact: np.ndarray, 
         held_out = recall(found_array, exact_scores_of(vectors, queries, found_array), exact)
         store.close()
     raw, ours, by_hand = statistics.median(raw_times), statistics.median(ours_times), statistics.median(by_hand_times)
-    row = {"spec": store._index_spec, "tuning": report, "build_s": build, "held_out_recall_at_10": held_out,
-           "raw_p50_ms": raw * 1000, "vecguard_p50_ms": ours * 1000, "ratio": ours / raw,
-           "raw_with_payload_read_p50_ms": by_hand * 1000, "ratio_to_raw_with_payload_read": ours / by_hand,
-           "raw_p99_ms": percentile(raw_times, 0.99) * 1000, "vecguard_p99_ms": percentile(ours_times, 0.99) * 1000}
-    print(f"  vecguard auto: {row['spec']} {report}; held-out recall@10 {held_out:.3f}; search p50 raw {row['raw_p50_ms']:.3f} ms, "
-          f"vecguard {row['vecguard_p50_ms']:.3f} ms (x{row['ratio']:.2f}); raw call + payload read by hand "
-          f"{row['raw_with_payload_read_p50_ms']:.3f} ms (vecguard x{row['ratio_to_raw_with_payload_read']:.2f} of it)", flush=True)
+    row = {
+        "spec": store._index_spec,
+        "tuning": report,
+        "build_s": build,
+        "held_out_recall_at_10": held_out,
+        "raw_p50_ms": raw * 1000,
+        "vecguard_p50_ms": ours * 1000,
+        "ratio": ours / raw,
+        "raw_with_payload_read_p50_ms": by_hand * 1000,
+        "ratio_to_raw_with_payload_read": ours / by_hand,
+        "raw_p99_ms": percentile(raw_times, 0.99) * 1000,
+        "vecguard_p99_ms": percentile(ours_times, 0.99) * 1000,
+    }
+    print(
+        f"  vecguard auto: {row['spec']} {report}; held-out recall@10 {held_out:.3f}; search p50 raw {row['raw_p50_ms']:.3f} ms, "
+        f"vecguard {row['vecguard_p50_ms']:.3f} ms (x{row['ratio']:.2f}); raw call + payload read by hand "
+        f"{row['raw_with_payload_read_p50_ms']:.3f} ms (vecguard x{row['ratio_to_raw_with_payload_read']:.2f} of it)",
+        flush=True,
+    )
     return row
 
 
@@ -193,8 +226,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--vecguard-only", action="store_true",
-                        help="rerun only vecguard's store rows, keeping the index-type rows of results/faiss_indexes.json")
+    parser.add_argument(
+        "--vecguard-only",
+        action="store_true",
+        help="rerun only vecguard's store rows, keeping the index-type rows of results/faiss_indexes.json",
+    )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import faiss
@@ -212,9 +248,16 @@ def main() -> None:
         results[str(n)] = {"indexes": indexes, "vecguard": vecguard_store(vectors, queries, exact, n)}
         del vectors
         report = {  # written after each size, so a long 1M run leaves the 100k figures behind
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "machine": machine(), "load_average": os.getloadavg(), "faiss_threads": faiss.omp_get_max_threads(),
-            "settings": {"sizes": [int(size) for size in results], "queries": args.queries, "k": K, "dimension": int(base.shape[1])},
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "machine": machine(),
+            "load_average": os.getloadavg(),
+            "faiss_threads": faiss.omp_get_max_threads(),
+            "settings": {
+                "sizes": [int(size) for size in results],
+                "queries": args.queries,
+                "k": K,
+                "dimension": int(base.shape[1]),
+            },
             "results": results,
         }
         save("faiss_indexes", report, markdown(report))
@@ -224,30 +267,52 @@ def main() -> None:
 def markdown(report: dict) -> str:
     m, s = report["machine"], report["settings"]
     lines = [
-        f"# FAISS index types, and vecguard's FAISS store on top ({report['date']})", "",
+        f"# FAISS index types, and vecguard's FAISS store on top ({report['date']})",
+        "",
         f"Machine: {m['nproc']} CPUs, {m['cpu_model']}, faiss-cpu {m['libraries']['faiss-cpu']} ({report['faiss_threads']} threads); "
         f"load average at the end {report['load_average'][0]:.2f}. {s['dimension']}-d vectors mixed from real all-MiniLM-L6-v2 "
         f"embeddings plus noise; {s['queries']} held-out queries, one at a time, k={s['k']}; medians. "
-        "Command: `benchmarks/faiss_indexes.py`.", "",
+        "Command: `benchmarks/faiss_indexes.py`.",
+        "",
     ]
     for n, result in report["results"].items():
-        lines += [f"## {int(n):,} vectors", "", "| index | setting | recall@10 | p50 ms | p99 ms | MB | build s |",
-                  "|---|---|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"## {int(n):,} vectors",
+            "",
+            "| index | setting | recall@10 | p50 ms | p99 ms | MB | build s |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
         for r in result["indexes"]:
-            lines.append(f"| {r['index']} | {r['setting']} | {r['recall_at_10']:.3f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
-                         f"{r['bytes'] / 1e6:.0f} | {r['build_s']:.0f} |")
+            lines.append(
+                f"| {r['index']} | {r['setting']} | {r['recall_at_10']:.3f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
+                f"{r['bytes'] / 1e6:.0f} | {r['build_s']:.0f} |"
+            )
         v = result["vecguard"]
         tuning = v["tuning"] or {}
-        compared = "; ".join(f"{spec} at {setting(c) or '-'}: recall@10 {c['recall_at_10']}, p50 {c['p50_ms']:.3f} ms"
-                             for spec, c in (tuning.get("candidates") or {}).items())
-        lines += ["", f"vecguard `index = \"auto\"`, `target_recall = 0.95`: {v['spec']}, tuned {setting(tuning) or 'no knob'} "
-                  f"(recall@10 {tuning.get('recall_at_10')} on its 200 stored-vector sample, aimed at {tuning.get('aimed_at')}); recall@10 on the held-out queries "
-                  f"**{v['held_out_recall_at_10']:.3f}**; built and tuned in {v['build_s']:.0f} s"
-                  + (f" (candidates, each tuned to the aim and timed on the held-out stored vectors: {compared})." if compared else "."),
-                  f"Search on that index: raw `index.search` p50 {v['raw_p50_ms']:.3f} ms, vecguard (search with "
-                  f"payloads) {v['vecguard_p50_ms']:.3f} ms: **x{v['ratio']:.2f}** (p99 {v['raw_p99_ms']:.3f} / {v['vecguard_p99_ms']:.3f} ms)."
-                  + (f" The raw call plus one SQLite read of the hits' payloads, by hand: {v['raw_with_payload_read_p50_ms']:.3f} ms "
-                     f"(vecguard x{v['ratio_to_raw_with_payload_read']:.2f} of it)." if "raw_with_payload_read_p50_ms" in v else ""), ""]
+        compared = "; ".join(
+            f"{spec} at {setting(c) or '-'}: recall@10 {c['recall_at_10']}, p50 {c['p50_ms']:.3f} ms"
+            for spec, c in (tuning.get("candidates") or {}).items()
+        )
+        lines += [
+            "",
+            f'vecguard `index = "auto"`, `target_recall = 0.95`: {v["spec"]}, tuned {setting(tuning) or "no knob"} '
+            f"(recall@10 {tuning.get('recall_at_10')} on its 200 stored-vector sample, aimed at {tuning.get('aimed_at')}); recall@10 on the held-out queries "
+            f"**{v['held_out_recall_at_10']:.3f}**; built and tuned in {v['build_s']:.0f} s"
+            + (
+                f" (candidates, each tuned to the aim and timed on the held-out stored vectors: {compared})."
+                if compared
+                else "."
+            ),
+            f"Search on that index: raw `index.search` p50 {v['raw_p50_ms']:.3f} ms, vecguard (search with "
+            f"payloads) {v['vecguard_p50_ms']:.3f} ms: **x{v['ratio']:.2f}** (p99 {v['raw_p99_ms']:.3f} / {v['vecguard_p99_ms']:.3f} ms)."
+            + (
+                f" The raw call plus one SQLite read of the hits' payloads, by hand: {v['raw_with_payload_read_p50_ms']:.3f} ms "
+                f"(vecguard x{v['ratio_to_raw_with_payload_read']:.2f} of it)."
+                if "raw_with_payload_read_p50_ms" in v
+                else ""
+            ),
+            "",
+        ]
     return "\n".join(lines)
 
 

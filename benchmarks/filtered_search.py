@@ -47,7 +47,6 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import faiss
-
     from vecguard.backends.faiss import FaissStore
 
     base = real_embeddings()
@@ -61,9 +60,14 @@ def main() -> None:
             store = FaissStore(Path(folder), index="auto", target_recall=0.95, auto_candidates=[kind])
             for start in range(0, n, 10_000):
                 stop = min(n, start + 10_000)
-                store.upsert([f"v{i}" for i in range(start, stop)], vectors[start:stop],
-                             [{"doc_id": f"v{i}", "chunk": 0, "text": f"vector {i}", "metadata": {"bucket": int(i % BUCKETS)}}
-                              for i in range(start, stop)])
+                store.upsert(
+                    [f"v{i}" for i in range(start, stop)],
+                    vectors[start:stop],
+                    [
+                        {"doc_id": f"v{i}", "chunk": 0, "text": f"vector {i}", "metadata": {"bucket": int(i % BUCKETS)}}
+                        for i in range(start, stop)
+                    ],
+                )
             store.search(queries[0], K)  # builds and tunes the index
             tuning = store.index_report() or {}
             knob = setting(tuning) or "-"
@@ -82,7 +86,7 @@ def main() -> None:
                 for number, q in enumerate(queries):
                     truth = vectors[allowed_rows] @ q
                     tenth = np.sort(truth)[::-1][min(K, len(truth)) - 1] - 1e-6
-                    for side in (("plain", "vecguard") if number % 2 else ("vecguard", "plain")):
+                    for side in ("plain", "vecguard") if number % 2 else ("vecguard", "plain"):
                         started = time.perf_counter()
                         if side == "plain":
                             _, found = store._index.search(q.reshape(1, -1), K, params=params)
@@ -95,31 +99,53 @@ def main() -> None:
                         times, counts, recalls = measured[side]
                         times.append(elapsed)
                         counts.append(len(hits))
-                        recalls.append(np.count_nonzero(vectors[hits] @ q >= tenth) / min(K, len(truth)) if hits else 0.0)
+                        recalls.append(
+                            np.count_nonzero(vectors[hits] @ q >= tenth) / min(K, len(truth)) if hits else 0.0
+                        )
                 for side, (times, counts, recalls) in measured.items():
-                    row = {"index": store._index_spec, "setting": knob, "allowed": int(len(allowed_rows)),
-                           "share": len(allowed_rows) / n, "search": side, "p50_ms": statistics.median(times) * 1000,
-                           "mean_hits": float(np.mean(counts)), "recall_at_10": float(np.mean(recalls)),
-                           "first_filter_ms": first_filter_ms}
+                    row = {
+                        "index": store._index_spec,
+                        "setting": knob,
+                        "allowed": int(len(allowed_rows)),
+                        "share": len(allowed_rows) / n,
+                        "search": side,
+                        "p50_ms": statistics.median(times) * 1000,
+                        "mean_hits": float(np.mean(counts)),
+                        "recall_at_10": float(np.mean(recalls)),
+                        "first_filter_ms": first_filter_ms,
+                    }
                     rows.append(row)
-                    print(f"{row['index']} {knob} {row['allowed']:>6} allowed, {side:>8}: recall@10 {row['recall_at_10']:.3f}, "
-                          f"hits {row['mean_hits']:.2f}, p50 {row['p50_ms']:.3f} ms", flush=True)
+                    print(
+                        f"{row['index']} {knob} {row['allowed']:>6} allowed, {side:>8}: recall@10 {row['recall_at_10']:.3f}, "
+                        f"hits {row['mean_hits']:.2f}, p50 {row['p50_ms']:.3f} ms",
+                        flush=True,
+                    )
             store.close()
-    report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-              "settings": {"size": n, "queries": args.queries, "k": K, "target_recall": 0.95}, "rows": rows}
-    lines = [f"# Filtered search on FAISS ANN indexes, {n:,} vectors ({report['date']})", "",
-             f"{args.queries} held-out queries, k={K}, medians; recall@10 against the exact best 10 of the allowed points. "
-             "`plain`: the FAISS call with an id selector of the allowed points at the tuned setting; `vecguard`: "
-             "`store.search(vector, 10, filter)`; its first search with a filter finds and keeps the allowed points "
-             "(first ms).", "",
-             "| index | setting | allowed | plain recall@10 | plain hits | plain p50 ms | vecguard recall@10 | vecguard hits | vecguard p50 ms | first ms |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    report = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "settings": {"size": n, "queries": args.queries, "k": K, "target_recall": 0.95},
+        "rows": rows,
+    }
+    lines = [
+        f"# Filtered search on FAISS ANN indexes, {n:,} vectors ({report['date']})",
+        "",
+        f"{args.queries} held-out queries, k={K}, medians; recall@10 against the exact best 10 of the allowed points. "
+        "`plain`: the FAISS call with an id selector of the allowed points at the tuned setting; `vecguard`: "
+        "`store.search(vector, 10, filter)`; its first search with a filter finds and keeps the allowed points "
+        "(first ms).",
+        "",
+        "| index | setting | allowed | plain recall@10 | plain hits | plain p50 ms | vecguard recall@10 | vecguard hits | vecguard p50 ms | first ms |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for plain, ours in zip(rows[::2], rows[1::2]):
         if plain["search"] != "plain":
             plain, ours = ours, plain
-        lines.append(f"| {plain['index']} | {plain['setting']} | {plain['allowed']:,} ({plain['share']:.2%}) | "
-                     f"{plain['recall_at_10']:.3f} | {plain['mean_hits']:.2f} | {plain['p50_ms']:.3f} | "
-                     f"**{ours['recall_at_10']:.3f}** | {ours['mean_hits']:.2f} | {ours['p50_ms']:.3f} | {ours['first_filter_ms']:.0f} |")
+        lines.append(
+            f"| {plain['index']} | {plain['setting']} | {plain['allowed']:,} ({plain['share']:.2%}) | "
+            f"{plain['recall_at_10']:.3f} | {plain['mean_hits']:.2f} | {plain['p50_ms']:.3f} | "
+            f"**{ours['recall_at_10']:.3f}** | {ours['mean_hits']:.2f} | {ours['p50_ms']:.3f} | {ours['first_filter_ms']:.0f} |"
+        )
     lines.append("")
     save("filtered_search", report, "\n".join(lines))
     print("\n".join(lines))

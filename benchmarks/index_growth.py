@@ -54,9 +54,15 @@ def measure(store, vectors: np.ndarray, queries: np.ndarray, n: int) -> dict:
         found.append(keys)
         scores.append([float(vectors[k] @ q) if k >= 0 else -np.inf for k in keys])
     report = store.index_report() or {}
-    return {"vectors": n, "spec": store._index_spec, "trained_on": store._built_on, "setting": setting(report),
-            "recall_at_10": recall(np.array(found), np.array(scores), exact),
-            "p50_ms": statistics.median(times) * 1000, "p99_ms": percentile(times, 0.99) * 1000}
+    return {
+        "vectors": n,
+        "spec": store._index_spec,
+        "trained_on": store._built_on,
+        "setting": setting(report),
+        "recall_at_10": recall(np.array(found), np.array(scores), exact),
+        "p50_ms": statistics.median(times) * 1000,
+        "p99_ms": percentile(times, 0.99) * 1000,
+    }
 
 
 def main() -> None:
@@ -80,9 +86,22 @@ def main() -> None:
             step = 1_000 if written < 100_000 else 10_000
             end = min(args.final, written + step)
             t = time.perf_counter()
-            store.upsert([f"v{i}" for i in range(written, end)], vectors[written:end],
-                         [{"doc_id": f"v{i}", "chunk": 0, "chunks": 1, "start": 0, "end": 9, "text": f"vector {i}",
-                           "metadata": {"i": i}} for i in range(written, end)])
+            store.upsert(
+                [f"v{i}" for i in range(written, end)],
+                vectors[written:end],
+                [
+                    {
+                        "doc_id": f"v{i}",
+                        "chunk": 0,
+                        "chunks": 1,
+                        "start": 0,
+                        "end": 9,
+                        "text": f"vector {i}",
+                        "metadata": {"i": i},
+                    }
+                    for i in range(written, end)
+                ],
+            )
             write_s += time.perf_counter() - t
             written = end
             if written in checkpoints:
@@ -91,11 +110,23 @@ def main() -> None:
             spec_now = (store._index_spec, store._built_on)
             if spec_now != last_spec and last_spec is not None and last_spec[0] is not None:
                 tuning = store.index_report() or {}
-                retrains.append({"at_vectors": written, "spec": store._index_spec, "trained_on": store._built_on,
-                                 "setting": setting(tuning), "build_s": tuning.get("build_s"), "reason": tuning.get("reason"),
-                                 "candidates": tuning.get("candidates"), "elapsed_s": time.perf_counter() - started})
-                print(f"  swapped in {store._index_spec} trained on {store._built_on:,} (seen at {written:,} stored), "
-                      f"build {tuning.get('build_s')} s: {tuning.get('reason')}; {tuning.get('candidates')}", flush=True)
+                retrains.append(
+                    {
+                        "at_vectors": written,
+                        "spec": store._index_spec,
+                        "trained_on": store._built_on,
+                        "setting": setting(tuning),
+                        "build_s": tuning.get("build_s"),
+                        "reason": tuning.get("reason"),
+                        "candidates": tuning.get("candidates"),
+                        "elapsed_s": time.perf_counter() - started,
+                    }
+                )
+                print(
+                    f"  swapped in {store._index_spec} trained on {store._built_on:,} (seen at {written:,} stored), "
+                    f"build {tuning.get('build_s')} s: {tuning.get('reason')}; {tuning.get('candidates')}",
+                    flush=True,
+                )
             last_spec = spec_now
             check = (store._tuning or {}).get("last_check")
             if check and check != last_check:
@@ -106,32 +137,67 @@ def main() -> None:
                 row = measure(store, vectors, queries, written)
                 row["write_points_per_s"] = written / write_s
                 rows.append(row)
-                print(f"{written:,}: {row['spec']} (trained on {row['trained_on']:,}), {row['setting']}, "
-                      f"recall@10 {row['recall_at_10']:.3f}, p50 {row['p50_ms']:.3f} ms, p99 {row['p99_ms']:.3f} ms, "
-                      f"writes {row['write_points_per_s']:.0f} points/s", flush=True)
+                print(
+                    f"{written:,}: {row['spec']} (trained on {row['trained_on']:,}), {row['setting']}, "
+                    f"recall@10 {row['recall_at_10']:.3f}, p50 {row['p50_ms']:.3f} ms, p99 {row['p99_ms']:.3f} ms, "
+                    f"writes {row['write_points_per_s']:.0f} points/s",
+                    flush=True,
+                )
         store.close()
-    report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-              "settings": {"final": args.final, "queries": args.queries, "k": K, "ivf_threshold": 50_000, "target_recall": 0.95},
-              "checkpoints": rows, "retrains": retrains, "recall_checks": checks}
-    lines = [f"# FAISS `auto` index as the collection grows ({report['date']})", "",
-             "| stored vectors | index | trained on | setting | recall@10 (held-out) | p50 ms | p99 ms | write points/s so far |",
-             "|---:|---|---:|---|---:|---:|---:|---:|"]
+    report = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "settings": {
+            "final": args.final,
+            "queries": args.queries,
+            "k": K,
+            "ivf_threshold": 50_000,
+            "target_recall": 0.95,
+        },
+        "checkpoints": rows,
+        "retrains": retrains,
+        "recall_checks": checks,
+    }
+    lines = [
+        f"# FAISS `auto` index as the collection grows ({report['date']})",
+        "",
+        "| stored vectors | index | trained on | setting | recall@10 (held-out) | p50 ms | p99 ms | write points/s so far |",
+        "|---:|---|---:|---|---:|---:|---:|---:|",
+    ]
     for r in rows:
         trained = f"{r['trained_on']:,}" if r["spec"] != "Flat" else "-"
-        lines.append(f"| {r['vectors']:,} | {r['spec']} | {trained} | {r['setting'] or '-'} | {r['recall_at_10']:.3f} | "
-                     f"{r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['write_points_per_s']:.0f} |")
-    lines += ["", "Retrains swapped in (built in the background while writes went on); each candidate tuned to the "
-              "aim on 200 held-out stored vectors, then timed one query at a time (two rounds, each in turn):", "",
-              "| swapped in by | kept | trained on | setting | build s (both) | why | candidates: setting, recall@10, p50 ms |",
-              "|---:|---|---:|---|---:|---|---|"]
+        lines.append(
+            f"| {r['vectors']:,} | {r['spec']} | {trained} | {r['setting'] or '-'} | {r['recall_at_10']:.3f} | "
+            f"{r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['write_points_per_s']:.0f} |"
+        )
+    lines += [
+        "",
+        "Retrains swapped in (built in the background while writes went on); each candidate tuned to the "
+        "aim on 200 held-out stored vectors, then timed one query at a time (two rounds, each in turn):",
+        "",
+        "| swapped in by | kept | trained on | setting | build s (both) | why | candidates: setting, recall@10, p50 ms |",
+        "|---:|---|---:|---|---:|---|---|",
+    ]
     for r in retrains:
-        compared = "; ".join(
-            f"{spec}: {setting(c) or '-'}, {c['recall_at_10']}, {c['p50_ms']:.3f}" for spec, c in (r["candidates"] or {}).items()
-        ) or "-"
-        lines.append(f"| {r['at_vectors']:,} | {r['spec']} | {r['trained_on']:,} | {r['setting'] or '-'} | {r['build_s'] or '-'} | "
-                     f"{r['reason'] or '-'} | {compared} |")
-    lines += ["", "Recall measured on vectors stored since the last measure (every 1.25x growth; a retrain when below "
-              "target_recall):", "", "| stored then | queries | recall@10 |", "|---:|---:|---:|"]
+        compared = (
+            "; ".join(
+                f"{spec}: {setting(c) or '-'}, {c['recall_at_10']}, {c['p50_ms']:.3f}"
+                for spec, c in (r["candidates"] or {}).items()
+            )
+            or "-"
+        )
+        lines.append(
+            f"| {r['at_vectors']:,} | {r['spec']} | {r['trained_on']:,} | {r['setting'] or '-'} | {r['build_s'] or '-'} | "
+            f"{r['reason'] or '-'} | {compared} |"
+        )
+    lines += [
+        "",
+        "Recall measured on vectors stored since the last measure (every 1.25x growth; a retrain when below "
+        "target_recall):",
+        "",
+        "| stored then | queries | recall@10 |",
+        "|---:|---:|---:|",
+    ]
     lines += [f"| {c['vectors']:,} | {c['queries']} | {c['recall_at_10']:.4f} |" for c in checks]
     lines.append("")
     save("index_growth", report, "\n".join(lines))

@@ -46,9 +46,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from sentence_transformers import SentenceTransformer
-
     import vecguard
+    from sentence_transformers import SentenceTransformer
     from vecguard.plugins.sentence_transformers import bundled_model_path
 
     if args.corpus:
@@ -65,9 +64,17 @@ def main() -> None:
             torch.cuda.synchronize()
 
     def config(precision: str, batch_documents: int | str) -> dict:
-        return {"encoder": {"plugin": "sentence-transformers", "model": "bundled", "device": args.device, "precision": precision},
-                "store": {"plugin": "memory"}, "keyword": {"plugin": "bm25"},
-                "chunking": {"tokens": 256, "overlap": 32, "batch_documents": batch_documents}}
+        return {
+            "encoder": {
+                "plugin": "sentence-transformers",
+                "model": "bundled",
+                "device": args.device,
+                "precision": precision,
+            },
+            "store": {"plugin": "memory"},
+            "keyword": {"plugin": "bm25"},
+            "chunking": {"tokens": 256, "overlap": 32, "batch_documents": batch_documents},
+        }
 
     def engine_add(precision: str, batch_documents: int | str, documents: list[dict], profile: bool = False) -> dict:
         engine = vecguard.open(config(precision, batch_documents))
@@ -86,8 +93,12 @@ def main() -> None:
             pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(15)
             print(out.getvalue())
         assert written == len(documents), (written, len(documents))
-        return {"seconds": seconds, "ran_as": engine.encoder.identity().precision, "encoder_batch": engine.encoder.batch_size,
-                "batch_documents": engine.batch_documents}
+        return {
+            "seconds": seconds,
+            "ran_as": engine.encoder.identity().precision,
+            "encoder_batch": engine.encoder.batch_size,
+            "batch_documents": engine.batch_documents,
+        }
 
     with vecguard.open(config("fp32", 64)) as engine:
         started = time.perf_counter()
@@ -95,8 +106,10 @@ def main() -> None:
         chunk_s = time.perf_counter() - started
     print(f"{len(docs)} documents -> {len(chunks)} chunks; chunking alone {chunk_s:.2f} s", flush=True)
 
-    models = {"fp32": SentenceTransformer(str(bundled_model_path()), device=args.device),
-              "fp16": SentenceTransformer(str(bundled_model_path()), device=args.device)}
+    models = {
+        "fp32": SentenceTransformer(str(bundled_model_path()), device=args.device),
+        "fp16": SentenceTransformer(str(bundled_model_path()), device=args.device),
+    }
     if cuda:
         models["fp16"].half()
     for model in models.values():
@@ -107,13 +120,17 @@ def main() -> None:
     runs: dict[str, dict] = {}
 
     def record(name: str, run: dict) -> None:
-        runs.setdefault(name, {"seconds": [], **{k: v for k, v in run.items() if k != "seconds"}})["seconds"].append(run["seconds"])
+        runs.setdefault(name, {"seconds": [], **{k: v for k, v in run.items() if k != "seconds"}})["seconds"].append(
+            run["seconds"]
+        )
 
     for _ in range(args.repeats):
         for batch_documents in (64, "auto"):
             for precision in ("fp32", "auto"):
-                record(f"A vecguard add, precision {precision}, batch_documents {batch_documents}",
-                       engine_add(precision, batch_documents, docs))
+                record(
+                    f"A vecguard add, precision {precision}, batch_documents {batch_documents}",
+                    engine_add(precision, batch_documents, docs),
+                )
         for name, model in models.items():
             for size in (256, 512):
                 sync()
@@ -124,22 +141,42 @@ def main() -> None:
     if args.profile:
         engine_add("auto", "auto", docs, profile=True)
 
-    rows = [{"run": name, "median_s": statistics.median(r["seconds"]), "chunks_per_s": len(chunks) / statistics.median(r["seconds"]),
-             **{k: v for k, v in r.items() if k != "seconds"}, "seconds": r["seconds"]} for name, r in runs.items()]
+    rows = [
+        {
+            "run": name,
+            "median_s": statistics.median(r["seconds"]),
+            "chunks_per_s": len(chunks) / statistics.median(r["seconds"]),
+            **{k: v for k, v in r.items() if k != "seconds"},
+            "seconds": r["seconds"],
+        }
+        for name, r in runs.items()
+    ]
     device_name = torch.cuda.get_device_name() if cuda else "cpu"
-    report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-              "device": args.device, "device_name": device_name,
-              "settings": {"documents": len(docs), "chunks": len(chunks), "copies": args.copies, "repeats": args.repeats},
-              "chunking_alone_s": chunk_s, "rows": rows}
-    lines = [f"# Ingest on {device_name} ({report['date']})", "",
-             f"{len(docs)} CWE documents ({args.copies} copies under new ids), {len(chunks)} chunks of <= 256 tokens; "
-             f"in-memory store + BM25; medians of {args.repeats}. {machine()['nproc']} CPUs; torch "
-             f"{report['machine']['libraries']['torch']}, sentence-transformers {report['machine']['libraries']['sentence-transformers']}. "
-             "Command: `benchmarks/ingest_device.py`.", "",
-             "| run | median s | chunks/s | ran as | encoder batch | batch_documents |", "|---|---:|---:|---|---:|---:|"]
+    report = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "device": args.device,
+        "device_name": device_name,
+        "settings": {"documents": len(docs), "chunks": len(chunks), "copies": args.copies, "repeats": args.repeats},
+        "chunking_alone_s": chunk_s,
+        "rows": rows,
+    }
+    lines = [
+        f"# Ingest on {device_name} ({report['date']})",
+        "",
+        f"{len(docs)} CWE documents ({args.copies} copies under new ids), {len(chunks)} chunks of <= 256 tokens; "
+        f"in-memory store + BM25; medians of {args.repeats}. {machine()['nproc']} CPUs; torch "
+        f"{report['machine']['libraries']['torch']}, sentence-transformers {report['machine']['libraries']['sentence-transformers']}. "
+        "Command: `benchmarks/ingest_device.py`.",
+        "",
+        "| run | median s | chunks/s | ran as | encoder batch | batch_documents |",
+        "|---|---:|---:|---|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['run']} | {r['median_s']:.2f} | {r['chunks_per_s']:.0f} | {r.get('ran_as', '')} | "
-                     f"{r.get('encoder_batch', '')} | {r.get('batch_documents', '')} |")
+        lines.append(
+            f"| {r['run']} | {r['median_s']:.2f} | {r['chunks_per_s']:.0f} | {r.get('ran_as', '')} | "
+            f"{r.get('encoder_batch', '')} | {r.get('batch_documents', '')} |"
+        )
     lines.append("")
     save(f"ingest_device-{args.device.split(':')[0]}", report, "\n".join(lines))
     print("\n".join(lines))

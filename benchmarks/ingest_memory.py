@@ -65,13 +65,20 @@ def run_index(work: Path, data: Path) -> dict:
     command = [str(Path(sys.executable).with_name("vecguard")), "index", "--config", "vecguard.toml", str(data), "-q"]
     # A fresh interpreter per size: ru_maxrss of the children is the largest child so far, so run through a shim
     # that reports its own peak.
-    shim = ("import resource, subprocess, sys, json\n"
-            "done = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
-            "print(json.dumps({'rc': done.returncode, 'out': done.stdout, 'err': done.stderr[-2000:],"
-            " 'peak_kib': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))\n")
+    shim = (
+        "import resource, subprocess, sys, json\n"
+        "done = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+        "print(json.dumps({'rc': done.returncode, 'out': done.stdout, 'err': done.stderr[-2000:],"
+        " 'peak_kib': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))\n"
+    )
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", shim, *command], capture_output=True, text=True, cwd=work,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", "VECGUARD_CACHE_DIR": str(work / "cache")})
+    done = subprocess.run(
+        [sys.executable, "-c", shim, *command],
+        capture_output=True,
+        text=True,
+        cwd=work,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "VECGUARD_CACHE_DIR": str(work / "cache")},
+    )
     seconds = time.perf_counter() - started
     result = json.loads(done.stdout)
     if result["rc"]:
@@ -94,18 +101,34 @@ def main() -> None:
             index_bytes = (work / "index" / "index.faiss").stat().st_size
             row["faiss_index_mib"] = index_bytes / 2**20
             rows.append(row)
-            print(f"{n} documents ({row['file_mib']:.1f} MiB file): peak RSS {row['peak_rss_mib']:.0f} MiB, "
-                  f"FAISS index {row['faiss_index_mib']:.0f} MiB, {row['seconds']:.0f} s; {row['output']}", flush=True)
-    report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-              "settings": {"config": CONFIG, "sizes": args.sizes}, "rows": rows}
-    lines = [f"# `vecguard index` peak memory while streaming ({report['date']})", "",
-             "| documents | file MiB | peak RSS MiB | FAISS index MiB | peak minus index MiB | seconds | docs/s |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
+            print(
+                f"{n} documents ({row['file_mib']:.1f} MiB file): peak RSS {row['peak_rss_mib']:.0f} MiB, "
+                f"FAISS index {row['faiss_index_mib']:.0f} MiB, {row['seconds']:.0f} s; {row['output']}",
+                flush=True,
+            )
+    report = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "settings": {"config": CONFIG, "sizes": args.sizes},
+        "rows": rows,
+    }
+    lines = [
+        f"# `vecguard index` peak memory while streaming ({report['date']})",
+        "",
+        "| documents | file MiB | peak RSS MiB | FAISS index MiB | peak minus index MiB | seconds | docs/s |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['documents']:,} | {r['file_mib']:.1f} | {r['peak_rss_mib']:.0f} | {r['faiss_index_mib']:.0f} | "
-                     f"{r['peak_rss_mib'] - r['faiss_index_mib']:.0f} | {r['seconds']:.0f} | {r['documents'] / r['seconds']:.0f} |")
-    lines += ["", "`peak minus index` is what the pipeline, the model, BM25 and SQLite's cache take beside the FAISS index "
-              "that is held in memory by design.", ""]
+        lines.append(
+            f"| {r['documents']:,} | {r['file_mib']:.1f} | {r['peak_rss_mib']:.0f} | {r['faiss_index_mib']:.0f} | "
+            f"{r['peak_rss_mib'] - r['faiss_index_mib']:.0f} | {r['seconds']:.0f} | {r['documents'] / r['seconds']:.0f} |"
+        )
+    lines += [
+        "",
+        "`peak minus index` is what the pipeline, the model, BM25 and SQLite's cache take beside the FAISS index "
+        "that is held in memory by design.",
+        "",
+    ]
     save("ingest_memory", report, "\n".join(lines))
     print("\n".join(lines))
 

@@ -92,9 +92,16 @@ def vecguard_add(work: Path, name: str, docs: list[dict], precision: str = "fp32
     chunks = engine.count_chunks()
     close_s, _ = timed(engine.close)
     assert written == len(docs), (written, len(docs))
-    return {"seconds": add_s + close_s, "add_s": add_s, "close_s": close_s, "open_s": open_s, "chunks": chunks,
-            "precision": engine.encoder.identity().precision, "probe_cosine": getattr(engine.encoder, "probe_cosine", None),
-            "batch_size": getattr(engine.encoder, "batch_size", None)}
+    return {
+        "seconds": add_s + close_s,
+        "add_s": add_s,
+        "close_s": close_s,
+        "open_s": open_s,
+        "chunks": chunks,
+        "precision": engine.encoder.identity().precision,
+        "probe_cosine": getattr(engine.encoder, "probe_cosine", None),
+        "batch_size": getattr(engine.encoder, "batch_size", None),
+    }
 
 
 def raw_encode(model, groups: list[list[str]]) -> dict:
@@ -140,13 +147,18 @@ def profile_add(work: Path, docs: list[dict], top: int = 20) -> str:
     stats = pstats.Stats(profiler).stats
     total = max(ct for _, _, _, ct, _ in stats.values())
     rows = sorted(
-        ((ct, tt, nc, f"{Path(file).name}:{line}({func})") for (file, line, func), (_, nc, tt, ct, _) in stats.items()
-         if not any(part in f"{file} {func}" for part in MODEL_CODE)),
+        (
+            (ct, tt, nc, f"{Path(file).name}:{line}({func})")
+            for (file, line, func), (_, nc, tt, ct, _) in stats.items()
+            if not any(part in f"{file} {func}" for part in MODEL_CODE)
+        ),
         reverse=True,
     )[:top]
-    lines = [f"add + close of {len(docs)} docs: {total:.2f} s under cProfile; entries outside torch/transformers/"
-             f"sentence_transformers/tokenizers (vecguard's encode wrappers include the forward pass)",
-             f"{'cumulative s':>12} {'own s':>8} {'calls':>7}  function"]
+    lines = [
+        f"add + close of {len(docs)} docs: {total:.2f} s under cProfile; entries outside torch/transformers/"
+        f"sentence_transformers/tokenizers (vecguard's encode wrappers include the forward pass)",
+        f"{'cumulative s':>12} {'own s':>8} {'calls':>7}  function",
+    ]
     lines += [f"{ct:>12.3f} {tt:>8.3f} {nc:>7}  {name}" for ct, tt, nc, name in rows]
     return "\n".join(lines) + "\n"
 
@@ -154,30 +166,44 @@ def profile_add(work: Path, docs: list[dict], top: int = 20) -> str:
 def markdown(report: dict) -> str:
     m, s = report["machine"], report["settings"]
     lines = [
-        f"# Ingest speed: vecguard add vs raw encode ({report['date']})", "",
+        f"# Ingest speed: vecguard add vs raw encode ({report['date']})",
+        "",
         f"Machine: {m['nproc']} CPUs, {m['cpu_model']}; torch {m['libraries']['torch']} ({s['torch_threads']} threads), "
         f"sentence-transformers {m['libraries']['sentence-transformers']}, faiss-cpu {m['libraries']['faiss-cpu']}.",
         f"Corpus: {report['corpus']['name']}, {report['corpus']['documents']} documents, {report['corpus']['characters']:,} characters, "
         f"{report['corpus']['vecguard_chunks']} vecguard chunks (256 tokens, 32 overlap). "
         f"Repetitions: {s['repeats']} interleaved, medians; batch_size: raw encode 32 (sentence-transformers' default), "
-        f"vecguard {s['batch_size']['vecguard fp32']} in fp32 and {s['batch_size']['vecguard auto']} in auto (batch_size \"auto\"), CPU. "
-        f"Command: `{s['command']}`.", "",
+        f'vecguard {s["batch_size"]["vecguard fp32"]} in fp32 and {s["batch_size"]["vecguard auto"]} in auto (batch_size "auto"), CPU. '
+        f"Command: `{s['command']}`.",
+        "",
         "| measurement | docs | texts encoded | median s | docs/s | chunks/s | min s | runs (s) |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in report["rows"]:
         chunks_per_s = f"{row['chunks_per_s']:.1f}" if row.get("chunks_per_s") else "-"
         runs = ", ".join(f"{x:.1f}" for x in row["runs_s"])
-        lines.append(f"| {row['name']} | {row['docs']} | {row['texts']} | {row['median_s']:.2f} | {row['docs_per_s']:.1f} | {chunks_per_s} | {min(row['runs_s']):.2f} | {runs} |")
-    lines += ["", "Not in the throughput (seconds): " + ", ".join(f"{k} {v:.2f}" for k, v in report["load_s"].items()), ""]
+        lines.append(
+            f"| {row['name']} | {row['docs']} | {row['texts']} | {row['median_s']:.2f} | {row['docs_per_s']:.1f} | {chunks_per_s} | {min(row['runs_s']):.2f} | {runs} |"
+        )
+    lines += [
+        "",
+        "Not in the throughput (seconds): " + ", ".join(f"{k} {v:.2f}" for k, v in report["load_s"].items()),
+        "",
+    ]
     o = report["overhead"]
-    lines += [f"Medians: vecguard add / raw encode of the same chunks in one call (A/C) {o['A/C']:.2f}x, "
-              f"in vecguard's 64-document groups (A/D) {o['A/D']:.2f}x, D/C {o['D/C']:.2f}x; "
-              f"add {o['add_s']:.2f} s + close {o['close_s']:.2f} s. Load average at start / end: "
-              f"{report['load_average']['start'][0]:.2f} / {report['load_average']['end'][0]:.2f} (other work on the CPUs slows every run).", ""]
+    lines += [
+        f"Medians: vecguard add / raw encode of the same chunks in one call (A/C) {o['A/C']:.2f}x, "
+        f"in vecguard's 64-document groups (A/D) {o['A/D']:.2f}x, D/C {o['D/C']:.2f}x; "
+        f"add {o['add_s']:.2f} s + close {o['close_s']:.2f} s. Load average at start / end: "
+        f"{report['load_average']['start'][0]:.2f} / {report['load_average']['end'][0]:.2f} (other work on the CPUs slows every run).",
+        "",
+    ]
     p = report["precision_auto"]
-    lines += [f"precision \"auto\" ran {p['used']} (probe sentences' lowest cosine against fp32: {p['probe_min_cosine']}); "
-              f"it is **{p['speedup_A/E']:.2f}x** as fast as fp32 end to end (A/E, medians).", ""]
+    lines += [
+        f'precision "auto" ran {p["used"]} (probe sentences\' lowest cosine against fp32: {p["probe_min_cosine"]}); '
+        f"it is **{p['speedup_A/E']:.2f}x** as fast as fp32 end to end (A/E, medians).",
+        "",
+    ]
     if report.get("cli_output"):
         lines += [f"CLI said: `{report['cli_output']}`", ""]
     return "\n".join(lines)
@@ -187,7 +213,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--limit", type=int, default=None, help="use only the first N documents")
-    parser.add_argument("--profile", type=int, default=200, metavar="N", help="cProfile one add on the first N documents (0: none)")
+    parser.add_argument(
+        "--profile", type=int, default=200, metavar="N", help="cProfile one add on the first N documents (0: none)"
+    )
     args = parser.parse_args()
     load_at_start = os.getloadavg()
 
@@ -209,11 +237,18 @@ def main() -> None:
         texts = [d["text"] for d in docs]
         data = work / "data.jsonl"
         write_jsonl(iter(docs), data)
-        load["SentenceTransformer load"], model = timed(lambda: st.SentenceTransformer(str(bundled_model_path()), device="cpu"))
-        load["first engine open (cold fingerprint cache)"], load["chunking alone (all docs)"], per_doc = chunk_texts(work, docs)
+        load["SentenceTransformer load"], model = timed(
+            lambda: st.SentenceTransformer(str(bundled_model_path()), device="cpu")
+        )
+        load["first engine open (cold fingerprint cache)"], load["chunking alone (all docs)"], per_doc = chunk_texts(
+            work, docs
+        )
 
         chunks = [text for doc_chunks in per_doc for text in doc_chunks]
-        groups = [[t for doc_chunks in per_doc[i:i + BATCH_DOCUMENTS] for t in doc_chunks] for i in range(0, len(docs), BATCH_DOCUMENTS)]
+        groups = [
+            [t for doc_chunks in per_doc[i : i + BATCH_DOCUMENTS] for t in doc_chunks]
+            for i in range(0, len(docs), BATCH_DOCUMENTS)
+        ]
         runs = {"A": [], "B": [], "C": [], "D": [], "E": []}
         for i in range(args.repeats):
             runs["A"].append(vecguard_add(work, f"add-{i}", docs))
@@ -221,19 +256,32 @@ def main() -> None:
             runs["B"].append(raw_encode(model, [texts]))
             runs["C"].append(raw_encode(model, [chunks]))
             runs["D"].append(raw_encode(model, groups))
-            print(f"round {i + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]['seconds']:.1f} s" for k, v in runs.items()), flush=True)
+            print(
+                f"round {i + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]['seconds']:.1f} s" for k, v in runs.items()),
+                flush=True,
+            )
         cli = cli_index(work, data)
         profile = profile_add(work, docs[: args.profile]) if args.profile else None
 
     n_docs, n_chunks = len(docs), len(chunks)
-    assert all(r["chunks"] == n_chunks for r in runs["A"]), "vecguard stored a different number of chunks than its chunker made"
+    assert all(r["chunks"] == n_chunks for r in runs["A"]), (
+        "vecguard stored a different number of chunks than its chunker made"
+    )
     median = {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
     load["engine open (median, model load + manifest)"] = statistics.median(r["open_s"] for r in runs["A"])
 
     def row(name: str, key: str, n_texts: int, seconds: list[float]) -> dict:
         mid = statistics.median(seconds)
-        return {"name": name, "key": key, "docs": n_docs, "texts": n_texts, "median_s": mid, "docs_per_s": n_docs / mid,
-                "chunks_per_s": n_chunks / mid if n_texts == n_chunks else None, "runs_s": seconds}
+        return {
+            "name": name,
+            "key": key,
+            "docs": n_docs,
+            "texts": n_texts,
+            "median_s": mid,
+            "docs_per_s": n_docs / mid,
+            "chunks_per_s": n_chunks / mid if n_texts == n_chunks else None,
+            "runs_s": seconds,
+        }
 
     secs = {k: [r["seconds"] for r in v] for k, v in runs.items()}
     rows = [
@@ -241,25 +289,57 @@ def main() -> None:
         row("B raw encode, full texts (truncated at 256 tokens)", "B", n_docs, secs["B"]),
         row("C raw encode, vecguard's chunk texts, one call", "C", n_chunks, secs["C"]),
         row("D raw encode, vecguard's chunk texts, one call per 64 docs", "D", n_chunks, secs["D"]),
-        row(f"E vecguard Engine.add + close, precision \"auto\" (ran {runs['E'][0]['precision']})", "E", n_chunks, secs["E"]),
+        row(
+            f'E vecguard Engine.add + close, precision "auto" (ran {runs["E"][0]["precision"]})',
+            "E",
+            n_chunks,
+            secs["E"],
+        ),
         row("`vecguard index -q` CLI, once (wall, incl. startup + model load)", "CLI", n_chunks, [cli["seconds"]]),
     ]
     report = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
-        "corpus": {"name": "MITRE CWE v4.14 (cwe2), benchmarks/corpora.py cwe_documents()" + (f", first {args.limit}" if args.limit else ""),
-                   "documents": n_docs, "characters": sum(map(len, texts)), "vecguard_chunks": n_chunks},
-        "settings": {"command": " ".join(sys.argv), "limit": args.limit, "repeats": args.repeats, "order": "A, E, B, C, D interleaved per round; CLI once after", "batch_size": {"raw": 32, "vecguard fp32": runs["A"][0]["batch_size"], "vecguard auto": runs["E"][0]["batch_size"]},
-                     "device": "cpu", "chunking": {"tokens": 256, "overlap": 32, "batch_documents": BATCH_DOCUMENTS},
-                     "store": "faiss index=auto (Flat) + SQLite", "keyword": "bm25", "torch_threads": torch.get_num_threads()},
+        "corpus": {
+            "name": "MITRE CWE v4.14 (cwe2), benchmarks/corpora.py cwe_documents()"
+            + (f", first {args.limit}" if args.limit else ""),
+            "documents": n_docs,
+            "characters": sum(map(len, texts)),
+            "vecguard_chunks": n_chunks,
+        },
+        "settings": {
+            "command": " ".join(sys.argv),
+            "limit": args.limit,
+            "repeats": args.repeats,
+            "order": "A, E, B, C, D interleaved per round; CLI once after",
+            "batch_size": {
+                "raw": 32,
+                "vecguard fp32": runs["A"][0]["batch_size"],
+                "vecguard auto": runs["E"][0]["batch_size"],
+            },
+            "device": "cpu",
+            "chunking": {"tokens": 256, "overlap": 32, "batch_documents": BATCH_DOCUMENTS},
+            "store": "faiss index=auto (Flat) + SQLite",
+            "keyword": "bm25",
+            "torch_threads": torch.get_num_threads(),
+        },
         "rows": rows,
         "runs": runs,
         "load_s": load,
-        "precision_auto": {"used": runs["E"][0]["precision"], "probe_min_cosine": runs["E"][0]["probe_cosine"],
-                           "speedup_A/E": median["A"] / median["E"], "E/C": median["E"] / median["C"]},
-        "overhead": {"A/C": median["A"] / median["C"], "A/D": median["A"] / median["D"], "D/C": median["D"] / median["C"],
-                     "A-D_s": median["A"] - median["D"], "add_s": statistics.median(r["add_s"] for r in runs["A"]),
-                     "close_s": statistics.median(r["close_s"] for r in runs["A"])},
+        "precision_auto": {
+            "used": runs["E"][0]["precision"],
+            "probe_min_cosine": runs["E"][0]["probe_cosine"],
+            "speedup_A/E": median["A"] / median["E"],
+            "E/C": median["E"] / median["C"],
+        },
+        "overhead": {
+            "A/C": median["A"] / median["C"],
+            "A/D": median["A"] / median["D"],
+            "D/C": median["D"] / median["C"],
+            "A-D_s": median["A"] - median["D"],
+            "add_s": statistics.median(r["add_s"] for r in runs["A"]),
+            "close_s": statistics.median(r["close_s"] for r in runs["A"]),
+        },
         "load_average": {"start": load_at_start, "end": os.getloadavg()},
         "cli_output": cli["output"],
         "profile": profile,

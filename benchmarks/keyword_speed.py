@@ -29,8 +29,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-from corpora import cwe_passages  # noqa: E402
 from common import machine, percentile, save  # noqa: E402
+from corpora import cwe_passages  # noqa: E402
 
 K = 100
 
@@ -96,21 +96,30 @@ def measure(size: int, query_set: list[str], rounds: int) -> dict:
                 latencies[name].append(time.perf_counter() - started)
     reference = indexes["rank-bm25"]
     for name, index in indexes.items():
-        same = sum([key for key, _ in index.search(q, 10)] == [key for key, _ in reference.search(q, 10)] for q in query_set)
+        same = sum(
+            [key for key, _ in index.search(q, 10)] == [key for key, _ in reference.search(q, 10)] for q in query_set
+        )
         started = time.perf_counter()
         index.add([c[0] for c in extra], [c[1] for c in extra])
         added = time.perf_counter() - started
         started = time.perf_counter()
         index.search(query_set[1], K)
         first = time.perf_counter() - started
-        out[name].update({
-            "p50_ms": statistics.median(latencies[name]) * 1000, "p99_ms": percentile(latencies[name], 0.99) * 1000,
-            "add_100_ms": added * 1000, "first_query_after_add_ms": first * 1000,
-            "top10_same_as_rank_bm25": same, "queries": len(query_set),
-        })
-        print(f"{size:>7} {name:<14} p50 {out[name]['p50_ms']:8.2f} ms  p99 {out[name]['p99_ms']:8.2f} ms  "
-              f"add 100 {added * 1000:8.1f} ms  first query after {first * 1000:8.1f} ms  top 10 as rank-bm25 {same}/{len(query_set)}",
-              flush=True)
+        out[name].update(
+            {
+                "p50_ms": statistics.median(latencies[name]) * 1000,
+                "p99_ms": percentile(latencies[name], 0.99) * 1000,
+                "add_100_ms": added * 1000,
+                "first_query_after_add_ms": first * 1000,
+                "top10_same_as_rank_bm25": same,
+                "queries": len(query_set),
+            }
+        )
+        print(
+            f"{size:>7} {name:<14} p50 {out[name]['p50_ms']:8.2f} ms  p99 {out[name]['p99_ms']:8.2f} ms  "
+            f"add 100 {added * 1000:8.1f} ms  first query after {first * 1000:8.1f} ms  top 10 as rank-bm25 {same}/{len(query_set)}",
+            flush=True,
+        )
     return out
 
 
@@ -124,8 +133,9 @@ def main() -> None:
         query_set = queries(chunks(size))
         results[str(size)] = measure(size, query_set, args.rounds)
     report = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(), "load_average": os.getloadavg(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "load_average": os.getloadavg(),
         "settings": {"sizes": args.sizes, "rounds": args.rounds, "k": K, "queries": 200},
         "results": results,
     }
@@ -136,22 +146,30 @@ def main() -> None:
 def markdown(report: dict) -> str:
     m = report["machine"]
     lines = [
-        f"# Keyword search: BM25 from postings vs rank-bm25 vs bm25s ({report['date']})", "",
+        f"# Keyword search: BM25 from postings vs rank-bm25 vs bm25s ({report['date']})",
+        "",
         f"Machine: {m['nproc']} CPUs, {m['cpu_model']}, Python {m['python']}; load average at the end "
         f"{report['load_average'][0]:.2f}. Chunks of three real CWE passages (~60 words); 200 queries, half CVE ids, "
         f"half six words of a chunk; k={report['settings']['k']}; {report['settings']['rounds']} rounds in alternating "
-        "blocks, medians. Command: `benchmarks/keyword_speed.py`.", "",
+        "blocks, medians. Command: `benchmarks/keyword_speed.py`.",
+        "",
         "| chunks | implementation | p50 ms | p99 ms | build s | add 100 ms | first query after add ms | top 10 as rank-bm25 |",
         "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for size, rows in report["results"].items():
         for name, r in rows.items():
-            lines.append(f"| {int(size):,} | {name} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['build_s']:.1f} | "
-                         f"{r['add_100_ms']:.1f} | {r['first_query_after_add_ms']:.1f} | {r['top10_same_as_rank_bm25']}/{r['queries']} |")
-    lines += ["", "bm25s is fed vecguard's tokens and scores with its own `robertson` variant, not rank-bm25's exact "
-              "formula, so its top 10 differ; it has no incremental add, so its add is a rebuild. vecguard's postings "
-              "give rank-bm25's scores (tests/test_keyword_and_fusion.py checks them to 1e-9 through adds, deletes and "
-              "replacements).", ""]
+            lines.append(
+                f"| {int(size):,} | {name} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['build_s']:.1f} | "
+                f"{r['add_100_ms']:.1f} | {r['first_query_after_add_ms']:.1f} | {r['top10_same_as_rank_bm25']}/{r['queries']} |"
+            )
+    lines += [
+        "",
+        "bm25s is fed vecguard's tokens and scores with its own `robertson` variant, not rank-bm25's exact "
+        "formula, so its top 10 differ; it has no incremental add, so its add is a rebuild. vecguard's postings "
+        "give rank-bm25's scores (tests/test_keyword_and_fusion.py checks them to 1e-9 through adds, deletes and "
+        "replacements).",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -70,12 +70,23 @@ def recall_latency_plot(report: dict, out: Path) -> None:
             axis.plot([r["p50_ms"] for r in rows], [r["recall_at_10"] for r in rows], style, label=index, markersize=5)
             if len(rows) > 1:
                 for row in rows:
-                    axis.annotate(row["setting"].split("=")[-1], (row["p50_ms"], row["recall_at_10"]),
-                                  fontsize=6, xytext=(3, -8), textcoords="offset points")
+                    axis.annotate(
+                        row["setting"].split("=")[-1],
+                        (row["p50_ms"], row["recall_at_10"]),
+                        fontsize=6,
+                        xytext=(3, -8),
+                        textcoords="offset points",
+                    )
         ours = result.get("vecguard")
         if ours:
-            axis.plot([ours["vecguard_p50_ms"]], [ours["held_out_recall_at_10"]], "*", markersize=14, color="black",
-                      label=f"vecguard auto ({ours['spec']}, nprobe {ours['tuning'].get('nprobe')}), with payloads")
+            axis.plot(
+                [ours["vecguard_p50_ms"]],
+                [ours["held_out_recall_at_10"]],
+                "*",
+                markersize=14,
+                color="black",
+                label=f"vecguard auto ({ours['spec']}, nprobe {ours['tuning'].get('nprobe')}), with payloads",
+            )
         axis.axhline(0.95, color="grey", linestyle="dotted", linewidth=1)
         axis.set_xscale("log")
         axis.set_xlabel("p50 single-query latency, ms (log)")
@@ -94,8 +105,10 @@ def main() -> None:
 
     matplotlib.use("Agg")
     written = []
-    for source, plot, target in (("quality.json", quality_plot, "quality.png"),
-                                 ("faiss_indexes.json", recall_latency_plot, "faiss_recall_latency.png")):
+    for source, plot, target in (
+        ("quality.json", quality_plot, "quality.png"),
+        ("faiss_indexes.json", recall_latency_plot, "faiss_recall_latency.png"),
+    ):
         path = RESULTS / source
         if not path.exists():
             print(f"skipped {target}: {path} is missing; run its benchmark first")

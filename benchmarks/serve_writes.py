@@ -86,7 +86,9 @@ def phase(url: str, query_set: list[str], searchers: int, writers: int, seconds:
                     errors[0] += response.status_code != 200
 
     def probe() -> None:
-        done = subprocess.run([sys.executable, "-c", PROBE, url, str(seconds)], capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [sys.executable, "-c", PROBE, url, str(seconds)], capture_output=True, text=True, check=True
+        )
         probes.extend(json.loads(done.stdout))
 
     threads = [threading.Thread(target=search, args=(n,)) for n in range(searchers)]
@@ -100,11 +102,19 @@ def phase(url: str, query_set: list[str], searchers: int, writers: int, seconds:
     elapsed = time.perf_counter() - started
     ms = 1000.0
     return {
-        "searchers": searchers, "writers": writers, "seconds": elapsed, "searches": len(searches),
-        "searches_per_s": len(searches) / elapsed, "search_p50_ms": statistics.median(searches) * ms,
-        "search_p99_ms": percentile(searches, 0.99) * ms, "documents_written": written[0],
-        "documents_per_s": written[0] / elapsed, "errors": errors[0],
-        "healthz_p50_ms": statistics.median(probes) * ms, "healthz_max_ms": max(probes) * ms, "probes": len(probes),
+        "searchers": searchers,
+        "writers": writers,
+        "seconds": elapsed,
+        "searches": len(searches),
+        "searches_per_s": len(searches) / elapsed,
+        "search_p50_ms": statistics.median(searches) * ms,
+        "search_p99_ms": percentile(searches, 0.99) * ms,
+        "documents_written": written[0],
+        "documents_per_s": written[0] / elapsed,
+        "errors": errors[0],
+        "healthz_p50_ms": statistics.median(probes) * ms,
+        "healthz_max_ms": max(probes) * ms,
+        "probes": len(probes),
     }
 
 
@@ -130,11 +140,14 @@ def main() -> None:
     config = collection(args.documents)
     query_set = queries(200)
     passages = list(itertools.islice(cwe_passages(), args.documents, args.documents + 4_000))
-    fresh = [{**p, "id": f"streamed-{i}", "metadata": {**p.get("metadata", {}), "streamed": True}}
-             for i, p in enumerate(passages)]
+    fresh = [
+        {**p, "id": f"streamed-{i}", "metadata": {**p.get("metadata", {}), "streamed": True}}
+        for i, p in enumerate(passages)
+    ]
     work = Path(tempfile.mkdtemp(prefix="vecguard-serve-writes-"))
-    process, url = start_server(config, work, server='write_token_env = "VECGUARD_BENCH_TOKEN"\n',
-                                env={"VECGUARD_BENCH_TOKEN": TOKEN})
+    process, url = start_server(
+        config, work, server='write_token_env = "VECGUARD_BENCH_TOKEN"\n', env={"VECGUARD_BENCH_TOKEN": TOKEN}
+    )
     try:
         wait_ready(url, process, work)
         for query in query_set[:20]:
@@ -144,18 +157,36 @@ def main() -> None:
             "writes": phase(url, query_set, args.searchers, args.writers, args.seconds, fresh),
             "quiet again": phase(url, query_set, args.searchers, 0, args.seconds, fresh),
         }
-        httpx.request("DELETE", f"{url}/documents", json={"filter": {"streamed": True}}, timeout=600,
-                      headers={"Authorization": f"Bearer {TOKEN}"})  # the cached collection goes back as it was
+        httpx.request(
+            "DELETE",
+            f"{url}/documents",
+            json={"filter": {"streamed": True}},
+            timeout=600,
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )  # the cached collection goes back as it was
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=60)
     quiet = statistics.median([phases["quiet"]["search_p50_ms"], phases["quiet again"]["search_p50_ms"]])
     report = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(), "load_average": os.getloadavg(), "vecguard_from": vecguard_from(), "label": args.label,
-        "settings": {"documents": args.documents, "searchers": args.searchers, "writers": args.writers,
-                     "seconds": args.seconds, "batch": 16, "k": 10, "mode": "hybrid", "store": "faiss Flat"},
-        "phases": phases, "quiet_p50_ms": quiet, "writes_over_quiet_p50": phases["writes"]["search_p50_ms"] / quiet,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "load_average": os.getloadavg(),
+        "vecguard_from": vecguard_from(),
+        "label": args.label,
+        "settings": {
+            "documents": args.documents,
+            "searchers": args.searchers,
+            "writers": args.writers,
+            "seconds": args.seconds,
+            "batch": 16,
+            "k": 10,
+            "mode": "hybrid",
+            "store": "faiss Flat",
+        },
+        "phases": phases,
+        "quiet_p50_ms": quiet,
+        "writes_over_quiet_p50": phases["writes"]["search_p50_ms"] / quiet,
     }
     save(args.save_as, report, markdown(report))
     print(markdown(report))
@@ -163,23 +194,32 @@ def main() -> None:
 
 def markdown(report: dict) -> str:
     s, m = report["settings"], report["machine"]
-    rows = [f"| {name} | {p['writers']} | {p['searches_per_s']:.1f} | {p['search_p50_ms']:.1f} | {p['search_p99_ms']:.1f} | "
-            f"{p['documents_per_s']:.1f} | {p['healthz_p50_ms']:.1f} / {p['healthz_max_ms']:.1f} | {p['errors']} |"
-            for name, p in report["phases"].items()]
-    return "\n".join([
-        f"# vecguard serve: searches while writes stream in ({report['date']})", "",
-        *([f"Code: {report['label']}.", ""] if report.get("label") else []),
-        f"Machine: {m['nproc']} CPUs, {m['cpu_model']}, Python {m['python']}; load average at the end "
-        f"{report['load_average'][0]:.2f}. {s['documents']} CWE passages, FAISS Flat + BM25, bundled encoder, hybrid k=10; "
-        f"{s['searchers']} search clients for {s['seconds']:.0f} s a phase; writers POST {s['batch']} new passages at a time. "
-        "Command: `benchmarks/serve_writes.py`.", "",
-        "| phase | writers | searches/s | search p50 ms | search p99 ms | documents written/s | /healthz p50 / max ms | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|", *rows, "",
-        f"Search p50 while writing: {report['writes_over_quiet_p50']:.2f}x the quiet p50 "
-        f"({report['quiet_p50_ms']:.1f} ms, the median of the two quiet phases); searches per second while writing: "
-        f"{report['phases']['writes']['searches_per_s'] / report['phases']['quiet']['searches_per_s']:.2f}x the first "
-        "quiet phase's. A p50 over few searches hides the ones that waited: read it beside the rate and the p99.", "",
-    ])
+    rows = [
+        f"| {name} | {p['writers']} | {p['searches_per_s']:.1f} | {p['search_p50_ms']:.1f} | {p['search_p99_ms']:.1f} | "
+        f"{p['documents_per_s']:.1f} | {p['healthz_p50_ms']:.1f} / {p['healthz_max_ms']:.1f} | {p['errors']} |"
+        for name, p in report["phases"].items()
+    ]
+    return "\n".join(
+        [
+            f"# vecguard serve: searches while writes stream in ({report['date']})",
+            "",
+            *([f"Code: {report['label']}.", ""] if report.get("label") else []),
+            f"Machine: {m['nproc']} CPUs, {m['cpu_model']}, Python {m['python']}; load average at the end "
+            f"{report['load_average'][0]:.2f}. {s['documents']} CWE passages, FAISS Flat + BM25, bundled encoder, hybrid k=10; "
+            f"{s['searchers']} search clients for {s['seconds']:.0f} s a phase; writers POST {s['batch']} new passages at a time. "
+            "Command: `benchmarks/serve_writes.py`.",
+            "",
+            "| phase | writers | searches/s | search p50 ms | search p99 ms | documents written/s | /healthz p50 / max ms | errors |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            *rows,
+            "",
+            f"Search p50 while writing: {report['writes_over_quiet_p50']:.2f}x the quiet p50 "
+            f"({report['quiet_p50_ms']:.1f} ms, the median of the two quiet phases); searches per second while writing: "
+            f"{report['phases']['writes']['searches_per_s'] / report['phases']['quiet']['searches_per_s']:.2f}x the first "
+            "quiet phase's. A p50 over few searches hides the ones that waited: read it beside the rate and the p99.",
+            "",
+        ]
+    )
 
 
 if __name__ == "__main__":

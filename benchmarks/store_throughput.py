@@ -38,7 +38,6 @@ DEFAULT_RUNS = ("faiss:100000", "chroma:100000", "qdrant:100000", "faiss:1000000
 def one_run(plugin: str, n: int, folder: Path) -> dict:
     """Runs inside the child process."""
     from migrate_speed import synthetic_points
-
     from vecguard.registry import Registry
 
     ids, vectors, payloads = synthetic_points(n)
@@ -47,12 +46,19 @@ def one_run(plugin: str, n: int, folder: Path) -> dict:
     store = Registry.discover().build("store", plugin, {"path": str(folder / plugin)}, folder)
     started = time.perf_counter()
     for start in range(0, n, BATCH):
-        store.upsert(ids[start:start + BATCH], vectors[start:start + BATCH], payloads[start:start + BATCH])
+        store.upsert(ids[start : start + BATCH], vectors[start : start + BATCH], payloads[start : start + BATCH])
     upsert_s = time.perf_counter() - started
     store.close()
     total_s = time.perf_counter() - started
-    return {"plugin": plugin, "points": n, "upsert_s": upsert_s, "total_s": total_s, "points_per_s": n / total_s,
-            "peak_rss_mib": _status_kib("VmHWM") / 1024, "rss_after_generating_mib": generated_kib / 1024}
+    return {
+        "plugin": plugin,
+        "points": n,
+        "upsert_s": upsert_s,
+        "total_s": total_s,
+        "points_per_s": n / total_s,
+        "peak_rss_mib": _status_kib("VmHWM") / 1024,
+        "rss_after_generating_mib": generated_kib / 1024,
+    }
 
 
 def _status_kib(field: str) -> int:
@@ -63,8 +69,11 @@ def _status_kib(field: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", nargs="+", default=list(DEFAULT_RUNS), metavar="PLUGIN:POINTS")
-    parser.add_argument("--save-as", default="store_throughput",
-                        help="results name under benchmarks/results (default: store_throughput)")
+    parser.add_argument(
+        "--save-as",
+        default="store_throughput",
+        help="results name under benchmarks/results (default: store_throughput)",
+    )
     parser.add_argument("--child", nargs=3, metavar=("PLUGIN", "POINTS", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -74,23 +83,35 @@ def main() -> None:
     for run in args.runs:
         plugin, points = run.split(":")
         with tempfile.TemporaryDirectory(prefix="vecguard-store-throughput-") as folder:
-            done = subprocess.run([sys.executable, __file__, "--child", plugin, points, folder],
-                                  capture_output=True, text=True)
+            done = subprocess.run(
+                [sys.executable, __file__, "--child", plugin, points, folder], capture_output=True, text=True
+            )
         if done.returncode:
             sys.exit(f"{run} failed: {done.stderr[-2000:]}")
         row = json.loads(done.stdout.strip().splitlines()[-1])
         rows.append(row)
-        print(f"{plugin} {int(points):,}: {row['points_per_s']:.0f} points/s ({row['total_s']:.1f} s, close included), "
-              f"peak RSS {row['peak_rss_mib']:.0f} MiB ({row['rss_after_generating_mib']:.0f} MiB after generating the points)",
-              flush=True)
-    report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-              "settings": {"batch": BATCH, "runs": args.runs}, "rows": rows}
-    lines = [f"# Store throughput, encoder taken out ({report['date']})", "",
-             "| store | points | points/s | upsert s | with close s | peak RSS while writing MiB | RSS before the writes (points held) MiB |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+        print(
+            f"{plugin} {int(points):,}: {row['points_per_s']:.0f} points/s ({row['total_s']:.1f} s, close included), "
+            f"peak RSS {row['peak_rss_mib']:.0f} MiB ({row['rss_after_generating_mib']:.0f} MiB after generating the points)",
+            flush=True,
+        )
+    report = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "settings": {"batch": BATCH, "runs": args.runs},
+        "rows": rows,
+    }
+    lines = [
+        f"# Store throughput, encoder taken out ({report['date']})",
+        "",
+        "| store | points | points/s | upsert s | with close s | peak RSS while writing MiB | RSS before the writes (points held) MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['plugin']} | {r['points']:,} | {r['points_per_s']:.0f} | {r['upsert_s']:.1f} | {r['total_s']:.1f} | "
-                     f"{r['peak_rss_mib']:.0f} | {r['rss_after_generating_mib']:.0f} |")
+        lines.append(
+            f"| {r['plugin']} | {r['points']:,} | {r['points_per_s']:.0f} | {r['upsert_s']:.1f} | {r['total_s']:.1f} | "
+            f"{r['peak_rss_mib']:.0f} | {r['rss_after_generating_mib']:.0f} |"
+        )
     lines.append("")
     save(args.save_as, report, "\n".join(lines))
     print("\n".join(lines))

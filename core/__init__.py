@@ -1,9 +1,9 @@
 """vecguard: hybrid semantic search that refuses a drifted embedding space.
 
-    import vecguard
-    with vecguard.open("vecguard.toml") as engine:
-        engine.add([{"id": "a", "text": "...", "metadata": {"year": 2024}}])
-        hits = engine.search("query", k=5, filter={"year": {"$gte": 2020}}, min_score=0.3)
+import vecguard
+with vecguard.open("vecguard.toml") as engine:
+    engine.add([{"id": "a", "text": "...", "metadata": {"year": 2024}}])
+    hits = engine.search("query", k=5, filter={"year": {"$gte": 2020}}, min_score=0.3)
 """
 
 from .config import Config, load_config
@@ -25,13 +25,51 @@ from .errors import (
 )
 from .guard import GuardReport
 from .migration import MigrationReport, migrate
-from .protocols import Document, Encoder, EncoderIdentity, FusedHit, Fuser, Hit, KeywordIndex, SignalEvidence, VectorStore
+from .protocols import (
+    Document,
+    Encoder,
+    EncoderIdentity,
+    FusedHit,
+    Fuser,
+    Hit,
+    KeywordIndex,
+    SignalEvidence,
+    VectorStore,
+)
 from .registry import Part, Registry, hookimpl, hookspec
 
 __all__ = [
-    "CollectionNotFoundError", "CompatibilityError", "Config", "ConfigError", "CorruptCollectionError", "DimensionError", "Document", "DocumentError",
-    "EmbeddingDriftError", "Encoder", "EncoderIdentity", "Engine", "FilterError", "FusedHit", "Fuser",
-    "GuardReport", "Hit", "KeywordIndex", "MigrationReport", "MissingExtraError", "Part", "PluginError", "PluginNotFoundError",
-    "Registry", "SignalEvidence", "StorageError", "VecguardError", "VectorStore", "hookimpl", "hookspec",
-    "load_config", "migrate", "open",
+    "CollectionNotFoundError",
+    "CompatibilityError",
+    "Config",
+    "ConfigError",
+    "CorruptCollectionError",
+    "DimensionError",
+    "Document",
+    "DocumentError",
+    "EmbeddingDriftError",
+    "Encoder",
+    "EncoderIdentity",
+    "Engine",
+    "FilterError",
+    "FusedHit",
+    "Fuser",
+    "GuardReport",
+    "Hit",
+    "KeywordIndex",
+    "MigrationReport",
+    "MissingExtraError",
+    "Part",
+    "PluginError",
+    "PluginNotFoundError",
+    "Registry",
+    "SignalEvidence",
+    "StorageError",
+    "VecguardError",
+    "VectorStore",
+    "hookimpl",
+    "hookspec",
+    "load_config",
+    "migrate",
+    "open",
 ]

@@ -78,6 +78,6 @@ def join_chunks(chunks: list[tuple[int, int, str]]) -> str:
     text = ""
     covered = 0
     for start, end, chunk_text in sorted(chunks):
-        text += chunk_text[covered - start:] if covered > start else chunk_text
+        text += chunk_text[covered - start :] if covered > start else chunk_text
         covered = max(covered, end)
     return text

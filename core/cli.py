@@ -15,6 +15,7 @@ import sys
 import time
 import traceback
 from collections.abc import Iterator
+from datetime import UTC
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -24,8 +25,10 @@ from .protocols import Document
 EXIT_OK, EXIT_DRIFT, EXIT_ERROR, EXIT_INTERNAL = 0, 1, 2, 3
 EXIT_FAILED = EXIT_DRIFT  # a check or a verification that did not hold
 EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141
-EXIT_STATUS = ("Exit status: 0 ok, 1 the guard refused (drift) or a check failed, 2 bad input or environment, "
-               "3 internal error (rerun with --debug), 130 interrupted, 141 output closed early.")
+EXIT_STATUS = (
+    "Exit status: 0 ok, 1 the guard refused (drift) or a check failed, 2 bad input or environment, "
+    "3 internal error (rerun with --debug), 130 interrupted, 141 output closed early."
+)
 
 
 def read_source(source: Path) -> Iterator[Document]:
@@ -68,7 +71,9 @@ def read_source(source: Path) -> Iterator[Document]:
             except RecursionError:
                 raise DocumentError(f"{where}: the JSON nests too deeply; documents are flat objects") from None
             if not isinstance(record, dict):
-                raise DocumentError(f"{where}: each line must be an object like {{\"id\": ..., \"text\": ..., \"metadata\": {{...}}}}")
+                raise DocumentError(
+                    f'{where}: each line must be an object like {{"id": ..., "text": ..., "metadata": {{...}}}}'
+                )
             unknown = sorted(set(record) - {"id", "text", "metadata"})
             if unknown:
                 raise DocumentError(f"{where}: unknown field {unknown[0]!r}; fields are id, text, metadata")
@@ -90,8 +95,13 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
     registry = Registry.discover()
     rows = [
-        {"kind": found.part.kind, "name": found.part.name, "distribution": found.distribution,
-         "entry_point": found.plugin, "description": found.part.description}
+        {
+            "kind": found.part.kind,
+            "name": found.part.name,
+            "distribution": found.distribution,
+            "entry_point": found.plugin,
+            "description": found.part.description,
+        }
         for found in sorted(registry.parts.values(), key=lambda f: (f.part.kind, f.part.name))
     ]
     broken = [{"entry_point": b.entry_point, "distribution": b.distribution, "error": b.error} for b in registry.broken]
@@ -117,14 +127,18 @@ def cmd_index(args: argparse.Namespace) -> int:
     with open_engine(args.config) as engine:
         started = time.perf_counter()
         # disable=None: no bar when stderr is not a terminal (logs, CI)
-        with tqdm(total=_count_lines(source), unit="docs", desc="indexing", disable=True if args.quiet else None) as bar:
+        with tqdm(
+            total=_count_lines(source), unit="docs", desc="indexing", disable=True if args.quiet else None
+        ) as bar:
             written = engine.add(read_source(source), progress=bar)
         elapsed = time.perf_counter() - started
         rate = written / elapsed if elapsed else 0.0
         unchanged = engine.last_add["unchanged"]
         skipped = f", {unchanged} already stored unchanged" if unchanged else ""
-        print(f"indexed {written} documents{skipped} ({engine.count()} in the collection, {engine.count_chunks()} chunks) "
-              f"in {elapsed:.1f} s, {rate:.1f} docs/s")
+        print(
+            f"indexed {written} documents{skipped} ({engine.count()} in the collection, {engine.count_chunks()} chunks) "
+            f"in {elapsed:.1f} s, {rate:.1f} docs/s"
+        )
     return EXIT_OK
 
 
@@ -137,18 +151,35 @@ def cmd_search(args: argparse.Namespace) -> int:
         try:
             filter = json.loads(args.filter)
         except json.JSONDecodeError as exc:
-            raise VecguardError(f"--filter is not valid JSON ({exc.msg} at column {exc.colno}); example: --filter '{{\"year\": {{\"$gte\": 2020}}}}'") from exc
+            raise VecguardError(
+                f'--filter is not valid JSON ({exc.msg} at column {exc.colno}); example: --filter \'{{"year": {{"$gte": 2020}}}}\''
+            ) from exc
         except RecursionError:
             raise VecguardError("--filter nests too deeply; a filter nests at most 32 levels") from None
         validate(filter)  # before the model loads
     with open_engine(args.config, create=False) as engine:
-        hits = engine.search(args.query, k=args.k, mode=args.mode, filter=filter, min_score=args.min_score, chunks=args.chunks)
+        hits = engine.search(
+            args.query, k=args.k, mode=args.mode, filter=filter, min_score=args.min_score, chunks=args.chunks
+        )
     if args.json:
-        print(json.dumps([
-            {"rank": rank, "id": hit.id, "score": hit.score, "chunk": hit.chunk, "metadata": hit.metadata, "text": hit.text,
-             "signals": {name: {"rank": e.rank, "score": e.score} for name, e in hit.signals.items()}}
-            for rank, hit in enumerate(hits, start=1)
-        ], indent=2, ensure_ascii=False))
+        print(
+            json.dumps(
+                [
+                    {
+                        "rank": rank,
+                        "id": hit.id,
+                        "score": hit.score,
+                        "chunk": hit.chunk,
+                        "metadata": hit.metadata,
+                        "text": hit.text,
+                        "signals": {name: {"rank": e.rank, "score": e.score} for name, e in hit.signals.items()},
+                    }
+                    for rank, hit in enumerate(hits, start=1)
+                ],
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
         return EXIT_OK
     if not hits:
         print("no results" + (f" above min_score {args.min_score}" if args.min_score is not None else ""))
@@ -197,11 +228,15 @@ def cmd_check(args: argparse.Namespace) -> int:
         documents, chunks = engine.count(), engine.count_chunks()
     elapsed_ms = (time.perf_counter() - started) * 1000
     if args.json:
-        print(json.dumps({**report.as_dict(), "problems": problems, "documents": documents, "chunks": chunks}, indent=2))
+        print(
+            json.dumps({**report.as_dict(), "problems": problems, "documents": documents, "chunks": chunks}, indent=2)
+        )
     else:
         print(f"{report.status.upper()}: {report.message(args.config)}")
         if report.mean_cosine is not None:
-            print(f"probe cosine over {len(guard.PROBE_SENTENCES)} sentences: mean {report.mean_cosine:.4f}, min {report.min_cosine:.4f}")
+            print(
+                f"probe cosine over {len(guard.PROBE_SENTENCES)} sentences: mean {report.mean_cosine:.4f}, min {report.min_cosine:.4f}"
+            )
         if problems:
             print(f"FAILED: {len(problems)} problem{'s' * (len(problems) > 1)} in the collection's files and records:")
             for problem in problems:
@@ -230,12 +265,20 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     elif report is None:
         print(f"the {plugin} store keeps its own index: nothing to optimize")
     else:
-        tuned = f", {_knob(report)} (recall@10 {report['recall_at_10']} on held-out stored vectors)" if _knob(report) else ""
-        print(f"rebuilt the {plugin} index ({report.get('spec')}) on {report.get('vectors')} vectors in {elapsed:.1f} s{tuned}")
+        tuned = (
+            f", {_knob(report)} (recall@10 {report['recall_at_10']} on held-out stored vectors)"
+            if _knob(report)
+            else ""
+        )
+        print(
+            f"rebuilt the {plugin} index ({report.get('spec')}) on {report.get('vectors')} vectors in {elapsed:.1f} s{tuned}"
+        )
         for spec, measured in (report.get("candidates") or {}).items():
             knob = f"{_knob(measured)}, " if _knob(measured) else ""
-            print(f"  candidate {spec}: {knob}recall@10 {measured['recall_at_10']}, p50 {measured['p50_ms']} ms"
-                  f"{' (kept)' if spec == report.get('spec') else ''}")
+            print(
+                f"  candidate {spec}: {knob}recall@10 {measured['recall_at_10']}, p50 {measured['p50_ms']} ms"
+                f"{' (kept)' if spec == report.get('spec') else ''}"
+            )
     return EXIT_OK
 
 
@@ -246,29 +289,43 @@ def cmd_reindex(args: argparse.Namespace) -> int:
 
     with tqdm(unit="docs", desc="reindexing", disable=True if args.quiet else None) as bar:
         report = reindex(args.config, progress=bar)
-    print(f"reindexed {report.documents} documents ({report.chunks} chunks) in {report.seconds:.1f} s; manifest {report.old_manifest_id and report.old_manifest_id[:12]} -> {report.new_manifest_id and report.new_manifest_id[:12]}")
+    print(
+        f"reindexed {report.documents} documents ({report.chunks} chunks) in {report.seconds:.1f} s; manifest {report.old_manifest_id and report.old_manifest_id[:12]} -> {report.new_manifest_id and report.new_manifest_id[:12]}"
+    )
     return EXIT_OK
 
 
 def _describe_check(check) -> str:
     d = check.detail
     if check.name == "counts":
-        return (f"source {d['source_chunks']} chunks / {d['source_documents']} documents, "
-                f"target {d['target_chunks']} / {d['target_documents']}")
+        return (
+            f"source {d['source_chunks']} chunks / {d['source_documents']} documents, "
+            f"target {d['target_chunks']} / {d['target_documents']}"
+        )
     if check.name == "vectors":
-        problems = [f"missing {d['missing']}"] * bool(d["missing"]) + [f"payloads differ {d['payload_mismatches']}"] * bool(d["payload_mismatches"])
-        return f"{d['sampled']} sampled, max abs difference {d['max_abs_difference']:.3g}" + ("; " + "; ".join(problems) if problems else ", payloads equal")
+        problems = [f"missing {d['missing']}"] * bool(d["missing"]) + [
+            f"payloads differ {d['payload_mismatches']}"
+        ] * bool(d["payload_mismatches"])
+        return f"{d['sampled']} sampled, max abs difference {d['max_abs_difference']:.3g}" + (
+            "; " + "; ".join(problems) if problems else ", payloads equal"
+        )
     if check.name == "queries":
         if "skipped" in d:
             return f"skipped: {d['skipped']}"
-        return (f"{d['queries']} held-out queries: {d['identical']} identical top {d['k']}, mean overlap "
-                f"{d['mean_overlap']:.3f} (required: {d['required']})")
+        return (
+            f"{d['queries']} held-out queries: {d['identical']} identical top {d['k']}, mean overlap "
+            f"{d['mean_overlap']:.3f} (required: {d['required']})"
+        )
     if check.name == "guard":
-        return f"the copy against {d['checked_with']}'s encoder: {d['status']}" + (f" ({'; '.join(d['reasons'])})" if d["reasons"] else "")
+        return f"the copy against {d['checked_with']}'s encoder: {d['status']}" + (
+            f" ({'; '.join(d['reasons'])})" if d["reasons"] else ""
+        )
     if check.name == "documents":
         return f"source {d['source_documents']} documents, target {d['target_documents']} ({d['target_chunks']} chunks)"
     if check.name == "texts":
-        return f"{d['sampled']} sampled documents" + (f", different or missing: {d['different_or_missing']}" if d["different_or_missing"] else " identical")
+        return f"{d['sampled']} sampled documents" + (
+            f", different or missing: {d['different_or_missing']}" if d["different_or_missing"] else " identical"
+        )
     return json.dumps(d)
 
 
@@ -288,10 +345,21 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         report = verify(args.source, args.target, verify_queries=args.verify_queries)
     else:
         unit = "docs" if args.reembed else "points"
-        with tqdm(unit=unit, desc="re-embedding" if args.reembed else "copying", disable=True if args.quiet or args.json else None) as bar:
+        with tqdm(
+            unit=unit,
+            desc="re-embedding" if args.reembed else "copying",
+            disable=True if args.quiet or args.json else None,
+        ) as bar:
             report = migrate(
-                args.source, args.target, batch_size=args.batch_size, verify_queries=args.verify_queries,
-                into_existing=args.into_existing, reembed=args.reembed, queries=queries, qrels=qrels, progress=bar,
+                args.source,
+                args.target,
+                batch_size=args.batch_size,
+                verify_queries=args.verify_queries,
+                into_existing=args.into_existing,
+                reembed=args.reembed,
+                queries=queries,
+                qrels=qrels,
+                progress=bar,
             )
     if args.json:
         print(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
@@ -299,8 +367,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     unit = "documents" if report.mode == "reembed" else "points"
     if report.mode != "verify":
         resumed = f", resuming after {report.resumed_from}" if report.resumed_from else ""
-        print(f"{'re-encoded' if report.mode == 'reembed' else 'copied'} {report.written} of {report.total} {unit}{resumed} "
-              f"in {report.copy_seconds:.1f} s ({report.rate:.0f} {unit}/s); finished in {report.finish_seconds:.1f} s")
+        print(
+            f"{'re-encoded' if report.mode == 'reembed' else 'copied'} {report.written} of {report.total} {unit}{resumed} "
+            f"in {report.copy_seconds:.1f} s ({report.rate:.0f} {unit}/s); finished in {report.finish_seconds:.1f} s"
+        )
     print(f"verification ({report.verify_seconds:.1f} s):")
     for check in report.checks:
         print(f"  {'PASS' if check.passed else 'FAIL'} {check.name:<9} {_describe_check(check)}")
@@ -310,20 +380,25 @@ def cmd_migrate(args: argparse.Namespace) -> int:
                 if mode == "skipped":
                     print(f"  {side}: {scores}")
                     continue
-                print(f"  {side:<3} {mode:<7} " + "  ".join(f"{name} {value:.3f}" for name, value in scores.items() if name != "queries"))
+                print(
+                    f"  {side:<3} {mode:<7} "
+                    + "  ".join(f"{name} {value:.3f}" for name, value in scores.items() if name != "queries")
+                )
     if report.mode == "reembed" and report.passed:
         print(f"the new collection is ready; point your app at {report.target} when you are satisfied")
     return EXIT_OK if report.passed else EXIT_FAILED
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from .engine import open as open_engine
     from .evaluate import evaluate, folder_bytes, load_qrels, load_queries, measure_recall
 
     if args.qrels is None and not args.exact:
-        raise VecguardError("give --qrels R.jsonl (quality against judgments) or --exact (ANN recall against exact search)")
+        raise VecguardError(
+            "give --qrels R.jsonl (quality against judgments) or --exact (ANN recall against exact search)"
+        )
     if args.k < 1:
         raise VecguardError(f"--k must be a whole number >= 1, got {args.k}")
     queries = load_queries(args.queries)
@@ -346,8 +421,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
             previous = (engine.manifest.get("measurements") or {}).get("recall")
             result["recall"]["previous"] = previous
             engine.manifest.setdefault("measurements", {})["recall"] = {
-                "value": measured["recall"], "k": measured["k"], "queries": measured["queries"],
-                "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "value": measured["recall"],
+                "k": measured["k"],
+                "queries": measured["queries"],
+                "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
             }
             engine.store.write_manifest(engine.manifest)
     if args.json:
@@ -355,22 +432,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return EXIT_OK
     if "quality" in result:
         k = args.k
-        print(f"{'mode':<8} {'nDCG@' + str(k):>9} {'Recall@' + str(k):>10} {'MRR':>7}  ({next(iter(result['quality'].values()))['queries']} judged queries)")
+        print(
+            f"{'mode':<8} {'nDCG@' + str(k):>9} {'Recall@' + str(k):>10} {'MRR':>7}  ({next(iter(result['quality'].values()))['queries']} judged queries)"
+        )
         for mode, scores in result["quality"].items():
             print(f"{mode:<8} {scores[f'ndcg@{k}']:>9.4f} {scores[f'recall@{k}']:>10.4f} {scores['mrr']:>7.4f}")
     if "recall" in result:
         r = result["recall"]
         size = f", {r['index_bytes'] / 1e6:.1f} MB on disk" if r["index_bytes"] is not None else ""
-        print(f"recall@{r['k']} against exact search: {r['recall']:.4f} (min {r['min_recall']:.2f}) over {r['queries']} "
-              f"queries and {r['points']} vectors; store search p50 {r['latency_p50_ms']:.2f} ms, p99 {r['latency_p99_ms']:.2f} ms{size}")
+        print(
+            f"recall@{r['k']} against exact search: {r['recall']:.4f} (min {r['min_recall']:.2f}) over {r['queries']} "
+            f"queries and {r['points']} vectors; store search p50 {r['latency_p50_ms']:.2f} ms, p99 {r['latency_p99_ms']:.2f} ms{size}"
+        )
         if r["previous"]:
             print(f"previous measurement: {r['previous']['value']:.4f} at {r['previous']['measured_at']}")
         if "optimized" in result:
-            print(f"recall was {result['optimized']['before']:.4f}, below the index's target_recall {r['target_recall']}: "
-                  f"retrained it ({(result['optimized']['index'] or {}).get('spec')}); the figures above are after")
+            print(
+                f"recall was {result['optimized']['before']:.4f}, below the index's target_recall {r['target_recall']}: "
+                f"retrained it ({(result['optimized']['index'] or {}).get('spec')}); the figures above are after"
+            )
         elif r["target_recall"] is not None and r["recall"] < r["target_recall"]:
-            print(f"below the index's target_recall {r['target_recall']}: rerun with --optimize to retrain it on what "
-                  f"the collection holds now (`vecguard optimize`), or raise target_recall")
+            print(
+                f"below the index's target_recall {r['target_recall']}: rerun with --optimize to retrain it on what "
+                f"the collection holds now (`vecguard optimize`), or raise target_recall"
+            )
     return EXIT_OK
 
 
@@ -404,15 +489,25 @@ def _add_migrate(sub: Any) -> None:
         "migrate",
         help="copy a collection to another backend without re-embedding (resumable), then prove it answers the same",
         description="Exit status: 0 copied and verified, 1 a verification check failed, 2 error. Rerun the same "
-                    "command after an interruption to resume.",
+        "command after an interruption to resume.",
     )
     p.add_argument("--from", dest="source", required=True, metavar="SOURCE.toml")
     p.add_argument("--to", dest="target", required=True, metavar="TARGET.toml")
     p.add_argument("--batch-size", type=int, default=1000, help="points per batch (default 1000)")
-    p.add_argument("--verify-queries", type=int, default=50, help="held-out queries whose top 10 must agree (default 50)")
-    p.add_argument("--into-existing", action="store_true", help="add to a target that already holds a compatible collection")
-    p.add_argument("--reembed", action="store_true", help="encode every stored text with the target's encoder into a new collection")
-    p.add_argument("--queries", help="JSONL {id, text}: with --qrels, compare old and new retrieval quality (--reembed)")
+    p.add_argument(
+        "--verify-queries", type=int, default=50, help="held-out queries whose top 10 must agree (default 50)"
+    )
+    p.add_argument(
+        "--into-existing", action="store_true", help="add to a target that already holds a compatible collection"
+    )
+    p.add_argument(
+        "--reembed",
+        action="store_true",
+        help="encode every stored text with the target's encoder into a new collection",
+    )
+    p.add_argument(
+        "--queries", help="JSONL {id, text}: with --qrels, compare old and new retrieval quality (--reembed)"
+    )
     p.add_argument("--qrels", help="JSONL {query_id, doc_id, relevance}")
     p.add_argument("--verify-only", action="store_true", help="only verify an existing copy")
     p.add_argument("--json", action="store_true")
@@ -421,12 +516,18 @@ def _add_migrate(sub: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="vecguard", description="Hybrid semantic search that refuses a drifted embedding space.", epilog=EXIT_STATUS)
+    parser = _Parser(
+        prog="vecguard",
+        description="Hybrid semantic search that refuses a drifted embedding space.",
+        epilog=EXIT_STATUS,
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the engine does")
     parser.add_argument("--debug", action="store_true", help="print the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("plugins", help="list the parts discovered through entry points, and plugins that failed to load")
+    p = sub.add_parser(
+        "plugins", help="list the parts discovered through entry points, and plugins that failed to load"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_plugins)
 
@@ -451,7 +552,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", required=True)
     p.set_defaults(run=cmd_info)
 
-    p = sub.add_parser("check", help="compare the collection's manifest with the live encoder (exit 0 ok, 1 drift, 2 error)")
+    p = sub.add_parser(
+        "check", help="compare the collection's manifest with the live encoder (exit 0 ok, 1 drift, 2 error)"
+    )
     p.add_argument("--config", "-c", required=True)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_check)
@@ -468,17 +571,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_migrate(sub)
 
-    p = sub.add_parser("eval", help="retrieval quality against judgments (--qrels) or ANN recall against exact search (--exact)")
+    p = sub.add_parser(
+        "eval", help="retrieval quality against judgments (--qrels) or ANN recall against exact search (--exact)"
+    )
     p.add_argument("--config", "-c", required=True)
     p.add_argument("--queries", required=True, help='JSONL {"id", "text"} per line')
     p.add_argument("--qrels", help='JSONL {"query_id", "doc_id", "relevance"}: nDCG, Recall and MRR per mode')
-    p.add_argument("--exact", action="store_true", help="recall@k of the index against exact search, latency, size; kept in the manifest")
-    p.add_argument("--optimize", action="store_true", help="with --exact: retrain the index when recall is below its target_recall")
+    p.add_argument(
+        "--exact",
+        action="store_true",
+        help="recall@k of the index against exact search, latency, size; kept in the manifest",
+    )
+    p.add_argument(
+        "--optimize", action="store_true", help="with --exact: retrain the index when recall is below its target_recall"
+    )
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_eval)
 
-    p = sub.add_parser("serve", help="serve search over HTTP (/search, /documents, /readyz, /metrics); needs vecguard[server]")
+    p = sub.add_parser(
+        "serve", help="serve search over HTTP (/search, /documents, /readyz, /metrics); needs vecguard[server]"
+    )
     p.add_argument("--config", "-c", required=True)
     p.add_argument("--host", help="default: [server] host (127.0.0.1)")
     p.add_argument("--port", type=_port, help="default: [server] port (8000)")
@@ -489,7 +602,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return args.run(args)
     except BrokenPipeError:

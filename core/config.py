@@ -32,9 +32,17 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "chunking": {"tokens": 256, "overlap": 32, "batch_documents": "auto"},
     "guard": {"mode": "enforce", "min_mean_cosine": 0.99, "min_cosine": 0.98},
     "server": {
-        "host": "127.0.0.1", "port": 8000, "max_request_bytes": 16 * 1024 * 1024, "max_k": 100,
-        "max_query_chars": 4096, "max_documents": 1000, "write_token_env": "", "open_writes": False,
-        "header_timeout": 10, "max_header_bytes": 16 * 1024, "max_connections": 1024,
+        "host": "127.0.0.1",
+        "port": 8000,
+        "max_request_bytes": 16 * 1024 * 1024,
+        "max_k": 100,
+        "max_query_chars": 4096,
+        "max_documents": 1000,
+        "write_token_env": "",
+        "open_writes": False,
+        "header_timeout": 10,
+        "max_header_bytes": 16 * 1024,
+        "max_connections": 1024,
     },
 }
 SIGNALS = ("dense", "keyword")
@@ -77,7 +85,9 @@ def load_config(source: str | Path | Mapping[str, Any] | Config) -> Config:
         return _validated(dict(source), Path.cwd(), "<dict>")
     path = Path(source)
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist; pass the path of a TOML file (see README, 'Config')")
+        raise ConfigError(
+            f"config file {str(path)!r} does not exist; pass the path of a TOML file (see README, 'Config')"
+        )
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
@@ -90,7 +100,9 @@ def load_config(source: str | Path | Mapping[str, Any] | Config) -> Config:
 def _validated(raw: dict[str, Any], base_dir: Path, source: str) -> Config:
     unknown = sorted(set(raw) - set(DEFAULTS))
     if unknown:
-        raise ConfigError(f"{source}: unknown section [{unknown[0]}]; sections are {', '.join('[' + s + ']' for s in DEFAULTS)}")
+        raise ConfigError(
+            f"{source}: unknown section [{unknown[0]}]; sections are {', '.join('[' + s + ']' for s in DEFAULTS)}"
+        )
     tables: dict[str, dict[str, Any]] = {}
     for name, defaults in DEFAULTS.items():
         given = raw.get(name, {})
@@ -100,18 +112,24 @@ def _validated(raw: dict[str, Any], base_dir: Path, source: str) -> Config:
         table.update(copy.deepcopy(given))
         tables[name] = table
         if "plugin" in defaults and (not isinstance(table["plugin"], str) or not table["plugin"]):
-            raise ConfigError(f"{source}: [{name}] plugin must be a plugin name (see `vecguard plugins`), got {table['plugin']!r}")
+            raise ConfigError(
+                f"{source}: [{name}] plugin must be a plugin name (see `vecguard plugins`), got {table['plugin']!r}"
+            )
 
     fusion_given = raw.get("fusion", {})
     if "k" in fusion_given and "plugin" not in fusion_given:
-        tables["fusion"]["plugin"] = "rrf"  # k is RRF's constant: such a config was written for RRF, the earlier default
+        tables["fusion"]["plugin"] = (
+            "rrf"  # k is RRF's constant: such a config was written for RRF, the earlier default
+        )
 
     _check_keys(source, "chunking", tables["chunking"], DEFAULTS["chunking"])
     chunking = tables["chunking"]
     _require_positive_int(source, "chunking", "tokens", chunking["tokens"])
     documents = chunking["batch_documents"]
     if documents != "auto" and not is_positive_int(documents):
-        raise ConfigError(f'{source}: [chunking] batch_documents must be "auto" or a whole number >= 1, got {documents!r}')
+        raise ConfigError(
+            f'{source}: [chunking] batch_documents must be "auto" or a whole number >= 1, got {documents!r}'
+        )
     overlap = chunking["overlap"]
     if not isinstance(overlap, int) or isinstance(overlap, bool) or not 0 <= overlap < chunking["tokens"]:
         raise ConfigError(
@@ -122,7 +140,9 @@ def _validated(raw: dict[str, Any], base_dir: Path, source: str) -> Config:
     _require_positive_int(source, "fusion", "depth", fusion["depth"])
     weights = fusion["weights"]
     if not isinstance(weights, dict) or set(weights) - set(SIGNALS):
-        raise ConfigError(f"{source}: [fusion] weights must be a table with keys among {', '.join(SIGNALS)}, got {weights!r}")
+        raise ConfigError(
+            f"{source}: [fusion] weights must be a table with keys among {', '.join(SIGNALS)}, got {weights!r}"
+        )
     for signal, weight in weights.items():
         if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight < 0:
             raise ConfigError(f"{source}: [fusion] weights.{signal} must be a number >= 0, got {weight!r}")
@@ -139,11 +159,21 @@ def _validated(raw: dict[str, Any], base_dir: Path, source: str) -> Config:
 
     _check_keys(source, "server", tables["server"], DEFAULTS["server"])
     server = tables["server"]
-    for key in ("port", "max_request_bytes", "max_k", "max_query_chars", "max_documents", "max_header_bytes", "max_connections"):
+    for key in (
+        "port",
+        "max_request_bytes",
+        "max_k",
+        "max_query_chars",
+        "max_documents",
+        "max_header_bytes",
+        "max_connections",
+    ):
         _require_positive_int(source, "server", key, server[key])
     timeout = server["header_timeout"]
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout <= 3600:
-        raise ConfigError(f"{source}: [server] header_timeout must be seconds, more than 0 and at most 3600, got {timeout!r}")
+        raise ConfigError(
+            f"{source}: [server] header_timeout must be seconds, more than 0 and at most 3600, got {timeout!r}"
+        )
     if not isinstance(server["open_writes"], bool):
         raise ConfigError(f"{source}: [server] open_writes must be true or false, got {server['open_writes']!r}")
     if server["port"] > 65535:
@@ -157,7 +187,9 @@ def _validated(raw: dict[str, Any], base_dir: Path, source: str) -> Config:
 def _check_keys(source: str, section: str, table: Mapping[str, Any], allowed: Iterable[str]) -> None:
     unknown = sorted(set(table) - set(allowed))
     if unknown:
-        raise ConfigError(f"{source}: unknown key {unknown[0]!r} in [{section}]; known keys: {', '.join(sorted(allowed))}")
+        raise ConfigError(
+            f"{source}: unknown key {unknown[0]!r} in [{section}]; known keys: {', '.join(sorted(allowed))}"
+        )
 
 
 def is_positive_int(value: Any) -> bool:
@@ -174,7 +206,9 @@ def take_options(part: str, options: Mapping[str, Any], allowed: Mapping[str, An
     """Merge a plugin's options over its defaults; an unknown key is a ConfigError naming the part."""
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise ConfigError(f"{part}: unknown option {unknown[0]!r}; known options: {', '.join(sorted(allowed)) or 'none'}")
+        raise ConfigError(
+            f"{part}: unknown option {unknown[0]!r}; known options: {', '.join(sorted(allowed)) or 'none'}"
+        )
     merged = dict(allowed)
     merged.update(options)
     return merged

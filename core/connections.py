@@ -50,10 +50,14 @@ class GuardedH11Protocol(H11Protocol):
         return size > self.max_header_bytes
 
     def _refuse_headers(self) -> None:
-        body = b'{"detail": [{"loc": ["header"], "msg": "request headers over %d bytes ([server] max_header_bytes)"}]}' % (
-            self.max_header_bytes)
-        self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
-                             b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+        body = (
+            b'{"detail": [{"loc": ["header"], "msg": "request headers over %d bytes ([server] max_header_bytes)"}]}'
+            % (self.max_header_bytes)
+        )
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+            b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+        )
         self._headers_arrived()
         self.transport.close()
 
@@ -85,7 +89,12 @@ class GuardedH11Protocol(H11Protocol):
 
 def guarded_protocol(*, header_timeout: float, max_header_bytes: int, max_connections: int) -> type[Any]:
     """The protocol class with a server's limits."""
-    return type("VecguardH11Protocol", (GuardedH11Protocol,), {
-        "header_timeout": float(header_timeout), "max_header_bytes": int(max_header_bytes),
-        "max_connections": int(max_connections),
-    })
+    return type(
+        "VecguardH11Protocol",
+        (GuardedH11Protocol,),
+        {
+            "header_timeout": float(header_timeout),
+            "max_header_bytes": int(max_header_bytes),
+            "max_connections": int(max_connections),
+        },
+    )

@@ -22,10 +22,10 @@ import math
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +36,17 @@ from .chunking import TokenChunker, join_chunks
 from .config import Config, load_config, resolve_path
 from .errors import CollectionNotFoundError, CorruptCollectionError, DocumentError, StorageError, VecguardError
 from .protocols import (
-    Document, Encoder, Fuser, Hit, Instrument, KeywordIndex, Payload, RankedList, SignalEvidence, VectorStore, as_documents,
+    Document,
+    Encoder,
+    Fuser,
+    Hit,
+    Instrument,
+    KeywordIndex,
+    Payload,
+    RankedList,
+    SignalEvidence,
+    VectorStore,
+    as_documents,
     unicode_problem,
 )
 from .registry import Registry
@@ -52,8 +62,11 @@ KEYWORD_STATE = "state.json"  # beside the keyword index: the collection write i
 
 
 def open(  # noqa: A001
-    config: str | Path | Mapping[str, Any] | Config, *, registry: Registry | None = None, create: bool = True,
-) -> "Engine":
+    config: str | Path | Mapping[str, Any] | Config,
+    *,
+    registry: Registry | None = None,
+    create: bool = True,
+) -> Engine:
     """Open the collection a config describes; the version guard runs here.
 
     ``create=False`` (what searching and checking use) raises CollectionNotFoundError where no collection
@@ -122,7 +135,7 @@ class Engine:
         self.instrument: Instrument | None = None
         # Held while a write reads or changes the collection, never while it encodes: a host that searches from
         # other threads meanwhile (the server) sets it to its lock's writing side, so searches wait only for that.
-        self.write_lock: Callable[[], ContextManager[Any]] = nullcontext
+        self.write_lock: Callable[[][Any]] = nullcontext
         self._writers = 0  # add() and delete() calls under way: the manifest's writing mark ends with the last
         self.store_plugin, store_options = config.plugin_options("store")
         folder = store_folder(config)
@@ -148,11 +161,18 @@ class Engine:
             ) from exc
         try:
             parts = parts or build_parts(config, self.registry)
-            self.encoder, self.keyword, self.fuser, self.chunker = parts.encoder, parts.keyword, parts.fuser, parts.chunker
+            self.encoder, self.keyword, self.fuser, self.chunker = (
+                parts.encoder,
+                parts.keyword,
+                parts.fuser,
+                parts.chunker,
+            )
             self.batch_documents = self._batch_documents(config.section("chunking")["batch_documents"])
             self.last_add = {"written": 0, "unchanged": 0}  # what the last add() wrote and skipped as already stored
             self.keyword_dir = self._keyword_dir(config, store_options)
-            self.keyword_where = str(self.keyword_dir) if self.keyword_dir is not None else f"the keyword index of {self.where}"
+            self.keyword_where = (
+                str(self.keyword_dir) if self.keyword_dir is not None else f"the keyword index of {self.where}"
+            )
             self.guard_report: guard.GuardReport | None = None
             self._open_collection(check_guard, open_unfinished, create)
         except BaseException:
@@ -329,8 +349,10 @@ class Engine:
             self.keyword.save(self.keyword_dir)
             write_json_atomically(self.keyword_dir / KEYWORD_STATE, {"write_id": self.manifest.get("write_id")})
         except OSError as exc:  # the collection stays marked mid-write: the next open rebuilds the keyword index
-            raise StorageError(f"cannot save the keyword index in {self.keyword_dir} ({exc.strerror or exc}); "
-                               f"everything committed before is kept: fix the cause and run the same command again") from exc
+            raise StorageError(
+                f"cannot save the keyword index in {self.keyword_dir} ({exc.strerror or exc}); "
+                f"everything committed before is kept: fix the cause and run the same command again"
+            ) from exc
 
     def _remove_orphan_chunks(self) -> None:
         """Chunks a crashed replace left behind: beyond their document's current chunk count."""
@@ -381,7 +403,7 @@ class Engine:
             self.state["writing"] = False
         self.store.write_manifest(self.manifest)
 
-    def _stage(self, name: str) -> ContextManager[Any]:
+    def _stage(self, name: str) -> AbstractContextManager[Any]:
         return self.instrument.stage(name) if self.instrument is not None else nullcontext()
 
     def close(self) -> None:
@@ -409,7 +431,7 @@ class Engine:
             self.manifest.setdefault("measurements", {})["index"] = measured
             self.store.write_manifest(self.manifest)
 
-    def __enter__(self) -> "Engine":
+    def __enter__(self) -> Engine:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -467,7 +489,9 @@ class Engine:
                 with self.write_lock():
                     heads = self._get_payloads([chunk_id(d.id, 0) for d in taken])
                 digests = {d.id: content_hash(d) for d in taken}
-                changed = [d for d in taken if (heads.get(chunk_id(d.id, 0)) or {}).get("content_hash") != digests[d.id]]
+                changed = [
+                    d for d in taken if (heads.get(chunk_id(d.id, 0)) or {}).get("content_hash") != digests[d.id]
+                ]
                 unchanged += len(taken) - len(changed)
                 if changed:
                     if not marked:
@@ -477,7 +501,9 @@ class Engine:
                     chunked = self._chunk_batch(changed, digests)
                     chunked.read = len(taken)
                     # The stage's span and metrics belong to this call's context, not the thread's.
-                    chunked.vectors = encoder_thread.submit(contextvars.copy_context().run, self._encode_batch, chunked.texts)
+                    chunked.vectors = encoder_thread.submit(
+                        contextvars.copy_context().run, self._encode_batch, chunked.texts
+                    )
                     write_pending()
                     pending = chunked
                 elif progress is not None:
@@ -508,7 +534,8 @@ class Engine:
         wanted = set(doc_ids)
         return {
             payload["doc_id"]: [chunk_id(payload["doc_id"], i) for i in range(payload["chunks"])]
-            for payload in heads.values() if payload["doc_id"] in wanted
+            for payload in heads.values()
+            if payload["doc_id"] in wanted
         }
 
     def _chunk_batch(self, documents: list[Document], digests: Mapping[str, str]) -> _ChunkedBatch:
@@ -517,11 +544,18 @@ class Engine:
             for chunk in chunks:
                 chunked.ids.append(chunk_id(document.id, chunk.index))
                 chunked.texts.append(chunk.text)
-                chunked.payloads.append({
-                    "doc_id": document.id, "chunk": chunk.index, "chunks": len(chunks),
-                    "start": chunk.start, "end": chunk.end, "text": chunk.text,
-                    "metadata": dict(document.metadata), "content_hash": digests[document.id],
-                })
+                chunked.payloads.append(
+                    {
+                        "doc_id": document.id,
+                        "chunk": chunk.index,
+                        "chunks": len(chunks),
+                        "start": chunk.start,
+                        "end": chunk.end,
+                        "text": chunk.text,
+                        "metadata": dict(document.metadata),
+                        "content_hash": digests[document.id],
+                    }
+                )
         return chunked
 
     def _encode_batch(self, texts: list[str]) -> np.ndarray:
@@ -578,7 +612,9 @@ class Engine:
         matches = portable_filters.compile(filter)
         with self.write_lock():
             doc_ids = [
-                payload["doc_id"] for _, payloads in self._scan_payloads() for payload in payloads
+                payload["doc_id"]
+                for _, payloads in self._scan_payloads()
+                for payload in payloads
                 if payload["chunk"] == 0 and matches(payload["metadata"])
             ]
             return self._delete(doc_ids)
@@ -615,7 +651,7 @@ class Engine:
     def _get_payloads(self, ids: Sequence[str]) -> dict[str, Payload]:
         found: dict[str, Payload] = {}
         for start in range(0, len(ids), GET_BATCH):
-            for key, (_, payload) in self.store.get(ids[start:start + GET_BATCH]).items():
+            for key, (_, payload) in self.store.get(ids[start : start + GET_BATCH]).items():
                 found[key] = payload
         return found
 
@@ -678,10 +714,13 @@ class Engine:
             # A stored payload of the wrong shape, named; anything else is a bug and goes through as it is.
             raise integrity.malformed_payload(self.where, payloads) or exc from exc
 
-    def _fused_hits(self, ranked: dict[str, RankedList], payloads: dict[str, Payload], mode: str, k: int,
-                    chunks: bool) -> list[Hit]:
+    def _fused_hits(
+        self, ranked: dict[str, RankedList], payloads: dict[str, Payload], mode: str, k: int, chunks: bool
+    ) -> list[Hit]:
         with self._stage("fuse"):
-            payloads.update(self._get_payloads(sorted({i for hits in ranked.values() for i, _ in hits} - payloads.keys())))
+            payloads.update(
+                self._get_payloads(sorted({i for hits in ranked.values() for i, _ in hits} - payloads.keys()))
+            )
             # In document mode a document shows the chunk holding the identifier, else its best dense, else keyword chunk.
             representative: dict[str, str] = {}
             if not chunks:
@@ -694,27 +733,33 @@ class Engine:
                 scored = [(f.id, f.score, {**f.signals, "identifier": exact[f.id]}) for f in fused if f.id in exact]
                 scored += [(f.id, f.score, f.signals) for f in fused if f.id not in exact]
             else:
-                (signal, hits), = ranked.items()
+                ((signal, hits),) = ranked.items()
                 scored = [(i, s, {signal: SignalEvidence(r, s)}) for r, (i, s) in enumerate(hits, start=1)]
 
         results = []
         for key, score, signals in scored[:k]:
             chunk_key = representative.get(key, key)
             payload = payloads[chunk_key]
-            results.append(Hit(
-                id=payload["doc_id"] if not chunks else key,
-                score=float(score),
-                text=payload["text"],
-                metadata=dict(payload["metadata"]),
-                signals=dict(signals),
-                chunk=payload["chunk"],
-                start=payload["start"],
-                end=payload["end"],
-            ))
+            results.append(
+                Hit(
+                    id=payload["doc_id"] if not chunks else key,
+                    score=float(score),
+                    text=payload["text"],
+                    metadata=dict(payload["metadata"]),
+                    signals=dict(signals),
+                    chunk=payload["chunk"],
+                    start=payload["start"],
+                    end=payload["end"],
+                )
+            )
         return results
 
     def _dense_search(
-        self, vector: np.ndarray, depth: int, filter: Mapping[str, Any] | None, payloads: dict[str, Payload],
+        self,
+        vector: np.ndarray,
+        depth: int,
+        filter: Mapping[str, Any] | None,
+        payloads: dict[str, Payload],
     ) -> RankedList:
         """The store's best ``depth`` chunks, collecting their payloads when the store returns them in the same call."""
         with_payloads = getattr(self.store, "search_with_payloads", None)
@@ -729,7 +774,11 @@ class Engine:
         return sorted(hits, key=lambda pair: (-pair[1], pair[0]))
 
     def _keyword_ranked(
-        self, query: str, depth: int, filter: Mapping[str, Any] | None, search: Callable[[str, int], RankedList],
+        self,
+        query: str,
+        depth: int,
+        filter: Mapping[str, Any] | None,
+        search: Callable[[str, int], RankedList],
     ) -> RankedList:
         """``search``'s best ``depth`` chunks that pass ``filter`` (checked on stored payloads)."""
         if not filter:
@@ -754,7 +803,20 @@ class Engine:
             "documents": self.count(),
             "chunks": self.store.count(),
             "manifest_id": self.manifest.get("id"),
-            "encoder": {k: identity.get(k) for k in ("plugin", "name", "revision", "fingerprint", "dimension", "normalized", "max_seq_length", "pooling", "precision")},
+            "encoder": {
+                k: identity.get(k)
+                for k in (
+                    "plugin",
+                    "name",
+                    "revision",
+                    "fingerprint",
+                    "dimension",
+                    "normalized",
+                    "max_seq_length",
+                    "pooling",
+                    "precision",
+                )
+            },
             "metric": self.manifest.get("metric"),
             "chunking": self.manifest.get("chunking"),
             "keyword": self.manifest.get("keyword"),
@@ -795,7 +857,9 @@ def _collapse(hits: RankedList, payloads: Mapping[str, Payload], representative:
 
 def content_hash(document: Document) -> str:
     """What a rerun compares to skip a stored document: its text and metadata (not its id)."""
-    return hashlib.sha256(canonical_json({"text": document.text, "metadata": document.metadata}).encode()).hexdigest()[:32]
+    return hashlib.sha256(canonical_json({"text": document.text, "metadata": document.metadata}).encode()).hexdigest()[
+        :32
+    ]
 
 
 def validate_document(document: Document, where: str) -> None:
@@ -810,10 +874,14 @@ def validate_document(document: Document, where: str) -> None:
     if problem := unicode_problem(document.text):
         raise DocumentError(f"{where}: 'text' {problem}")
     if not isinstance(document.metadata, Mapping):
-        raise DocumentError(f"{where}: 'metadata' must be an object of flat values, got {type(document.metadata).__name__}")
+        raise DocumentError(
+            f"{where}: 'metadata' must be an object of flat values, got {type(document.metadata).__name__}"
+        )
     for key, value in document.metadata.items():
         if not isinstance(key, str) or not key or key.startswith("$") or unicode_problem(key):
-            raise DocumentError(f"{where}: metadata key {key!r:.60} must be a non-empty string of valid Unicode not starting with '$'")
+            raise DocumentError(
+                f"{where}: metadata key {key!r:.60} must be a non-empty string of valid Unicode not starting with '$'"
+            )
         if not isinstance(value, (str, int, float, bool)) or (isinstance(value, float) and not math.isfinite(value)):
             raise DocumentError(
                 f"{where}: metadata {key!r} is {type(value).__name__} {value!r:.60}; values must be strings, "

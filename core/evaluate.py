@@ -19,7 +19,9 @@ from .errors import DocumentError
 Qrels = dict[str, dict[str, float]]
 
 
-def _records(path: Path, fields: dict[str, type | tuple[type, ...]], optional: Sequence[str] = ()) -> list[dict[str, Any]]:
+def _records(
+    path: Path, fields: dict[str, type | tuple[type, ...]], optional: Sequence[str] = ()
+) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise DocumentError(f"{path}: no such file; give a JSONL file")
@@ -39,7 +41,11 @@ def _records(path: Path, fields: dict[str, type | tuple[type, ...]], optional: S
                 if name not in record and name in optional:
                     continue
                 value = record.get(name)
-                if not isinstance(value, kind) or isinstance(value, bool) or (isinstance(value, str) and not value.strip()):
+                if (
+                    not isinstance(value, kind)
+                    or isinstance(value, bool)
+                    or (isinstance(value, str) and not value.strip())
+                ):
                     raise DocumentError(f"{where}: {name!r} must be {_kind_name(kind)}, got {value!r:.60}")
             records.append(record)
     return records
@@ -60,7 +66,9 @@ def load_queries(path: str | Path) -> dict[str, str]:
 def load_qrels(path: str | Path) -> Qrels:
     """{query id: {doc id: relevance}} from a JSONL file of {"query_id", "doc_id", "relevance"}."""
     qrels: Qrels = {}
-    for record in _records(Path(path), {"query_id": str, "doc_id": str, "relevance": (int, float)}, optional=("relevance",)):
+    for record in _records(
+        Path(path), {"query_id": str, "doc_id": str, "relevance": (int, float)}, optional=("relevance",)
+    ):
         qrels.setdefault(record["query_id"], {})[record["doc_id"]] = float(record.get("relevance", 1))
     return qrels
 
@@ -85,7 +93,12 @@ def reciprocal_rank(ranked: Sequence[str], relevance: Mapping[str, float]) -> fl
 
 
 def evaluate(
-    engine: Any, queries: Mapping[str, str], qrels: Qrels, *, k: int = 10, modes: Sequence[str] = ("hybrid", "dense", "keyword"),
+    engine: Any,
+    queries: Mapping[str, str],
+    qrels: Qrels,
+    *,
+    k: int = 10,
+    modes: Sequence[str] = ("hybrid", "dense", "keyword"),
 ) -> dict[str, dict[str, float]]:
     """Mean nDCG@k, Recall@k and MRR (over the top k) of ``engine.search`` per mode."""
     judged = [qid for qid in queries if any(g > 0 for g in qrels.get(qid, {}).values())]
@@ -139,8 +152,12 @@ def measure_recall(engine: Any, queries: Sequence[str], *, k: int = 10) -> dict[
         recalls.append(correct / depth)
     latencies.sort()
     return {
-        "recall": float(np.mean(recalls)), "min_recall": float(min(recalls)), "k": depth, "queries": len(query_vectors),
-        "points": len(ids), "latency_p50_ms": latencies[len(latencies) // 2],
+        "recall": float(np.mean(recalls)),
+        "min_recall": float(min(recalls)),
+        "k": depth,
+        "queries": len(query_vectors),
+        "points": len(ids),
+        "latency_p50_ms": latencies[len(latencies) // 2],
         "latency_p99_ms": latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))],
         "exact_search": bool(getattr(engine.store, "exact_search", False)),
     }

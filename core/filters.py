@@ -58,7 +58,7 @@ def _validate(filter: Any, path: str, depth: int, budget: _Budget) -> None:
     if depth > MAX_DEPTH:
         raise FilterError(f"{path}: the filter nests deeper than {MAX_DEPTH} levels; flatten it")
     if not isinstance(filter, Mapping):
-        raise FilterError(f"{path} must be an object like {{\"year\": {{\"$gte\": 2020}}}}, got {type(filter).__name__}")
+        raise FilterError(f'{path} must be an object like {{"year": {{"$gte": 2020}}}}, got {type(filter).__name__}')
     for key, value in filter.items():
         where = f"{path}.{key}"
         if not isinstance(key, str) or not key:
@@ -89,7 +89,7 @@ def _validate_condition(condition: Any, where: str, budget: _Budget) -> None:
         _validate_scalar(condition, where)
         return
     if not condition:
-        raise FilterError(f"{where} is an empty object; give a value or an operator like {{\"$eq\": ...}}")
+        raise FilterError(f'{where} is an empty object; give a value or an operator like {{"$eq": ...}}')
     for op, operand in condition.items():
         if op not in FIELD_OPERATORS:
             raise FilterError(f"{where}: unknown operator {op!r}; field operators are {', '.join(FIELD_OPERATORS)}")

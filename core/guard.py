@@ -26,7 +26,7 @@ import os
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -70,9 +70,18 @@ PROBE_SENTENCES: tuple[str, ...] = (
 )
 
 
-def library_versions(names: Iterable[str] = (
-    "vecguard", "sentence-transformers", "transformers", "tokenizers", "torch", "numpy", "faiss-cpu", "rank-bm25",
-)) -> dict[str, str]:
+def library_versions(
+    names: Iterable[str] = (
+        "vecguard",
+        "sentence-transformers",
+        "transformers",
+        "tokenizers",
+        "torch",
+        "numpy",
+        "faiss-cpu",
+        "rank-bm25",
+    ),
+) -> dict[str, str]:
     versions = {}
     for name in names:
         try:
@@ -83,6 +92,7 @@ def library_versions(names: Iterable[str] = (
 
 
 # ---------------------------------------------------------------- fingerprints
+
 
 def cache_dir() -> Path:
     """Where vecguard keeps what it measured about this machine (file digests, encoder batch memory)."""
@@ -129,6 +139,7 @@ def fingerprint(parts: Mapping[str, Any]) -> str:
 
 # ---------------------------------------------------------------- manifest
 
+
 def build_manifest(
     encoder: Encoder,
     *,
@@ -152,7 +163,7 @@ def build_manifest(
             "sentences_sha256": fingerprint(list(PROBE_SENTENCES)),
             "vectors": [[float(x) for x in row] for row in probe.astype(np.float32)],
         },
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "counts": {"documents": 0, "chunks": 0},
     }
     manifest["id"] = manifest_id(manifest)
@@ -165,7 +176,10 @@ FINGERPRINT_METADATA_KEY = "vecguard_fingerprint"
 
 def manifest_as_metadata(manifest: Mapping[str, Any]) -> dict[str, str]:
     """The manifest as flat collection metadata (databases that keep only scalars there)."""
-    return {MANIFEST_METADATA_KEY: canonical_json(dict(manifest)), FINGERPRINT_METADATA_KEY: str(manifest.get("id", ""))}
+    return {
+        MANIFEST_METADATA_KEY: canonical_json(dict(manifest)),
+        FINGERPRINT_METADATA_KEY: str(manifest.get("id", "")),
+    }
 
 
 def manifest_from_metadata(metadata: Mapping[str, Any] | None, where: str) -> dict[str, Any] | None:
@@ -181,7 +195,8 @@ def manifest_from_metadata(metadata: Mapping[str, Any] | None, where: str) -> di
 
 def manifest_id(manifest: Mapping[str, Any]) -> str:
     space = {
-        k: v for k, v in manifest.items()
+        k: v
+        for k, v in manifest.items()
         if k not in ("id", "counts", "state", "created_at", "libraries", "lineage", "measurements", "write_id")
     }
     return fingerprint(space)
@@ -189,7 +204,12 @@ def manifest_id(manifest: Mapping[str, Any]) -> str:
 
 # What the engine and the guard read from a manifest, and the type each must have.
 _MANIFEST_FIELDS: dict[str, type] = {
-    "encoder": dict, "metric": str, "chunking": dict, "keyword": dict, "probe": dict, "counts": dict,
+    "encoder": dict,
+    "metric": str,
+    "chunking": dict,
+    "keyword": dict,
+    "probe": dict,
+    "counts": dict,
 }
 _OPTIONAL_FIELDS: dict[str, type] = {"state": dict, "measurements": dict, "lineage": list, "id": str, "write_id": str}
 
@@ -204,7 +224,9 @@ def check_manifest(manifest: Any, where: str) -> dict[str, Any]:
         raise CorruptCollectionError(f"{where}: the manifest is {type(manifest).__name__}, not an object; {fix}")
     version = manifest.get("schema_version")
     if not isinstance(version, int) or isinstance(version, bool):
-        raise CorruptCollectionError(f"{where}: the manifest's schema_version should be a whole number, got {version!r:.60}; {fix}")
+        raise CorruptCollectionError(
+            f"{where}: the manifest's schema_version should be a whole number, got {version!r:.60}; {fix}"
+        )
     if version != SCHEMA_VERSION:
         return dict(manifest)
     for fields, required in ((_MANIFEST_FIELDS, True), (_OPTIONAL_FIELDS, False)):
@@ -217,7 +239,9 @@ def check_manifest(manifest: Any, where: str) -> dict[str, Any]:
     for key in ("documents", "chunks"):
         value = manifest["counts"].get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise CorruptCollectionError(f"{where}: the manifest's counts.{key} should be a whole number, got {value!r:.60}; {fix}")
+            raise CorruptCollectionError(
+                f"{where}: the manifest's counts.{key} should be a whole number, got {value!r:.60}; {fix}"
+            )
     return dict(manifest)
 
 
@@ -244,6 +268,7 @@ def space_differences(manifest: Mapping[str, Any], other: Mapping[str, Any]) -> 
 
 
 # ---------------------------------------------------------------- the check
+
 
 @dataclass
 class GuardReport:
@@ -346,7 +371,11 @@ def check_compatibility(
 
 
 def _compare_probe(
-    manifest: Mapping[str, Any], encoder: Encoder, report: GuardReport, min_mean_cosine: float, min_cosine: float,
+    manifest: Mapping[str, Any],
+    encoder: Encoder,
+    report: GuardReport,
+    min_mean_cosine: float,
+    min_cosine: float,
 ) -> None:
     """Re-encode the probe sentences and compare with the stored ones; sets report.status."""
     live = encoder.identity()

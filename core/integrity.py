@@ -18,7 +18,13 @@ from .protocols import ChecksIntegrity, ListsIds, Payload
 
 # The payload of every chunk the engine stores ("content_hash" too, which only skipping unchanged documents reads).
 CHUNK_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "doc_id": str, "chunk": int, "chunks": int, "start": int, "end": int, "text": str, "metadata": dict,
+    "doc_id": str,
+    "chunk": int,
+    "chunks": int,
+    "start": int,
+    "end": int,
+    "text": str,
+    "metadata": dict,
 }
 
 
@@ -78,17 +84,27 @@ def problems(engine: Any) -> list[str]:
         return [*found, str(exc)]
     for doc_id, held in sorted(indexes.items()):
         if doc_id not in heads:
-            found.append(f"{where}: document {doc_id!r} has chunks {sorted(held)[:5]} but no first chunk (left by a write that did not finish)")
+            found.append(
+                f"{where}: document {doc_id!r} has chunks {sorted(held)[:5]} but no first chunk (left by a write that did not finish)"
+            )
         elif held != set(range(heads[doc_id])):
-            found.append(f"{where}: document {doc_id!r} should have chunks 0-{heads[doc_id] - 1}, has {sorted(held)[:10]}")
+            found.append(
+                f"{where}: document {doc_id!r} should have chunks 0-{heads[doc_id] - 1}, has {sorted(held)[:10]}"
+            )
     counts = engine.manifest.get("counts") or {}
     if (counts.get("documents"), counts.get("chunks")) != (documents, chunks):
-        found.append(f"{where}: the manifest counts {counts.get('documents')} documents and {counts.get('chunks')} chunks; "
-                     f"the store holds {documents} and {chunks}")
+        found.append(
+            f"{where}: the manifest counts {counts.get('documents')} documents and {counts.get('chunks')} chunks; "
+            f"the store holds {documents} and {chunks}"
+        )
     keyword = engine.keyword
     if keyword.count() != len(stored_ids):
-        found.append(f"{engine.keyword_where}: the keyword index holds {keyword.count()} chunks, the store {len(stored_ids)}")
+        found.append(
+            f"{engine.keyword_where}: the keyword index holds {keyword.count()} chunks, the store {len(stored_ids)}"
+        )
     elif isinstance(keyword, ListsIds) and keyword.ids() != stored_ids:
         missing = sorted(stored_ids - keyword.ids())[:3]
-        found.append(f"{engine.keyword_where}: the keyword index holds other chunks than the store (missing e.g. {missing})")
+        found.append(
+            f"{engine.keyword_where}: the keyword index holds other chunks than the store (missing e.g. {missing})"
+        )
     return found

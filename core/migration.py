@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +116,13 @@ class _Sample:
             if len(words) >= 4:
                 self._texts_seen += 1
                 start = self._rng.randrange(max(1, len(words) - QUERY_WORDS + 1))
-                _reservoir(self.texts, " ".join(words[start:start + QUERY_WORDS]), self._texts_seen, self._sizes[1], self._rng)
+                _reservoir(
+                    self.texts,
+                    " ".join(words[start : start + QUERY_WORDS]),
+                    self._texts_seen,
+                    self._sizes[1],
+                    self._rng,
+                )
 
 
 def _reservoir(items: list[Any], item: Any, seen: int, size: int, rng: random.Random) -> None:
@@ -129,7 +135,7 @@ def _reservoir(items: list[Any], item: Any, seen: int, size: int, rng: random.Ra
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def migrate(
@@ -170,14 +176,20 @@ def migrate(
 
 
 def verify(
-    source: ConfigSource, target: ConfigSource, *, verify_queries: int = 50, registry: Registry | None = None,
+    source: ConfigSource,
+    target: ConfigSource,
+    *,
+    verify_queries: int = 50,
+    registry: Registry | None = None,
 ) -> MigrationReport:
     """Prove an existing copy answers like its source (what ``vecguard migrate --verify-only`` runs)."""
     source_config, target_config = load_config(source), load_config(target)
     registry = registry or Registry.discover()
     report = MigrationReport("verify", source_config.source, target_config.source)
-    with Engine(source_config, registry=registry, create=False) as old, \
-            Engine(target_config, registry=registry, create=False) as new:
+    with (
+        Engine(source_config, registry=registry, create=False) as old,
+        Engine(target_config, registry=registry, create=False) as new,
+    ):
         sample = _Sample(VECTOR_SAMPLE, verify_queries)
         for ids, _, payloads in _scan(old.store, 1000, "source"):
             sample.offer(ids, payloads)
@@ -193,13 +205,24 @@ def _refuse_same_collection(source: Config, target: Config) -> None:
         store = config.section("store")
         path = store.get("path")
         location = str(Path(config.base_dir, path).resolve()) if path and not str(path).startswith(":") else path
-        return store.get("plugin"), location, store.get("url"), store.get("host"), store.get("port"), store.get("collection")
+        return (
+            store.get("plugin"),
+            location,
+            store.get("url"),
+            store.get("host"),
+            store.get("port"),
+            store.get("collection"),
+        )
 
     if where(source) == where(target) and where(source)[1:] != (None,) * 5:
-        raise VecguardError(f"{source.source} and {target.source} name the same collection; the target must be another one")
+        raise VecguardError(
+            f"{source.source} and {target.source} name the same collection; the target must be another one"
+        )
 
 
-def _scan(store: VectorStore, batch_size: int, role: str) -> Iterator[tuple[list[str], np.ndarray, list[dict[str, Any]]]]:
+def _scan(
+    store: VectorStore, batch_size: int, role: str
+) -> Iterator[tuple[list[str], np.ndarray, list[dict[str, Any]]]]:
     """``store.scan`` with read failures named (a truncated file, a server gone away)."""
     batches = store.scan(batch_size=batch_size)
     number = 0
@@ -218,16 +241,24 @@ def _scan(store: VectorStore, batch_size: int, role: str) -> Iterator[tuple[list
 
 # ---------------------------------------------------------------- copy
 
+
 def _copy(
-    source_config: Config, target_config: Config, batch_size: int, verify_queries: int, into_existing: bool,
-    progress: Any, registry: Registry,
+    source_config: Config,
+    target_config: Config,
+    batch_size: int,
+    verify_queries: int,
+    into_existing: bool,
+    progress: Any,
+    registry: Registry,
 ) -> MigrationReport:
     report = MigrationReport("copy", source_config.source, target_config.source)
     with Engine(source_config, registry=registry, create=False) as source:
         parts = _target_parts(source, target_config, registry)
         origin = _origin(source)
         report.total = origin["chunks"]
-        target_store: VectorStore = registry.build("store", *target_config.plugin_options("store"), target_config.base_dir)
+        target_store: VectorStore = registry.build(
+            "store", *target_config.plugin_options("store"), target_config.base_dir
+        )
         sample = _Sample(VECTOR_SAMPLE, verify_queries)
         try:
             manifest = _prepare_copy_target(target_store, source, target_config, origin, into_existing)
@@ -291,13 +322,17 @@ def _copy(
 def _target_parts(source: Engine, target_config: Config, registry: Registry) -> Parts:
     """The target config's parts, once they are known to accept the source's manifest (else raise before writing)."""
     same_encoder = (
-        source.config.tables["encoder"] == target_config.tables["encoder"] and source.config.base_dir == target_config.base_dir
+        source.config.tables["encoder"] == target_config.tables["encoder"]
+        and source.config.base_dir == target_config.base_dir
     )
     parts = build_parts(target_config, registry, encoder=source.encoder if same_encoder else None)
     thresholds = target_config.tables["guard"]
     check = guard.check_compatibility(
-        source.manifest, parts.encoder, min_mean_cosine=thresholds["min_mean_cosine"],
-        min_cosine=thresholds["min_cosine"], **parts.live_settings(),
+        source.manifest,
+        parts.encoder,
+        min_mean_cosine=thresholds["min_mean_cosine"],
+        min_cosine=thresholds["min_cosine"],
+        **parts.live_settings(),
     )
     if check.status == "refused":
         raise (check.error or CompatibilityError)(
@@ -308,7 +343,11 @@ def _target_parts(source: Engine, target_config: Config, registry: Registry) -> 
 
 
 def _prepare_copy_target(
-    store: VectorStore, source: Engine, target_config: Config, origin: dict[str, Any], into_existing: bool,
+    store: VectorStore,
+    source: Engine,
+    target_config: Config,
+    origin: dict[str, Any],
+    into_existing: bool,
 ) -> dict[str, Any]:
     """The target manifest to write, marked mid-migration; refuses a target that cannot take the source."""
     where = target_config.source
@@ -347,10 +386,15 @@ def _prepare_copy_target(
     target_plugin = target_config.tables["store"]["plugin"]
     manifest = {key: value for key, value in source.manifest.items() if key != "state"}
     manifest["store"] = {"plugin": target_plugin}
-    manifest["lineage"] = [*manifest.get("lineage", []), {
-        "from_store": source.store_plugin, "from_config": source.config.source, "manifest_id": origin["manifest_id"],
-        "copied_at": _now(),
-    }]
+    manifest["lineage"] = [
+        *manifest.get("lineage", []),
+        {
+            "from_store": source.store_plugin,
+            "from_config": source.config.source,
+            "manifest_id": origin["manifest_id"],
+            "copied_at": _now(),
+        },
+    ]
     manifest["id"] = guard.manifest_id(manifest)
     manifest["write_id"] = uuid.uuid4().hex  # the copy's own: a keyword file of the source's is not taken for its
     manifest["state"] = {"migration": _migration_mark(origin, source.config.source, into_existing=False)}
@@ -361,52 +405,88 @@ def _prepare_copy_target(
 def _origin(source: Engine) -> dict[str, Any]:
     """What identifies the source for a resume: a rerun must find it unchanged."""
     return {
-        "store": source.store_plugin, "manifest_id": source.manifest.get("id"),
-        "chunks": source.count_chunks(), "documents": source.count(),
+        "store": source.store_plugin,
+        "manifest_id": source.manifest.get("id"),
+        "chunks": source.count_chunks(),
+        "documents": source.count(),
     }
 
 
-def _migration_mark(origin: dict[str, Any], source_config: str, *, into_existing: bool, kind: str = "copy") -> dict[str, Any]:
+def _migration_mark(
+    origin: dict[str, Any], source_config: str, *, into_existing: bool, kind: str = "copy"
+) -> dict[str, Any]:
     return {
-        "kind": kind, "source": origin, "source_config": source_config, "committed": 0,
-        "into_existing": into_existing, "started_at": _now(),
+        "kind": kind,
+        "source": origin,
+        "source_config": source_config,
+        "committed": 0,
+        "into_existing": into_existing,
+        "started_at": _now(),
     }
 
 
 def _verify_copy(source: Engine, target: Engine, sample: _Sample, contains_only: bool) -> list[Check]:
     checks = []
     counts = {
-        "source_chunks": source.count_chunks(), "target_chunks": target.count_chunks(),
-        "source_documents": source.count(), "target_documents": target.count(),
+        "source_chunks": source.count_chunks(),
+        "target_chunks": target.count_chunks(),
+        "source_documents": source.count(),
+        "target_documents": target.count(),
     }
     if contains_only:
-        held = counts["target_chunks"] >= counts["source_chunks"] and counts["target_documents"] >= counts["source_documents"]
+        held = (
+            counts["target_chunks"] >= counts["source_chunks"]
+            and counts["target_documents"] >= counts["source_documents"]
+        )
     else:
-        held = counts["target_chunks"] == counts["source_chunks"] and counts["target_documents"] == counts["source_documents"]
+        held = (
+            counts["target_chunks"] == counts["source_chunks"]
+            and counts["target_documents"] == counts["source_documents"]
+        )
     checks.append(Check("counts", held, counts))
 
     expected, found = source.store.get(sample.ids), target.store.get(sample.ids)
     missing = sorted(set(expected) - set(found))
     max_difference = max(
-        (float(np.max(np.abs(vector - found[key][0]))) for key, (vector, _) in expected.items() if key in found), default=0.0,
+        (float(np.max(np.abs(vector - found[key][0]))) for key, (vector, _) in expected.items() if key in found),
+        default=0.0,
     )
-    payload_mismatches = sorted(key for key, (_, payload) in expected.items() if key in found and found[key][1] != payload)
-    checks.append(Check(
-        "vectors",
-        not missing and not payload_mismatches and max_difference <= VECTOR_TOLERANCE,
-        {"sampled": len(expected), "missing": missing[:10], "payload_mismatches": payload_mismatches[:10],
-         "max_abs_difference": max_difference, "tolerance": VECTOR_TOLERANCE},
-    ))
+    payload_mismatches = sorted(
+        key for key, (_, payload) in expected.items() if key in found and found[key][1] != payload
+    )
+    checks.append(
+        Check(
+            "vectors",
+            not missing and not payload_mismatches and max_difference <= VECTOR_TOLERANCE,
+            {
+                "sampled": len(expected),
+                "missing": missing[:10],
+                "payload_mismatches": payload_mismatches[:10],
+                "max_abs_difference": max_difference,
+                "tolerance": VECTOR_TOLERANCE,
+            },
+        )
+    )
 
     if contains_only:
-        checks.append(Check("queries", True, {"skipped": "the target holds other documents too, so its answers may differ"}))
+        checks.append(
+            Check("queries", True, {"skipped": "the target holds other documents too, so its answers may differ"})
+        )
     else:
         checks.append(_compare_answers(source, target, sample.texts))
 
     report = source.check(manifest=target.manifest)
-    checks.append(Check("guard", report.status != "refused", {
-        "status": report.status, "reasons": report.reasons, "checked_with": source.config.source,
-    }))
+    checks.append(
+        Check(
+            "guard",
+            report.status != "refused",
+            {
+                "status": report.status,
+                "reasons": report.reasons,
+                "checked_with": source.config.source,
+            },
+        )
+    )
     return checks
 
 
@@ -422,19 +502,32 @@ def _compare_answers(source: Engine, target: Engine, queries: Sequence[str]) -> 
             first_difference = {"query": query, "source": before, "target": after}
     mean_overlap = float(np.mean(overlaps)) if overlaps else 1.0
     passed = identical == len(queries) if exact else mean_overlap >= APPROXIMATE_MIN_OVERLAP
-    return Check("queries", passed, {
-        "queries": len(queries), "k": TOP_K, "identical": identical, "mean_overlap": mean_overlap,
-        "min_overlap": min(overlaps, default=1.0), "exact": exact,
-        "required": "identical top 10" if exact else f"mean overlap >= {APPROXIMATE_MIN_OVERLAP}",
-        "first_difference": first_difference,
-    })
+    return Check(
+        "queries",
+        passed,
+        {
+            "queries": len(queries),
+            "k": TOP_K,
+            "identical": identical,
+            "mean_overlap": mean_overlap,
+            "min_overlap": min(overlaps, default=1.0),
+            "exact": exact,
+            "required": "identical top 10" if exact else f"mean overlap >= {APPROXIMATE_MIN_OVERLAP}",
+            "first_difference": first_difference,
+        },
+    )
 
 
 # ---------------------------------------------------------------- re-embed
 
+
 def _reembed(
-    source_config: Config, target_config: Config, queries: Mapping[str, str] | None,
-    qrels: Qrels | None, progress: Any, registry: Registry,
+    source_config: Config,
+    target_config: Config,
+    queries: Mapping[str, str] | None,
+    qrels: Qrels | None,
+    progress: Any,
+    registry: Registry,
 ) -> MigrationReport:
     report = MigrationReport("reembed", source_config.source, target_config.source)
     # The source's own encoder may be the one being replaced (or gone): read its texts without the guard.
@@ -448,14 +541,18 @@ def _reembed(
                 log.info("migrate: resuming a re-embed; documents already encoded are skipped")
                 new.repair()  # a kill mid-batch leaves orphan chunks and a stale keyword index
             else:
-                new.state["migration"] = _migration_mark(origin, source_config.source, into_existing=False, kind="reembed")
+                new.state["migration"] = _migration_mark(
+                    origin, source_config.source, into_existing=False, kind="reembed"
+                )
                 new.store.write_manifest(new.manifest)
             if progress is not None and hasattr(progress, "total"):
                 progress.total = report.total
             started = time.perf_counter()
             counter = _Counter()
             try:
-                report.written = new.add(_not_yet_encoded(source.documents(), new, counter, progress), progress=progress)
+                report.written = new.add(
+                    _not_yet_encoded(source.documents(), new, counter, progress), progress=progress
+                )
             except VecguardError:
                 raise
             except Exception as exc:
@@ -483,7 +580,9 @@ class _Counter:
     skipped = 0
 
 
-def _not_yet_encoded(documents: Iterable[Document], new: Engine, counter: _Counter, progress: Any) -> Iterator[Document]:
+def _not_yet_encoded(
+    documents: Iterable[Document], new: Engine, counter: _Counter, progress: Any
+) -> Iterator[Document]:
     """Documents the new collection does not hold yet with the same text and metadata (a rerun resumes)."""
     batch: list[Document] = []
 
@@ -537,9 +636,17 @@ def _verify_reembed(source: Engine, new: Engine) -> list[Check]:
     different = sorted(key for key in before if after.get(key) != before[key])
     checks.append(Check("texts", not different, {"sampled": len(sample), "different_or_missing": different[:10]}))
     report = new.check()
-    checks.append(Check("guard", report.status != "refused", {
-        "status": report.status, "reasons": report.reasons, "checked_with": new.config.source,
-    }))
+    checks.append(
+        Check(
+            "guard",
+            report.status != "refused",
+            {
+                "status": report.status,
+                "reasons": report.reasons,
+                "checked_with": new.config.source,
+            },
+        )
+    )
     return checks
 
 
@@ -547,7 +654,9 @@ def _evaluate_old_and_new(source: Engine, new: Engine, queries: Mapping[str, str
     evaluation: dict[str, Any] = {"new": evaluate(new, queries, qrels, modes=("hybrid", "dense"))}
     old_guard = source.check()
     if old_guard.status == "refused":
-        evaluation["old"] = {"skipped": f"the source config's encoder is refused by the old collection: {'; '.join(old_guard.reasons)}"}
+        evaluation["old"] = {
+            "skipped": f"the source config's encoder is refused by the old collection: {'; '.join(old_guard.reasons)}"
+        }
     else:
         evaluation["old"] = evaluate(source, queries, qrels, modes=("hybrid", "dense"))
     return evaluation

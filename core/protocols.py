@@ -7,9 +7,10 @@ arrays, ids are str, metadata and payloads are JSON-compatible dicts.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ContextManager, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -231,7 +232,7 @@ class Fuser(Protocol):
 class Instrument(Protocol):
     """Watches the engine work (the server's metrics and spans); the engine runs without one."""
 
-    def stage(self, name: str) -> ContextManager[Any]:
+    def stage(self, name: str) -> AbstractContextManager[Any]:
         """Wraps one stage: encode, dense, keyword, fuse (a query), ingest_encode (an add batch)."""
         ...
 
@@ -265,7 +266,10 @@ def unicode_problem(text: str) -> str | None:
 
 # Contract checks every VectorStore applies the same way.
 
-def check_batch(ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[Payload], dimension: int | None) -> np.ndarray:
+
+def check_batch(
+    ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[Payload], dimension: int | None
+) -> np.ndarray:
     """Validate an upsert batch the same way on every backend; return float32 (n, dim)."""
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or len(ids) != vectors.shape[0] or len(payloads) != len(ids):

@@ -81,7 +81,7 @@ class Registry:
         self.broken: list[BrokenPlugin] = []
 
     @classmethod
-    def discover(cls) -> "Registry":
+    def discover(cls) -> Registry:
         registry = cls()
         registry.load_entry_points()
         return registry
@@ -100,7 +100,9 @@ class Registry:
                 self._pm.register(module, name=ep.name)
                 parts = _call_one(self._pm, module)
             except Exception as exc:  # a broken third-party plugin must not take the rest down
-                self.broken.append(BrokenPlugin(f"{ep.name} = {ep.value}", distribution, f"{type(exc).__name__}: {exc}"))
+                self.broken.append(
+                    BrokenPlugin(f"{ep.name} = {ep.value}", distribution, f"{type(exc).__name__}: {exc}")
+                )
                 log.warning("vecguard plugin %r from %s failed to load: %s", ep.name, distribution, exc)
                 if self._pm.get_plugin(ep.name) is not None:
                     self._pm.unregister(name=ep.name)
@@ -110,13 +112,18 @@ class Registry:
 
     def add(self, part: Part, plugin: str = "<direct>", distribution: str = "<direct>") -> None:
         if part.kind not in KINDS:
-            raise PluginError(f"plugin {plugin!r} offers a part of unknown kind {part.kind!r}; kinds are {', '.join(KINDS)}")
+            raise PluginError(
+                f"plugin {plugin!r} offers a part of unknown kind {part.kind!r}; kinds are {', '.join(KINDS)}"
+            )
         key = (part.kind, part.name)
         if key in self.parts:
             first = self.parts[key]
             log.warning(
                 "%s %r is offered by both %s and %s; keeping the first",
-                part.kind, part.name, first.distribution, distribution,
+                part.kind,
+                part.name,
+                first.distribution,
+                distribution,
             )
             return
         self.parts[key] = DiscoveredPart(part, plugin, distribution)

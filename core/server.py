@@ -28,9 +28,9 @@ exception text go to the server log). Metrics are Prometheus text at
 which is a no-op unless the application configures an SDK.
 """
 
-
 import hmac
 import ipaddress
+import json
 import logging
 import math
 import os
@@ -43,7 +43,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .config import Config, load_config
-from .errors import CompatibilityError, ConfigError, DocumentError, FilterError, MissingExtraError, StorageError, VecguardError
+from .errors import (
+    CompatibilityError,
+    ConfigError,
+    DocumentError,
+    FilterError,
+    MissingExtraError,
+    StorageError,
+    VecguardError,
+)
 from .evaluate import folder_bytes
 
 log = logging.getLogger(__name__)
@@ -59,7 +67,9 @@ def _imports() -> tuple[Any, Any, Any]:
         import prometheus_client
         from opentelemetry import trace
     except ImportError as exc:
-        raise MissingExtraError(f"vecguard serve needs the server extra ({exc.name} is missing): pip install 'vecguard[server]'") from exc
+        raise MissingExtraError(
+            f"vecguard serve needs the server extra ({exc.name} is missing): pip install 'vecguard[server]'"
+        ) from exc
     return fastapi, prometheus_client, trace
 
 
@@ -106,25 +116,47 @@ class Metrics:
         self.registry = prometheus.CollectorRegistry()
         r = self.registry
         self.query_seconds = prometheus.Histogram(
-            "vecguard_query_duration_seconds", "Search latency by stage (encode, dense, keyword, fuse, total) and mode",
-            ["stage", "mode"], buckets=LATENCY_BUCKETS, registry=r)
+            "vecguard_query_duration_seconds",
+            "Search latency by stage (encode, dense, keyword, fuse, total) and mode",
+            ["stage", "mode"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.ingest_encode_seconds = prometheus.Histogram(
-            "vecguard_ingest_encode_duration_seconds", "Encoder time per ingested batch", buckets=LATENCY_BUCKETS, registry=r)
+            "vecguard_ingest_encode_duration_seconds",
+            "Encoder time per ingested batch",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.top1_cosine = prometheus.Histogram(
-            "vecguard_top1_cosine", "Best dense cosine of each query (its shift is the earliest sign of drift)",
-            ["mode"], buckets=COSINE_BUCKETS, registry=r)
+            "vecguard_top1_cosine",
+            "Best dense cosine of each query (its shift is the earliest sign of drift)",
+            ["mode"],
+            buckets=COSINE_BUCKETS,
+            registry=r,
+        )
         self.queries = prometheus.Counter("vecguard_queries", "Searches answered", ["mode"], registry=r)
         self.empty_results = prometheus.Counter(
-            "vecguard_empty_results", "Searches that returned nothing (min_score left no hit, or no match)", ["mode"], registry=r)
+            "vecguard_empty_results",
+            "Searches that returned nothing (min_score left no hit, or no match)",
+            ["mode"],
+            registry=r,
+        )
         self.guard_refusals = prometheus.Counter(
-            "vecguard_guard_refusals", "Collections the version guard refused to serve", registry=r)
+            "vecguard_guard_refusals", "Collections the version guard refused to serve", registry=r
+        )
         self.errors = prometheus.Counter("vecguard_errors", "Requests that failed, by error type", ["type"], registry=r)
         self.ready = prometheus.Gauge("vecguard_ready", "1 when /readyz answers 200", registry=r)
         self.documents = prometheus.Gauge("vecguard_documents", "Documents in the collection", registry=r)
         self.chunks = prometheus.Gauge("vecguard_chunks", "Chunks (vectors) in the collection", registry=r)
-        self.index_bytes = prometheus.Gauge("vecguard_index_bytes", "Bytes the collection's folder holds on disk", registry=r)
+        self.index_bytes = prometheus.Gauge(
+            "vecguard_index_bytes", "Bytes the collection's folder holds on disk", registry=r
+        )
         self.recall = prometheus.Gauge(
-            "vecguard_recall_at_k", "Last measured recall@k of the ANN index against exact search (from the manifest)", registry=r)
+            "vecguard_recall_at_k",
+            "Last measured recall@k of the ANN index against exact search (from the manifest)",
+            registry=r,
+        )
 
 
 class _Instrument:
@@ -221,8 +253,10 @@ class Service:
         if self.write_token is None:
             if self.settings["open_writes"]:
                 return None
-            return 403, ("writes are off: this server has no write token; set [server] write_token_env to the "
-                         "environment variable holding one, or open_writes = true to let any client write")
+            return 403, (
+                "writes are off: this server has no write token; set [server] write_token_env to the "
+                "environment variable holding one, or open_writes = true to let any client write"
+            )
         given = next((value for name, value in headers if name == b"authorization"), b"")
         scheme, _, token = given.partition(b" ")
         if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.write_token):
@@ -327,7 +361,13 @@ def create_app(config: str | Path | Mapping[str, Any] | Config) -> Any:
 
     app = FastAPI(title="vecguard", version=_version(), lifespan=lifespan)
     app.state.service = service
-    app.add_middleware(_LimitAndTrace, limit=limits["max_request_bytes"], tracer=tracer, span_kind=trace.SpanKind.SERVER, metrics=metrics)
+    app.add_middleware(
+        _LimitAndTrace,
+        limit=limits["max_request_bytes"],
+        tracer=tracer,
+        span_kind=trace.SpanKind.SERVER,
+        metrics=metrics,
+    )
 
     @app.exception_handler(VecguardError)
     async def _refused(request: Request, exc: VecguardError) -> JSONResponse:
@@ -335,8 +375,12 @@ def create_app(config: str | Path | Mapping[str, Any] | Config) -> Any:
         if isinstance(exc, StorageError):  # names files and paths: for the log, not for anonymous clients
             incident = uuid.uuid4().hex[:12]
             log.error("vecguard serve: %s %s: %s (incident %s)", request.method, request.url.path, exc, incident)
-            return problem(503, [], f"the collection could not be read or written ({type(exc).__name__}); "
-                                    f"the server log has the details under incident {incident}")
+            return problem(
+                503,
+                [],
+                f"the collection could not be read or written ({type(exc).__name__}); "
+                f"the server log has the details under incident {incident}",
+            )
         return problem(422, [], str(exc))
 
     @app.exception_handler(RecursionError)
@@ -353,7 +397,9 @@ def create_app(config: str | Path | Mapping[str, Any] | Config) -> Any:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         metrics.errors.labels("validation").inc()
-        details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
+        details = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
+        ]
         return JSONResponse({"detail": details}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
@@ -375,25 +421,41 @@ def create_app(config: str | Path | Mapping[str, Any] | Config) -> Any:
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
         if service.engine is not None and service.reason is None:
-            return JSONResponse({"ready": True, "documents": service.engine.count(), "chunks": service.engine.count_chunks(),
-                                 "manifest_id": service.engine.manifest.get("id")})
+            return JSONResponse(
+                {
+                    "ready": True,
+                    "documents": service.engine.count(),
+                    "chunks": service.engine.count_chunks(),
+                    "manifest_id": service.engine.manifest.get("id"),
+                }
+            )
         return JSONResponse({"ready": False, "reason": service.reason, "refused": service.refused}, status_code=503)
 
     @app.get("/metrics")
     async def metrics_text() -> PlainTextResponse:
-        return PlainTextResponse(prometheus.generate_latest(metrics.registry), media_type=prometheus.CONTENT_TYPE_LATEST)
+        return PlainTextResponse(
+            prometheus.generate_latest(metrics.registry), media_type=prometheus.CONTENT_TYPE_LATEST
+        )
 
     @app.post("/search", response_class=JSONResponse)
     def search(body: SearchRequest) -> JSONResponse:
         if body.min_score is not None and body.mode == "keyword":
-            raise FieldError(422, ["body", "min_score"], "min_score is a floor on the dense cosine; keyword mode has no cosine")
+            raise FieldError(
+                422, ["body", "min_score"], "min_score is a floor on the dense cosine; keyword mode has no cosine"
+            )
         with service.lock.reading():
             engine = engine_or_503()
             started = time.perf_counter()
             with service.instrument.query(body.mode):
                 try:
-                    hits = engine.search(body.query, k=body.k, mode=body.mode, filter=body.filter,
-                                         min_score=body.min_score, chunks=body.chunks)
+                    hits = engine.search(
+                        body.query,
+                        k=body.k,
+                        mode=body.mode,
+                        filter=body.filter,
+                        min_score=body.min_score,
+                        chunks=body.chunks,
+                    )
                 except FilterError as exc:
                     raise FieldError(422, ["body", "filter"], str(exc)) from exc
             elapsed_ms = (time.perf_counter() - started) * 1000
@@ -402,11 +464,24 @@ def create_app(config: str | Path | Mapping[str, Any] | Config) -> Any:
             metrics.empty_results.labels(body.mode).inc()
         # A JSONResponse skips FastAPI's re-validation of a plain dict, about a millisecond per search.
         # Server-Timing carries what the engine took, so a client can tell the HTTP layer from the search.
-        return JSONResponse({"hits": [
-            {"id": h.id, "score": h.score, "text": h.text, "metadata": h.metadata, "chunk": h.chunk, "start": h.start,
-             "end": h.end, "signals": {name: {"rank": e.rank, "score": e.score} for name, e in h.signals.items()}}
-            for h in hits
-        ]}, headers={"Server-Timing": f"search;dur={elapsed_ms:.3f}"})
+        return JSONResponse(
+            {
+                "hits": [
+                    {
+                        "id": h.id,
+                        "score": h.score,
+                        "text": h.text,
+                        "metadata": h.metadata,
+                        "chunk": h.chunk,
+                        "start": h.start,
+                        "end": h.end,
+                        "signals": {name: {"rank": e.rank, "score": e.score} for name, e in h.signals.items()},
+                    }
+                    for h in hits
+                ]
+            },
+            headers={"Server-Timing": f"search;dur={elapsed_ms:.3f}"},
+        )
 
     @app.post("/documents", dependencies=[Depends(require_write_token)])
     def add_documents(body: AddRequest) -> dict[str, Any]:
@@ -420,7 +495,9 @@ def create_app(config: str | Path | Mapping[str, Any] | Config) -> Any:
             except DocumentError as exc:
                 raise FieldError(422, ["body", "documents", position], str(exc)) from exc
         if len({d.id for d in documents}) != len(documents):
-            raise FieldError(422, ["body", "documents"], "the same id appears twice in one request; send each document once")
+            raise FieldError(
+                422, ["body", "documents"], "the same id appears twice in one request; send each document once"
+            )
         engine = engine_or_503()
         written = engine.add(documents)  # encodes beside the searches; holds the write lock only to store
         with service.lock.writing():
@@ -504,9 +581,15 @@ class _LimitAndTrace:
 
     async def _too_large(self, send: Any) -> None:
         self.metrics.errors.labels("http_413").inc()
-        body = ('{"detail": [{"loc": ["body"], "msg": "request body over %d bytes ([server] max_request_bytes)"}]}' % self.limit).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        message = f"request body over {self.limit} bytes ([server] max_request_bytes)"
+        body = json.dumps({"detail": [{"loc": ["body"], "msg": message}]}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -534,18 +617,30 @@ def serve(config: str | Path, host: str | None = None, port: int | None = None) 
                 f"{loaded.source}: serving {host} with open_writes = true and no write token would let anyone who reaches "
                 f"the port add and erase documents; set [server] write_token_env, or bind 127.0.0.1"
             )
-        log.warning("vecguard serve: searches on %s are open to anyone who reaches the port%s", host,
-                    "; writes are off (no write token)" if tokenless else "")
+        log.warning(
+            "vecguard serve: searches on %s are open to anyone who reaches the port%s",
+            host,
+            "; writes are off (no write token)" if tokenless else "",
+        )
     app = create_app(loaded)
     import uvicorn
 
     from .connections import guarded_protocol
 
     # No uvicorn connection limit: the protocol caps connections by closing the slowest instead of refusing everyone.
-    uvicorn.run(app, host=host, port=port or settings["port"], log_level="info", timeout_graceful_shutdown=10,
-                http=guarded_protocol(header_timeout=settings["header_timeout"], max_header_bytes=settings["max_header_bytes"],
-                                      max_connections=settings["max_connections"]),
-                h11_max_incomplete_event_size=settings["max_header_bytes"] + 1024)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port or settings["port"],
+        log_level="info",
+        timeout_graceful_shutdown=10,
+        http=guarded_protocol(
+            header_timeout=settings["header_timeout"],
+            max_header_bytes=settings["max_header_bytes"],
+            max_connections=settings["max_connections"],
+        ),
+        h11_max_incomplete_event_size=settings["max_header_bytes"] + 1024,
+    )
 
 
 def _loopback(host: str) -> bool:

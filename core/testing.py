@@ -52,8 +52,11 @@ def metadata_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
     rows = []
     for i in range(n):
         row: dict[str, Any] = {
-            "year": rng.choice([2019, 2020, 2021]), "court": rng.choice(["UK", "EU", "US"]),
-            "public": rng.random() < 0.5, "score": rng.choice([0.1, 0.5, 0.9, 1]), "name": f"n{i % 5}",
+            "year": rng.choice([2019, 2020, 2021]),
+            "court": rng.choice(["UK", "EU", "US"]),
+            "public": rng.random() < 0.5,
+            "score": rng.choice([0.1, 0.5, 0.9, 1]),
+            "name": f"n{i % 5}",
             "odd key: a.b": rng.choice(["x", "y"]),
         }
         if i % 7 == 0:
@@ -67,8 +70,12 @@ def metadata_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
 def random_filter(rng: random.Random, depth: int = 0) -> dict[str, Any]:
     """A random filter over ``metadata_rows`` fields using every operator, nesting and type mismatches."""
     values: dict[str, list[Any]] = {
-        "year": [2019, 2020, 2021, 2020.0, 2020.5, "2020"], "court": ["UK", "EU", "US", 1], "public": [True, False, 0],
-        "score": [0.1, 0.5, 0.9, 1, 1.5, "x"], "name": ["n1", "n3", "a", "z"], "missing": [1, "a"],
+        "year": [2019, 2020, 2021, 2020.0, 2020.5, "2020"],
+        "court": ["UK", "EU", "US", 1],
+        "public": [True, False, 0],
+        "score": [0.1, 0.5, 0.9, 1, 1.5, "x"],
+        "name": ["n1", "n3", "a", "z"],
+        "missing": [1, "a"],
         "odd key: a.b": ["x", "y", 1],
     }
     if depth < 2 and rng.random() < 0.35:
@@ -221,12 +228,23 @@ class VectorStoreConformance:
             validate(flt)
             expected = {key for key, payload in zip(ids, payloads) if matches(flt, payload["metadata"])}
             found = {key for key, _ in store.search(query, len(ids), flt)}
-            assert found == expected, f"filter {json.dumps(flt)}: missing {sorted(expected - found)[:5]}, extra {sorted(found - expected)[:5]}"
+            assert found == expected, (
+                f"filter {json.dumps(flt)}: missing {sorted(expected - found)[:5]}, extra {sorted(found - expected)[:5]}"
+            )
 
-    @pytest.mark.parametrize("bad", [
-        {"year": {"$between": [1, 2]}}, {"$xor": [{"a": 1}]}, {"year": {"$in": 2020}}, {"year": {"$gt": True}},
-        ["year"], {"$or": []}, {"year": {"$eq": {"nested": 1}}}, {"year": {"$in": []}},
-    ])
+    @pytest.mark.parametrize(
+        "bad",
+        [
+            {"year": {"$between": [1, 2]}},
+            {"$xor": [{"a": 1}]},
+            {"year": {"$in": 2020}},
+            {"year": {"$gt": True}},
+            ["year"],
+            {"$or": []},
+            {"year": {"$eq": {"nested": 1}}},
+            {"year": {"$in": []}},
+        ],
+    )
     def test_a_malformed_filter_raises_filter_error(self, store: Any, bad: Any) -> None:
         _fill(store, 5)
         with pytest.raises(FilterError):
@@ -278,8 +296,11 @@ class VectorStoreConformance:
 
     def test_manifest_write_read_round_trip(self, store: Any) -> None:
         manifest = {
-            "schema_version": 1, "id": "abc123", "encoder": {"name": "m", "dimension": DIMENSION, "settings": {"a": [1, 2]}},
-            "probe": {"vectors": unit_vectors(18, dimension=384).round(7).tolist()}, "note": "ünïcødé",
+            "schema_version": 1,
+            "id": "abc123",
+            "encoder": {"name": "m", "dimension": DIMENSION, "settings": {"a": [1, 2]}},
+            "probe": {"vectors": unit_vectors(18, dimension=384).round(7).tolist()},
+            "note": "ünïcødé",
         }
         store.write_manifest(manifest)
         assert store.read_manifest() == manifest
@@ -305,7 +326,9 @@ class VectorStoreConformance:
 
     # ------------------------------------------------------------ persistence
 
-    def test_persistence_across_a_reopen_in_a_fresh_process(self, store_options: dict[str, Any], tmp_path: Path) -> None:
+    def test_persistence_across_a_reopen_in_a_fresh_process(
+        self, store_options: dict[str, Any], tmp_path: Path
+    ) -> None:
         if not self.persistent:
             pytest.skip(f"{type(self).__name__} keeps nothing across processes (persistent = False)")
         store = self.build(store_options, tmp_path)
@@ -325,8 +348,16 @@ class VectorStoreConformance:
             store.close()
         """)
         result = subprocess.run(
-            [sys.executable, "-c", code, json.dumps([self.plugin, store_options, str(tmp_path)]), json.dumps(vectors[3].tolist())],
-            capture_output=True, text=True, timeout=300,
+            [
+                sys.executable,
+                "-c",
+                code,
+                json.dumps([self.plugin, store_options, str(tmp_path)]),
+                json.dumps(vectors[3].tolist()),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert result.returncode == 0, result.stderr[-3000:]
         reopened = json.loads(result.stdout.strip().splitlines()[-1])

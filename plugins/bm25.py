@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from vecguard.atomic import write_json_atomically
 from vecguard.config import take_options
 from vecguard.errors import ConfigError, StorageError
@@ -183,19 +182,34 @@ class BM25Index:
     """BM25Okapi over token lists, scored from postings (default) or by rank-bm25 (the reference)."""
 
     def __init__(
-        self, *, k1: float = 1.5, b: float = 0.75, epsilon: float = 0.25, lowercase: bool = True, stopwords: str = "english",
-        implementation: str = "postings", plugin: str = "bm25",
+        self,
+        *,
+        k1: float = 1.5,
+        b: float = 0.75,
+        epsilon: float = 0.25,
+        lowercase: bool = True,
+        stopwords: str = "english",
+        implementation: str = "postings",
+        plugin: str = "bm25",
     ) -> None:
         if implementation not in IMPLEMENTATIONS:
-            raise ConfigError(f"[keyword] bm25 implementation must be one of {', '.join(map(repr, IMPLEMENTATIONS))} (same scores), got {implementation!r}")
+            raise ConfigError(
+                f"[keyword] bm25 implementation must be one of {', '.join(map(repr, IMPLEMENTATIONS))} (same scores), got {implementation!r}"
+            )
         if stopwords not in ("english", "none"):
-            raise ConfigError(f"[keyword] {plugin} stopwords must be \"english\" or \"none\", got {stopwords!r}")
+            raise ConfigError(f'[keyword] {plugin} stopwords must be "english" or "none", got {stopwords!r}')
         for name, value in (("k1", k1), ("b", b), ("epsilon", epsilon)):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"[keyword] {plugin} {name} must be a number >= 0, got {value!r}")
         self._settings = {
-            "plugin": "bm25", "scorer": "rank-bm25 BM25Okapi", "tokenizer": TOKENIZER_VERSION,
-            "k1": float(k1), "b": float(b), "epsilon": float(epsilon), "lowercase": bool(lowercase), "stopwords": stopwords,
+            "plugin": "bm25",
+            "scorer": "rank-bm25 BM25Okapi",
+            "tokenizer": TOKENIZER_VERSION,
+            "k1": float(k1),
+            "b": float(b),
+            "epsilon": float(epsilon),
+            "lowercase": bool(lowercase),
+            "stopwords": stopwords,
         }
         self._stopwords = ENGLISH_STOPWORDS if stopwords == "english" else frozenset()
         self._tokens: dict[str, list[str]] = {}
@@ -319,15 +333,21 @@ class BM25Index:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise StorageError(f"keyword index {path} is unreadable ({exc}); delete it and reopen to rebuild it from stored texts") from exc
+            raise StorageError(
+                f"keyword index {path} is unreadable ({exc}); delete it and reopen to rebuild it from stored texts"
+            ) from exc
         if not isinstance(data, dict) or not isinstance(data.get("tokens"), dict):
-            raise StorageError(f"keyword index {path} is not an object with 'settings' and 'tokens'; delete it and reopen to rebuild it")
+            raise StorageError(
+                f"keyword index {path} is not an object with 'settings' and 'tokens'; delete it and reopen to rebuild it"
+            )
         if data.get("settings") != self._settings:
             return False  # built with other settings: the engine rebuilds it from the stored texts
         try:
             tokens = {key: list(map(sys.intern, terms)) for key, terms in data["tokens"].items()}
         except TypeError as exc:
-            raise StorageError(f"keyword index {path} holds a token list that is not strings ({exc}); delete it and reopen") from exc
+            raise StorageError(
+                f"keyword index {path} holds a token list that is not strings ({exc}); delete it and reopen"
+            ) from exc
         self._tokens = tokens
         self._identifiers = {}
         for key in self._tokens:
@@ -338,10 +358,24 @@ class BM25Index:
 
 
 def _build(options: dict[str, Any], base_dir: Path) -> BM25Index:
-    defaults = {"k1": 1.5, "b": 0.75, "epsilon": 0.25, "lowercase": True, "stopwords": "english", "implementation": "postings"}
+    defaults = {
+        "k1": 1.5,
+        "b": 0.75,
+        "epsilon": 0.25,
+        "lowercase": True,
+        "stopwords": "english",
+        "implementation": "postings",
+    }
     return BM25Index(**take_options("[keyword] bm25", options, defaults))
 
 
 @hookimpl
 def vecguard_parts() -> list[Part]:
-    return [Part("keyword", "bm25", _build, description="BM25Okapi (rank-bm25's scores, from postings), identifier-aware tokenizer")]
+    return [
+        Part(
+            "keyword",
+            "bm25",
+            _build,
+            description="BM25Okapi (rank-bm25's scores, from postings), identifier-aware tokenizer",
+        )
+    ]

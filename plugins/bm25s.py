@@ -27,19 +27,35 @@ METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
 
 
 class Bm25sIndex(BM25Index):
-    def __init__(self, *, method: str = "lucene", k1: float = 1.5, b: float = 0.75, lowercase: bool = True,
-                 stopwords: str = "english") -> None:
+    def __init__(
+        self,
+        *,
+        method: str = "lucene",
+        k1: float = 1.5,
+        b: float = 0.75,
+        lowercase: bool = True,
+        stopwords: str = "english",
+    ) -> None:
         if method not in METHODS:
             raise ConfigError(f"[keyword] bm25s method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
         try:
             import bm25s  # noqa: F401
         except ImportError as exc:
-            raise ConfigError("[keyword] plugin \"bm25s\" needs the bm25s package: pip install 'vecguard[bm25s]'") from exc
+            raise ConfigError(
+                "[keyword] plugin \"bm25s\" needs the bm25s package: pip install 'vecguard[bm25s]'"
+            ) from exc
         # The reference path of BM25Index: scores from a scorer object rebuilt lazily after a change.
-        super().__init__(k1=k1, b=b, lowercase=lowercase, stopwords=stopwords, implementation="rank-bm25", plugin="bm25s")
+        super().__init__(
+            k1=k1, b=b, lowercase=lowercase, stopwords=stopwords, implementation="rank-bm25", plugin="bm25s"
+        )
         self._settings = {
-            "plugin": "bm25s", "scorer": f"bm25s {method}", "tokenizer": TOKENIZER_VERSION,
-            "k1": float(k1), "b": float(b), "lowercase": bool(lowercase), "stopwords": stopwords,
+            "plugin": "bm25s",
+            "scorer": f"bm25s {method}",
+            "tokenizer": TOKENIZER_VERSION,
+            "k1": float(k1),
+            "b": float(b),
+            "lowercase": bool(lowercase),
+            "stopwords": stopwords,
         }
         self._method = method
 
@@ -60,4 +76,11 @@ def _build(options: dict[str, Any], base_dir: Path) -> Bm25sIndex:
 
 @hookimpl
 def vecguard_parts() -> list[Part]:
-    return [Part("keyword", "bm25s", _build, description="BM25 scored by the bm25s package (sparse matrices), identifier-aware tokenizer")]
+    return [
+        Part(
+            "keyword",
+            "bm25s",
+            _build,
+            description="BM25 scored by the bm25s package (sparse matrices), identifier-aware tokenizer",
+        )
+    ]

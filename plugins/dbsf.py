@@ -62,8 +62,10 @@ class DistributionBasedScoreFusion:
 
 def _build(options: dict[str, Any], base_dir: Path) -> DistributionBasedScoreFusion:
     if "k" in options:
-        raise ConfigError('[fusion] k is the constant of reciprocal rank fusion, which dbsf does not use; '
-                          'set plugin = "rrf" to use k, or remove k (dbsf takes no options besides depth and weights)')
+        raise ConfigError(
+            "[fusion] k is the constant of reciprocal rank fusion, which dbsf does not use; "
+            'set plugin = "rrf" to use k, or remove k (dbsf takes no options besides depth and weights)'
+        )
     take_options("[fusion] dbsf", options, {})
     return DistributionBasedScoreFusion()
 

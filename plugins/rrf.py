@@ -12,7 +12,9 @@ from vecguard.protocols import FusedHit, RankedList, SignalEvidence
 from vecguard.registry import Part, hookimpl
 
 
-def reciprocal_rank_fusion(ranked: Mapping[str, RankedList], weights: Mapping[str, float], k: float = 60) -> list[FusedHit]:
+def reciprocal_rank_fusion(
+    ranked: Mapping[str, RankedList], weights: Mapping[str, float], k: float = 60
+) -> list[FusedHit]:
     """Fuse ranked lists; a signal missing from ``weights`` counts with weight 1.
 
     Ties are broken by the best single-signal rank, then by id, so the order

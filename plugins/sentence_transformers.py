@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from vecguard.atomic import write_json_atomically
 from vecguard.config import is_positive_int, resolve_path, take_options
 from vecguard.errors import ConfigError, PluginError
@@ -74,14 +73,24 @@ def bundled_model_path() -> Path:
 
 def model_files(folder: Path) -> list[Path]:
     return sorted(
-        p for p in folder.rglob("*")
-        if p.is_file() and p.name not in _NOT_FINGERPRINTED and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.name not in _NOT_FINGERPRINTED
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
 
 
 class SentenceTransformerEncoder:
     def __init__(
-        self, folder: Path, *, name: str, revision: str, device: str, batch_size: int | str, normalize: bool,
+        self,
+        folder: Path,
+        *,
+        name: str,
+        revision: str,
+        device: str,
+        batch_size: int | str,
+        normalize: bool,
         precision: str = "fp32",
     ) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -128,9 +137,18 @@ class SentenceTransformerEncoder:
     def _bytes_per_text(self) -> int:
         """Peak activation memory of one full-length text, measured once per architecture, precision and device."""
         cache_path = cache_dir() / "encoder-batch-memory.json"
-        shape = self._model[0].auto_model.config.to_dict() if hasattr(self._model[0], "auto_model") else str(self._folder)
-        key = fingerprint({"architecture": shape, "max_seq_length": self._model.max_seq_length, "precision": self._precision,
-                           "device": self._device_name(), "libraries": {lib: importlib.metadata.version(lib) for lib in _LIBRARIES}})
+        shape = (
+            self._model[0].auto_model.config.to_dict() if hasattr(self._model[0], "auto_model") else str(self._folder)
+        )
+        key = fingerprint(
+            {
+                "architecture": shape,
+                "max_seq_length": self._model.max_seq_length,
+                "precision": self._precision,
+                "device": self._device_name(),
+                "libraries": {lib: importlib.metadata.version(lib) for lib in _LIBRARIES},
+            }
+        )
         try:
             cache = json.loads(cache_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -172,14 +190,20 @@ class SentenceTransformerEncoder:
         # without disturbing the caller's: measured in a child.
         done = subprocess.run(
             [sys.executable, "-c", _CPU_TRIAL, str(self._folder), self._device, self._precision, str(n)],
-            capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
         )
         try:
             return max(1, int(json.loads(done.stdout.strip().splitlines()[-1])["bytes_per_text"]))
         except (ValueError, KeyError, IndexError):
             fallback = 4 * int(self._model.get_embedding_dimension()) * int(self._model.max_seq_length) * 16
-            log.warning("measuring the encoder's memory per text failed (%s); assuming %d bytes",
-                        done.stderr.strip()[-300:] or done.stdout.strip()[-300:], fallback)
+            log.warning(
+                "measuring the encoder's memory per text failed (%s); assuming %d bytes",
+                done.stderr.strip()[-300:] or done.stdout.strip()[-300:],
+                fallback,
+            )
             return fallback
 
     def _free_memory(self) -> int:
@@ -198,7 +222,13 @@ class SentenceTransformerEncoder:
     def _resolve_precision(self, requested: str) -> str:
         if requested != "auto":
             return requested
-        candidate = "fp16" if self._device_type == "cuda" else "bf16" if self._device_type == "cpu" and native_bf16_cpu() else None
+        candidate = (
+            "fp16"
+            if self._device_type == "cuda"
+            else "bf16"
+            if self._device_type == "cpu" and native_bf16_cpu()
+            else None
+        )
         if candidate is None:
             return "fp32"
         from vecguard.guard import PROBE_SENTENCES
@@ -210,8 +240,13 @@ class SentenceTransformerEncoder:
         )
         self.probe_cosine = float(cosines.min())
         if self.probe_cosine < AUTO_MIN_COSINE:
-            log.warning("precision \"auto\": %s encodes the probe sentences to cosine %.5f against fp32, short of %.3f; "
-                        "using fp32", candidate, self.probe_cosine, AUTO_MIN_COSINE)
+            log.warning(
+                'precision "auto": %s encodes the probe sentences to cosine %.5f against fp32, short of %.3f; '
+                "using fp32",
+                candidate,
+                self.probe_cosine,
+                AUTO_MIN_COSINE,
+            )
             return "fp32"
         return candidate
 
@@ -252,7 +287,11 @@ class SentenceTransformerEncoder:
             max_seq_length=int(model.max_seq_length),
             pooling=str(pooling),
             precision=self._precision,
-            settings={"device_type": device.split(":")[0], "do_lower_case": settings["do_lower_case"], "files_sha256": fingerprint(file_digests)},
+            settings={
+                "device_type": device.split(":")[0],
+                "do_lower_case": settings["do_lower_case"],
+                "files_sha256": fingerprint(file_digests),
+            },
         )
 
     def identity(self) -> EncoderIdentity:
@@ -280,20 +319,30 @@ class SentenceTransformerEncoder:
                 with self._autocast(precision):
                     if batch_size is not None or len(texts) <= self._batch_size:
                         vectors = self._model.encode(
-                            texts, batch_size=batch_size or self._batch_size, convert_to_numpy=True, show_progress_bar=False,
+                            texts,
+                            batch_size=batch_size or self._batch_size,
+                            convert_to_numpy=True,
+                            show_progress_bar=False,
                         )
                     else:
                         vectors = np.empty((len(texts), int(self._model.get_embedding_dimension())), dtype=np.float32)
                         for batch in self._packed(texts):
                             vectors[batch] = self._model.encode(
-                                [texts[i] for i in batch], batch_size=len(batch), convert_to_numpy=True, show_progress_bar=False,
+                                [texts[i] for i in batch],
+                                batch_size=len(batch),
+                                convert_to_numpy=True,
+                                show_progress_bar=False,
                             )
                 break
             except (MemoryError, RuntimeError) as exc:
                 if batch_size is not None or self._batch_size == 1 or not _out_of_memory(exc):
                     raise
                 self._batch_size //= 2
-                log.warning("the encoder ran out of memory (%s); batch_size halved to %d", str(exc).splitlines()[0], self._batch_size)
+                log.warning(
+                    "the encoder ran out of memory (%s); batch_size halved to %d",
+                    str(exc).splitlines()[0],
+                    self._batch_size,
+                )
                 if self._device_type == "cuda":
                     import torch
 
@@ -314,7 +363,7 @@ class SentenceTransformerEncoder:
         budget, batches, start = self._batch_size * limit, [], 0
         while start < len(order):
             size = max(1, budget // max(1, lengths[order[start]]))  # the first text is the batch's longest
-            batches.append(order[start:start + size])
+            batches.append(order[start : start + size])
             start += size
         return batches
 
@@ -352,16 +401,28 @@ print(json.dumps({"bytes_per_text": (status_kib("VmHWM") - before) * 1024 // n})
 
 def _build(options: dict[str, Any], base_dir: Path) -> SentenceTransformerEncoder:
     opts = take_options(
-        "[encoder] sentence-transformers", options,
-        {"model": "bundled", "revision": None, "device": "cpu", "batch_size": "auto", "normalize": True, "name": None,
-         "precision": "fp32"},
+        "[encoder] sentence-transformers",
+        options,
+        {
+            "model": "bundled",
+            "revision": None,
+            "device": "cpu",
+            "batch_size": "auto",
+            "normalize": True,
+            "name": None,
+            "precision": "fp32",
+        },
     )
     if opts["precision"] not in PRECISIONS:
-        raise ConfigError(f"[encoder] precision must be one of {', '.join(map(repr, PRECISIONS))}, got {opts['precision']!r}")
+        raise ConfigError(
+            f"[encoder] precision must be one of {', '.join(map(repr, PRECISIONS))}, got {opts['precision']!r}"
+        )
     if opts["precision"] == "fp16" and not str(opts["device"]).startswith("cuda"):
-        raise ConfigError(f"[encoder] precision \"fp16\" runs on a CUDA device, not {opts['device']!r}; on a CPU use \"bf16\" or \"auto\"")
+        raise ConfigError(
+            f'[encoder] precision "fp16" runs on a CUDA device, not {opts["device"]!r}; on a CPU use "bf16" or "auto"'
+        )
     if opts["batch_size"] != "auto" and not is_positive_int(opts["batch_size"]):
-        raise ConfigError(f"[encoder] batch_size must be \"auto\" or a whole number >= 1, got {opts['batch_size']!r}")
+        raise ConfigError(f'[encoder] batch_size must be "auto" or a whole number >= 1, got {opts["batch_size"]!r}')
     if not isinstance(opts["normalize"], bool):
         raise ConfigError(f"[encoder] normalize must be true or false, got {opts['normalize']!r}")
     if opts["model"] == "bundled":
@@ -373,15 +434,20 @@ def _build(options: dict[str, Any], base_dir: Path) -> SentenceTransformerEncode
         if folder is None or not (folder / "config.json").is_file():
             raise ConfigError(
                 f"[encoder] model {opts['model']!r} is not a local sentence-transformers folder (no config.json at {folder}); "
-                f"models are never downloaded: use \"bundled\" or the path of a saved model"
+                f'models are never downloaded: use "bundled" or the path of a saved model'
             )
         name = opts["name"] or folder.name
         revision = opts["revision"] or "local"
     _check_device(opts["device"])
     try:
         return SentenceTransformerEncoder(
-            folder, name=name, revision=str(revision), device=opts["device"], batch_size=opts["batch_size"],
-            normalize=opts["normalize"], precision=opts["precision"],
+            folder,
+            name=name,
+            revision=str(revision),
+            device=opts["device"],
+            batch_size=opts["batch_size"],
+            normalize=opts["normalize"],
+            precision=opts["precision"],
         )
     except (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError) as exc:
         # A folder with a config.json but missing or damaged weights, tokenizer or modules.
@@ -398,13 +464,17 @@ def _check_device(device: Any) -> None:
     try:
         parsed = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"[encoder] device {device!r} is not a torch device; use \"cpu\", \"cuda\" or \"cuda:N\"") from exc
+        raise ConfigError(f'[encoder] device {device!r} is not a torch device; use "cpu", "cuda" or "cuda:N"') from exc
     if parsed.type == "cuda" and (not torch.cuda.is_available() or (parsed.index or 0) >= torch.cuda.device_count()):
-        raise ConfigError(f"[encoder] device {device!r}: this machine has {torch.cuda.device_count()} CUDA devices; use \"cpu\"")
+        raise ConfigError(
+            f'[encoder] device {device!r}: this machine has {torch.cuda.device_count()} CUDA devices; use "cpu"'
+        )
     if parsed.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"[encoder] device {device!r} is not supported; use \"cpu\" or \"cuda\"")
+        raise ConfigError(f'[encoder] device {device!r} is not supported; use "cpu" or "cuda"')
 
 
 @hookimpl
 def vecguard_parts() -> list[Part]:
-    return [Part("encoder", "sentence-transformers", _build, extra=None, description="bundled all-MiniLM-L6-v2, offline")]
+    return [
+        Part("encoder", "sentence-transformers", _build, extra=None, description="bundled all-MiniLM-L6-v2, offline")
+    ]

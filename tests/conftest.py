@@ -22,7 +22,10 @@ TOPICS = [
     ("Password reset", "How to reset a forgotten password using the account recovery email link."),
     ("Refund policy", "Customers may return unused items within thirty days for a full refund to the original card."),
     ("Shipping delays", "Storms closed the northern warehouse, so parcels to the coast arrive a week late."),
-    ("Buffer overflow", "Writing past the end of a fixed-size buffer corrupts adjacent memory and can run attacker code."),
+    (
+        "Buffer overflow",
+        "Writing past the end of a fixed-size buffer corrupts adjacent memory and can run attacker code.",
+    ),
     ("SQL injection", "Building database queries by concatenating user input lets attackers read or change tables."),
     ("Cross-site scripting", "Reflecting untrusted input into a web page lets scripts run in other users' browsers."),
     ("Photosynthesis", "Plants turn sunlight, water and carbon dioxide into sugar and release oxygen."),
@@ -82,11 +85,14 @@ def run_python(code: str, *args: str, env: dict[str, str] | None = None, cwd: Pa
 
     full_env = dict(os.environ)
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=300
+    )
 
 
 def toml(cfg: dict[str, Any]) -> str:
     """A config dict (tables of strings, numbers, bools) as TOML text, for tests that drive the CLI."""
+
     def value(v: Any) -> str:
         if isinstance(v, bool):
             return "true" if v else "false"
@@ -96,7 +102,9 @@ def toml(cfg: dict[str, Any]) -> str:
             return "{" + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + "}"
         return repr(v)
 
-    return "".join(f"[{name}]\n" + "".join(f"{k} = {value(v)}\n" for k, v in table.items()) for name, table in cfg.items())
+    return "".join(
+        f"[{name}]\n" + "".join(f"{k} = {value(v)}\n" for k, v in table.items()) for name, table in cfg.items()
+    )
 
 
 def free_port() -> int:
@@ -116,12 +124,15 @@ class ChromaServer:
         self.host, self.port = "127.0.0.1", free_port()
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "ChromaServer":
+    def start(self) -> ChromaServer:
         log = open(self.data / "server.log", "a")
         env = {**os.environ, "ANONYMIZED_TELEMETRY": "False"}
         self.process = subprocess.Popen(
             [self.executable, "run", "--path", str(self.data / "db"), "--host", self.host, "--port", str(self.port)],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
         )
         log.close()
         deadline = time.monotonic() + 60

@@ -7,7 +7,6 @@ import re
 import sys
 
 import pytest
-
 import vecguard
 from conftest import ROOT
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from vecguard.chunking import TokenChunker, join_chunks
 
 
@@ -41,7 +40,7 @@ def test_windows_start_every_tokens_minus_overlap_tokens() -> None:
 def test_chunks_cover_the_whole_text_and_rebuild_it() -> None:
     chunks = TokenChunker(WhitespaceTokens(), tokens=5, overlap=1).split(TEXT)
     assert chunks[0].start == 0 and chunks[-1].end == len(TEXT)
-    assert all(TEXT[c.start:c.end] == c.text for c in chunks)
+    assert all(TEXT[c.start : c.end] == c.text for c in chunks)
     assert join_chunks([(c.start, c.end, c.text) for c in chunks]) == TEXT
 
 
@@ -66,7 +65,6 @@ def test_no_token_is_lost_between_windows(overlap: int) -> None:
 
 def test_splitting_a_batch_in_one_tokenizer_call_equals_splitting_each_text() -> None:
     from conftest import corpus
-
     from vecguard.registry import Registry
 
     encoder = Registry.discover().build("encoder", "sentence-transformers", {"batch_size": 8}, Path("."))

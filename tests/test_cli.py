@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import corpus
 
 VECGUARD = [sys.executable, "-m", "vecguard.cli"]
@@ -41,7 +40,9 @@ def test_index_then_search_as_a_table_and_as_json(workdir: Path) -> None:
     first_row = table.stdout.splitlines()[1].split()
     assert first_row[:2] == ["1", "doc-00"]
 
-    as_json = run("search", "-c", "vecguard.toml", "volcanic ash", "--json", "--filter", '{"year": {"$gte": 2015}}', cwd=workdir)
+    as_json = run(
+        "search", "-c", "vecguard.toml", "volcanic ash", "--json", "--filter", '{"year": {"$gte": 2015}}', cwd=workdir
+    )
     hits = json.loads(as_json.stdout)
     assert hits[0]["id"] == "doc-07" and hits[0]["signals"]["dense"]["rank"] == 1
 
@@ -76,19 +77,41 @@ def test_a_malformed_line_is_named_and_the_good_lines_before_it_are_kept(workdir
     ("args", "files", "message"),
     [
         (["index", "-c", "vecguard.toml", "nowhere.jsonl"], {}, "nowhere.jsonl: no such file"),
-        (["index", "-c", "vecguard.toml", "d.jsonl"], {"d.jsonl": '{"id": "a", "text": ""}\n'}, "d.jsonl:1 (id 'a'): 'text'"),
-        (["index", "-c", "vecguard.toml", "d.jsonl"], {"d.jsonl": '{"id": "a", "body": "x"}\n'}, "unknown field 'body'"),
+        (
+            ["index", "-c", "vecguard.toml", "d.jsonl"],
+            {"d.jsonl": '{"id": "a", "text": ""}\n'},
+            "d.jsonl:1 (id 'a'): 'text'",
+        ),
+        (
+            ["index", "-c", "vecguard.toml", "d.jsonl"],
+            {"d.jsonl": '{"id": "a", "body": "x"}\n'},
+            "unknown field 'body'",
+        ),
         (["index", "-c", "vecguard.toml", "d.jsonl"], {"d.jsonl": '["a"]\n'}, "d.jsonl:1: each line must be an object"),
         (["search", "-c", "missing.toml", "q"], {}, "missing.toml' does not exist"),
-        (["search", "-c", "other.toml", "q"], {"other.toml": '[store]\nplugin = "qdrnt"\n'}, "no store plugin named 'qdrnt'; found: chroma, faiss, memory, qdrant"),
+        (
+            ["search", "-c", "other.toml", "q"],
+            {"other.toml": '[store]\nplugin = "qdrnt"\n'},
+            "no store plugin named 'qdrnt'; found: chroma, faiss, memory, qdrant",
+        ),
         (["search", "-c", "other.toml", "q"], {"other.toml": '[stroe]\nplugin = "faiss"\n'}, "unknown section [stroe]"),
-        (["search", "-c", "other.toml", "q"], {"other.toml": '[store]\nplugin = "faiss"\nnprob = 3\n'}, "unknown option 'nprob'"),
-        (["search", "-c", "other.toml", "q"], {"other.toml": '[chunking]\ntokens = 32\noverlap = 32\n'}, "overlap must be"),
+        (
+            ["search", "-c", "other.toml", "q"],
+            {"other.toml": '[store]\nplugin = "faiss"\nnprob = 3\n'},
+            "unknown option 'nprob'",
+        ),
+        (
+            ["search", "-c", "other.toml", "q"],
+            {"other.toml": "[chunking]\ntokens = 32\noverlap = 32\n"},
+            "overlap must be",
+        ),
         (["search", "-c", "vecguard.toml", "q", "--filter", '{"year": {"$gt": [1]}}'], {}, r"filter.year.$gt"),
         (["search", "-c", "vecguard.toml", "q", "--filter", "{year"], {}, "--filter is not valid JSON"),
     ],
 )
-def test_bad_input_is_one_line_naming_the_culprit_and_exit_status_2(workdir: Path, args: list[str], files: dict, message: str) -> None:
+def test_bad_input_is_one_line_naming_the_culprit_and_exit_status_2(
+    workdir: Path, args: list[str], files: dict, message: str
+) -> None:
     for name, content in files.items():
         (workdir / name).write_text(content)
     result = run(*args, cwd=workdir)
@@ -101,5 +124,13 @@ def test_bad_input_is_one_line_naming_the_culprit_and_exit_status_2(workdir: Pat
 def test_plugins_lists_the_built_ins_with_their_distribution(workdir: Path) -> None:
     listing = json.loads(run("plugins", "--json", cwd=workdir).stdout)
     found = {(p["kind"], p["name"], p["distribution"]) for p in listing["parts"]}
-    assert {("store", "faiss", "vecguard"), ("store", "chroma", "vecguard"), ("store", "qdrant", "vecguard"), ("store", "memory", "vecguard"), ("encoder", "sentence-transformers", "vecguard"),
-            ("keyword", "bm25", "vecguard"), ("fuser", "rrf", "vecguard"), ("fuser", "dbsf", "vecguard")} <= found
+    assert {
+        ("store", "faiss", "vecguard"),
+        ("store", "chroma", "vecguard"),
+        ("store", "qdrant", "vecguard"),
+        ("store", "memory", "vecguard"),
+        ("encoder", "sentence-transformers", "vecguard"),
+        ("keyword", "bm25", "vecguard"),
+        ("fuser", "rrf", "vecguard"),
+        ("fuser", "dbsf", "vecguard"),
+    } <= found

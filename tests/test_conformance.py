@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from vecguard.testing import VectorStoreConformance
 
 
@@ -98,8 +97,12 @@ class TestQdrantServer(VectorStoreConformance):
 
     @pytest.fixture
     def store_options(self) -> Iterator[dict[str, Any]]:
-        options = {"url": os.environ["QDRANT_URL"], "api_key": os.environ.get("QDRANT_API_KEY"),
-                   "collection": f"conformance-{uuid.uuid4().hex[:12]}", "exact": True}
+        options = {
+            "url": os.environ["QDRANT_URL"],
+            "api_key": os.environ.get("QDRANT_API_KEY"),
+            "collection": f"conformance-{uuid.uuid4().hex[:12]}",
+            "exact": True,
+        }
         yield options
         from qdrant_client import QdrantClient
 

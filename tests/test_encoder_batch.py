@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 import vecguard
 from conftest import config, corpus
 from vecguard.plugins import sentence_transformers as st
@@ -18,7 +17,8 @@ def _encoder(options: dict) -> st.SentenceTransformerEncoder:
 
 
 def test_auto_measures_the_memory_of_a_full_length_text_once_and_fits_the_batch_to_the_budget(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("VECGUARD_CACHE_DIR", str(tmp_path / "cache"))
     encoder = _encoder({})
@@ -41,7 +41,9 @@ def test_auto_measures_the_memory_of_a_full_length_text_once_and_fits_the_batch_
     assert vectors.shape == (len(corpus()), 384)
 
 
-def test_a_fixed_batch_size_measures_nothing_and_a_bad_one_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_fixed_batch_size_measures_nothing_and_a_bad_one_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("VECGUARD_CACHE_DIR", str(tmp_path / "cache"))
     assert _encoder({"batch_size": 16}).batch_size == 16
     assert not (tmp_path / "cache" / "encoder-batch-memory.json").exists()
@@ -86,7 +88,9 @@ def test_short_texts_are_packed_longest_first_into_batches_of_the_tokens_of_full
 
     passes: list[int] = []
     model_encode = encoder._model.encode
-    encoder._model.encode = lambda sentences, **kwargs: passes.append(len(sentences)) or model_encode(sentences, **kwargs)
+    encoder._model.encode = lambda sentences, **kwargs: (
+        passes.append(len(sentences)) or model_encode(sentences, **kwargs)
+    )
     packed = encoder.encode_documents(texts)
     assert passes == [len(batch) for batch in batches] and len(passes) < len(texts) / 4
     one_by_one = encoder._encode(texts, encoder.identity().precision, batch_size=1)
@@ -102,5 +106,7 @@ def test_batch_documents_auto_is_64_or_the_encoders_batch_if_larger_and_a_number
     with vecguard.open(config("memory", chunking={"batch_documents": 5}, encoder={"batch_size": 300})) as engine:
         assert engine.batch_documents == 5
     for bad in (0, "many", 2.5):
-        with pytest.raises(vecguard.ConfigError, match=r'\[chunking\] batch_documents must be "auto" or a whole number'):
+        with pytest.raises(
+            vecguard.ConfigError, match=r'\[chunking\] batch_documents must be "auto" or a whole number'
+        ):
             vecguard.open(config("memory", chunking={"batch_documents": bad}))

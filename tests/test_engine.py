@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 import vecguard
 from conftest import IDENTIFIERS, config, corpus, run_python
 
@@ -66,13 +65,22 @@ def test_every_hit_explains_itself(engine) -> None:
 
 
 def test_every_backend_answers_like_the_memory_reference(built: dict[str, Path]) -> None:
-    queries = ["volcanic eruption", "how do I get my money back", "ORD-2024-00017", "memory safety in systems languages"]
+    queries = [
+        "volcanic eruption",
+        "how do I get my money back",
+        "ORD-2024-00017",
+        "memory safety in systems languages",
+    ]
     answers = {}
     for store in STORES:
         with vecguard.open(config(store, built[store])) as engine:
             answers[store] = [
-                [(h.id, round(h.score, 4), h.rank_of("dense"), h.rank_of("keyword")) for h in engine.search(q, k=10, mode=mode)]
-                for q in queries for mode in ("hybrid", "dense", "keyword")
+                [
+                    (h.id, round(h.score, 4), h.rank_of("dense"), h.rank_of("keyword"))
+                    for h in engine.search(q, k=10, mode=mode)
+                ]
+                for q in queries
+                for mode in ("hybrid", "dense", "keyword")
             ]
     for store in STORES[1:]:
         for reference, candidate in zip(answers["memory"], answers[store]):
@@ -148,12 +156,14 @@ def test_long_documents_are_chunked_and_rebuilt_exactly(fresh) -> None:
     assert fresh.get(["long"])[0].text == LONG
     chunk_hits = fresh.search("lighthouse keepers", k=50, chunks=True, mode="dense")
     assert len(chunk_hits) == fresh.count_chunks()
-    assert all(LONG[h.start:h.end] == h.text for h in chunk_hits)
+    assert all(LONG[h.start : h.end] == h.text for h in chunk_hits)
     assert [h.id for h in fresh.search("lighthouse keepers", k=5)] == ["long"]
 
 
 def test_re_adding_an_id_replaces_every_chunk(fresh) -> None:
-    fresh.add([{"id": "long", "text": LONG, "metadata": {"v": 1}}, {"id": "other", "text": "An unrelated note about tea."}])
+    fresh.add(
+        [{"id": "long", "text": LONG, "metadata": {"v": 1}}, {"id": "other", "text": "An unrelated note about tea."}]
+    )
     fresh.add([{"id": "long", "text": "Now a short text about submarines.", "metadata": {"v": 2}}])
     assert fresh.count() == 2
     assert fresh.count_chunks() == 2

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import vecguard
 from conftest import TOPICS, config, corpus, toml
 from vecguard.evaluate import measure_recall, ndcg_at_k, recall_at_k, reciprocal_rank
@@ -29,8 +28,13 @@ def test_the_metrics_are_the_textbook_formulas() -> None:
 
 
 def vecguard_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(Path(sys.executable).parent / "vecguard"), *args], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "vecguard"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
 
 
 def test_eval_with_judgments_reports_each_mode(tmp_path: Path) -> None:
@@ -39,10 +43,16 @@ def test_eval_with_judgments_reports_each_mode(tmp_path: Path) -> None:
         engine.add(corpus())
     (tmp_path / "c.toml").write_text(toml(cfg))
     queries = tmp_path / "queries.jsonl"
-    queries.write_text("".join(json.dumps({"id": f"q{i}", "text": title}) + "\n" for i, (title, _) in enumerate(TOPICS)))
+    queries.write_text(
+        "".join(json.dumps({"id": f"q{i}", "text": title}) + "\n" for i, (title, _) in enumerate(TOPICS))
+    )
     qrels = tmp_path / "qrels.jsonl"
-    qrels.write_text("".join(json.dumps({"query_id": f"q{i}", "doc_id": f"doc-{i:02d}"}) + "\n" for i in range(len(TOPICS))))
-    result = vecguard_cli("eval", "--config", str(tmp_path / "c.toml"), "--queries", str(queries), "--qrels", str(qrels), "--json")
+    qrels.write_text(
+        "".join(json.dumps({"query_id": f"q{i}", "doc_id": f"doc-{i:02d}"}) + "\n" for i in range(len(TOPICS)))
+    )
+    result = vecguard_cli(
+        "eval", "--config", str(tmp_path / "c.toml"), "--queries", str(queries), "--qrels", str(qrels), "--json"
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     quality = json.loads(result.stdout)["quality"]
     assert set(quality) == {"hybrid", "dense", "keyword"}
@@ -57,11 +67,17 @@ def test_exact_recall_is_one_for_flat_and_measured_lower_for_a_starved_ivf(tmp_p
     vectors = centres[rng.integers(0, 40, 3000)] + 0.8 * rng.normal(size=(3000, 384)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     ids = [f"p{i}#0" for i in range(3000)]
-    payloads = [{"doc_id": f"p{i}", "chunk": 0, "chunks": 1, "start": 0, "end": 1, "text": "x", "metadata": {}} for i in range(3000)]
+    payloads = [
+        {"doc_id": f"p{i}", "chunk": 0, "chunks": 1, "start": 0, "end": 1, "text": "x", "metadata": {}}
+        for i in range(3000)
+    ]
     questions = [title for title, _ in TOPICS]
     recalls = {}
     for index, options in (("Flat", {}), ("IVF32,Flat", {"nprobe": 1})):
-        cfg = {**config("faiss"), "store": {"plugin": "faiss", "path": str(tmp_path / index.replace(",", "-")), "index": index, **options}}
+        cfg = {
+            **config("faiss"),
+            "store": {"plugin": "faiss", "path": str(tmp_path / index.replace(",", "-")), "index": index, **options},
+        }
         with vecguard.open(cfg) as engine:
             engine.store.upsert(ids, vectors, payloads)
             recalls[index] = measure_recall(engine, questions, k=10)
@@ -88,7 +104,6 @@ def test_eval_exact_keeps_the_measurement_in_the_manifest_without_changing_its_i
         assert vecguard.guard.manifest_id(engine.manifest) == manifest_id == engine.manifest["id"]
 
     from fastapi.testclient import TestClient
-
     from vecguard.server import create_app
 
     with TestClient(create_app(cfg)) as client:  # the service exports the last measurement for the recall alert
@@ -98,15 +113,22 @@ def test_eval_exact_keeps_the_measurement_in_the_manifest_without_changing_its_i
         assert "vecguard_recall_at_k 1.0" in client.get("/metrics").text.splitlines()
 
 
-@pytest.mark.parametrize("lines, flags, message", [
-    (['{"id": "q1", "text": "x"}'], [], "give --qrels R.jsonl"),
-    (['{"id": "q1", "text": "x"}', "not json"], ["--exact"], r"queries.jsonl:2: not valid JSON"),
-    (['{"id": "q1"}'], ["--exact"], r"queries.jsonl:1: 'text' must be a non-empty string"),
-])
-def test_bad_eval_input_is_one_line_naming_the_problem(tmp_path: Path, lines: list[str], flags: list[str], message: str) -> None:
+@pytest.mark.parametrize(
+    "lines, flags, message",
+    [
+        (['{"id": "q1", "text": "x"}'], [], "give --qrels R.jsonl"),
+        (['{"id": "q1", "text": "x"}', "not json"], ["--exact"], r"queries.jsonl:2: not valid JSON"),
+        (['{"id": "q1"}'], ["--exact"], r"queries.jsonl:1: 'text' must be a non-empty string"),
+    ],
+)
+def test_bad_eval_input_is_one_line_naming_the_problem(
+    tmp_path: Path, lines: list[str], flags: list[str], message: str
+) -> None:
     (tmp_path / "c.toml").write_text(toml(config("faiss", tmp_path / "index")))
     (tmp_path / "queries.jsonl").write_text("\n".join(lines) + "\n")
-    result = vecguard_cli("eval", "--config", str(tmp_path / "c.toml"), "--queries", str(tmp_path / "queries.jsonl"), *flags)
+    result = vecguard_cli(
+        "eval", "--config", str(tmp_path / "c.toml"), "--queries", str(tmp_path / "queries.jsonl"), *flags
+    )
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and re.search(message, result.stderr), result.stderr
 
@@ -117,10 +139,21 @@ def test_eval_exact_with_optimize_retrains_an_index_below_its_target(tmp_path: P
     centres = rng.normal(size=(40, 384)).astype(np.float32)
     vectors = centres[rng.integers(0, 40, 3000)] + 0.8 * rng.normal(size=(3000, 384)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    payloads = [{"doc_id": f"p{i}", "chunk": 0, "chunks": 1, "start": 0, "end": 1, "text": "x", "metadata": {}} for i in range(3000)]
-    cfg = {**config("faiss"), "store": {"plugin": "faiss", "path": str(tmp_path / "index"), "index": "auto",
-                                        "ivf_threshold": 1000, "target_recall": 0.9,
-                                        "auto_candidates": ["IVF"]}}
+    payloads = [
+        {"doc_id": f"p{i}", "chunk": 0, "chunks": 1, "start": 0, "end": 1, "text": "x", "metadata": {}}
+        for i in range(3000)
+    ]
+    cfg = {
+        **config("faiss"),
+        "store": {
+            "plugin": "faiss",
+            "path": str(tmp_path / "index"),
+            "index": "auto",
+            "ivf_threshold": 1000,
+            "target_recall": 0.9,
+            "auto_candidates": ["IVF"],
+        },
+    }
     with vecguard.open(cfg) as engine:
         engine.store.upsert([f"p{i}#0" for i in range(3000)], vectors, payloads)
     (tmp_path / "c.toml").write_text(toml(cfg))
@@ -132,8 +165,12 @@ def test_eval_exact_with_optimize_retrains_an_index_below_its_target(tmp_path: P
     recall = float(re.search(r"recall@10 against exact search: ([\d.]+)", advised.stdout).group(1))
     assert recall < 0.9 and "below the index's target_recall 0.9: rerun with --optimize" in advised.stdout
 
-    retrained = vecguard_cli("eval", "--config", str(tmp_path / "c.toml"), "--queries", str(queries), "--exact", "--optimize", "--json")
+    retrained = vecguard_cli(
+        "eval", "--config", str(tmp_path / "c.toml"), "--queries", str(queries), "--exact", "--optimize", "--json"
+    )
     assert retrained.returncode == 0, retrained.stderr[-2000:]
     result = json.loads(retrained.stdout)
-    assert result["optimized"]["before"] == pytest.approx(recall) and result["optimized"]["index"]["spec"].startswith("IVF")
+    assert result["optimized"]["before"] == pytest.approx(recall) and result["optimized"]["index"]["spec"].startswith(
+        "IVF"
+    )
     assert result["recall"]["target_recall"] == 0.9

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from vecguard import Registry
 from vecguard.testing import VectorStoreConformance
 
@@ -22,8 +21,21 @@ def installed_example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path
     """pip-install the example package into a folder on sys.path and PYTHONPATH (fresh processes see it too)."""
     target = tmp_path_factory.mktemp("site")
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(target), str(EXAMPLE)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(EXAMPLE),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     old_path = os.environ.get("PYTHONPATH")

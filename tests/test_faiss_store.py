@@ -11,7 +11,6 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pytest
-
 import vecguard
 from conftest import corpus
 from vecguard import ConfigError, DimensionError, StorageError
@@ -70,9 +69,9 @@ def test_auto_switches_from_flat_to_ivf_and_keeps_recall(tmp_path: Path) -> None
     exact = MemoryStore()
     exact.upsert([f"p{i}" for i in range(3000)], vectors, [{"metadata": {}}] * 3000)
     queries = _vectors(50, seed=1)
-    recall = np.mean([
-        len({k for k, _ in reopened.search(q, 10)} & {k for k, _ in exact.search(q, 10)}) / 10 for q in queries
-    ])
+    recall = np.mean(
+        [len({k for k, _ in reopened.search(q, 10)} & {k for k, _ in exact.search(q, 10)}) / 10 for q in queries]
+    )
     assert recall >= 0.9
     reopened.close()
 
@@ -100,7 +99,8 @@ def test_filtered_search_uses_a_selector_and_never_returns_excluded_ids() -> Non
 
 @pytest.mark.parametrize("kind", ["IVF", "HNSW"])
 def test_a_filtered_search_on_an_ann_index_finds_the_allowed_points_however_few(
-    kind: str, monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The tuned nprobe (efSearch) reaches a few cells (nodes): restricted by a selector to 20 points of 20,000 it
     # found 0.14 of 10 before. Exact among the few; widened (then exact if still short) among the many.
@@ -133,7 +133,9 @@ def test_a_filtered_search_on_an_ann_index_finds_the_allowed_points_however_few(
 
 
 @pytest.mark.parametrize("spec", ["Flat", "HNSW16"])
-def test_kept_filters_answer_like_the_reference_through_every_kind_of_write(spec: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kept_filters_answer_like_the_reference_through_every_kind_of_write(
+    spec: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from vecguard.backends import faiss as faiss_store
 
     # Through the selector even on HNSW, whose graph keeps deleted nodes: a kept set must lose them.
@@ -174,7 +176,9 @@ def test_kept_filters_are_bounded_by_count_and_by_the_points_they_hold(monkeypat
     store = FaissStore(None)
     vectors = _fill(store, 300)
     for i in (1, 2, 3):
-        assert {key for key, _ in store.search(vectors[0], 300, {"i": {"$lt": 10 * i}})} == {f"p{j}" for j in range(10 * i)}
+        assert {key for key, _ in store.search(vectors[0], 300, {"i": {"$lt": 10 * i}})} == {
+            f"p{j}" for j in range(10 * i)
+        }
     assert [json.loads(key) for key in store._allowed] == [{"i": {"$lt": 20}}, {"i": {"$lt": 30}}]
     assert len(store.search(vectors[0], 300, {"i": {"$gte": 60}})) == 240  # 240 points: kept alone
     assert len(store._allowed) == 1 and len(store._allowed_arrays) == 1
@@ -213,7 +217,9 @@ def test_an_invalid_factory_string_is_a_config_error() -> None:
 
 
 def _recall(store, exact, queries: np.ndarray, k: int = 10) -> float:
-    return float(np.mean([len({i for i, _ in store.search(q, k)} & {i for i, _ in exact.search(q, k)}) / k for q in queries]))
+    return float(
+        np.mean([len({i for i, _ in store.search(q, k)} & {i for i, _ in exact.search(q, k)}) / k for q in queries])
+    )
 
 
 def test_ivf_nprobe_is_tuned_to_the_recall_target_and_kept_with_the_index(tmp_path: Path) -> None:
@@ -265,8 +271,11 @@ def test_hnsw_ef_search_is_tuned_to_the_recall_target(tmp_path: Path) -> None:
 
 
 def test_a_fixed_nprobe_or_an_exact_index_is_not_tuned(tmp_path: Path) -> None:
-    for store in (FaissStore(None, index="IVF16,Flat", nprobe=4), FaissStore(None, index="Flat"),
-                  FaissStore(None, index="HNSW8", ef_search=64)):
+    for store in (
+        FaissStore(None, index="IVF16,Flat", nprobe=4),
+        FaissStore(None, index="Flat"),
+        FaissStore(None, index="HNSW8", ef_search=64),
+    ):
         _fill(store, 700)
         store.search(_vectors(1)[0], 1)
         assert store.index_report() is None
@@ -285,7 +294,15 @@ def test_a_bad_target_recall_is_a_config_error(target) -> None:
 
 
 def test_the_engine_keeps_the_tuned_index_measurement_in_the_manifest(tmp_path: Path) -> None:
-    cfg = {"store": {"plugin": "faiss", "path": str(tmp_path), "index": "auto", "ivf_threshold": 16, "auto_candidates": ["IVF"]}}
+    cfg = {
+        "store": {
+            "plugin": "faiss",
+            "path": str(tmp_path),
+            "index": "auto",
+            "ivf_threshold": 16,
+            "auto_candidates": ["IVF"],
+        }
+    }
     with vecguard.open(cfg) as engine:
         engine.add(corpus())  # 20 chunks: past the threshold, so "auto" builds IVF16 and tunes it at close
     manifest = json.loads((tmp_path / "manifest.json").read_text())
@@ -308,7 +325,9 @@ def test_an_auto_index_is_retrained_once_the_collection_grows_4x_and_not_before(
     first = store.index_report()
     assert store._index_spec.startswith("IVF") and first["vectors"] == 600 and first["build_s"] >= 0
 
-    _put(store, vectors, 600, 2399)  # 2399 < 4 x 600: added in place; its recall measured (>= 1.25 x 600), not retrained
+    _put(
+        store, vectors, 600, 2399
+    )  # 2399 < 4 x 600: added in place; its recall measured (>= 1.25 x 600), not retrained
     assert store.wait_for_index(60)
     assert store.search(vectors[2000], 1)[0][0] == "p2000"
     checked = store.index_report()
@@ -320,13 +339,23 @@ def test_an_auto_index_is_retrained_once_the_collection_grows_4x_and_not_before(
     assert second["vectors"] == 2400 and second["nlist"] > first["nlist"]
     store.close()
 
-    reopened = FaissStore(tmp_path, index="auto", ivf_threshold=500, auto_candidates=["IVF"])  # the saved index and its training size come back
+    reopened = FaissStore(
+        tmp_path, index="auto", ivf_threshold=500, auto_candidates=["IVF"]
+    )  # the saved index and its training size come back
     assert reopened._dirty is False and reopened._built_on == 2400 and reopened.index_report() == second
     reopened.close()
 
 
 def test_optimize_rebuilds_now_and_the_cli_reports_it(tmp_path: Path) -> None:
-    cfg = {"store": {"plugin": "faiss", "path": str(tmp_path / "index"), "index": "auto", "ivf_threshold": 16, "auto_candidates": ["IVF"]}}
+    cfg = {
+        "store": {
+            "plugin": "faiss",
+            "path": str(tmp_path / "index"),
+            "index": "auto",
+            "ivf_threshold": 16,
+            "auto_candidates": ["IVF"],
+        }
+    }
     with vecguard.open(cfg) as engine:
         engine.add(corpus()[:12])  # below the threshold: Flat
     with vecguard.open(cfg) as engine:
@@ -334,22 +363,38 @@ def test_optimize_rebuilds_now_and_the_cli_reports_it(tmp_path: Path) -> None:
         built = engine.optimize()
         assert built["spec"] == "IVF16,Flat" and built["vectors"] == 20 and built["recall_at_10"] >= 0.95
         assert engine.manifest["measurements"]["index"]["vectors"] == 20
-    (tmp_path / "c.toml").write_text(f'[store]\nplugin = "faiss"\npath = "{tmp_path / "index"}"\nindex = "auto"\nivf_threshold = 16\nauto_candidates = ["IVF"]\n')
-    done = subprocess.run([sys.executable, "-m", "vecguard.cli", "optimize", "-c", str(tmp_path / "c.toml")],
-                          capture_output=True, text=True, timeout=300)
+    (tmp_path / "c.toml").write_text(
+        f'[store]\nplugin = "faiss"\npath = "{tmp_path / "index"}"\nindex = "auto"\nivf_threshold = 16\nauto_candidates = ["IVF"]\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "vecguard.cli", "optimize", "-c", str(tmp_path / "c.toml")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert "rebuilt the faiss index (IVF16,Flat) on 20 vectors" in done.stdout and "nprobe" in done.stdout
-    (tmp_path / "both.toml").write_text(f'[store]\nplugin = "faiss"\npath = "{tmp_path / "index"}"\nindex = "auto"\nivf_threshold = 16\n')
-    both = subprocess.run([sys.executable, "-m", "vecguard.cli", "optimize", "-c", str(tmp_path / "both.toml")],
-                          capture_output=True, text=True, timeout=300)
+    (tmp_path / "both.toml").write_text(
+        f'[store]\nplugin = "faiss"\npath = "{tmp_path / "index"}"\nindex = "auto"\nivf_threshold = 16\n'
+    )
+    both = subprocess.run(
+        [sys.executable, "-m", "vecguard.cli", "optimize", "-c", str(tmp_path / "both.toml")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert both.returncode == 0, both.stderr
     lines = both.stdout.splitlines()
     assert [line.split(":")[0] for line in lines[1:]] == ["  candidate IVF16,Flat", "  candidate HNSW32"]
     kept = [line for line in lines[1:] if line.endswith("(kept)")]
     assert len(kept) == 1 and f"({kept[0].split()[1][:-1]})" in lines[0]
     (tmp_path / "m.toml").write_text('[store]\nplugin = "memory"\n')
-    memory = subprocess.run([sys.executable, "-m", "vecguard.cli", "optimize", "-c", str(tmp_path / "m.toml")],
-                            capture_output=True, text=True, timeout=300)
+    memory = subprocess.run(
+        [sys.executable, "-m", "vecguard.cli", "optimize", "-c", str(tmp_path / "m.toml")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert memory.returncode == 0 and "keeps its own index: nothing to optimize" in memory.stdout
 
 
@@ -371,7 +416,9 @@ def test_optimize_saves_the_index_it_rebuilt_for_the_next_open(tmp_path: Path) -
 
 
 @pytest.mark.parametrize("kind", ["IVF", "HNSW"])
-def test_retraining_runs_aside_while_searches_answer_and_writes_made_meanwhile_are_kept(tmp_path: Path, kind: str) -> None:
+def test_retraining_runs_aside_while_searches_answer_and_writes_made_meanwhile_are_kept(
+    tmp_path: Path, kind: str
+) -> None:
     vectors = _vectors(700, seed=3)
     store = FaissStore(tmp_path, index="auto", ivf_threshold=500, auto_candidates=[kind])
     _put(store, vectors, 0, 400)
@@ -528,7 +575,9 @@ def test_an_index_file_with_an_id_map_around_ivf_is_rebuilt(tmp_path: Path, capl
     store = FaissStore(tmp_path, index="IVF4,Flat", nprobe=4)
     vectors = _fill(store, 200)
     store.close()
-    wrapped = faiss.IndexIDMap2(faiss.index_factory(16, "IVF4,Flat", faiss.METRIC_INNER_PRODUCT))  # as earlier versions wrote it
+    wrapped = faiss.IndexIDMap2(
+        faiss.index_factory(16, "IVF4,Flat", faiss.METRIC_INNER_PRODUCT)
+    )  # as earlier versions wrote it
     wrapped.train(vectors)
     wrapped.add_with_ids(vectors, np.arange(1, 201, dtype=np.int64))
     faiss.write_index(wrapped, str(tmp_path / "index.faiss"))
@@ -544,7 +593,7 @@ def test_an_index_file_with_an_id_map_around_ivf_is_rebuilt(tmp_path: Path, capl
 
 def test_hits_read_from_memory_equal_hits_read_from_sqlite_through_every_kind_of_write(tmp_path: Path) -> None:
     vectors = _vectors(300, seed=5)
-    odd = {"metadata": {"big": 2**70, "neg": -(2**63) - 1, "ref": "0" * 25, "text": "é 😀 \u2028 \"quoted\"", "x": 0.1}}
+    odd = {"metadata": {"big": 2**70, "neg": -(2**63) - 1, "ref": "0" * 25, "text": 'é 😀 \u2028 "quoted"', "x": 0.1}}
     payloads = [odd if i == 7 else {"metadata": {"i": i}} for i in range(300)]
     in_memory = FaissStore(tmp_path / "memory")
     on_disk = FaissStore(tmp_path / "disk", on_disk_payload=True)
@@ -561,7 +610,9 @@ def test_hits_read_from_memory_equal_hits_read_from_sqlite_through_every_kind_of
         assert in_memory.search(vectors[row], 10) == [(key, score) for key, score, _ in expected]
     seven = dict((key, payload) for key, _, payload in in_memory.search_with_payloads(vectors[7], 1))["p7"]
     assert seven == odd and type(seven["metadata"]["big"]) is int  # orjson would have read 2**70 as a float
-    assert dict((k, p) for k, _, p in in_memory.search_with_payloads(vectors[3], 1))["p3"] == {"metadata": {"replaced": True}}
+    assert dict((k, p) for k, _, p in in_memory.search_with_payloads(vectors[3], 1))["p3"] == {
+        "metadata": {"replaced": True}
+    }
     assert all(key not in ("p4", "p250") for key, _ in in_memory.search(vectors[4], 300))
     in_memory.close()
     reopened = FaissStore(tmp_path / "memory")
@@ -587,7 +638,9 @@ def test_on_disk_payload_must_be_a_boolean() -> None:
         vecguard.open({"store": {"plugin": "faiss", "on_disk_payload": "yes"}})
 
 
-def test_a_build_read_in_blocks_from_sqlite_tunes_exactly_like_one_from_an_array(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_build_read_in_blocks_from_sqlite_tunes_exactly_like_one_from_an_array(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import vecguard.backends.faiss as faiss_backend
 
     monkeypatch.setattr(faiss_backend, "ADD_BLOCK", 450)  # 3000 vectors: seven blocks, the held rows spread over them

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import config, corpus, free_port, toml
 from vecguard.cli import main
 
@@ -74,7 +73,18 @@ def intact(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     other = base / "other"
     other.mkdir()
     shuffled = corpus()[::-1]  # the same chunks in another order: the same size, other row numbers
-    assert main(["index", "-c", str(write_config(other, other / "index")), str(write_jsonl(other / "d.jsonl", shuffled)), "-q"]) == 0
+    assert (
+        main(
+            [
+                "index",
+                "-c",
+                str(write_config(other, other / "index")),
+                str(write_jsonl(other / "d.jsonl", shuffled)),
+                "-q",
+            ]
+        )
+        == 0
+    )
     return {"base": base, "index": base / "index", "other": other / "index", "documents": documents}
 
 
@@ -117,31 +127,55 @@ def _foreign_index(index: Path, other: Path) -> None:
 
 DAMAGE: dict[str, tuple[Callable[..., None], str]] = {
     "points.sqlite3 deleted": (lambda index, other: (index / "points.sqlite3").unlink(), "points.sqlite3 is missing"),
-    "points.sqlite3 emptied": (lambda index, other: (index / "points.sqlite3").write_bytes(b""), "holds no points table"),
-    "a page of points.sqlite3 overwritten": (lambda index, other: _overwrite_a_page(index), "points.sqlite3 is damaged"),
-    "a payload that is not JSON": (lambda index, other: _sql(index, "UPDATE points SET payload = '{\"doc_id\": ' WHERE id = 'doc-03#0'"),
-                                   "'doc-03#0'"),
-    "a payload that is a list": (lambda index, other: _sql(index, "UPDATE points SET payload = '[1, 2]' WHERE id = 'doc-03#0'"),
-                                 "'doc-03#0'"),
-    "a payload without its fields": (lambda index, other: _sql(index, "UPDATE points SET payload = '{\"metadata\": {}}' WHERE id = 'doc-03#0'"),
-                                     "'doc-03#0'"),
+    "points.sqlite3 emptied": (
+        lambda index, other: (index / "points.sqlite3").write_bytes(b""),
+        "holds no points table",
+    ),
+    "a page of points.sqlite3 overwritten": (
+        lambda index, other: _overwrite_a_page(index),
+        "points.sqlite3 is damaged",
+    ),
+    "a payload that is not JSON": (
+        lambda index, other: _sql(index, "UPDATE points SET payload = '{\"doc_id\": ' WHERE id = 'doc-03#0'"),
+        "'doc-03#0'",
+    ),
+    "a payload that is a list": (
+        lambda index, other: _sql(index, "UPDATE points SET payload = '[1, 2]' WHERE id = 'doc-03#0'"),
+        "'doc-03#0'",
+    ),
+    "a payload without its fields": (
+        lambda index, other: _sql(index, "UPDATE points SET payload = '{\"metadata\": {}}' WHERE id = 'doc-03#0'"),
+        "'doc-03#0'",
+    ),
     "index.faiss damaged": (lambda index, other: _flip_vector_bytes(index), "does not match the checksum"),
     "index.faiss and index.json of another collection": (_foreign_index, "belongs to another collection"),
     "manifest.json of the wrong shape": (lambda index, other: (index / "manifest.json").write_text("[]"), "manifest"),
     "manifest.json with counts of the wrong shape": (
         lambda index, other: (index / "manifest.json").write_text(
-            json.dumps({**json.loads((index / "manifest.json").read_text()), "counts": "many"})), "counts"),
-    "index.json of the wrong shape": (lambda index, other: (index / "index.json").write_text("[]"), "index.json is unreadable"),
-    "bm25.json of the wrong shape": (lambda index, other: (index / "keyword" / "bm25.json").write_text('{"settings": 1, "tokens": []}'),
-                                     "bm25"),
-    "the keyword state of the wrong shape": (lambda index, other: (index / "keyword" / "state.json").write_text("[1]"),
-                                             "saved by another write"),
+            json.dumps({**json.loads((index / "manifest.json").read_text()), "counts": "many"})
+        ),
+        "counts",
+    ),
+    "index.json of the wrong shape": (
+        lambda index, other: (index / "index.json").write_text("[]"),
+        "index.json is unreadable",
+    ),
+    "bm25.json of the wrong shape": (
+        lambda index, other: (index / "keyword" / "bm25.json").write_text('{"settings": 1, "tokens": []}'),
+        "bm25",
+    ),
+    "the keyword state of the wrong shape": (
+        lambda index, other: (index / "keyword" / "state.json").write_text("[1]"),
+        "saved by another write",
+    ),
 }
 
 
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_a_damaged_collection_fails_check_and_is_refused_or_repaired_never_answered_from(
-    copy: dict[str, Any], capsys: pytest.CaptureFixture[str], damage: str,
+    copy: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    damage: str,
 ) -> None:
     harm, named = DAMAGE[damage]
     harm(copy["index"], copy["other"])
@@ -156,12 +190,17 @@ def test_a_damaged_collection_fails_check_and_is_refused_or_repaired_never_answe
 
 
 def test_a_keyword_index_from_an_earlier_write_at_the_same_count_is_rebuilt(
-    copy: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    copy: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     earlier = tmp_path / "keyword-before"
     shutil.copytree(copy["index"] / "keyword", earlier)
     replaced = dict(corpus()[5], text="Zephyrine barley loaves rise overnight in a cold cellar.")
-    assert cli(capsys, "index", "-c", str(copy["config"]), str(write_jsonl(tmp_path / "r.jsonl", [replaced])), "-q")[0] == 0
+    assert (
+        cli(capsys, "index", "-c", str(copy["config"]), str(write_jsonl(tmp_path / "r.jsonl", [replaced])), "-q")[0]
+        == 0
+    )
     shutil.rmtree(copy["index"] / "keyword")
     shutil.copytree(earlier, copy["index"] / "keyword")  # same number of chunks, the old text of doc-05
     code, out, _ = cli(capsys, "check", "-c", str(copy["config"]))
@@ -171,23 +210,45 @@ def test_a_keyword_index_from_an_earlier_write_at_the_same_count_is_rebuilt(
     assert cli(capsys, "check", "-c", str(copy["config"]))[0] == 0  # the rebuild was saved
 
 
-def test_a_mistyped_path_is_refused_by_reads_and_nothing_is_created(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_mistyped_path_is_refused_by_reads_and_nothing_is_created(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg = write_config(tmp_path, tmp_path / "indx")
-    for command in (["search", "-c", str(cfg), "anything"], ["info", "-c", str(cfg)], ["optimize", "-c", str(cfg)],
-                    ["eval", "-c", str(cfg), "--queries", str(write_jsonl(tmp_path / "q.jsonl", [{"id": "q", "text": "x"}])), "--exact"]):
+    for command in (
+        ["search", "-c", str(cfg), "anything"],
+        ["info", "-c", str(cfg)],
+        ["optimize", "-c", str(cfg)],
+        [
+            "eval",
+            "-c",
+            str(cfg),
+            "--queries",
+            str(write_jsonl(tmp_path / "q.jsonl", [{"id": "q", "text": "x"}])),
+            "--exact",
+        ],
+    ):
         code, _, err = cli(capsys, *command)
-        assert code == 2 and "there is no collection at" in one_line(err) and str(tmp_path / "indx") in err, (command, err)
+        assert code == 2 and "there is no collection at" in one_line(err) and str(tmp_path / "indx") in err, (
+            command,
+            err,
+        )
     code, out, _ = cli(capsys, "check", "-c", str(cfg))
     assert code == 1 and out.startswith("FAILED") and "there is no collection at" in out
     assert not (tmp_path / "indx").exists()
 
 
 def test_a_reindex_killed_between_its_renames_is_finished_by_the_next_open_and_by_a_rerun(
-    copy: dict[str, Any], capsys: pytest.CaptureFixture[str],
+    copy: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     for finish in ("search", "reindex"):
-        killed = subprocess.run([*VECGUARD, "reindex", "-c", str(copy["config"]), "-q"], capture_output=True, text=True,
-                                timeout=300, env={**os.environ, "VECGUARD_KILL_AT": "reindex.swap"})
+        killed = subprocess.run(
+            [*VECGUARD, "reindex", "-c", str(copy["config"]), "-q"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "VECGUARD_KILL_AT": "reindex.swap"},
+        )
         assert killed.returncode == -signal.SIGKILL, killed.stderr
         assert not copy["index"].exists()  # killed with the old collection parked and the new one aside
         if finish == "search":
@@ -200,13 +261,20 @@ def test_a_reindex_killed_between_its_renames_is_finished_by_the_next_open_and_b
 
 
 def test_a_migration_killed_while_verifying_is_finished_by_the_same_command(
-    copy: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    copy: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     target = tmp_path / "target.toml"
     target.write_text(toml(config("faiss", tmp_path / "copy")))
     command = ["migrate", "--from", str(copy["config"]), "--to", str(target), "-q", "--verify-queries", "5"]
-    killed = subprocess.run([*VECGUARD, *command], capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "VECGUARD_KILL_AT": "migrate.verify"})
+    killed = subprocess.run(
+        [*VECGUARD, *command],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "VECGUARD_KILL_AT": "migrate.verify"},
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     code, _, err = cli(capsys, "search", "-c", str(target), "anything")
     assert code == 2 and "unfinished migration" in one_line(err)  # a copy not yet verified never answers
@@ -216,7 +284,9 @@ def test_a_migration_killed_while_verifying_is_finished_by_the_same_command(
 
 
 def test_a_full_disk_stops_indexing_in_one_line_and_the_rerun_ends_like_a_clean_run(
-    copy: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    copy: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     cfg = write_config(tmp_path, tmp_path / "fresh")
     documents = write_jsonl(tmp_path / "d.jsonl", corpus())
@@ -225,8 +295,14 @@ def test_a_full_disk_stops_indexing_in_one_line_and_the_rerun_ends_like_a_clean_
         resource.setrlimit(resource.RLIMIT_FSIZE, (96 * 1024, 96 * 1024))
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
-    full = subprocess.run([*VECGUARD, "index", "-c", str(cfg), str(documents), "-q"], capture_output=True, text=True,
-                          timeout=300, preexec_fn=small_disk, env={**os.environ, "VECGUARD_CACHE_DIR": str(tmp_path / "cache")})
+    full = subprocess.run(
+        [*VECGUARD, "index", "-c", str(cfg), str(documents), "-q"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=small_disk,
+        env={**os.environ, "VECGUARD_CACHE_DIR": str(tmp_path / "cache")},
+    )
     assert full.returncode == 2, full.stdout + full.stderr
     assert "everything committed before" in one_line(full.stderr)
     code, out, err = cli(capsys, "index", "-c", str(cfg), str(documents), "-q")
@@ -235,13 +311,17 @@ def test_a_full_disk_stops_indexing_in_one_line_and_the_rerun_ends_like_a_clean_
 
 
 def test_bad_bytes_and_lone_surrogates_are_named_by_line_after_the_lines_before_them_are_kept(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     cfg = write_config(tmp_path, tmp_path / "index")
     good = [json.dumps(d).encode() + b"\n" for d in corpus()[:3]]
     cases = {
         b'{"id": "x", "text": "caf\xe9"}\n': ("bad.jsonl:4: not UTF-8 text (byte 0xe9", 3),
-        b'{"id": "x", "text": "half \\ud800 a pair"}\n': ("'text' holds '\\ud800' at position 5, which is not valid Unicode", 3),
+        b'{"id": "x", "text": "half \\ud800 a pair"}\n': (
+            "'text' holds '\\ud800' at position 5, which is not valid Unicode",
+            3,
+        ),
         b'{"id": "\\udcff", "text": "t"}\n': ("'id' holds '\\udcff'", 3),
         b'{"id": "y", "text": "t", "metadata": {"k": "\\ud83d"}}\n': ("metadata 'k' holds", 3),
     }
@@ -259,20 +339,46 @@ def test_bad_bytes_and_lone_surrogates_are_named_by_line_after_the_lines_before_
 @pytest.mark.parametrize(
     ("args", "files", "message"),
     [
-        (["index", "-c", "c.toml", "d.jsonl"], {"c.toml": '[store]\npath = "afile"\n', "afile": "x"}, "cannot open the collection at"),
-        (["index", "-c", "c.toml", "d.jsonl"], {"c.toml": '[encoder]\nmodel = "m"\n[store]\npath = "i"\n', "m/config.json": "{}"},
-         "[encoder] cannot load the model in"),
-        (["index", "-c", "c.toml", "d.jsonl"], {"c.toml": '[encoder]\ndevice = "gpu"\n[store]\npath = "i"\n'}, "device 'gpu' is not"),
-        (["index", "-c", "c.toml", "d.jsonl"], {"c.toml": '[encoder]\ndevice = "cuda:7"\n[store]\npath = "i"\n'}, "device 'cuda:7'"),
-        (["search", "-c", "c.toml", "q", "--filter", '{"a": ' * 5000 + "1" + "}" * 5000], {"c.toml": ""}, "--filter nests too deeply"),
-        (["search", "-c", "c.toml", "q", "--filter", '{"$not": ' * 40 + '{"a": 1}' + "}" * 40], {"c.toml": ""},
-         "deeper than 32 levels"),
+        (
+            ["index", "-c", "c.toml", "d.jsonl"],
+            {"c.toml": '[store]\npath = "afile"\n', "afile": "x"},
+            "cannot open the collection at",
+        ),
+        (
+            ["index", "-c", "c.toml", "d.jsonl"],
+            {"c.toml": '[encoder]\nmodel = "m"\n[store]\npath = "i"\n', "m/config.json": "{}"},
+            "[encoder] cannot load the model in",
+        ),
+        (
+            ["index", "-c", "c.toml", "d.jsonl"],
+            {"c.toml": '[encoder]\ndevice = "gpu"\n[store]\npath = "i"\n'},
+            "device 'gpu' is not",
+        ),
+        (
+            ["index", "-c", "c.toml", "d.jsonl"],
+            {"c.toml": '[encoder]\ndevice = "cuda:7"\n[store]\npath = "i"\n'},
+            "device 'cuda:7'",
+        ),
+        (
+            ["search", "-c", "c.toml", "q", "--filter", '{"a": ' * 5000 + "1" + "}" * 5000],
+            {"c.toml": ""},
+            "--filter nests too deeply",
+        ),
+        (
+            ["search", "-c", "c.toml", "q", "--filter", '{"$not": ' * 40 + '{"a": 1}' + "}" * 40],
+            {"c.toml": ""},
+            "deeper than 32 levels",
+        ),
         (["search", "-c", "c.toml", "q", "--filter", '{"a": "\\ud800"}'], {"c.toml": ""}, "not valid Unicode"),
         (["search", "-c", "c.toml"], {"c.toml": ""}, "the following arguments are required: query"),
     ],
 )
 def test_bad_environment_and_arguments_are_one_line_with_exit_status_2(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], files: dict[str, str], message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    files: dict[str, str],
+    message: str,
 ) -> None:
     for name, content in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -299,11 +405,14 @@ def test_bad_environment_and_arguments_are_one_line_with_exit_status_2(
         (["--host", "0.0.0.0"], "open_writes = true\n", "open_writes = true and no write token"),
     ],
 )
-def test_serve_refuses_what_it_cannot_do_safely_before_it_binds(tmp_path: Path, args: list[str], server: str, message: str) -> None:
+def test_serve_refuses_what_it_cannot_do_safely_before_it_binds(
+    tmp_path: Path, args: list[str], server: str, message: str
+) -> None:
     (tmp_path / "c.toml").write_text(f"[server]\n{server}port = {free_port()}\n")
     try:  # in a process of its own: a server that started anyway must not hang the suite
-        done = subprocess.run([*VECGUARD, "serve", "-c", str(tmp_path / "c.toml"), *args],
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [*VECGUARD, "serve", "-c", str(tmp_path / "c.toml"), *args], capture_output=True, text=True, timeout=60
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"vecguard serve {' '.join(args)} started serving")
     assert done.returncode == 2 and message in one_line(done.stderr)
@@ -316,8 +425,9 @@ def test_output_closed_early_ends_quietly_without_a_traceback(tmp_path: Path) ->
     assert process.returncode == 141 and err == b"", err
 
 
-def test_an_internal_error_has_its_own_status_and_points_to_debug(monkeypatch: pytest.MonkeyPatch,
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_internal_error_has_its_own_status_and_points_to_debug(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import vecguard.cli
 
     def broken(args: Any) -> int:

@@ -6,7 +6,6 @@ import random
 
 import numpy as np
 import pytest
-
 from vecguard import FilterError
 from vecguard.backends.faiss import FaissStore
 from vecguard.backends.memory import MemoryStore
@@ -34,9 +33,9 @@ ROW = {"year": 2021, "court": "UK", "public": True, "score": 0.5}
         ({"missing": {"$nin": [1]}}, True),
         ({"missing": {"$in": [1]}}, False),
         ({"missing": {"$gt": 1}}, False),
-        ({"year": {"$gt": "2000"}}, False),   # string vs number: no order across types
+        ({"year": {"$gt": "2000"}}, False),  # string vs number: no order across types
         ({"year": {"$ne": "2021"}}, True),
-        ({"public": 1}, False),               # bool is not a number
+        ({"public": 1}, False),  # bool is not a number
         ({"public": {"$in": [True]}}, True),
         ({"score": {"$gte": 0.5}}, True),
     ],
@@ -71,8 +70,13 @@ def test_a_malformed_filter_raises_filter_error_naming_the_part(flt, named: str)
 
 def _random_filter(rng: random.Random, depth: int = 0) -> dict:
     fields = ["year", "court", "public", "score", "missing"]
-    values = {"year": [2019, 2020, 2021, 2020.0, "2020"], "court": ["UK", "EU", "US", 1], "public": [True, False, 0],
-              "score": [0.1, 0.5, 0.9, "x"], "missing": [1, "a"]}
+    values = {
+        "year": [2019, 2020, 2021, 2020.0, "2020"],
+        "court": ["UK", "EU", "US", 1],
+        "public": [True, False, 0],
+        "score": [0.1, 0.5, 0.9, "x"],
+        "missing": [1, "a"],
+    }
     if depth < 2 and rng.random() < 0.3:
         op = rng.choice(["$and", "$or", "$not"])
         if op == "$not":
@@ -93,8 +97,12 @@ def test_memory_and_faiss_filters_match_the_reference_on_random_filters() -> Non
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     rows = []
     for i in range(n):
-        row = {"year": rng.choice([2019, 2020, 2021]), "court": rng.choice(["UK", "EU", "US"]),
-               "public": rng.random() < 0.5, "score": rng.choice([0.1, 0.5, 0.9])}
+        row = {
+            "year": rng.choice([2019, 2020, 2021]),
+            "court": rng.choice(["UK", "EU", "US"]),
+            "public": rng.random() < 0.5,
+            "score": rng.choice([0.1, 0.5, 0.9]),
+        }
         if i % 7 == 0:
             del row["court"]
         rows.append(row)

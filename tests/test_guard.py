@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 import vecguard
 from vecguard.plugins.sentence_transformers import bundled_model_path
 
@@ -34,8 +33,16 @@ CHUNKING = {"tokens": 64, "overlap": 8}
 DOCS = [
     ("pw", "How to reset a forgotten password using the account recovery email link.", "support"),
     ("refund", "Customers may return unused items within thirty days for a full refund.", "support"),
-    ("ship", "Storms closed the northern warehouse, so parcels to the coast arrive a week late. Order ORD-2024-00017 is affected.", "logistics"),
-    ("bof", "Writing past the end of a fixed-size buffer corrupts adjacent memory and can run attacker code (CVE-2022-24045).", "security"),
+    (
+        "ship",
+        "Storms closed the northern warehouse, so parcels to the coast arrive a week late. Order ORD-2024-00017 is affected.",
+        "logistics",
+    ),
+    (
+        "bof",
+        "Writing past the end of a fixed-size buffer corrupts adjacent memory and can run attacker code (CVE-2022-24045).",
+        "security",
+    ),
     ("sqli", "Building SQL queries by concatenating user input lets attackers read or change tables.", "security"),
     ("xss", "Reflecting untrusted input into a web page lets scripts run in other users' browsers.", "security"),
     ("photo", "Plants turn sunlight, water and carbon dioxide into sugar and release oxygen.", "science"),
@@ -44,7 +51,11 @@ DOCS = [
     ("bread", "Knead the dough, let the yeast rise overnight, then bake in a very hot oven.", "food"),
     ("marathon", "Build weekly mileage slowly and rest well before a long distance race.", "sport"),
     ("tax", "File the annual income tax return before the deadline to avoid a late penalty.", "finance"),
-    ("appeal", "A party who loses at trial may appeal to a higher court on points of law, e.g. under 42 U.S.C. § 1983.", "law"),
+    (
+        "appeal",
+        "A party who loses at trial may appeal to a higher court on points of law, e.g. under 42 U.S.C. § 1983.",
+        "law",
+    ),
     ("coffee", "Grind the beans fresh and pour water just off the boil over the grounds.", "food"),
     ("solar", "Photovoltaic cells on the roof convert daylight into electricity for the house.", "science"),
     ("vaccine", "A vaccine trains the immune system to recognise a virus before an infection.", "health"),
@@ -128,7 +139,9 @@ FRESH_PROCESS = textwrap.dedent(
 )
 
 
-def run(args: list[str], env: dict[str, str], cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+def run(
+    args: list[str], env: dict[str, str], cwd: Path | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
 
 
@@ -139,6 +152,7 @@ def vecguard_command() -> list[str]:
 
 def copy_model(pristine: Path, folder: Path) -> Path:
     """A copy of a model folder whose weights are a hard link (copied where links fail)."""
+
     def link_weights(src: str, dst: str) -> None:
         if Path(src).name == "model.safetensors":
             try:
@@ -153,6 +167,7 @@ def copy_model(pristine: Path, folder: Path) -> Path:
 
 
 # ------------------------------------------------------------------ fixtures
+
 
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
@@ -226,12 +241,26 @@ def models(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> dict[st
 
     dim128 = variant("dim128")
     generator = torch.Generator().manual_seed(7)
-    dense = Dense(384, 128, bias=False, activation_function=torch.nn.Identity(),
-                  init_weight=torch.randn(128, 384, generator=generator) / 384 ** 0.5)
+    dense = Dense(
+        384,
+        128,
+        bias=False,
+        activation_function=torch.nn.Identity(),
+        init_weight=torch.randn(128, 384, generator=generator) / 384**0.5,
+    )
     (dim128 / "2_Dense").mkdir()
     dense.save(str(dim128 / "2_Dense"))
-    modules = [m for m in json.loads((dim128 / "modules.json").read_text(encoding="utf-8")) if "Normalize" not in m["type"]]
-    modules.append({"idx": len(modules), "name": str(len(modules)), "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
+    modules = [
+        m for m in json.loads((dim128 / "modules.json").read_text(encoding="utf-8")) if "Normalize" not in m["type"]
+    ]
+    modules.append(
+        {
+            "idx": len(modules),
+            "name": str(len(modules)),
+            "path": "2_Dense",
+            "type": "sentence_transformers.models.Dense",
+        }
+    )
     (dim128 / "modules.json").write_text(json.dumps(modules), encoding="utf-8")
 
     return {"pristine": pristine, "cased": cased, "short": short, "perturbed": perturbed, "dim128": dim128}
@@ -266,14 +295,23 @@ def built(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> dict[str
         unnormalized = root / "unnormalized"
         with vecguard.open(config(store, unnormalized, encoder={"normalize": False})) as engine:
             engine.add(corpus()[:5])
-        out[store] = {"path": path, "before": before, "harmless": harmless, "unnormalized": unnormalized,
-                      "fingerprints": (simulated_fingerprint, live_fingerprint)}
+        out[store] = {
+            "path": path,
+            "before": before,
+            "harmless": harmless,
+            "unnormalized": unnormalized,
+            "fingerprints": (simulated_fingerprint, live_fingerprint),
+        }
     return out
 
 
 @pytest.fixture(scope="module")
-def fresh(built: dict[str, dict[str, Any]], models: dict[str, Path], env: dict[str, str],
-          tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+def fresh(
+    built: dict[str, dict[str, Any]],
+    models: dict[str, Path],
+    env: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, dict[str, Any]]:
     """Every reopen of the incident, in one new interpreter: {store: {case: outcome}}."""
     work = tmp_path_factory.mktemp("fresh")
     jobs: dict[str, Any] = {}
@@ -291,13 +329,25 @@ def fresh(built: dict[str, dict[str, Any]], models: dict[str, Path], env: dict[s
     (work / "jobs.json").write_text(json.dumps(jobs), encoding="utf-8")
     (work / "queries.json").write_text(json.dumps(QUERIES), encoding="utf-8")
     (work / "probe.py").write_text(FRESH_PROCESS, encoding="utf-8")
-    done = run([sys.executable, str(work / "probe.py"), str(work / "jobs.json"), str(work / "queries.json"),
-                str(work / "out.json")], env)
+    done = run(
+        [
+            sys.executable,
+            str(work / "probe.py"),
+            str(work / "jobs.json"),
+            str(work / "queries.json"),
+            str(work / "out.json"),
+        ],
+        env,
+    )
     assert done.returncode == 0, f"the fresh process failed:\n{done.stderr[-4000:]}"
     outcomes = json.loads((work / "out.json").read_text(encoding="utf-8"))
-    return {store: {case: outcomes[f"{store}/{case}"] for case in
-                    ("same", "cased", "short", "perturbed", "dim128", "unnormalized", "harmless")}
-            for store in built}
+    return {
+        store: {
+            case: outcomes[f"{store}/{case}"]
+            for case in ("same", "cased", "short", "perturbed", "dim128", "unnormalized", "harmless")
+        }
+        for store in built
+    }
 
 
 @pytest.fixture(params=STORES)
@@ -314,11 +364,17 @@ def assert_same_results(after: dict[str, list[list[Any]]], before: dict[str, lis
     assert set(after) == set(before)
     for query, hits in before.items():
         assert [h[0] for h in after[query]] == [h[0] for h in hits], f"ranking changed for {query!r}"
-        np.testing.assert_allclose([h[1] for h in after[query]], [h[1] for h in hits], rtol=0, atol=1e-6,
-                                   err_msg=f"scores changed for {query!r}")
+        np.testing.assert_allclose(
+            [h[1] for h in after[query]],
+            [h[1] for h in hits],
+            rtol=0,
+            atol=1e-6,
+            err_msg=f"scores changed for {query!r}",
+        )
 
 
 # ------------------------------------------------------------------ (a)-(f), in a fresh process
+
 
 def test_baseline_results_are_meaningful(built: dict[str, dict[str, Any]], store: str) -> None:
     before = built[store]["before"]
@@ -334,7 +390,9 @@ def test_a_same_model_reopens_with_identical_results(fresh, built, store: str) -
     assert outcome["report"]["status"] == "ok"
     assert outcome["report"]["mean_cosine"] is None, "an unchanged fingerprint needs no probe"
     assert outcome["count"] == len(DOCS) + 1
-    assert not [r for r in outcome["log"] if r[0] in ("WARNING", "ERROR") and r[1].startswith("vecguard")], outcome["log"]
+    assert not [r for r in outcome["log"] if r[0] in ("WARNING", "ERROR") and r[1].startswith("vecguard")], outcome[
+        "log"
+    ]
     assert_same_results(outcome["results"], built[store]["before"])
 
 
@@ -405,6 +463,7 @@ def test_f_harmless_upgrade_opens_with_a_warning_naming_the_change(fresh, built,
 
 # ------------------------------------------------------------------ guard settings (in process)
 
+
 def _shared(built, store: str = "faiss") -> Path:
     return built[store]["path"]
 
@@ -446,8 +505,10 @@ def test_thresholds_are_configurable(built, models, caplog) -> None:
     assert any(r.levelno == logging.WARNING and "encoder changed" in r.getMessage() for r in caplog.records)
 
     # Each threshold refuses on its own.
-    for strict in ({"min_mean_cosine": round(mean + 0.01, 4), "min_cosine": -1.0},
-                   {"min_mean_cosine": -1.0, "min_cosine": round(worst + 0.01, 4)}):
+    for strict in (
+        {"min_mean_cosine": round(mean + 0.01, 4), "min_cosine": -1.0},
+        {"min_mean_cosine": -1.0, "min_cosine": round(worst + 0.01, 4)},
+    ):
         with pytest.raises(vecguard.EmbeddingDriftError) as refused:
             vecguard.open(config("faiss", _shared(built), cased, guard=strict))
         assert f"mean >= {strict['min_mean_cosine']}, min >= {strict['min_cosine']}" in str(refused.value)
@@ -489,13 +550,15 @@ def test_weights_replaced_with_the_same_size_and_mtime_are_refused(models, tmp_p
 
 # ------------------------------------------------------------------ the CLI
 
+
 def test_cli_check_and_reindex(built, models, env, tmp_path: Path, capsys) -> None:
     shutil.copytree(_shared(built), tmp_path / "idx")
     ok_toml, drift_toml = tmp_path / "ok.toml", tmp_path / "drift.toml"
     common = f'[store]\nplugin = "faiss"\npath = "idx"\n\n[chunking]\ntokens = {CHUNKING["tokens"]}\noverlap = {CHUNKING["overlap"]}\n'
     ok_toml.write_text(f'[encoder]\nplugin = "sentence-transformers"\nmodel = "bundled"\n\n{common}', encoding="utf-8")
     drift_toml.write_text(
-        f'[encoder]\nplugin = "sentence-transformers"\nmodel = {json.dumps(str(models["cased"]))}\n\n{common}', encoding="utf-8"
+        f'[encoder]\nplugin = "sentence-transformers"\nmodel = {json.dumps(str(models["cased"]))}\n\n{common}',
+        encoding="utf-8",
     )
     cli = vecguard_command()
     elsewhere = tmp_path.parent  # not the config's folder: relative paths resolve against the config
@@ -573,10 +636,16 @@ def test_guard_cost(fresh, env, tmp_path: Path, capsys) -> None:
         print()
         for store in STORES:
             same, harmless = fresh[store]["same"]["report"], fresh[store]["harmless"]["report"]
-            print(f"guard check at open [{store}], warm fingerprint cache: same fingerprint {same['elapsed_ms']:.2f} ms; "
-                  f"changed fingerprint (probe re-encoded) {harmless['elapsed_ms']:.1f} ms")
-        print(f"encoder identity, sha256 of {timing['files']} model files: cold cache {timing['cold_hash_ms']:.1f} ms, "
-              f"warm {timing['warm_hash_ms']:.2f} ms")
-        print(f"encoder build incl. identity (bundled model, imports excluded): cold cache {timing['cold_encoder_ms']:.0f} ms, "
-              f"warm {timing['warm_encoder_ms']:.0f} ms")
+            print(
+                f"guard check at open [{store}], warm fingerprint cache: same fingerprint {same['elapsed_ms']:.2f} ms; "
+                f"changed fingerprint (probe re-encoded) {harmless['elapsed_ms']:.1f} ms"
+            )
+        print(
+            f"encoder identity, sha256 of {timing['files']} model files: cold cache {timing['cold_hash_ms']:.1f} ms, "
+            f"warm {timing['warm_hash_ms']:.2f} ms"
+        )
+        print(
+            f"encoder build incl. identity (bundled model, imports excluded): cold cache {timing['cold_encoder_ms']:.0f} ms, "
+            f"warm {timing['warm_encoder_ms']:.0f} ms"
+        )
     assert fresh["faiss"]["same"]["report"]["elapsed_ms"] > 0

@@ -13,8 +13,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
-
 import vecguard
 from conftest import ROOT, config, corpus
 
@@ -47,7 +45,11 @@ def test_readding_unchanged_documents_encodes_nothing_and_a_changed_one_is_rewri
 
 def _stored(path: Path) -> dict[str, tuple[np.ndarray, dict]]:
     with vecguard.open(config("faiss", path)) as engine:
-        return {key: (vector, payload) for ids, vectors, payloads in engine.store.scan() for key, vector, payload in zip(ids, vectors, payloads)}
+        return {
+            key: (vector, payload)
+            for ids, vectors, payloads in engine.store.scan()
+            for key, vector, payload in zip(ids, vectors, payloads)
+        }
 
 
 def _write_config(folder: Path) -> Path:
@@ -61,7 +63,11 @@ def _write_config(folder: Path) -> Path:
 def _index(folder: Path, source: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "vecguard.cli", "index", "--config", "vecguard.toml", str(source), "-q"],
-        cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
 
 
@@ -118,7 +124,9 @@ def test_vecguard_index_killed_with_sigkill_resumes_and_ends_like_an_uninterrupt
         assert (a.count(), a.count_chunks()) == (b.count(), b.count_chunks()) == (KILL_CORPUS, chunk_count)
         assert b.keyword.count() == chunk_count
         for query in ("cross-site scripting in a web page", "CVE-2014-3852", "integer overflow"):
-            assert [(h.id, round(h.score, 4)) for h in a.search(query, k=10)] == [(h.id, round(h.score, 4)) for h in b.search(query, k=10)]
+            assert [(h.id, round(h.score, 4)) for h in a.search(query, k=10)] == [
+                (h.id, round(h.score, 4)) for h in b.search(query, k=10)
+            ]
         assert a.manifest["id"] == b.manifest["id"]
 
 

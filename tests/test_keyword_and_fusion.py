@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from vecguard import ConfigError
 from vecguard.plugins import bm25
 from vecguard.plugins.bm25 import BM25Index, tokenize
@@ -127,7 +126,9 @@ def test_dbsf_scales_each_signal_by_its_own_spread_and_sums() -> None:
         sd = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
         return (dict(hits)[key] - (mean - 3 * sd)) / (6 * sd)
 
-    expected = {key: scaled(dense, key) + (0.5 * scaled(keyword, key) if key in dict(keyword) else 0.0) for key in "abcd"}
+    expected = {
+        key: scaled(dense, key) + (0.5 * scaled(keyword, key) if key in dict(keyword) else 0.0) for key in "abcd"
+    }
     assert [hit.id for hit in fused] == sorted(expected, key=lambda key: -expected[key])
     assert {hit.id: hit.score for hit in fused} == pytest.approx(expected, rel=1e-12)
     d = next(hit for hit in fused if hit.id == "d")
@@ -170,8 +171,10 @@ def _cwe_passages(n: int) -> list[dict]:
 
 def _same_answers(fast: BM25Index, reference: BM25Index, queries: list[str]) -> None:
     for query in queries:
-        for got, want in ((fast.search(query, 20), reference.search(query, 20)),
-                          (fast.exact_matches(query, 10), reference.exact_matches(query, 10))):
+        for got, want in (
+            (fast.search(query, 20), reference.search(query, 20)),
+            (fast.exact_matches(query, 10), reference.exact_matches(query, 10)),
+        ):
             assert [key for key, _ in got] == [key for key, _ in want], query
             assert [score for _, score in got] == pytest.approx([score for _, score in want], rel=1e-9), query
 
@@ -216,7 +219,9 @@ def test_the_plain_word_shortcuts_give_the_tokens_and_identifier_terms_of_the_fu
         for text in texts:
             tokens = tokenize(text, lowercase=lowercase, stopwords=stopwords)
             assert tokens == _tokenize_one_path(text, lowercase, stopwords), text
-            assert bm25._identifier_tokens(tokens) == set(bm25.identifier_terms(" ".join(tokens), lowercase=False)), text
+            assert bm25._identifier_tokens(tokens) == set(bm25.identifier_terms(" ".join(tokens), lowercase=False)), (
+                text
+            )
 
 
 def test_postings_compact_after_most_documents_are_deleted() -> None:
@@ -236,7 +241,6 @@ def test_an_unknown_bm25_implementation_is_refused() -> None:
 
 def test_the_bm25s_plugin_is_discovered_and_finds_identifiers_and_meaning_with_bm25s_scores(tmp_path: Path) -> None:
     import bm25s as bm25s_package
-
     from vecguard.registry import Registry
 
     index = Registry.discover().build("keyword", "bm25s", {"method": "robertson"}, tmp_path)
@@ -251,7 +255,8 @@ def test_the_bm25s_plugin_is_discovered_and_finds_identifiers_and_meaning_with_b
     reference.index([index.tokenize(text) for text in texts.values()], show_progress=False)
     expected = reference.get_scores(index.tokenize("CVE-2022-24045 orders"))
     assert dict(index.search("CVE-2022-24045 orders", 20)) == pytest.approx(
-        {key: float(score) for key, score in zip(texts, expected) if score > 0})
+        {key: float(score) for key, score in zip(texts, expected) if score > 0}
+    )
 
     index.delete(["d1"])  # a change rebuilds the matrix at the next search
     assert "d1" not in dict(index.search("CVE-2022-24045", 20)) and index.count() == 11

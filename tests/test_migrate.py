@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 import vecguard
 from conftest import ROOT, ChromaServer, free_port, run_python, toml
 from vecguard.errors import CompatibilityError, StorageError, VecguardError
@@ -33,8 +32,11 @@ def cfg(store: dict[str, Any], **tables: dict[str, Any]) -> dict[str, Any]:
 def points(config: dict[str, Any]) -> dict[str, tuple[np.ndarray, dict[str, Any]]]:
     """Every stored point of a collection, read through its store."""
     with vecguard.Engine(vecguard.load_config(config), check_guard=False, open_unfinished=True) as engine:
-        return {key: (vector, payload) for ids, vectors, payloads in engine.store.scan()
-                for key, vector, payload in zip(ids, vectors, payloads)}
+        return {
+            key: (vector, payload)
+            for ids, vectors, payloads in engine.store.scan()
+            for key, vector, payload in zip(ids, vectors, payloads)
+        }
 
 
 def raw_manifest(config: dict[str, Any]) -> dict[str, Any] | None:
@@ -85,7 +87,9 @@ def qdrant_copy(source, tmp_path_factory: pytest.TempPathFactory):
     return target, migrate(source, target, batch_size=64)
 
 
-def test_faiss_to_qdrant_local_copies_every_point_exactly_and_answers_the_same(source, source_points, qdrant_copy) -> None:
+def test_faiss_to_qdrant_local_copies_every_point_exactly_and_answers_the_same(
+    source, source_points, qdrant_copy
+) -> None:
     target, report = qdrant_copy
     assert_passed(report)
     assert report.written == report.total == len(source_points) > DOCUMENTS
@@ -97,8 +101,14 @@ def test_faiss_to_qdrant_local_copies_every_point_exactly_and_answers_the_same(s
     with vecguard.open(source) as old, vecguard.open(target) as new:
         assert new.count() == old.count() == DOCUMENTS
         assert new.keyword.count() == old.keyword.count() == len(source_points)
-        for query in ("CVE-2021-29447", "a cookie readable by client-side script", "integer overflow in a length field"):
-            assert [(h.id, h.signals.keys()) for h in new.search(query)] == [(h.id, h.signals.keys()) for h in old.search(query)]
+        for query in (
+            "CVE-2021-29447",
+            "a cookie readable by client-side script",
+            "integer overflow in a length field",
+        ):
+            assert [(h.id, h.signals.keys()) for h in new.search(query)] == [
+                (h.id, h.signals.keys()) for h in old.search(query)
+            ]
         assert new.manifest["state"] == {"writing": False}
         assert new.manifest["lineage"][-1]["manifest_id"] == old.manifest["id"]
         assert new.manifest["store"] == {"plugin": "qdrant"} and new.guard_report.status == "ok"
@@ -129,15 +139,24 @@ def test_faiss_to_a_real_chroma_server(source, source_points, chroma_server) -> 
 
 @pytest.mark.skipif(not os.environ.get("QDRANT_URL"), reason="set QDRANT_URL to migrate into a Qdrant server")
 def test_faiss_to_a_qdrant_server(source, source_points) -> None:
-    target = cfg({"plugin": "qdrant", "url": os.environ["QDRANT_URL"], "api_key": os.environ.get("QDRANT_API_KEY"),
-                  "collection": f"migrate-{uuid.uuid4().hex[:8]}", "exact": True})
+    target = cfg(
+        {
+            "plugin": "qdrant",
+            "url": os.environ["QDRANT_URL"],
+            "api_key": os.environ.get("QDRANT_API_KEY"),
+            "collection": f"migrate-{uuid.uuid4().hex[:8]}",
+            "exact": True,
+        }
+    )
     try:
         assert_passed(migrate(source, target, batch_size=100))
         assert_same_points(source_points, points(target))
     finally:
         from qdrant_client import QdrantClient
 
-        QdrantClient(url=target["store"]["url"], api_key=target["store"]["api_key"]).delete_collection(target["store"]["collection"])
+        QdrantClient(url=target["store"]["url"], api_key=target["store"]["api_key"]).delete_collection(
+            target["store"]["collection"]
+        )
 
 
 KILL_AFTER_BATCHES = (
@@ -152,7 +171,9 @@ KILL_AFTER_BATCHES = (
 )
 
 
-def test_a_migration_killed_part_way_resumes_and_ends_like_an_uninterrupted_one(source, source_points, tmp_path: Path) -> None:
+def test_a_migration_killed_part_way_resumes_and_ends_like_an_uninterrupted_one(
+    source, source_points, tmp_path: Path
+) -> None:
     source_file, target_file = tmp_path / "from.toml", tmp_path / "to.toml"
     source_file.write_text(toml(source))
     target = cfg({"plugin": "qdrant", "path": str(tmp_path / "qdrant")})
@@ -166,9 +187,21 @@ def test_a_migration_killed_part_way_resumes_and_ends_like_an_uninterrupted_one(
         vecguard.open(target)
 
     resumed = subprocess.run(
-        [str(Path(sys.executable).parent / "vecguard"), "migrate", "--from", str(source_file), "--to", str(target_file),
-         "--batch-size", "25", "--json"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        [
+            str(Path(sys.executable).parent / "vecguard"),
+            "migrate",
+            "--from",
+            str(source_file),
+            "--to",
+            str(target_file),
+            "--batch-size",
+            "25",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     report = json.loads(resumed.stdout)
@@ -179,7 +212,9 @@ def test_a_migration_killed_part_way_resumes_and_ends_like_an_uninterrupted_one(
         assert copy.count() == DOCUMENTS and copy.keyword.count() == len(source_points)
 
 
-def test_a_target_server_dying_mid_way_stops_at_the_batch_and_the_rerun_resumes(source, source_points, tmp_path: Path) -> None:
+def test_a_target_server_dying_mid_way_stops_at_the_batch_and_the_rerun_resumes(
+    source, source_points, tmp_path: Path
+) -> None:
     server = ChromaServer(tmp_path).start()
     target = cfg({"plugin": "chroma", "host": server.host, "port": server.port})
 
@@ -192,7 +227,9 @@ def test_a_target_server_dying_mid_way_stops_at_the_batch_and_the_rerun_resumes(
                 server.kill()
 
     try:
-        with pytest.raises(StorageError, match=r"batch 3 \(points 41-60 of \d+\) failed on the target.*40 points are committed; rerun"):
+        with pytest.raises(
+            StorageError, match=r"batch 3 \(points 41-60 of \d+\) failed on the target.*40 points are committed; rerun"
+        ):
             migrate(source, target, batch_size=20, progress=KillServerAfter())
         server.start()
         report = migrate(source, target, batch_size=20)
@@ -209,7 +246,9 @@ def test_a_target_built_differently_is_refused_naming_the_difference(source, doc
         engine.add(documents[:3])
         before = engine.count_chunks()
     # The target config matches the source; the collection already at that path does not.
-    with pytest.raises(CompatibilityError, match=r"target already holds \d+ points built differently from the source: chunking"):
+    with pytest.raises(
+        CompatibilityError, match=r"target already holds \d+ points built differently from the source: chunking"
+    ):
         migrate(source, cfg({"plugin": "faiss", "path": str(tmp_path / "other")}))
     with vecguard.open(built_as) as engine:
         assert engine.count_chunks() == before
@@ -238,10 +277,13 @@ def test_a_target_config_that_would_refuse_the_copy_is_refused_before_writing(so
     assert not (tmp_path / "target").exists()
 
 
-@pytest.mark.parametrize("store, where", [
-    ({"plugin": "qdrant", "url": "http://127.0.0.1:{port}"}, "Qdrant server at http://127.0.0.1:{port}"),
-    ({"plugin": "chroma", "host": "127.0.0.1", "port": "{port}"}, "Chroma server at http://127.0.0.1:{port}"),
-])
+@pytest.mark.parametrize(
+    "store, where",
+    [
+        ({"plugin": "qdrant", "url": "http://127.0.0.1:{port}"}, "Qdrant server at http://127.0.0.1:{port}"),
+        ({"plugin": "chroma", "host": "127.0.0.1", "port": "{port}"}, "Chroma server at http://127.0.0.1:{port}"),
+    ],
+)
 def test_an_unreachable_target_server_is_named_before_anything_is_written(source, store: dict, where: str) -> None:
     port = free_port()
     store = {k: (int(v.format(port=port)) if v == "{port}" else v.format(port=port)) for k, v in store.items()}
@@ -261,7 +303,9 @@ def test_a_corrupt_source_file_is_named_and_nothing_is_written(source, tmp_path:
     assert not target.exists()
 
 
-def test_a_truncated_faiss_index_file_is_rebuilt_from_sqlite_and_the_copy_is_exact(source, source_points, tmp_path: Path) -> None:
+def test_a_truncated_faiss_index_file_is_rebuilt_from_sqlite_and_the_copy_is_exact(
+    source, source_points, tmp_path: Path
+) -> None:
     damaged = tmp_path / "damaged"
     shutil.copytree(source["store"]["path"], damaged)
     index_file = damaged / "index.faiss"
@@ -286,19 +330,34 @@ def test_verification_catches_a_copy_that_no_longer_matches(source, tmp_path: Pa
     (tmp_path / "from.toml").write_text(toml(source))
     (tmp_path / "to.toml").write_text(toml(target))
     cli = subprocess.run(
-        [str(Path(sys.executable).parent / "vecguard"), "migrate", "--from", str(tmp_path / "from.toml"),
-         "--to", str(tmp_path / "to.toml"), "--verify-only", "--verify-queries", "10"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        [
+            str(Path(sys.executable).parent / "vecguard"),
+            "migrate",
+            "--from",
+            str(tmp_path / "from.toml"),
+            "--to",
+            str(tmp_path / "to.toml"),
+            "--verify-only",
+            "--verify-queries",
+            "10",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert cli.returncode == 1, cli.stderr[-2000:]
     assert "FAIL vectors" in cli.stdout and "PASS counts" in cli.stdout
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"batch_size": 0}, "batch_size must be a whole number >= 1"),
-    ({"verify_queries": -1}, "verify_queries must be a whole number >= 0"),
-    ({"queries": {"q": "x"}}, "give both queries and qrels"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"batch_size": 0}, "batch_size must be a whole number >= 1"),
+        ({"verify_queries": -1}, "verify_queries must be a whole number >= 0"),
+        ({"queries": {"q": "x"}}, "give both queries and qrels"),
+    ],
+)
 def test_bad_arguments_are_refused(source, tmp_path: Path, kwargs: dict, message: str) -> None:
     with pytest.raises(VecguardError, match=message):
         migrate(source, cfg({"plugin": "qdrant", "path": str(tmp_path / "q")}), **kwargs)
@@ -311,13 +370,16 @@ def test_a_collection_cannot_be_migrated_onto_itself(source) -> None:
 
 # ---------------------------------------------------------------- --reembed
 
+
 def _judgments(documents: list[dict[str, Any]]) -> tuple[dict[str, str], dict[str, dict[str, float]]]:
     """Query each weakness by its name; its own document is the relevant one."""
     queries = {d["id"]: d["text"].split("\n\n")[0].split(": ", 1)[1] for d in documents[:40]}
     return queries, {qid: {qid: 1.0} for qid in queries}
 
 
-def test_reembed_builds_a_new_collection_with_the_new_settings_and_compares_quality(source, documents, tmp_path: Path) -> None:
+def test_reembed_builds_a_new_collection_with_the_new_settings_and_compares_quality(
+    source, documents, tmp_path: Path
+) -> None:
     # A different chunking is a different space for the guard, like a model upgrade: it needs re-encoding.
     target = cfg({"plugin": "faiss", "path": str(tmp_path / "green")}, chunking={"tokens": 64, "overlap": 8})
     queries, qrels = _judgments(documents)
@@ -338,7 +400,10 @@ def test_reembed_builds_a_new_collection_with_the_new_settings_and_compares_qual
 
 
 def test_reembed_killed_part_way_resumes_without_encoding_twice(source, tmp_path: Path) -> None:
-    target = cfg({"plugin": "qdrant", "path": str(tmp_path / "green")}, chunking={"tokens": 64, "overlap": 8, "batch_documents": 16})
+    target = cfg(
+        {"plugin": "qdrant", "path": str(tmp_path / "green")},
+        chunking={"tokens": 64, "overlap": 8, "batch_documents": 16},
+    )
     (tmp_path / "from.toml").write_text(toml(source))
     (tmp_path / "to.toml").write_text(toml(target))
     killed = run_python(KILL_AFTER_BATCHES, str(tmp_path / "from.toml"), str(tmp_path / "to.toml"), "3", "1", "1")

@@ -12,8 +12,21 @@ from conftest import ROOT, run_python
 
 def test_the_built_wheel_holds_only_vecguard_and_imports_from_itself(tmp_path: Path) -> None:
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert build.returncode == 0, build.stderr
     wheel = next(tmp_path.glob("vecguard-*.whl"))
@@ -23,9 +36,17 @@ def test_the_built_wheel_holds_only_vecguard_and_imports_from_itself(tmp_path: P
         archive.extractall(tmp_path / "site")
     top_levels = {name.split("/")[0] for name in names}
     assert {t for t in top_levels if not t.endswith(".dist-info")} == {"vecguard"}
-    assert {"vecguard/backends/faiss.py", "vecguard/plugins/bm25.py", "vecguard/engine.py", "vecguard/py.typed"} <= set(names)
-    for line in ("faiss = vecguard.backends.faiss", "bm25 = vecguard.plugins.bm25", "rrf = vecguard.plugins.rrf", "dbsf = vecguard.plugins.dbsf",
-                 "memory = vecguard.backends.memory", "sentence-transformers = vecguard.plugins.sentence_transformers"):
+    assert {"vecguard/backends/faiss.py", "vecguard/plugins/bm25.py", "vecguard/engine.py", "vecguard/py.typed"} <= set(
+        names
+    )
+    for line in (
+        "faiss = vecguard.backends.faiss",
+        "bm25 = vecguard.plugins.bm25",
+        "rrf = vecguard.plugins.rrf",
+        "dbsf = vecguard.plugins.dbsf",
+        "memory = vecguard.backends.memory",
+        "sentence-transformers = vecguard.plugins.sentence_transformers",
+    ):
         assert line in entry_points
 
     site = tmp_path / "site"

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import vecguard
 from conftest import config, corpus
 from vecguard.plugins.sentence_transformers import native_bf16_cpu
@@ -15,12 +14,16 @@ AUTO_EXPECTED = "bf16" if native_bf16_cpu() else "fp32"
 
 
 def test_an_unknown_precision_is_refused_with_the_choices() -> None:
-    with pytest.raises(vecguard.ConfigError, match="precision must be one of 'fp32', 'bf16', 'fp16', 'auto', got 'int4'"):
+    with pytest.raises(
+        vecguard.ConfigError, match="precision must be one of 'fp32', 'bf16', 'fp16', 'auto', got 'int4'"
+    ):
         vecguard.open(config("memory", encoder={"precision": "int4"}))
 
 
 def test_fp16_on_a_cpu_is_refused_with_the_alternative() -> None:
-    with pytest.raises(vecguard.ConfigError, match='precision "fp16" runs on a CUDA device, not \'cpu\'; on a CPU use "bf16"'):
+    with pytest.raises(
+        vecguard.ConfigError, match='precision "fp16" runs on a CUDA device, not \'cpu\'; on a CPU use "bf16"'
+    ):
         vecguard.open(config("memory", encoder={"precision": "fp16"}))
 
 

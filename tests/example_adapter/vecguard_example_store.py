@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 from vecguard import Part, StorageError, hookimpl
 from vecguard.atomic import write_json_atomically
 from vecguard.filters import matches, validate
@@ -46,7 +45,8 @@ class JsonFileStore:
         if filter:
             validate(filter)
         scored = [
-            (key, float(stored @ vector)) for key, (stored, payload) in self._points.items()
+            (key, float(stored @ vector))
+            for key, (stored, payload) in self._points.items()
             if matches(filter, payload.get("metadata", {}))
         ]
         return sorted(scored, key=lambda hit: -hit[1])[:k]
@@ -54,7 +54,7 @@ class JsonFileStore:
     def scan(self, batch_size=1000):
         keys = list(self._points)
         for start in range(0, len(keys), batch_size):
-            part = keys[start:start + batch_size]
+            part = keys[start : start + batch_size]
             yield part, np.stack([self._points[k][0] for k in part]), [dict(self._points[k][1]) for k in part]
 
     def count(self) -> int:
