@@ -5,8 +5,9 @@
     ├── PluginError            a part cannot be found or built
     │   ├── PluginNotFoundError    no plugin of that kind has that name
     │   └── MissingExtraError      the plugin needs an optional dependency
-    ├── DocumentError          an input document is malformed (names the line or id)
-    ├── FilterError            a filter does not follow the portable filter language
+    ├── InvalidArgumentError   a call's argument is wrong (a batch, a k, a mode): the caller's mistake
+    ├── DocumentError          an input document is malformed (.position: which one)
+    ├── FilterError            a filter does not follow the portable filter language (.path: where in it)
     ├── StorageError           a store cannot read or write its data
     │   ├── CollectionNotFoundError  nothing is stored where the config points (a read never creates one)
     │   └── CorruptCollectionError   a collection's file or record is damaged or out of step (names which)
@@ -14,7 +15,11 @@
         ├── DimensionError         vector dimension differs
         └── EmbeddingDriftError    the encoder's vector space moved
 
-Messages say what was expected, what was found and how to fix it.
+Messages say what was expected, what was found and how to fix it. Where an error
+names a location, it also carries it as data (``FilterError.path``,
+``DocumentError.position``, ``StorageError.location``), so a caller such as the
+HTTP server points at it without reading the message. Exceptions of the
+libraries behind a store are mapped onto this tree where the store calls them.
 """
 
 from __future__ import annotations
@@ -40,16 +45,45 @@ class MissingExtraError(PluginError):
     """A plugin needs an optional dependency that is not installed."""
 
 
+class InvalidArgumentError(VecguardError, ValueError):
+    """An argument of a call is invalid: a batch of mismatched lengths, a NaN vector, a k of 0, an unknown mode.
+
+    The caller's mistake, not the store's: retrying the same call fails the same way.
+    """
+
+
 class DocumentError(VecguardError):
-    """An input document is malformed."""
+    """An input document is malformed.
+
+    ``position`` is the document's 0-based place in the input of the call that raised it, where known.
+    """
+
+    def __init__(self, message: str, *, position: int | None = None) -> None:
+        super().__init__(message)
+        self.position = position
 
 
 class FilterError(VecguardError):
-    """A filter does not follow the portable filter language."""
+    """A filter does not follow the portable filter language.
+
+    ``path`` is where in the filter the problem sits, as keys and list positions from its root
+    (``("$and", 0, "year")``); empty when the whole filter is wrong.
+    """
+
+    def __init__(self, message: str, *, path: tuple[str | int, ...] = ()) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class StorageError(VecguardError):
-    """A store could not read or write its data."""
+    """A store could not read or write its data.
+
+    ``location`` is the file, folder or URL the store was using, where known.
+    """
+
+    def __init__(self, message: str, *, location: str | None = None) -> None:
+        super().__init__(message)
+        self.location = location
 
 
 class CollectionNotFoundError(StorageError):
