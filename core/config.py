@@ -133,7 +133,8 @@ def _validated(raw: dict[str, Any], base_dir: Path, source: str) -> Config:
     overlap = chunking["overlap"]
     if not isinstance(overlap, int) or isinstance(overlap, bool) or not 0 <= overlap < chunking["tokens"]:
         raise ConfigError(
-            f"{source}: [chunking] overlap must be a whole number from 0 to tokens - 1 ({chunking['tokens'] - 1}), got {overlap!r}"
+            f"{source}: [chunking] overlap must be a whole number from 0 "
+            f"to tokens - 1 ({chunking['tokens'] - 1}), got {overlap!r}"
         )
 
     fusion = tables["fusion"]

@@ -53,7 +53,8 @@ PROBE_SENTENCES: tuple[str, ...] = (
     "CVE-2022-24045 allows remote attackers to execute arbitrary code via a crafted request.",
     "Improper Neutralization of Input During Web Page Generation ('Cross-site Scripting')",
     "42 U.S.C. § 1983 provides a civil action for deprivation of rights.",
-    "Article 21A: The State shall provide free and compulsory education to all children of the age of six to fourteen years.",
+    "Article 21A: The State shall provide free and compulsory "
+    "education to all children of the age of six to fourteen years.",
     "def add(a, b):\n    return a + b",
     "SELECT id, name FROM users WHERE created_at > '2020-01-01';",
     "Der schnelle braune Fuchs springt über den faulen Hund.",
@@ -300,7 +301,8 @@ class GuardReport:
         if self.mean_cosine is not None:
             measured = f"; probe cosine mean {self.mean_cosine:.4f}, min {self.min_cosine:.4f}"
         if self.status == "refused":
-            return f"collection refused: {'; '.join(self.reasons)}{measured}. Built with {stored}; live encoder {live}. {fix}"
+            reasons = "; ".join(self.reasons)
+            return f"collection refused: {reasons}{measured}. Built with {stored}; live encoder {live}. {fix}"
         if self.status == "warn":
             return f"encoder changed but the vector space did not: {'; '.join(self.changes)}{measured}"
         return "collection matches the live encoder"

@@ -85,7 +85,8 @@ def problems(engine: Any) -> list[str]:
     for doc_id, held in sorted(indexes.items()):
         if doc_id not in heads:
             found.append(
-                f"{where}: document {doc_id!r} has chunks {sorted(held)[:5]} but no first chunk (left by a write that did not finish)"
+                f"{where}: document {doc_id!r} has chunks {sorted(held)[:5]} "
+                "but no first chunk (left by a write that did not finish)"
             )
         elif held != set(range(heads[doc_id])):
             found.append(

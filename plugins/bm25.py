@@ -84,7 +84,7 @@ def identifier_terms(text: str, *, lowercase: bool = True) -> list[str]:
 
 
 def _identifier_tokens(tokens: Iterable[str]) -> set[str]:
-    """``identifier_terms`` of ``tokenize``'s output (no lowercasing, no split), without looking twice at plain words."""
+    """``identifier_terms`` of ``tokenize``'s output (no lowercasing, no split), not looking twice at plain words."""
     return {t for t in tokens if not t.isalpha() and _identifier(t, _WORD.findall(t))}
 
 
@@ -194,7 +194,8 @@ class BM25Index:
     ) -> None:
         if implementation not in IMPLEMENTATIONS:
             raise ConfigError(
-                f"[keyword] bm25 implementation must be one of {', '.join(map(repr, IMPLEMENTATIONS))} (same scores), got {implementation!r}"
+                "[keyword] bm25 implementation must be one of "
+                f"{', '.join(map(repr, IMPLEMENTATIONS))} (same scores), got {implementation!r}"
             )
         if stopwords not in ("english", "none"):
             raise ConfigError(f'[keyword] {plugin} stopwords must be "english" or "none", got {stopwords!r}')
@@ -338,7 +339,8 @@ class BM25Index:
             ) from exc
         if not isinstance(data, dict) or not isinstance(data.get("tokens"), dict):
             raise StorageError(
-                f"keyword index {path} is not an object with 'settings' and 'tokens'; delete it and reopen to rebuild it"
+                f"keyword index {path} is not an object with 'settings' "
+                "and 'tokens'; delete it and reopen to rebuild it"
             )
         if data.get("settings") != self._settings:
             return False  # built with other settings: the engine rebuilds it from the stored texts

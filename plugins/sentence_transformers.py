@@ -390,7 +390,8 @@ encoder = SentenceTransformerEncoder(Path(folder), name="trial", revision="trial
 encoder.encode_documents(encoder.trial_texts(2))  # first-call allocations are not per text
 
 def status_kib(field):
-    return next(int(l.split()[1]) for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(field + ":"))
+    lines = Path("/proc/self/status").read_text().splitlines()
+    return next(int(l.split()[1]) for l in lines if l.startswith(field + ":"))
 
 Path("/proc/self/clear_refs").write_text("5")
 before = status_kib("VmRSS")
@@ -433,7 +434,8 @@ def _build(options: dict[str, Any], base_dir: Path) -> SentenceTransformerEncode
         folder = resolve_path(opts["model"], base_dir, "[encoder] sentence-transformers", "model")
         if folder is None or not (folder / "config.json").is_file():
             raise ConfigError(
-                f"[encoder] model {opts['model']!r} is not a local sentence-transformers folder (no config.json at {folder}); "
+                f"[encoder] model {opts['model']!r} is not a local "
+                f"sentence-transformers folder (no config.json at {folder}); "
                 f'models are never downloaded: use "bundled" or the path of a saved model'
             )
         name = opts["name"] or folder.name

@@ -209,7 +209,8 @@ def test_results_survive_a_restart_in_a_fresh_process(store: str, tmp_path: Path
     code = (
         "import json, sys, vecguard\n"
         "with vecguard.open(json.loads(sys.argv[1])) as e:\n"
-        "    print(json.dumps({'count': e.count(), 'hits': [(h.id, round(h.score, 5)) for h in e.search('warehouse storms ORD-2024-00017', k=5)]}))\n"
+        "    hits = e.search('warehouse storms ORD-2024-00017', k=5)\n"
+        "    print(json.dumps({'count': e.count(), 'hits': [(h.id, round(h.score, 5)) for h in hits]}))\n"
     )
     result = run_python(code, json.dumps(cfg))
     assert result.returncode == 0, result.stderr

@@ -35,12 +35,14 @@ DOCS = [
     ("refund", "Customers may return unused items within thirty days for a full refund.", "support"),
     (
         "ship",
-        "Storms closed the northern warehouse, so parcels to the coast arrive a week late. Order ORD-2024-00017 is affected.",
+        "Storms closed the northern warehouse, so parcels to the "
+        "coast arrive a week late. Order ORD-2024-00017 is affected.",
         "logistics",
     ),
     (
         "bof",
-        "Writing past the end of a fixed-size buffer corrupts adjacent memory and can run attacker code (CVE-2022-24045).",
+        "Writing past the end of a fixed-size buffer corrupts "
+        "adjacent memory and can run attacker code (CVE-2022-24045).",
         "security",
     ),
     ("sqli", "Building SQL queries by concatenating user input lets attackers read or change tables.", "security"),
@@ -129,7 +131,9 @@ FRESH_PROCESS = textwrap.dedent(
                 report = engine.guard_report
                 entry["report"] = report.as_dict() if report is not None else None
                 entry["count"] = engine.count()
-                entry["results"] = {q: [[h.id, h.score] for h in engine.search(q, k=5, mode=mode)] for q, mode in queries}
+                entry["results"] = {
+                    q: [[h.id, h.score] for h in engine.search(q, k=5, mode=mode)] for q, mode in queries
+                }
             finally:
                 engine.close()
         entry["log"] = list(records)
@@ -554,7 +558,10 @@ def test_weights_replaced_with_the_same_size_and_mtime_are_refused(models, tmp_p
 def test_cli_check_and_reindex(built, models, env, tmp_path: Path, capsys) -> None:
     shutil.copytree(_shared(built), tmp_path / "idx")
     ok_toml, drift_toml = tmp_path / "ok.toml", tmp_path / "drift.toml"
-    common = f'[store]\nplugin = "faiss"\npath = "idx"\n\n[chunking]\ntokens = {CHUNKING["tokens"]}\noverlap = {CHUNKING["overlap"]}\n'
+    common = (
+        f'[store]\nplugin = "faiss"\npath = "idx"\n\n'
+        f'[chunking]\ntokens = {CHUNKING["tokens"]}\noverlap = {CHUNKING["overlap"]}\n'
+    )
     ok_toml.write_text(f'[encoder]\nplugin = "sentence-transformers"\nmodel = "bundled"\n\n{common}', encoding="utf-8")
     drift_toml.write_text(
         f'[encoder]\nplugin = "sentence-transformers"\nmodel = {json.dumps(str(models["cased"]))}\n\n{common}',
@@ -614,7 +621,8 @@ IDENTITY_TIMING = textwrap.dedent(
     cache.unlink()
     t = time.perf_counter(); registry.build("encoder", "sentence-transformers", {"model": "bundled"}, Path.cwd())
     cold_build = time.perf_counter() - t
-    t = time.perf_counter(); encoder = registry.build("encoder", "sentence-transformers", {"model": "bundled"}, Path.cwd())
+    t = time.perf_counter()
+    encoder = registry.build("encoder", "sentence-transformers", {"model": "bundled"}, Path.cwd())
     warm_build = time.perf_counter() - t
     print(json.dumps({"cold_hash_ms": cold_hash * 1000, "warm_hash_ms": warm_hash * 1000,
                       "cold_encoder_ms": cold_build * 1000, "warm_encoder_ms": warm_build * 1000,
@@ -645,7 +653,8 @@ def test_guard_cost(fresh, env, tmp_path: Path, capsys) -> None:
             f"warm {timing['warm_hash_ms']:.2f} ms"
         )
         print(
-            f"encoder build incl. identity (bundled model, imports excluded): cold cache {timing['cold_encoder_ms']:.0f} ms, "
+            "encoder build incl. identity (bundled model, imports "
+            f"excluded): cold cache {timing['cold_encoder_ms']:.0f} ms, "
             f"warm {timing['warm_encoder_ms']:.0f} ms"
         )
     assert fresh["faiss"]["same"]["report"]["elapsed_ms"] > 0

@@ -69,7 +69,8 @@ def test_a_third_party_plugin_is_discovered_and_a_broken_one_is_reported_not_fat
         part = registry.parts[("fuser", "keyword-only")]
         cfg = {"store": {"plugin": "memory"}, "fusion": {"plugin": "keyword-only"}}
         with vecguard.open(cfg, registry=registry) as engine:
-            engine.add([{"id": f"d{i}", "text": f"note {i} about apples"} for i in range(6)] + [{"id": "x", "text": "pears ORD-1"}])
+            apples = [{"id": f"d{i}", "text": f"note {i} about apples"} for i in range(6)]
+            engine.add([*apples, {"id": "x", "text": "pears ORD-1"}])
             hits = engine.search("pears", k=3)
         print(json.dumps({"distribution": part.distribution, "hits": [h.id for h in hits],
                           "broken": [[b.entry_point, b.distribution, b.error] for b in registry.broken]}))
@@ -109,7 +110,8 @@ def test_importing_vecguard_and_its_plugins_does_not_import_heavy_libraries() ->
     code = (
         "import sys, vecguard, vecguard.cli\n"
         "vecguard.Registry.discover()\n"
-        "print(sorted(m for m in ('torch', 'faiss', 'sentence_transformers', 'chromadb', 'qdrant_client') if m in sys.modules))\n"
+        "print(sorted(m for m in ('torch', 'faiss', 'sentence_transformers', "
+        "'chromadb', 'qdrant_client') if m in sys.modules))\n"
     )
     result = run_python(code)
     assert result.returncode == 0, result.stderr

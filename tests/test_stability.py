@@ -97,7 +97,8 @@ def test_bundled_encoder_matches_the_committed_reference(reference: dict, live: 
     assert mean >= MIN_MEAN_COSINE, (
         f"the bundled encoder drifted from tests/data/reference_embeddings.json: mean cosine {mean:.4f} "
         f"< {MIN_MEAN_COSINE} (min {worst:.4f}); per sentence: {details}. Versions now: {_versions()}, "
-        f"at generation: {reference.get('libraries')}. A model or library upgrade is not a patch: see this file's docstring."
+        f"at generation: {reference.get('libraries')}. A model or "
+        "library upgrade is not a patch: see this file's docstring."
     )
 
 
