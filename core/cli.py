@@ -136,7 +136,8 @@ def cmd_index(args: argparse.Namespace) -> int:
         unchanged = engine.last_add["unchanged"]
         skipped = f", {unchanged} already stored unchanged" if unchanged else ""
         print(
-            f"indexed {written} documents{skipped} ({engine.count()} in the collection, {engine.count_chunks()} chunks) "
+            f"indexed {written} documents{skipped} ({engine.count()} "
+            f"in the collection, {engine.count_chunks()} chunks) "
             f"in {elapsed:.1f} s, {rate:.1f} docs/s"
         )
     return EXIT_OK
@@ -152,7 +153,8 @@ def cmd_search(args: argparse.Namespace) -> int:
             filter = json.loads(args.filter)
         except json.JSONDecodeError as exc:
             raise VecguardError(
-                f'--filter is not valid JSON ({exc.msg} at column {exc.colno}); example: --filter \'{{"year": {{"$gte": 2020}}}}\''
+                f"--filter is not valid JSON ({exc.msg} at column {exc.colno}); "
+                f'example: --filter \'{{"year": {{"$gte": 2020}}}}\''
             ) from exc
         except RecursionError:
             raise VecguardError("--filter nests too deeply; a filter nests at most 32 levels") from None
@@ -235,7 +237,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"{report.status.upper()}: {report.message(args.config)}")
         if report.mean_cosine is not None:
             print(
-                f"probe cosine over {len(guard.PROBE_SENTENCES)} sentences: mean {report.mean_cosine:.4f}, min {report.min_cosine:.4f}"
+                f"probe cosine over {len(guard.PROBE_SENTENCES)} sentences: "
+                f"mean {report.mean_cosine:.4f}, min {report.min_cosine:.4f}"
             )
         if problems:
             print(f"FAILED: {len(problems)} problem{'s' * (len(problems) > 1)} in the collection's files and records:")
@@ -271,7 +274,8 @@ def cmd_optimize(args: argparse.Namespace) -> int:
             else ""
         )
         print(
-            f"rebuilt the {plugin} index ({report.get('spec')}) on {report.get('vectors')} vectors in {elapsed:.1f} s{tuned}"
+            f"rebuilt the {plugin} index ({report.get('spec')}) on "
+            f"{report.get('vectors')} vectors in {elapsed:.1f} s{tuned}"
         )
         for spec, measured in (report.get("candidates") or {}).items():
             knob = f"{_knob(measured)}, " if _knob(measured) else ""
@@ -290,7 +294,9 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     with tqdm(unit="docs", desc="reindexing", disable=True if args.quiet else None) as bar:
         report = reindex(args.config, progress=bar)
     print(
-        f"reindexed {report.documents} documents ({report.chunks} chunks) in {report.seconds:.1f} s; manifest {report.old_manifest_id and report.old_manifest_id[:12]} -> {report.new_manifest_id and report.new_manifest_id[:12]}"
+        f"reindexed {report.documents} documents ({report.chunks} chunks) in {report.seconds:.1f} s; manifest "
+        f"{report.old_manifest_id and report.old_manifest_id[:12]} -> "
+        f"{report.new_manifest_id and report.new_manifest_id[:12]}"
     )
     return EXIT_OK
 
@@ -368,7 +374,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     if report.mode != "verify":
         resumed = f", resuming after {report.resumed_from}" if report.resumed_from else ""
         print(
-            f"{'re-encoded' if report.mode == 'reembed' else 'copied'} {report.written} of {report.total} {unit}{resumed} "
+            f"{'re-encoded' if report.mode == 'reembed' else 'copied'} "
+            f"{report.written} of {report.total} {unit}{resumed} "
             f"in {report.copy_seconds:.1f} s ({report.rate:.0f} {unit}/s); finished in {report.finish_seconds:.1f} s"
         )
     print(f"verification ({report.verify_seconds:.1f} s):")
@@ -420,20 +427,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
             # Kept in the manifest: `vecguard serve` exports it as vecguard_recall_at_k, and the next run compares.
             previous = (engine.manifest.get("measurements") or {}).get("recall")
             result["recall"]["previous"] = previous
-            engine.manifest.setdefault("measurements", {})["recall"] = {
-                "value": measured["recall"],
-                "k": measured["k"],
-                "queries": measured["queries"],
-                "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            }
-            engine.store.write_manifest(engine.manifest)
+            engine.collection.record_measurement(
+                "recall",
+                {
+                    "value": measured["recall"],
+                    "k": measured["k"],
+                    "queries": measured["queries"],
+                    "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                },
+            )
     if args.json:
         print(json.dumps(result, indent=2))
         return EXIT_OK
     if "quality" in result:
         k = args.k
         print(
-            f"{'mode':<8} {'nDCG@' + str(k):>9} {'Recall@' + str(k):>10} {'MRR':>7}  ({next(iter(result['quality'].values()))['queries']} judged queries)"
+            f"{'mode':<8} {'nDCG@' + str(k):>9} {'Recall@' + str(k):>10} {'MRR':>7} "
+            f" ({next(iter(result['quality'].values()))['queries']} judged queries)"
         )
         for mode, scores in result["quality"].items():
             print(f"{mode:<8} {scores[f'ndcg@{k}']:>9.4f} {scores[f'recall@{k}']:>10.4f} {scores['mrr']:>7.4f}")
@@ -442,13 +452,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         size = f", {r['index_bytes'] / 1e6:.1f} MB on disk" if r["index_bytes"] is not None else ""
         print(
             f"recall@{r['k']} against exact search: {r['recall']:.4f} (min {r['min_recall']:.2f}) over {r['queries']} "
-            f"queries and {r['points']} vectors; store search p50 {r['latency_p50_ms']:.2f} ms, p99 {r['latency_p99_ms']:.2f} ms{size}"
+            f"queries and {r['points']} vectors; store search p50 "
+            f"{r['latency_p50_ms']:.2f} ms, p99 {r['latency_p99_ms']:.2f} ms{size}"
         )
         if r["previous"]:
             print(f"previous measurement: {r['previous']['value']:.4f} at {r['previous']['measured_at']}")
         if "optimized" in result:
             print(
-                f"recall was {result['optimized']['before']:.4f}, below the index's target_recall {r['target_recall']}: "
+                f"recall was {result['optimized']['before']:.4f}, below "
+                f"the index's target_recall {r['target_recall']}: "
                 f"retrained it ({(result['optimized']['index'] or {}).get('spec')}); the figures above are after"
             )
         elif r["target_recall"] is not None and r["recall"] < r["target_recall"]:

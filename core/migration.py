@@ -34,8 +34,9 @@ from typing import Any
 import numpy as np
 
 from . import guard
+from .collection import Collection
 from .config import Config, load_config
-from .engine import Engine, Parts, build_parts
+from .engine import Components, Engine, build_parts
 from .errors import CompatibilityError, StorageError, VecguardError
 from .evaluate import Qrels, evaluate
 from .faults import kill_point
@@ -259,10 +260,11 @@ def _copy(
         target_store: VectorStore = registry.build(
             "store", *target_config.plugin_options("store"), target_config.base_dir
         )
+        target = Collection(target_store, None, where=target_config.source)
         sample = _Sample(VECTOR_SAMPLE, verify_queries)
         try:
-            manifest = _prepare_copy_target(target_store, source, target_config, origin, into_existing)
-            migration = manifest["state"]["migration"]
+            _prepare_copy_target(target, source, target_config, origin, into_existing)
+            migration = target.state["migration"]
             contains_only = bool(migration.get("into_existing"))
             report.resumed_from = start = int(migration["committed"])
             if progress is not None and hasattr(progress, "total"):
@@ -285,12 +287,12 @@ def _copy(
                 committed = position - len(ids)
                 try:
                     target_store.upsert(ids, vectors, payloads)
-                    migration["committed"] = position
-                    target_store.write_manifest(manifest)
+                    target.record_copied(position)
                 except Exception as exc:
                     raise StorageError(
                         f"batch {report.batches} (points {committed + 1}-{position} of {report.total}) failed on the "
-                        f"target {target_config.source}: {type(exc).__name__}: {exc}. {committed} points are committed; "
+                        f"target {target_config.source}: {type(exc).__name__}: "
+                        f"{exc}. {committed} points are committed; "
                         f"rerun the same command to resume from there"
                     ) from exc
                 report.written += len(ids)
@@ -319,7 +321,7 @@ def _copy(
     return report
 
 
-def _target_parts(source: Engine, target_config: Config, registry: Registry) -> Parts:
+def _target_parts(source: Engine, target_config: Config, registry: Registry) -> Components:
     """The target config's parts, once they are known to accept the source's manifest (else raise before writing)."""
     same_encoder = (
         source.config.tables["encoder"] == target_config.tables["encoder"]
@@ -343,14 +345,14 @@ def _target_parts(source: Engine, target_config: Config, registry: Registry) -> 
 
 
 def _prepare_copy_target(
-    store: VectorStore,
+    target: Collection,
     source: Engine,
     target_config: Config,
     origin: dict[str, Any],
     into_existing: bool,
-) -> dict[str, Any]:
-    """The target manifest to write, marked mid-migration; refuses a target that cannot take the source."""
-    where = target_config.source
+) -> None:
+    """Mark the target mid-migration with the manifest it will carry; refuses a target that cannot take the source."""
+    where, store = target_config.source, target.store
     existing = store.read_manifest()
     points = store.count()
     if existing is not None:
@@ -359,10 +361,12 @@ def _prepare_copy_target(
             if migration.get("kind") != "copy" or migration.get("source") != origin:
                 raise StorageError(
                     f"{where}: the target holds an unfinished migration from another source or from this source "
-                    f"before it changed (then {migration.get('source')}; now {origin}). Delete the target and start again"
+                    f"before it changed (then {migration.get('source')}; "
+                    f"now {origin}). Delete the target and start again"
                 )
             log.info("migrate: resuming after %d of %d points", migration["committed"], origin["chunks"])
-            return existing
+            target.resume_migration(existing)
+            return
         if points:
             differences = guard.space_differences(existing, source.manifest)
             if differences:
@@ -375,10 +379,8 @@ def _prepare_copy_target(
                     f"{where}: the target already holds {points} points of a compatible collection; pass "
                     f"--into-existing to add the source's points to it, or choose an empty target"
                 )
-            manifest = dict(existing)
-            manifest["state"] = {"migration": _migration_mark(origin, source.config.source, into_existing=True)}
-            store.write_manifest(manifest)
-            return manifest
+            target.begin_migration(existing, _migration_mark(origin, source.config.source, into_existing=True))
+            return
     elif points:
         raise StorageError(
             f"{where}: the target holds {points} points but no vecguard manifest; choose an empty collection"
@@ -397,9 +399,7 @@ def _prepare_copy_target(
     ]
     manifest["id"] = guard.manifest_id(manifest)
     manifest["write_id"] = uuid.uuid4().hex  # the copy's own: a keyword file of the source's is not taken for its
-    manifest["state"] = {"migration": _migration_mark(origin, source.config.source, into_existing=False)}
-    store.write_manifest(manifest)
-    return manifest
+    target.begin_migration(manifest, _migration_mark(origin, source.config.source, into_existing=False))
 
 
 def _origin(source: Engine) -> dict[str, Any]:
@@ -541,10 +541,8 @@ def _reembed(
                 log.info("migrate: resuming a re-embed; documents already encoded are skipped")
                 new.repair()  # a kill mid-batch leaves orphan chunks and a stale keyword index
             else:
-                new.state["migration"] = _migration_mark(
-                    origin, source_config.source, into_existing=False, kind="reembed"
-                )
-                new.store.write_manifest(new.manifest)
+                mark = _migration_mark(origin, source_config.source, into_existing=False, kind="reembed")
+                new.collection.begin_migration(new.manifest, mark)
             if progress is not None and hasattr(progress, "total"):
                 progress.total = report.total
             started = time.perf_counter()
@@ -557,7 +555,8 @@ def _reembed(
                 raise
             except Exception as exc:
                 raise StorageError(
-                    f"re-embedding stopped after {counter.done} of {report.total} documents: {type(exc).__name__}: {exc}; "
+                    f"re-embedding stopped after {counter.done} of "
+                    f"{report.total} documents: {type(exc).__name__}: {exc}; "
                     f"rerun the same command to resume"
                 ) from exc
             report.resumed_from = counter.skipped

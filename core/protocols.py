@@ -7,7 +7,7 @@ arrays, ids are str, metadata and payloads are JSON-compatible dicts.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -239,6 +239,11 @@ class Instrument(Protocol):
     def observe(self, name: str, value: float) -> None:
         """A measured value: top1_cosine (the best dense score of a query, before min_score)."""
         ...
+
+
+def stage(instrument: Instrument | None, name: str) -> AbstractContextManager[Any]:
+    """``instrument``'s span for one stage, or nothing when no instrument watches."""
+    return instrument.stage(name) if instrument is not None else nullcontext()
 
 
 def as_documents(items: Iterable[Document | Mapping[str, Any]]) -> Iterator[Document]:

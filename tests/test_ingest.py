@@ -138,11 +138,15 @@ def test_documents_come_from_a_generator_a_bounded_number_of_batches_at_a_time(t
             pulled.append(i)
             yield document
 
+    class Committed:
+        """A progress bar: add() counts each batch once it is committed."""
+
+        def update(self, documents: int) -> None:
+            seen_when_written.append(len(pulled))
+
+    seen_when_written: list[int] = []
     with vecguard.open(config("faiss", tmp_path / "index", chunking={"batch_documents": 4})) as engine:
-        seen_when_written: list[int] = []
-        store_batch = engine._store_batch
-        engine._store_batch = lambda *batch: (seen_when_written.append(len(pulled)), store_batch(*batch))[1]  # type: ignore[method-assign]
-        assert engine.add(stream()) == 20
+        assert engine.add(stream(), progress=Committed()) == 20
     # Each batch is written once the next one is read and handed to the encoder: the generator is never
     # read more than one batch ahead of the batch being written.
     assert seen_when_written == [8, 12, 16, 20, 20]

@@ -1,0 +1,193 @@
+"""One ``Engine.search``: the dense list, the keyword lists under a filter, identifier routing, fusion, hits.
+
+Hybrid mode fuses the top ``depth`` candidates of each signal. Chunks that hold
+an identifier of the query verbatim rank first, among themselves by the fused
+score, and carry an ``identifier`` signal: neither fusion keeps an exact hit
+first on its own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from . import filters as portable_filters
+from . import integrity
+from .collection import Collection
+from .errors import InvalidArgumentError
+from .protocols import Encoder, Fuser, Hit, Instrument, Payload, RankedList, SignalEvidence, stage, unicode_problem
+
+MODES = ("hybrid", "dense", "keyword")
+
+
+def check_arguments(query: Any, k: Any, mode: Any, min_score: Any, filter: Any) -> None:
+    """Raise InvalidArgumentError (or FilterError) naming the first argument of a search that is wrong."""
+    if not isinstance(query, str) or not query.strip():
+        raise InvalidArgumentError("query must be a non-empty string")
+    if problem := unicode_problem(query):
+        raise InvalidArgumentError(f"query {problem}")
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise InvalidArgumentError(f"k must be a whole number >= 1, got {k!r}")
+    if mode not in MODES:
+        raise InvalidArgumentError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if min_score is not None:
+        if mode == "keyword":
+            raise InvalidArgumentError(
+                "min_score is a floor on the dense cosine; keyword mode has no cosine to compare"
+            )
+        if not isinstance(min_score, (int, float)) or isinstance(min_score, bool) or math.isnan(min_score):
+            raise InvalidArgumentError(f"min_score must be a cosine similarity like 0.3, got {min_score!r}")
+    if filter:
+        portable_filters.validate(filter)
+
+
+class Query:
+    """Searches one collection with the engine's encoder and fuser; one instance serves many searches."""
+
+    def __init__(
+        self,
+        collection: Collection,
+        encoder: Encoder,
+        fuser: Fuser,
+        *,
+        depth: int,
+        weights: Mapping[str, float],
+        instrument: Instrument | None = None,
+    ) -> None:
+        self.collection, self.encoder, self.fuser = collection, encoder, fuser
+        self.depth, self.weights, self.instrument = depth, weights, instrument
+
+    def __call__(
+        self,
+        query: str,
+        k: int,
+        mode: str,
+        filter: Mapping[str, Any] | None,
+        min_score: float | None,
+        chunks: bool,
+    ) -> list[Hit]:
+        check_arguments(query, k, mode, min_score, filter)
+        depth = max(k, self.depth)
+        payloads: dict[str, Payload] = {}
+        ranked = self._ranked_lists(query, depth, mode, filter or None, min_score, payloads)
+        try:
+            return self._hits(ranked, payloads, mode, k, chunks)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            # A stored payload of the wrong shape, named; anything else is a bug and goes through as it is.
+            raise integrity.malformed_payload(self.collection.where, payloads) or exc from exc
+
+    def _ranked_lists(
+        self,
+        query: str,
+        depth: int,
+        mode: str,
+        filter: Mapping[str, Any] | None,
+        min_score: float | None,
+        payloads: dict[str, Payload],
+    ) -> dict[str, RankedList]:
+        ranked: dict[str, RankedList] = {}
+        if mode in ("hybrid", "dense"):
+            with stage(self.instrument, "encode"):
+                vector = self.encoder.encode_queries([query])[0]
+            with stage(self.instrument, "dense"):
+                dense = self._dense(vector, depth, filter, payloads)
+            if dense and self.instrument is not None:
+                self.instrument.observe("top1_cosine", dense[0][1])
+            if min_score is not None:
+                dense = [(i, s) for i, s in dense if s >= min_score]
+            ranked["dense"] = dense
+        keyword = self.collection.keyword
+        with stage(self.instrument, "keyword"):
+            if mode == "hybrid":
+                ranked["identifier"] = self._keyword(query, depth, filter, keyword.exact_matches)
+            if mode in ("hybrid", "keyword"):
+                ranked["keyword"] = self._keyword(query, depth, filter, keyword.search)
+        return ranked
+
+    def _dense(
+        self, vector: np.ndarray, depth: int, filter: Mapping[str, Any] | None, payloads: dict[str, Payload]
+    ) -> RankedList:
+        """The store's best ``depth`` chunks, collecting their payloads when the store returns them in the same call."""
+        store = self.collection.store
+        with_payloads = getattr(store, "search_with_payloads", None)
+        if with_payloads is None:
+            hits = store.search(vector, depth, filter)
+        else:
+            hits = []
+            for key, score, payload in with_payloads(vector, depth, filter):
+                hits.append((key, score))
+                payloads[key] = payload
+        # Identical chunks tie exactly; break ties by id so every backend ranks them alike.
+        return sorted(hits, key=lambda pair: (-pair[1], pair[0]))
+
+    def _keyword(
+        self, query: str, depth: int, filter: Mapping[str, Any] | None, search: Callable[[str, int], RankedList]
+    ) -> RankedList:
+        """``search``'s best ``depth`` chunks that pass ``filter`` (checked on stored payloads)."""
+        if not filter:
+            return search(query, depth)
+        wanted, matches = depth * 4, portable_filters.compile(filter)
+        while True:
+            candidates = search(query, wanted)
+            payloads = self.collection.payloads([i for i, _ in candidates])
+            try:
+                kept = [(i, s) for i, s in candidates if i in payloads and matches(payloads[i]["metadata"])]
+            except (KeyError, TypeError, AttributeError) as exc:
+                raise integrity.malformed_payload(self.collection.where, payloads) or exc from exc
+            if len(kept) >= depth or len(candidates) < wanted:
+                return kept[:depth]
+            wanted *= 4
+
+    def _hits(
+        self, ranked: dict[str, RankedList], payloads: dict[str, Payload], mode: str, k: int, chunks: bool
+    ) -> list[Hit]:
+        with stage(self.instrument, "fuse"):
+            missing = sorted({i for hits in ranked.values() for i, _ in hits} - payloads.keys())
+            payloads.update(self.collection.payloads(missing))
+            # In document mode a document shows the chunk holding the identifier, else its best dense, else keyword.
+            representative: dict[str, str] = {}
+            if not chunks:
+                ranked = {signal: collapse(hits, payloads, representative) for signal, hits in ranked.items()}
+            scored = self._fuse(ranked, mode)
+        results = []
+        for key, score, signals in scored[:k]:
+            payload = payloads[representative.get(key, key)]
+            results.append(
+                Hit(
+                    id=payload["doc_id"] if not chunks else key,
+                    score=float(score),
+                    text=payload["text"],
+                    metadata=dict(payload["metadata"]),
+                    signals=dict(signals),
+                    chunk=payload["chunk"],
+                    start=payload["start"],
+                    end=payload["end"],
+                )
+            )
+        return results
+
+    def _fuse(self, ranked: dict[str, RankedList], mode: str) -> list[tuple[str, float, dict[str, SignalEvidence]]]:
+        if mode != "hybrid":
+            ((signal, hits),) = ranked.items()
+            return [(i, s, {signal: SignalEvidence(r, s)}) for r, (i, s) in enumerate(hits, start=1)]
+        identifier = ranked.pop("identifier")
+        fused = self.fuser.fuse(ranked, self.weights)
+        exact = {key: SignalEvidence(rank, score) for rank, (key, score) in enumerate(identifier, start=1)}
+        scored = [(f.id, f.score, {**f.signals, "identifier": exact[f.id]}) for f in fused if f.id in exact]
+        return scored + [(f.id, f.score, f.signals) for f in fused if f.id not in exact]
+
+
+def collapse(hits: RankedList, payloads: Mapping[str, Payload], representative: dict[str, str]) -> RankedList:
+    """Chunk hits -> document hits, best chunk first; records each document's first-seen chunk."""
+    seen: set[str] = set()
+    collapsed = []
+    for key, score in hits:
+        doc_id = payloads[key]["doc_id"]
+        if doc_id not in seen:
+            seen.add(doc_id)
+            collapsed.append((doc_id, score))
+            representative.setdefault(doc_id, key)
+    return collapsed
