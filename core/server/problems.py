@@ -4,7 +4,8 @@ Errors that name a place carry it as data, and the handlers here turn it into ``
 into the request's ``filter`` (``["body", "filter", "$and", 0, "year"]``), a ``DocumentError`` at a document
 (``["body", "documents", 2]``). Routes let them rise as they come. A ``StorageError`` names files and paths,
 which are for the server log, not for anonymous clients: it answers 503 with an incident id the log repeats.
-Each refusal is counted in ``vecguard_errors`` by type.
+Each answer is counted in ``vecguard_errors``: by exception type, or as ``http_<status>`` for the refusals
+counted that way before the handlers were split (a route's own, a malformed filter or document).
 """
 
 import logging
@@ -45,7 +46,8 @@ async def refused(request: Request, exc: RequestRefused) -> JSONResponse:
 
 
 async def filter_refused(request: Request, exc: FilterError) -> JSONResponse:
-    _count(request, "http_422")  # what a malformed filter has always been counted as
+    # Every route that takes a filter takes it as the body's "filter" field.
+    _count(request, "http_422")
     return problem(422, ["body", "filter", *exc.path], str(exc))
 
 
