@@ -32,6 +32,8 @@ LOGICAL_OPERATORS = ("$and", "$or", "$not")
 _ORDERED = ("$gt", "$gte", "$lt", "$lte")
 MAX_DEPTH = 32
 MAX_VALUES = 10_000
+# Where in a filter, as keys and list positions from its root: what FilterError.path holds.
+FilterPath = tuple[str | int, ...]
 
 
 class _Budget:
@@ -40,82 +42,98 @@ class _Budget:
     def __init__(self) -> None:
         self.values = 0
 
-    def take(self, count: int, where: str) -> None:
+    def take(self, count: int, name: str, path: FilterPath) -> None:
         self.values += count
         if self.values > MAX_VALUES:
             raise FilterError(
-                f"{where}: the filter holds more than {MAX_VALUES} values; split the request, or filter on a field "
-                f"that groups these points"
+                f"{name}: the filter holds more than {MAX_VALUES} values; split the request, or filter on a field "
+                f"that groups these points",
+                path=path,
             )
 
 
 def validate(filter: Any, path: str = "filter") -> None:
-    """Raise FilterError naming the first malformed part of ``filter``."""
-    _validate(filter, path, 1, _Budget())
+    """Raise FilterError naming the first malformed part of ``filter``.
+
+    ``path`` is how messages name the filter's root. The error's ``path`` attribute holds the same place as keys
+    and list positions from the root (``("$and", 0, "year")``), as far as they are well-formed: a bad key or an
+    unknown field operator is placed at the object that holds it.
+    """
+    _validate(filter, path, (), 1, _Budget())
 
 
-def _validate(filter: Any, path: str, depth: int, budget: _Budget) -> None:
+def _validate(filter: Any, name: str, path: FilterPath, depth: int, budget: _Budget) -> None:
     if depth > MAX_DEPTH:
-        raise FilterError(f"{path}: the filter nests deeper than {MAX_DEPTH} levels; flatten it")
+        raise FilterError(f"{name}: the filter nests deeper than {MAX_DEPTH} levels; flatten it", path=path)
     if not isinstance(filter, Mapping):
-        raise FilterError(f'{path} must be an object like {{"year": {{"$gte": 2020}}}}, got {type(filter).__name__}')
+        raise FilterError(
+            f'{name} must be an object like {{"year": {{"$gte": 2020}}}}, got {type(filter).__name__}', path=path
+        )
     for key, value in filter.items():
-        where = f"{path}.{key}"
+        key_name, key_path = f"{name}.{key}", (*path, key)
         if not isinstance(key, str) or not key:
-            raise FilterError(f"{path} has a key {key!r:.60}; keys must be non-empty field names or operators")
+            raise FilterError(
+                f"{name} has a key {key!r:.60}; keys must be non-empty field names or operators", path=path
+            )
         if problem := unicode_problem(key):
-            raise FilterError(f"{path} key {problem}")
+            raise FilterError(f"{name} key {problem}", path=path)
         if key.startswith("$"):
             if key in ("$and", "$or"):
                 if not isinstance(value, list) or not value:
-                    raise FilterError(f"{where} takes a non-empty list of filters, got {value!r:.60}")
-                budget.take(len(value), where)
+                    raise FilterError(f"{key_name} takes a non-empty list of filters, got {value!r:.60}", path=key_path)
+                budget.take(len(value), key_name, key_path)
                 for i, sub in enumerate(value):
-                    _validate(sub, f"{where}[{i}]", depth + 1, budget)
+                    _validate(sub, f"{key_name}[{i}]", (*key_path, i), depth + 1, budget)
             elif key == "$not":
-                _validate(value, where, depth + 1, budget)
+                _validate(value, key_name, key_path, depth + 1, budget)
             else:
                 raise FilterError(
-                    f"{where}: unknown logical operator {key!r}; use one of {', '.join(LOGICAL_OPERATORS)} "
-                    f"at the top level, or put field operators under a field name"
+                    f"{key_name}: unknown logical operator {key!r}; use one of {', '.join(LOGICAL_OPERATORS)} "
+                    f"at the top level, or put field operators under a field name",
+                    path=key_path,
                 )
         else:
-            _validate_condition(value, where, budget)
+            _validate_condition(value, key_name, key_path, budget)
 
 
-def _validate_condition(condition: Any, where: str, budget: _Budget) -> None:
+def _validate_condition(condition: Any, name: str, path: FilterPath, budget: _Budget) -> None:
     if not isinstance(condition, Mapping):
-        budget.take(1, where)
-        _validate_scalar(condition, where)
+        budget.take(1, name, path)
+        _validate_scalar(condition, name, path)
         return
     if not condition:
-        raise FilterError(f'{where} is an empty object; give a value or an operator like {{"$eq": ...}}')
+        raise FilterError(f'{name} is an empty object; give a value or an operator like {{"$eq": ...}}', path=path)
     for op, operand in condition.items():
         if op not in FIELD_OPERATORS:
-            raise FilterError(f"{where}: unknown operator {op!r}; field operators are {', '.join(FIELD_OPERATORS)}")
+            raise FilterError(
+                f"{name}: unknown operator {op!r}; field operators are {', '.join(FIELD_OPERATORS)}", path=path
+            )
+        op_name, op_path = f"{name}.{op}", (*path, op)
         if op in ("$in", "$nin"):
             if not isinstance(operand, list) or not operand:
-                raise FilterError(f"{where}.{op} takes a non-empty list of values, got {operand!r:.60}")
-            budget.take(len(operand), f"{where}.{op}")
+                raise FilterError(f"{op_name} takes a non-empty list of values, got {operand!r:.60}", path=op_path)
+            budget.take(len(operand), op_name, op_path)
             for i, item in enumerate(operand):
-                _validate_scalar(item, f"{where}.{op}[{i}]")
+                _validate_scalar(item, f"{op_name}[{i}]", (*op_path, i))
         elif op in _ORDERED:
-            budget.take(1, where)
-            _validate_scalar(operand, f"{where}.{op}")
+            budget.take(1, name, path)
+            _validate_scalar(operand, op_name, op_path)
             if isinstance(operand, bool):
-                raise FilterError(f"{where}.{op} compares order; give a number or a string, not a bool")
+                raise FilterError(f"{op_name} compares order; give a number or a string, not a bool", path=op_path)
         else:
-            budget.take(1, where)
-            _validate_scalar(operand, f"{where}.{op}")
+            budget.take(1, name, path)
+            _validate_scalar(operand, op_name, op_path)
 
 
-def _validate_scalar(value: Any, where: str) -> None:
+def _validate_scalar(value: Any, name: str, path: FilterPath) -> None:
     if isinstance(value, float) and value != value:
-        raise FilterError(f"{where}: NaN never equals anything; remove it")
+        raise FilterError(f"{name}: NaN never equals anything; remove it", path=path)
     if not isinstance(value, (str, int, float, bool)):
-        raise FilterError(f"{where} must be a string, number or bool, got {type(value).__name__} {value!r:.60}")
+        raise FilterError(
+            f"{name} must be a string, number or bool, got {type(value).__name__} {value!r:.60}", path=path
+        )
     if isinstance(value, str) and (problem := unicode_problem(value)):
-        raise FilterError(f"{where} {problem}")
+        raise FilterError(f"{name} {problem}", path=path)
 
 
 def _family(value: Any) -> str:

@@ -68,6 +68,25 @@ def test_a_malformed_filter_raises_filter_error_naming_the_part(flt, named: str)
         validate(flt)
 
 
+@pytest.mark.parametrize(
+    ("flt", "path"),
+    [
+        ([{"year": 1}], ()),
+        ({"year": {"$between": [1, 2]}}, ("year",)),  # an unknown operator is placed at the field that holds it
+        ({"$xor": [{"a": 1}]}, ("$xor",)),
+        ({"$or": []}, ("$or",)),
+        ({"year": {"$gt": True}}, ("year", "$gt")),
+        ({"$and": [{"a": {"$in": [None]}}]}, ("$and", 0, "a", "$in", 0)),
+        ({"$not": {"$or": [{"x": 1}, {"y": {"$nin": [float("nan")]}}]}}, ("$not", "$or", 1, "y", "$nin", 0)),
+        ({"year": {"$nin": list(range(10_001))}}, ("year", "$nin")),
+    ],
+)
+def test_a_filter_error_carries_the_part_it_names_as_keys_and_positions(flt, path: tuple) -> None:
+    with pytest.raises(FilterError) as raised:
+        validate(flt)
+    assert raised.value.path == path
+
+
 def _random_filter(rng: random.Random, depth: int = 0) -> dict:
     fields = ["year", "court", "public", "score", "missing"]
     values = {

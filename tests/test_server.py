@@ -224,8 +224,8 @@ BAD = [
     ("POST", "/search", {"query": "x", "k": 51}, None, 422, ["body", "k"]),
     ("POST", "/search", {"query": "x", "k": "ten"}, None, 422, ["body", "k"]),
     ("POST", "/search", {"query": "x", "mode": "fuzzy"}, None, 422, ["body", "mode"]),
-    ("POST", "/search", {"query": "x", "filter": {"year": {"$regex": "20.*"}}}, None, 422, ["body", "filter"]),
-    ("POST", "/search", {"query": "x", "filter": {"$or": []}}, None, 422, ["body", "filter"]),
+    ("POST", "/search", {"query": "x", "filter": {"year": {"$regex": "20.*"}}}, None, 422, ["body", "filter", "year"]),
+    ("POST", "/search", {"query": "x", "filter": {"$or": []}}, None, 422, ["body", "filter", "$or"]),
     ("POST", "/search", {"query": "x", "min_score": 3}, None, 422, ["body", "min_score"]),
     ("POST", "/search", {"query": "x", "mode": "keyword", "min_score": 0.3}, None, 422, ["body", "min_score"]),
     ("POST", "/search", {"query": "x", "limit": 3}, None, 422, ["body", "limit"]),
@@ -268,7 +268,7 @@ BAD = [
     ("POST", "/documents", {"documents": [{"id": 5, "text": "t"}]}, AUTH, 422, ["body", "documents", 0, "id"]),
     ("DELETE", "/documents", {"ids": ["a"], "filter": {"year": 1}}, AUTH, 422, ["body"]),
     ("DELETE", "/documents", {}, AUTH, 422, ["body"]),
-    ("DELETE", "/documents", {"filter": {"year": {"$near": 1}}}, AUTH, 422, ["body", "filter"]),
+    ("DELETE", "/documents", {"filter": {"year": {"$near": 1}}}, AUTH, 422, ["body", "filter", "year"]),
     ("GET", "/documents/not-there", None, None, 404, ["path", "doc_id"]),
 ]
 
@@ -289,6 +289,35 @@ def test_every_bad_input_is_a_4xx_naming_the_field_and_changes_nothing(
     assert isinstance(detail, list) and detail[0]["msg"]
     assert any(list(d["loc"])[: len(loc)] == loc for d in detail), detail
     assert httpx.get(f"{server.url}/readyz").json()["documents"] == 20
+
+
+@pytest.mark.parametrize(
+    ("method", "body", "loc"),
+    [
+        (
+            "POST",
+            {"query": "x", "filter": {"$and": [{"year": 2020}, {"year": {"$gt": True}}]}},
+            ["$and", 1, "year", "$gt"],
+        ),
+        ("POST", {"query": "x", "filter": {"court": {"$in": ["UK", None]}}}, ["court", "$in", 1]),
+        ("DELETE", {"filter": {"$not": {"$or": [{"year": 1}, {"kind": {}}]}}}, ["$not", "$or", 1, "kind"]),
+    ],
+)
+def test_a_filter_error_points_at_the_part_of_the_filter_that_is_wrong(served, method, body, loc) -> None:
+    server, _ = served
+    path = "/search" if method == "POST" else "/documents"
+    response = httpx.request(method, f"{server.url}{path}", json=body, headers=AUTH)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["body", "filter", *loc]
+
+
+def test_a_document_error_points_at_the_document(served) -> None:
+    server, _ = served
+    documents = [{"id": "fine", "text": "t"}, {"id": "bad", "text": "t", "metadata": {"$x": 1}}]
+    response = httpx.post(f"{server.url}/documents", json={"documents": documents}, headers=AUTH)
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "documents", 1]
+    assert "documents[1]" in response.json()["detail"][0]["msg"]
+    assert httpx.get(f"{server.url}/documents/fine").status_code == 404
 
 
 def test_a_chunked_body_over_the_limit_is_refused_without_content_length(served) -> None:
@@ -353,6 +382,33 @@ def test_a_collection_the_guard_refuses_never_becomes_ready(tmp_path: Path) -> N
         assert metric(text, "vecguard_guard_refusals_total") == 1 and metric(text, "vecguard_ready") == 0
     finally:
         server.stop()
+
+
+class _StoreBatchMistake(vecguard.StorageError, vecguard.InvalidArgumentError):
+    """A store's caller mistake that still reads as a StorageError to older ``except`` clauses."""
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "says"),
+    [
+        (vecguard.InvalidArgumentError("k must be at least 1, got 0; ask for one hit or more"), 422, "k must be"),
+        (_StoreBatchMistake("ids[1] repeats 'a'; give each id once"), 422, "repeats 'a'"),
+        (vecguard.CorruptCollectionError("/srv/index/points.sqlite3: row 7 is damaged"), 503, "incident"),
+    ],
+)
+def test_a_caller_mistake_is_a_422_and_only_a_storage_failure_a_503(tmp_path: Path, error, status, says) -> None:
+    from fastapi.testclient import TestClient
+    from vecguard.server import create_app
+
+    app = create_app(config("faiss", tmp_path / "index"))
+
+    @app.get("/raises")
+    def raises() -> None:  # stands in for a store call that fails this way
+        raise error
+
+    response = TestClient(app).get("/raises")  # outside `with`: no lifespan, so no collection is opened
+    assert response.status_code == status and says in response.json()["detail"][0]["msg"], response.text
+    assert "/srv" not in response.text
 
 
 def test_one_span_per_request_with_a_child_span_per_stage(tmp_path: Path) -> None:

@@ -1,0 +1,159 @@
+"""One collection behind the HTTP API: the engine holder, its readiness, its lock and who may write.
+
+Nothing here knows HTTP: routes ask the service and turn its answers into responses.
+"""
+
+import hmac
+import logging
+import math
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ..config import Config
+from ..errors import CompatibilityError, VecguardError
+from ..evaluate import folder_bytes
+from .metrics import Metrics, StageInstrument
+
+log = logging.getLogger(__name__)
+
+
+class ReadWriteLock:
+    """Many readers or one writer; a waiting writer keeps new readers out so writes are not starved."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._condition:
+            self._condition.wait_for(lambda: not self._writing and not self._writers_waiting)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._readers -= 1
+                self._condition.notify_all()
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        with self._condition:
+            self._writers_waiting += 1
+            self._condition.wait_for(lambda: not self._writing and not self._readers)
+            self._writers_waiting -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._writing = False
+                self._condition.notify_all()
+
+
+class Service:
+    """One collection behind the HTTP API: opened in the background, guarded, warmed, then served.
+
+    ``engine`` is None until the collection is open; ``reason`` says why the service is not ready (None when it
+    is), and ``refused`` is true once the version guard has refused the collection.
+    """
+
+    def __init__(self, config: Config, metrics: Metrics, tracer: Any) -> None:
+        self.config = config
+        self.settings = config.tables["server"]
+        self.metrics = metrics
+        self.tracer = tracer
+        self.instrument = StageInstrument(metrics, tracer)
+        self.lock = ReadWriteLock()
+        self.engine: Any = None
+        self.reason: str | None = "starting: the collection is not open yet"
+        self.refused = False
+        token_env = self.settings["write_token_env"]
+        self.write_token: bytes | None = None
+        if token_env:
+            token = os.environ.get(token_env)
+            if not token:
+                raise VecguardError(
+                    f"{config.source}: [server] write_token_env names {token_env!r}, but that environment variable is "
+                    f"empty; set it to the bearer token that writes must present, or remove write_token_env"
+                )
+            self.write_token = token.encode("utf-8")  # compared with the header's bytes: a UTF-8 token works as sent
+        metrics.index_bytes.set_function(self._index_bytes)
+
+    def open(self) -> None:
+        from ..engine import Engine
+
+        try:
+            self.reason = "opening the collection and running the version guard"
+            engine = Engine(self.config)
+            self.reason = "warming the encoder"
+            engine.encoder.encode_queries(["vecguard warm-up query"])
+            engine.instrument = self.instrument
+            engine.write_lock = self.lock.writing
+            recall = ((engine.manifest.get("measurements") or {}).get("recall") or {}).get("value")
+            if isinstance(recall, (int, float)):
+                self.metrics.recall.set(recall)
+            with self.lock.writing():
+                self.engine = engine
+                self.after_write()
+        except CompatibilityError as exc:
+            self.refused = True
+            self.metrics.guard_refusals.inc()
+            # Clients get the reasons (what changed); the message, with paths and the fix, goes to the log.
+            reasons = getattr(exc, "reasons", None) or [type(exc).__name__]
+            self.reason = f"the version guard refused the collection: {'; '.join(reasons)}"
+            log.error("vecguard serve: the version guard refused the collection: %s", exc)
+        except Exception as exc:  # shown on /readyz; the process stays up to say why
+            self.reason = f"the collection could not be opened ({type(exc).__name__}); the server log says why"
+            log.exception("vecguard serve: could not open the collection")
+
+    def write_refusal(self, headers: list[tuple[bytes, bytes]]) -> tuple[int, str] | None:
+        """Why a write with these raw request headers is refused, as (status, message); None lets it through.
+
+        The header's bytes are compared, not Starlette's Latin-1 reading of them: a client sends a non-ASCII
+        token as UTF-8."""
+        if self.write_token is None:
+            if self.settings["open_writes"]:
+                return None
+            return 403, (
+                "writes are off: this server has no write token; set [server] write_token_env to the "
+                "environment variable holding one, or open_writes = true to let any client write"
+            )
+        given = next((value for name, value in headers if name == b"authorization"), b"")
+        scheme, _, token = given.partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.write_token):
+            return 401, "writes need 'Authorization: Bearer <token>' with the configured token"
+        return None
+
+    def after_write(self) -> None:
+        """Refresh the gauges and readiness after the collection changed; the caller holds the write lock."""
+        documents = self.engine.count()
+        if documents:
+            # Indexes built lazily on the next search (an HNSW graph, the BM25 scorer) are built here, under
+            # the write lock, so concurrent readers never race to build them.
+            instrument, self.engine.instrument = self.engine.instrument, None
+            try:
+                self.engine.search("vecguard warm-up query", k=1)
+            finally:
+                self.engine.instrument = instrument
+        self.metrics.documents.set(documents)
+        self.metrics.chunks.set(self.engine.count_chunks())
+        self.reason = None if documents else "the collection is empty; add documents with POST /documents"
+        self.metrics.ready.set(1 if self.reason is None else 0)
+
+    def _index_bytes(self) -> float:
+        size = folder_bytes(self.config)
+        return math.nan if size is None else float(size)
+
+    def close(self) -> None:
+        with self.lock.writing():
+            if self.engine is not None:
+                self.engine.close()
+                self.engine = None
+                self.reason = "shutting down"
+                self.metrics.ready.set(0)
