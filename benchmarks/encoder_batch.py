@@ -66,13 +66,13 @@ def main() -> None:
                     before = torch.cuda.memory_allocated()
                     torch.cuda.reset_peak_memory_stats()
                 started = time.perf_counter()
-                encoder._encode(texts, encoder.identity().precision, batch_size=size)
+                encoder.encode_documents(texts, batch_size=size)
                 if device_type == "cuda":
                     torch.cuda.synchronize()
                     peaks[precision, size] = torch.cuda.max_memory_allocated() - before
                 seconds.setdefault((precision, size), []).append(time.perf_counter() - started)
 
-    tokenizer = encoders["fp32"]._model.tokenizer.backend_tokenizer
+    tokenizer = encoders["fp32"].model.tokenizer.backend_tokenizer
     token_runs: dict[str, list[float]] = {"one encode per text": [], "encode_batch": []}
     for _ in range(args.repeats):
         started = time.perf_counter()

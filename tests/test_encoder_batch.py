@@ -25,7 +25,7 @@ def test_auto_measures_the_memory_of_a_full_length_text_once_and_fits_the_batch_
     per_text = encoder.bytes_per_text
     # all-MiniLM-L6-v2 at 256 tokens: 12 heads x 256^2 attention scores alone are 3 MiB a layer in fp32.
     assert 1 << 20 < per_text < 64 << 20
-    free = encoder._free_memory()
+    free = encoder.free_memory()
     assert encoder.batch_size == max(1, min(st.BATCH_CEILING["cpu"], int(st.MEMORY_SHARE * free // per_text)))
     cache = tmp_path / "cache" / "encoder-batch-memory.json"
     assert list(json.loads(cache.read_text()).values()) == [per_text]
@@ -34,7 +34,7 @@ def test_auto_measures_the_memory_of_a_full_length_text_once_and_fits_the_batch_
     again = _encoder({})  # the measurement is read back, not repeated
     assert again.bytes_per_text == per_text and cache.stat().st_mtime_ns == written
 
-    monkeypatch.setattr(st.SentenceTransformerEncoder, "_free_memory", lambda self: 5 * per_text)
+    monkeypatch.setattr(st.SentenceTransformerEncoder, "free_memory", lambda self: 5 * per_text)
     tight = _encoder({})
     assert tight.batch_size == 3  # 70% of the room for 5 texts
     vectors = tight.encode_documents([d["text"] for d in corpus()])
@@ -56,7 +56,7 @@ def test_a_batch_that_runs_out_of_memory_is_halved_and_retried_with_the_same_vec
     encoder = _encoder({"batch_size": 16})
     texts = [" ".join([d["text"]] * 40) for d in corpus()]  # full-length (truncated at 256 tokens): packed 16 a batch
     expected = encoder.encode_documents(texts)
-    model_encode = encoder._model.encode
+    model_encode = encoder.model.encode
     tried: list[int] = []
 
     def encode_within_8(sentences, batch_size, **kwargs):  # the real model, on a device that holds 8 texts at a time
@@ -65,11 +65,11 @@ def test_a_batch_that_runs_out_of_memory_is_halved_and_retried_with_the_same_vec
             raise RuntimeError("CUDA out of memory. Tried to allocate 96.00 MiB")
         return model_encode(sentences, batch_size=batch_size, **kwargs)
 
-    encoder._model.encode = encode_within_8
+    encoder.model.encode = encode_within_8
     vectors = encoder.encode_documents(texts)
     assert tried == [16, 8, 8, 4] and encoder.batch_size == 8  # 20 texts: 16 (out of memory), then 8 + 8 + 4
     assert float((vectors * expected).sum(axis=1).min()) > 0.99999
-    encoder._model.encode = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("shape mismatch"))
+    encoder.model.encode = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("shape mismatch"))
     with pytest.raises(RuntimeError, match="shape mismatch"):  # anything else is not retried
         encoder.encode_documents(texts)
     assert encoder.batch_size == 8
@@ -79,21 +79,21 @@ def test_short_texts_are_packed_longest_first_into_batches_of_the_tokens_of_full
     encoder = _encoder({"batch_size": 4})
     full = " ".join(d["text"] for d in corpus())  # beyond the model's 256 tokens
     texts = [d["text"] for d in corpus()] + [full] * 5 + ["ok", "", "a b c"]
-    lengths = [min(256, len(encoder._span_tokenizer.encode(t).ids)) for t in texts]
-    batches = encoder._packed(texts)
+    lengths = encoder.token_counts(texts)
+    batches = encoder.batches(texts)
     assert sorted(i for batch in batches for i in batch) == list(range(len(texts)))
     assert [lengths[i] for batch in batches for i in batch] == sorted(lengths, reverse=True)
     assert all(len(batch) * max(lengths[i] for i in batch) <= 4 * 256 for batch in batches)
     assert len(batches[0]) == 4 and max(len(batch) for batch in batches) > 4  # full-length 4 a batch; short ones more
 
     passes: list[int] = []
-    model_encode = encoder._model.encode
-    encoder._model.encode = lambda sentences, **kwargs: (
+    model_encode = encoder.model.encode
+    encoder.model.encode = lambda sentences, **kwargs: (
         passes.append(len(sentences)) or model_encode(sentences, **kwargs)
     )
     packed = encoder.encode_documents(texts)
     assert passes == [len(batch) for batch in batches] and len(passes) < len(texts) / 4
-    one_by_one = encoder._encode(texts, encoder.identity().precision, batch_size=1)
+    one_by_one = encoder.encode_documents(texts, batch_size=1)
     assert float((packed * one_by_one).sum(axis=1).min()) > 0.99999  # each vector back in its text's place
 
 

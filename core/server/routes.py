@@ -15,7 +15,6 @@ import prometheus_client
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from ..errors import DocumentError
 from .problems import RequestRefused
 from .schemas import DeleteRequest, RequestModels, hit_body
 from .service import Service
@@ -89,17 +88,12 @@ def search(body: Any, service: CurrentService) -> JSONResponse:
 
 def add_documents(body: Any, service: CurrentService) -> dict[str, Any]:
     # body: the app's AddRequest (schemas.request_models)
-    from ..engine import validate_document  # the engine loads with the collection, not before the port opens
+    from ..ingest import validate_document  # the engine loads with the collection, not before the port opens
     from ..protocols import Document
 
     documents = [Document(d.id, d.text, dict(d.metadata)) for d in body.documents]
     for position, document in enumerate(documents):
-        try:
-            validate_document(document, f"documents[{position}]")
-        except DocumentError as exc:
-            if exc.position is None:
-                exc.position = position
-            raise
+        validate_document(document, f"documents[{position}]", position=position)
     if len({d.id for d in documents}) != len(documents):
         raise RequestRefused(
             422, ["body", "documents"], "the same id appears twice in one request; send each document once"
