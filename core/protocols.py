@@ -14,7 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .errors import DimensionError, StorageError
+from .errors import DimensionError, InvalidArgumentError
 
 Scalar = str | int | float | bool
 Metadata = dict[str, Scalar]
@@ -270,29 +270,33 @@ def unicode_problem(text: str) -> str | None:
 def check_batch(
     ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[Payload], dimension: int | None
 ) -> np.ndarray:
-    """Validate an upsert batch the same way on every backend; return float32 (n, dim)."""
+    """Validate an upsert batch the same way on every backend; return float32 (n, dim).
+
+    Raises InvalidArgumentError for a malformed batch, DimensionError for vectors of another dimension.
+    """
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or len(ids) != vectors.shape[0] or len(payloads) != len(ids):
-        raise StorageError(
+        raise InvalidArgumentError(
             f"upsert needs as many ids, vectors and payloads: got {len(ids)} ids, vectors of shape "
             f"{vectors.shape}, {len(payloads)} payloads"
         )
     if dimension is not None and vectors.shape[1] != dimension:
         raise DimensionError(f"vectors have dimension {vectors.shape[1]} but the store holds dimension {dimension}")
     if not np.isfinite(vectors).all():
-        raise StorageError("vectors contain NaN or infinity; check the encoder output")
+        raise InvalidArgumentError("vectors contain NaN or infinity; check the encoder output")
     for key in ids:
         if not isinstance(key, str) or not key:
-            raise StorageError(f"ids must be non-empty strings, got {type(key).__name__} {key!r}")
+            raise InvalidArgumentError(f"ids must be non-empty strings, got {type(key).__name__} {key!r}")
     if len(set(ids)) != len(ids):
-        raise StorageError("upsert got the same id twice in one batch; deduplicate it first")
+        raise InvalidArgumentError("upsert got the same id twice in one batch; deduplicate it first")
     return vectors
 
 
 def check_query(vector: np.ndarray, k: int, dimension: int | None) -> np.ndarray:
+    """Validate a query the same way on every backend; return the vector as float32 (dim,)."""
     vector = np.asarray(vector, dtype=np.float32).reshape(-1)
     if dimension is not None and vector.shape[0] != dimension:
         raise DimensionError(f"query vector has dimension {vector.shape[0]} but the store holds dimension {dimension}")
-    if not isinstance(k, int) or k < 1:
-        raise StorageError(f"k must be a whole number >= 1, got {k!r}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:  # a bool is not a count
+        raise InvalidArgumentError(f"k must be a whole number >= 1, got {k!r}")
     return vector

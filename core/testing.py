@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from .errors import DimensionError, FilterError, StorageError, VecguardError
+from .errors import DimensionError, FilterError, InvalidArgumentError
 from .filters import matches, validate
 from .registry import Registry
 
@@ -228,9 +228,8 @@ class VectorStoreConformance:
             validate(flt)
             expected = {key for key, payload in zip(ids, payloads) if matches(flt, payload["metadata"])}
             found = {key for key, _ in store.search(query, len(ids), flt)}
-            assert found == expected, (
-                f"filter {json.dumps(flt)}: missing {sorted(expected - found)[:5]}, extra {sorted(found - expected)[:5]}"
-            )
+            missing, extra = sorted(expected - found)[:5], sorted(found - expected)[:5]
+            assert found == expected, f"filter {json.dumps(flt)}: missing {missing}, extra {extra}"
 
     @pytest.mark.parametrize(
         "bad",
@@ -315,14 +314,22 @@ class VectorStoreConformance:
             store.upsert(["x"], unit_vectors(1, dimension=DIMENSION + 1), [{}])
         with pytest.raises(DimensionError):
             store.search(unit_vectors(1, dimension=DIMENSION + 1)[0], 3)
-        with pytest.raises(StorageError):
+        with pytest.raises(InvalidArgumentError):
             store.upsert(["x"], np.full((1, DIMENSION), np.nan, dtype=np.float32), [{}])
-        with pytest.raises(VecguardError):
+        with pytest.raises(InvalidArgumentError):
             store.upsert(["x", "y"], unit_vectors(1), [{}, {}])
+        with pytest.raises(InvalidArgumentError):
+            store.upsert(["x", "x"], unit_vectors(2), [{}, {}])
         for bad_id in ("", 5):
-            with pytest.raises(StorageError):
+            with pytest.raises(InvalidArgumentError):
                 store.upsert([bad_id], unit_vectors(1), [{}])
         assert store.count() == 10
+
+    @pytest.mark.parametrize("k", [0, -1, True, 2.0, "3"])
+    def test_a_k_that_is_not_a_count_is_refused(self, store: Any, k: Any) -> None:
+        _fill(store, 5)
+        with pytest.raises(InvalidArgumentError):  # the caller's mistake, not the store's: not a StorageError
+            store.search(unit_vectors(1)[0], k)
 
     # ------------------------------------------------------------ persistence
 
@@ -342,7 +349,8 @@ class VectorStoreConformance:
             from vecguard import Registry
             plugin, options, base = json.loads(sys.argv[1])
             store = Registry.discover().build("store", plugin, options, Path(base))
-            everything = {k: [v.tolist(), p] for ids, vs, ps in store.scan(batch_size=16) for k, v, p in zip(ids, vs, ps)}
+            batches = store.scan(batch_size=16)
+            everything = {k: [v.tolist(), p] for ids, vs, ps in batches for k, v, p in zip(ids, vs, ps)}
             print(json.dumps({"count": store.count(), "manifest": store.read_manifest(), "points": everything,
                               "top": store.search(json.loads(sys.argv[2]), 1)}))
             store.close()
