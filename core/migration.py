@@ -39,7 +39,7 @@ from .engine import Engine, Parts, build_parts
 from .errors import CompatibilityError, StorageError, VecguardError
 from .evaluate import Qrels, evaluate
 from .faults import kill_point
-from .protocols import Document, VectorStore
+from .protocols import DeclaresExactSearch, Document, VectorStore
 from .registry import Registry
 
 log = logging.getLogger(__name__)
@@ -290,8 +290,8 @@ def _copy(
                 except Exception as exc:
                     raise StorageError(
                         f"batch {report.batches} (points {committed + 1}-{position} of {report.total}) failed on the "
-                        f"target {target_config.source}: {type(exc).__name__}: {exc}. {committed} points are committed; "
-                        f"rerun the same command to resume from there"
+                        f"target {target_config.source}: {type(exc).__name__}: {exc}. {committed} points are "
+                        f"committed; rerun the same command to resume from there"
                     ) from exc
                 report.written += len(ids)
                 log.info("migrate: committed %d of %d points (batch %d)", position, report.total, report.batches)
@@ -359,7 +359,8 @@ def _prepare_copy_target(
             if migration.get("kind") != "copy" or migration.get("source") != origin:
                 raise StorageError(
                     f"{where}: the target holds an unfinished migration from another source or from this source "
-                    f"before it changed (then {migration.get('source')}; now {origin}). Delete the target and start again"
+                    f"before it changed (then {migration.get('source')}; now {origin}). Delete the target and start "
+                    f"again"
                 )
             log.info("migrate: resuming after %d of %d points", migration["committed"], origin["chunks"])
             return existing
@@ -491,7 +492,7 @@ def _verify_copy(source: Engine, target: Engine, sample: _Sample, contains_only:
 
 
 def _compare_answers(source: Engine, target: Engine, queries: Sequence[str]) -> Check:
-    exact = bool(getattr(source.store, "exact_search", False) and getattr(target.store, "exact_search", False))
+    exact = all(isinstance(e.store, DeclaresExactSearch) and e.store.exact_search for e in (source, target))
     overlaps, identical, first_difference = [], 0, None
     for query in queries:
         before = [hit.id for hit in source.search(query, k=TOP_K)]
@@ -557,8 +558,8 @@ def _reembed(
                 raise
             except Exception as exc:
                 raise StorageError(
-                    f"re-embedding stopped after {counter.done} of {report.total} documents: {type(exc).__name__}: {exc}; "
-                    f"rerun the same command to resume"
+                    f"re-embedding stopped after {counter.done} of {report.total} documents: "
+                    f"{type(exc).__name__}: {exc}; rerun the same command to resume"
                 ) from exc
             report.resumed_from = counter.skipped
             report.batches = math.ceil(report.written / new.batch_documents) if report.written else 0

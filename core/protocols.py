@@ -101,9 +101,9 @@ class EncoderIdentity:
 class Encoder(Protocol):
     """Turns text into vectors; also tokenises, so chunks are measured in its tokens.
 
-    An encoder whose tokenizer works faster on many texts at once may offer
-    ``token_spans_batch(texts) -> list[list[(start, end)]]`` (``token_spans``
-    of each text); the chunker then tokenises a whole batch in one call.
+    Optional capabilities, each a Protocol below: ``TokenizesInBatches`` (the
+    chunker tokenises a whole batch in one call) and ``DeclaresBatchSize`` (the
+    engine sizes its document batches to fill one encoder pass).
     """
 
     def identity(self) -> EncoderIdentity: ...
@@ -136,16 +136,11 @@ class VectorStore(Protocol):
 
     ``scan`` visits points in the same order every time while the store is
     unchanged: a resumed migration skips what it already copied by position.
-    A store may also say ``exact_search = True`` when its searches equal brute
-    force; without it, results are treated as approximate. A store that tunes
-    its own index may offer ``index_report() -> dict | None`` (what it measured,
-    e.g. the nprobe chosen for a recall target and that recall); the engine
-    keeps it in ``manifest.measurements.index`` when it closes. A store that can
-    return payloads with its hits in one round trip may offer
-    ``search_with_payloads(vector, k, filter=None) -> list[(id, score, payload)]``
-    (the same hits as ``search``); the engine then skips a ``get`` for them.
-    A store with an index to train may offer ``optimize() -> dict | None``
-    (rebuild it from every stored vector now; `vecguard optimize` calls it).
+
+    Optional capabilities, each a Protocol below that the engine tests with
+    ``isinstance``: ``DeclaresExactSearch``, ``SearchesWithPayloads`` and
+    ``MaintainsIndex``. ``vecguard.backends.base.BaseVectorStore`` is an optional
+    base class that applies the contract checks and offers the first two.
     """
 
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[Payload]) -> None: ...
@@ -171,6 +166,57 @@ class VectorStore(Protocol):
     def write_manifest(self, manifest: Mapping[str, Any]) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class DeclaresExactSearch(Protocol):
+    """A store that says whether its searches equal brute force; a store without it is treated as approximate."""
+
+    exact_search: bool
+
+
+@runtime_checkable
+class SearchesWithPayloads(Protocol):
+    """A store that returns payloads with its hits in one round trip; the engine then skips a ``get`` for them."""
+
+    def search_with_payloads(
+        self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None = None
+    ) -> list[tuple[str, float, Payload]]:
+        """The same hits as ``search``, each with its payload."""
+        ...
+
+
+@runtime_checkable
+class MaintainsIndex(Protocol):
+    """A store with an index to train and tune (`vecguard optimize` calls it)."""
+
+    def optimize(self) -> dict[str, Any] | None:
+        """Rebuild the index from every stored vector now; return what was built and measured."""
+        ...
+
+    def index_report(self) -> dict[str, Any] | None:
+        """What the store measured (e.g. the nprobe chosen for a recall target and that recall), or None.
+
+        The engine keeps it in ``manifest.measurements.index`` when it closes.
+        """
+        ...
+
+
+@runtime_checkable
+class TokenizesInBatches(Protocol):
+    """An encoder whose tokenizer works faster on many texts at once."""
+
+    def token_spans_batch(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+        """``token_spans`` of each text, in one call."""
+        ...
+
+
+@runtime_checkable
+class DeclaresBatchSize(Protocol):
+    """An encoder that encodes ``batch_size`` full-length texts per forward pass."""
+
+    @property
+    def batch_size(self) -> int: ...
 
 
 @runtime_checkable

@@ -34,6 +34,7 @@ import pytest
 
 from .errors import DimensionError, FilterError, InvalidArgumentError
 from .filters import matches, validate
+from .protocols import DeclaresExactSearch, SearchesWithPayloads
 from .registry import Registry
 
 DIMENSION = 16
@@ -205,9 +206,9 @@ class VectorStoreConformance:
         assert not {"p3", "p4", "p30"} & {key for key, _ in store.search(vectors[3], 10)}
 
     def test_search_with_payloads_equals_search_then_get(self, store: Any) -> None:
-        with_payloads = getattr(store, "search_with_payloads", None)
-        if with_payloads is None:
+        if not isinstance(store, SearchesWithPayloads):
             pytest.skip("the store does not offer search_with_payloads (optional)")
+        with_payloads = store.search_with_payloads
         ids, _, payloads = _fill(store, 120, seed=4)
         query = unit_vectors(1, seed=8)[0]
         for flt in (None, {"year": {"$gte": 2020}}):
@@ -272,7 +273,7 @@ class VectorStoreConformance:
         assert all(order == orders[0] for order in orders), "a resumed migration skips copied points by scan position"
 
     def test_exact_search_is_declared_truthfully(self, store: Any) -> None:
-        declared = getattr(store, "exact_search", False)
+        declared = store.exact_search if isinstance(store, DeclaresExactSearch) else False
         assert isinstance(declared, bool)
         if declared:
             assert self.exact, "a store that says exact_search = True must pass the suite with exact = True"
