@@ -20,24 +20,22 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from vecguard import filters
 from vecguard.atomic import canonical_json
+from vecguard.backends.base import BaseVectorStore, library_errors
 from vecguard.config import resolve_path, take_options
 from vecguard.errors import ConfigError, StorageError
+from vecguard.filters import Untranslatable
 from vecguard.guard import manifest_as_metadata, manifest_from_metadata
-from vecguard.protocols import Payload, RankedList, check_batch, check_query
+from vecguard.protocols import Payload, RankedList
 from vecguard.registry import Part, hookimpl
 
 _ORDER_NEGATION = {"$eq": "$ne", "$ne": "$eq", "$in": "$nin", "$nin": "$in"}
-
-
-class _Inexpressible(Exception):
-    """The filter has no exact Chroma ``where``; vecguard evaluates it instead."""
 
 
 def _field_clauses(field: str, condition: Any, negate: bool) -> list[dict[str, Any]]:
@@ -46,14 +44,14 @@ def _field_clauses(field: str, condition: Any, negate: bool) -> list[dict[str, A
     for op, operand in ops:
         if negate:
             if op not in _ORDER_NEGATION:
-                raise _Inexpressible  # not(x > 1) also holds for a missing x; Chroma cannot say "missing"
+                raise Untranslatable  # not(x > 1) also holds for a missing x; Chroma cannot say "missing"
             op = _ORDER_NEGATION[op]
         if op in ("$gt", "$gte", "$lt", "$lte") and isinstance(operand, str):
-            raise _Inexpressible  # Chroma orders numbers only
+            raise Untranslatable  # Chroma orders numbers only
         if any(
             isinstance(v, float) and not v.is_integer() for v in (operand if isinstance(operand, list) else [operand])
         ):
-            raise _Inexpressible  # Chroma truncates a fractional operand against an int field (1.5 matches 1)
+            raise Untranslatable  # Chroma truncates a fractional operand against an int field (1.5 matches 1)
         if op in ("$in", "$nin"):
             # Chroma wants one type per list: split by type, $in -> OR, $nin -> AND.
             groups: dict[type, list[Any]] = {}
@@ -72,7 +70,7 @@ def _join(op: str, clauses: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def to_where(flt: Mapping[str, Any], negate: bool = False) -> dict[str, Any]:
-    """Translate a validated portable filter into an equivalent Chroma ``where`` (or raise _Inexpressible)."""
+    """Translate a validated portable filter into an equivalent Chroma ``where`` (or raise Untranslatable)."""
     clauses: list[dict[str, Any]] = []
     for key, value in flt.items():
         if key in ("$and", "$or"):
@@ -85,66 +83,81 @@ def to_where(flt: Mapping[str, Any], negate: bool = False) -> dict[str, Any]:
     return _join("$or" if negate else "$and", clauses)
 
 
-class ChromaStore:
+class ChromaStore(BaseVectorStore):
     exact_search = False  # HNSW: approximate nearest neighbours
 
     def __init__(self, *, path: Path | None, host: str | None, port: int, collection: str, ef_search: int) -> None:
         os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
         import chromadb
         from chromadb.config import Settings
+        from chromadb.errors import NotFoundError
 
+        self._not_found = NotFoundError
+        self._location = f"http://{host}:{port}" if host is not None else str(path) if path is not None else None
         settings = Settings(anonymized_telemetry=False)
         if host is not None:
             try:
                 self._client = chromadb.HttpClient(host=host, port=port, settings=settings)
             except Exception as exc:  # chromadb raises ValueError, httpx errors or its own, by version
                 raise StorageError(
-                    f"cannot reach the Chroma server at http://{host}:{port} ({exc}); start it (`chroma run`) "
-                    f"or fix [store] host and port"
+                    f"cannot reach the Chroma server at {self._location} ({exc}); start it (`chroma run`) "
+                    f"or fix [store] host and port",
+                    location=self._location,
                 ) from exc
-        elif path is not None:
-            self._client = chromadb.PersistentClient(path=str(path), settings=settings)
         else:
-            self._client = chromadb.EphemeralClient(settings=settings)
+            with self._library_calls():
+                if path is not None:
+                    self._client = chromadb.PersistentClient(path=str(path), settings=settings)
+                else:
+                    self._client = chromadb.EphemeralClient(settings=settings)
         self._name = collection
         self._ef_search = ef_search
-        from chromadb.errors import NotFoundError
-
-        try:  # only a write creates the collection: opening to search must not leave an empty one behind
-            self._collection: Any = self._client.get_collection(collection, embedding_function=None)
-        except NotFoundError:
-            self._collection = None
-        else:
+        with self._library_calls():
+            try:  # only a write creates the collection: opening to search must not leave an empty one behind
+                self._collection: Any = self._client.get_collection(collection, embedding_function=None)
+            except NotFoundError:
+                self._collection = None
+            self._max_batch = int(self._client.get_max_batch_size())
+        if self._collection is not None:
             space = (self._collection.configuration or {}).get("hnsw", {}).get("space")
             if space not in (None, "ip"):
                 raise StorageError(
                     f"Chroma collection {collection!r} uses space {space!r}, but vecguard scores by inner product; "
-                    f"use another [store] collection name"
+                    f"use another [store] collection name",
+                    location=self._location,
                 )
-        self._max_batch = int(self._client.get_max_batch_size())
-        self._dimension: int | None = None
+        self._stored_dimension: int | None = None  # fixed by the first vector stored; saves a request per query
+
+    def _library_calls(self, *, reading: bool = False) -> AbstractContextManager[None]:
+        """chromadb's exceptions as StorageError; a collection deleted under a read as CollectionNotFoundError."""
+        return library_errors("Chroma", self._location, missing=(self._not_found,) if reading else ())
 
     def _created(self) -> Any:
         """The collection, created now if this is the first write."""
         if self._collection is None:
-            self._collection = self._client.get_or_create_collection(
-                self._name,
-                embedding_function=None,
-                configuration={
-                    "hnsw": {"space": "ip", "ef_search": self._ef_search, "ef_construction": max(self._ef_search, 100)}
-                },
-            )
+            with self._library_calls():
+                self._collection = self._client.get_or_create_collection(
+                    self._name,
+                    embedding_function=None,
+                    configuration={
+                        "hnsw": {
+                            "space": "ip",
+                            "ef_search": self._ef_search,
+                            "ef_construction": max(self._ef_search, 100),
+                        }
+                    },
+                )
         return self._collection
 
-    def _known_dimension(self) -> int | None:
-        if self._dimension is None and self._collection is not None:
-            sample = self._collection.get(limit=1, include=["embeddings"])
+    def dimension(self) -> int | None:
+        if self._stored_dimension is None and self._collection is not None:
+            with self._library_calls(reading=True):
+                sample = self._collection.get(limit=1, include=["embeddings"])
             if sample["ids"]:
-                self._dimension = len(sample["embeddings"][0])
-        return self._dimension
+                self._stored_dimension = len(sample["embeddings"][0])
+        return self._stored_dimension
 
-    def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[Payload]) -> None:
-        vectors = check_batch(ids, vectors, payloads, self._known_dimension())
+    def _upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[Payload]) -> None:
         metadatas = []
         documents = []
         for key, payload in zip(ids, payloads):
@@ -161,33 +174,33 @@ class ChromaStore:
                     )
             metadatas.append(metadata or None)
             documents.append(canonical_json({k: v for k, v in payload.items() if k != "metadata"}))
-        collection = self._created() if len(ids) else self._collection
+        collection = self._created()
         for start in range(0, len(ids), self._max_batch):
             end = start + self._max_batch
-            batch_ids = list(ids[start:end])
+            batch_ids = ids[start:end]
             batch_metadatas = metadatas[start:end]
-            # Chroma merges metadata on upsert; a key the new payload lacks must be removed (set to None).
-            previous = collection.get(ids=batch_ids, include=["metadatas"])
-            old_keys = {key: set(m or {}) for key, m in zip(previous["ids"], previous["metadatas"])}
-            for i, key in enumerate(batch_ids):
-                dropped = old_keys.get(key, set()) - set(batch_metadatas[i] or {})
-                if dropped:
-                    batch_metadatas[i] = {**(batch_metadatas[i] or {}), **dict.fromkeys(dropped)}
-            collection.upsert(
-                ids=batch_ids,
-                embeddings=vectors[start:end],
-                metadatas=batch_metadatas,
-                documents=documents[start:end],
-            )
-        if len(ids):
-            self._dimension = vectors.shape[1]
+            with self._library_calls():
+                # Chroma merges metadata on upsert; a key the new payload lacks must be removed (set to None).
+                previous = collection.get(ids=batch_ids, include=["metadatas"])
+                old_keys = {key: set(m or {}) for key, m in zip(previous["ids"], previous["metadatas"])}
+                for i, key in enumerate(batch_ids):
+                    dropped = old_keys.get(key, set()) - set(batch_metadatas[i] or {})
+                    if dropped:
+                        batch_metadatas[i] = {**(batch_metadatas[i] or {}), **dict.fromkeys(dropped)}
+                collection.upsert(
+                    ids=batch_ids,
+                    embeddings=vectors[start:end],
+                    metadatas=batch_metadatas,
+                    documents=documents[start:end],
+                )
+        self._stored_dimension = vectors.shape[1]
 
-    def delete(self, ids: Sequence[str]) -> None:
-        ids = list(ids)
+    def _delete(self, ids: list[str]) -> None:
         if self._collection is None:
             return
         for start in range(0, len(ids), self._max_batch):
-            self._collection.delete(ids=ids[start : start + self._max_batch])
+            with self._library_calls():
+                self._collection.delete(ids=ids[start : start + self._max_batch])
 
     @staticmethod
     def _payload(document: str | None, metadata: Mapping[str, Any] | None) -> Payload:
@@ -195,27 +208,22 @@ class ChromaStore:
         payload["metadata"] = dict(metadata or {})
         return payload
 
-    def get(self, ids: Sequence[str]) -> dict[str, tuple[np.ndarray, Payload]]:
+    def _get(self, ids: list[str]) -> dict[str, tuple[np.ndarray, Payload]]:
         found: dict[str, tuple[np.ndarray, Payload]] = {}
-        ids = list(ids) if self._collection is not None else []
+        if self._collection is None:
+            return found
         for start in range(0, len(ids), self._max_batch):
-            part = ids[start : start + self._max_batch]
-            if not part:
-                continue
-            got = self._collection.get(ids=part, include=["embeddings", "documents", "metadatas"])
+            with self._library_calls(reading=True):
+                got = self._collection.get(
+                    ids=ids[start : start + self._max_batch], include=["embeddings", "documents", "metadatas"]
+                )
             for key, vector, document, metadata in zip(
                 got["ids"], got["embeddings"], got["documents"], got["metadatas"]
             ):
                 found[key] = (np.asarray(vector, dtype=np.float32), self._payload(document, metadata))
         return found
 
-    def _matching_ids(self, flt: Mapping[str, Any]) -> list[str]:
-        allowed, matches = [], filters.compile(flt)
-        for ids, _, payloads in self.scan(batch_size=self._max_batch, include_vectors=False):
-            allowed += [key for key, payload in zip(ids, payloads) if matches(payload["metadata"])]
-        return allowed
-
-    def search(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None = None) -> RankedList:
+    def _search(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None) -> RankedList:
         result = self._query(vector, k, filter, ["distances"])
         return (
             [(key, float(1.0 - distance)) for key, distance in zip(result["ids"][0], result["distances"][0])]
@@ -223,11 +231,8 @@ class ChromaStore:
             else []
         )
 
-    def search_with_payloads(
-        self,
-        vector: np.ndarray,
-        k: int,
-        filter: Mapping[str, Any] | None = None,
+    def _search_with_payloads(
+        self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None
     ) -> list[tuple[str, float, Payload]]:
         result = self._query(vector, k, filter, ["distances", "documents", "metadatas"])
         if not result:
@@ -241,56 +246,68 @@ class ChromaStore:
 
     def _query(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None, include: list[str]) -> Any:
         """Chroma's query result, or None when the filter matches nothing."""
-        vector = check_query(vector, k, self._known_dimension())
-        if filter:
-            filters.validate(filter)
         if self._collection is None:
             return None
         arguments: dict[str, Any] = {}
         if filter:
             try:
                 arguments["where"] = to_where(filter)
-            except _Inexpressible:
-                allowed = self._matching_ids(filter)
+            except Untranslatable:
+                allowed = self.matching_ids(filter)
                 if not allowed:
                     return None
                 arguments["ids"] = allowed
-        return self._collection.query(query_embeddings=vector.reshape(1, -1), n_results=k, include=include, **arguments)
+        with self._library_calls(reading=True):
+            return self._collection.query(
+                query_embeddings=vector.reshape(1, -1), n_results=k, include=include, **arguments
+            )
 
-    def scan(
-        self, batch_size: int = 1000, include_vectors: bool = True
-    ) -> Iterator[tuple[list[str], np.ndarray, list[Payload]]]:
-        include = ["documents", "metadatas"] + (["embeddings"] if include_vectors else [])
+    def _pages(self, batch_size: int, with_vectors: bool) -> Iterator[tuple[list[str], Any, list[Payload]]]:
+        """Every stored point in a stable order: ids, the embeddings (when asked for) and payloads."""
+        include = ["documents", "metadatas"] + (["embeddings"] if with_vectors else [])
         offset = 0
         while self._collection is not None:
-            got = self._collection.get(limit=batch_size, offset=offset, include=include)
+            with self._library_calls(reading=True):
+                got = self._collection.get(limit=batch_size, offset=offset, include=include)
             if not got["ids"]:
                 return
             offset += len(got["ids"])
-            vectors = (
-                np.asarray(got["embeddings"], dtype=np.float32)
-                if include_vectors
-                else np.zeros((len(got["ids"]), 0), dtype=np.float32)
-            )
-            yield list(got["ids"]), vectors, [self._payload(d, m) for d, m in zip(got["documents"], got["metadatas"])]
+            payloads = [self._payload(d, m) for d, m in zip(got["documents"], got["metadatas"])]
+            yield list(got["ids"]), got["embeddings"] if with_vectors else None, payloads
+
+    def scan(self, batch_size: int = 1000) -> Iterator[tuple[list[str], np.ndarray, list[Payload]]]:
+        for ids, vectors, payloads in self._pages(batch_size, with_vectors=True):
+            yield ids, np.asarray(vectors, dtype=np.float32), payloads
+
+    def _scan_payloads(self) -> Iterator[tuple[list[str], list[Payload]]]:
+        for ids, _, payloads in self._pages(self._max_batch, with_vectors=False):
+            yield ids, payloads
 
     def count(self) -> int:
-        return int(self._collection.count()) if self._collection is not None else 0
+        if self._collection is None:
+            return 0
+        with self._library_calls(reading=True):
+            return int(self._collection.count())
 
     def read_manifest(self) -> dict[str, Any] | None:
         if self._collection is None:
             return None
-        return manifest_from_metadata(self._collection.metadata, f"Chroma collection {self._name!r}")
+        with self._library_calls(reading=True):
+            metadata = self._collection.metadata
+        return manifest_from_metadata(metadata, f"Chroma collection {self._name!r}")
 
     def write_manifest(self, manifest: Mapping[str, Any]) -> None:
-        self._created().modify(metadata=manifest_as_metadata(manifest))
-        self._collection = self._client.get_collection(self._name, embedding_function=None)
+        collection = self._created()
+        with self._library_calls():
+            collection.modify(metadata=manifest_as_metadata(manifest))
+            self._collection = self._client.get_collection(self._name, embedding_function=None)
 
     def close(self) -> None:
         # Releases the embedded system Chroma caches per path: a later open in this
         # process must read what other processes wrote meanwhile, not a stale cache.
         self._collection = None
-        self._client.close()
+        with self._library_calls():
+            self._client.close()
 
 
 def _build(options: dict[str, Any], base_dir: Path) -> ChromaStore:

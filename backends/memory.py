@@ -6,20 +6,21 @@ Options (``[store]``): ``path`` (optional folder; saved on close as .npy + JSON)
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from vecguard import filters
 from vecguard.atomic import write_bytes_atomically, write_json_atomically
+from vecguard.backends.base import BaseVectorStore
 from vecguard.config import resolve_path, take_options
 from vecguard.errors import CorruptCollectionError
-from vecguard.protocols import Payload, RankedList, check_batch, check_query
+from vecguard.protocols import Payload, RankedList
 from vecguard.registry import Part, hookimpl
 
 
-class MemoryStore:
+class MemoryStore(BaseVectorStore):
     exact_search = True
 
     def __init__(self, path: Path | None = None) -> None:
@@ -53,14 +54,10 @@ class MemoryStore:
         self._ids, self._payloads = ids, payloads
         self._position = {key: i for i, key in enumerate(self._ids)}
 
-    @property
     def dimension(self) -> int | None:
         return self._vectors.shape[1] if len(self._ids) else None
 
-    def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[Payload]) -> None:
-        vectors = check_batch(ids, vectors, payloads, self.dimension)
-        if not len(ids):
-            return
+    def _upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[Payload]) -> None:
         self._changed = True
         if not self._ids:
             self._vectors = np.zeros((0, vectors.shape[1]), dtype=np.float32)
@@ -77,7 +74,7 @@ class MemoryStore:
                 self._payloads.append(dict(payloads[i]))
             self._vectors = np.vstack([self._vectors, vectors[fresh]])
 
-    def delete(self, ids: Sequence[str]) -> None:
+    def _delete(self, ids: list[str]) -> None:
         doomed = {self._position[key] for key in ids if key in self._position}
         if not doomed:
             return
@@ -88,19 +85,14 @@ class MemoryStore:
         self._vectors = self._vectors[keep]
         self._position = {key: i for i, key in enumerate(self._ids)}
 
-    def get(self, ids: Sequence[str]) -> dict[str, tuple[np.ndarray, Payload]]:
+    def _get(self, ids: list[str]) -> dict[str, tuple[np.ndarray, Payload]]:
         return {
             key: (self._vectors[self._position[key]].copy(), dict(self._payloads[self._position[key]]))
             for key in ids
             if key in self._position
         }
 
-    def search(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None = None) -> RankedList:
-        vector = check_query(vector, k, self.dimension)
-        if filter:
-            filters.validate(filter)
-        if not self._ids:
-            return []
+    def _search(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None) -> RankedList:
         scores = self._vectors @ vector
         rows = np.arange(len(self._ids))
         if filter:
@@ -111,14 +103,11 @@ class MemoryStore:
         order = rows[np.lexsort((rows, -scores[rows]))][:k]
         return [(self._ids[i], float(scores[i])) for i in order]
 
-    def search_with_payloads(
-        self,
-        vector: np.ndarray,
-        k: int,
-        filter: Mapping[str, Any] | None = None,
+    def _search_with_payloads(
+        self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None
     ) -> list[tuple[str, float, Payload]]:
         return [
-            (key, score, dict(self._payloads[self._position[key]])) for key, score in self.search(vector, k, filter)
+            (key, score, dict(self._payloads[self._position[key]])) for key, score in self._search(vector, k, filter)
         ]
 
     def scan(self, batch_size: int = 1000) -> Iterator[tuple[list[str], np.ndarray, list[Payload]]]:

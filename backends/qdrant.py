@@ -26,16 +26,18 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from vecguard import filters
+from vecguard.backends.base import BaseVectorStore, library_errors
 from vecguard.config import is_positive_int, resolve_path, take_options
 from vecguard.errors import ConfigError, StorageError
+from vecguard.filters import Untranslatable
 from vecguard.guard import manifest_as_metadata, manifest_from_metadata
-from vecguard.protocols import Payload, RankedList, check_batch, check_query
+from vecguard.protocols import Payload, RankedList
 from vecguard.registry import Part, hookimpl
 
 ID_NAMESPACE = uuid.UUID("6f1c9a52-7d0b-5c8e-9a3e-2b1f4d6c8e10")
@@ -48,16 +50,12 @@ def point_id(key: str) -> str:
     return str(uuid.uuid5(ID_NAMESPACE, key))
 
 
-class _Inexpressible(Exception):
-    """No exact Qdrant filter; vecguard evaluates it instead."""
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def to_qdrant_filter(flt: Mapping[str, Any], models: Any) -> Any:
-    """Translate a validated portable filter into an equivalent ``models.Filter`` (or raise _Inexpressible)."""
+    """Translate a validated portable filter into an equivalent ``models.Filter`` (or raise Untranslatable)."""
     must: list[Any] = []
     for key, value in flt.items():
         if key == "$and":
@@ -68,7 +66,7 @@ def to_qdrant_filter(flt: Mapping[str, Any], models: Any) -> Any:
             must.append(models.Filter(must_not=[to_qdrant_filter(value, models)]))
         else:
             if not _PLAIN_KEY.fullmatch(key):
-                raise _Inexpressible  # Qdrant would parse dots, brackets, spaces or quotes as a path
+                raise Untranslatable  # Qdrant would parse dots, brackets, spaces or quotes as a path
             ops = value.items() if isinstance(value, Mapping) else (("$eq", value),)
             must.extend(_condition(f"metadata.{key}", op, operand, models) for op, operand in ops)
     return models.Filter(must=must)
@@ -93,52 +91,60 @@ def _condition(key: str, op: str, operand: Any, models: Any) -> Any:
         any_of = models.Filter(should=others)
         return any_of if op == "$in" else models.Filter(must_not=[any_of])
     if not _is_number(operand):
-        raise _Inexpressible  # Qdrant ranges are numeric
+        raise Untranslatable  # Qdrant ranges are numeric
     bound = {"$gt": "gt", "$gte": "gte", "$lt": "lt", "$lte": "lte"}[op]
     return models.FieldCondition(key=key, range=models.Range(**{bound: operand}))
 
 
-class QdrantStore:
+class QdrantStore(BaseVectorStore):
     def __init__(self, options: dict[str, Any], path: Path | str | None) -> None:
         from qdrant_client import QdrantClient, models
 
         self._models = models
         self._options = options
+        self._location = options["url"] if options["url"] is not None else str(path) if path is not None else None
         if options["url"] is not None:
             self._client = QdrantClient(url=options["url"], api_key=options["api_key"])
             try:
                 self._client.get_collections()
-            except (
-                Exception
-            ) as exc:  # connection refused, timeout, TLS or auth failure: qdrant-client wraps them variously
+            except Exception as exc:  # connection refused, timeout, TLS or auth failure: wrapped variously
                 raise StorageError(
-                    f"cannot reach the Qdrant server at {options['url']} ({exc}); start it or fix [store] url and api_key"
+                    f"cannot reach the Qdrant server at {options['url']} ({exc}); start it or fix [store] url and "
+                    f"api_key",
+                    location=self._location,
                 ) from exc
         elif path == ":memory:":
             self._client = QdrantClient(location=":memory:")
         elif path is not None:
             Path(path).mkdir(parents=True, exist_ok=True)
-            self._client = QdrantClient(path=str(path))
+            with self._library_calls():  # a folder another process holds open is refused here
+                self._client = QdrantClient(path=str(path))
         else:
             raise ConfigError('[store] qdrant needs url (a server), path (local mode) or path = ":memory:"')
         self._name = options["collection"]
         self._pending_manifest: dict[str, Any] | None = None
-        self._known_dimension: int | None = None  # fixed once the collection exists; saves a request per query
+        self._stored_dimension: int | None = None  # fixed once the collection exists; saves a request per query
 
     @property
-    def exact_search(self) -> bool:
+    def exact_search(self) -> bool:  # type: ignore[override]
         """Local mode is brute force; a server searches HNSW unless ``exact`` is set."""
         return self._options["url"] is None or bool(self._options["exact"])
+
+    def _library_calls(self) -> AbstractContextManager[None]:
+        """qdrant-client's exceptions (HTTP, gRPC, local-mode ValueError and SQLite errors) as StorageError."""
+        return library_errors("Qdrant", self._location)
 
     # ------------------------------------------------------------ collection
 
     def _exists(self) -> bool:
-        return bool(self._client.collection_exists(self._name))
+        with self._library_calls():
+            return bool(self._client.collection_exists(self._name))
 
-    def _dimension(self) -> int | None:
-        if self._known_dimension is None and self._exists():
-            self._known_dimension = int(self._client.get_collection(self._name).config.params.vectors.size)
-        return self._known_dimension
+    def dimension(self) -> int | None:
+        if self._stored_dimension is None and self._exists():
+            with self._library_calls():
+                self._stored_dimension = int(self._client.get_collection(self._name).config.params.vectors.size)
+        return self._stored_dimension
 
     def _create(self, dimension: int) -> None:
         models, o = self._models, self._options
@@ -148,27 +154,25 @@ class QdrantStore:
                 scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, always_ram=True)
             )
         metadata = manifest_as_metadata(self._pending_manifest) if self._pending_manifest else None
-        self._client.create_collection(
-            self._name,
-            vectors_config=models.VectorParams(size=dimension, distance=models.Distance.DOT, on_disk=o["on_disk"]),
-            shard_number=o["shard_number"],
-            replication_factor=o["replication_factor"],
-            write_consistency_factor=o["write_consistency_factor"],
-            on_disk_payload=o["on_disk"],
-            hnsw_config=models.HnswConfigDiff(m=o["hnsw_m"], ef_construct=o["hnsw_ef_construct"]),
-            quantization_config=quantization,
-            metadata=metadata,
-        )
-        for field, kind in o["payload_indexes"].items():
-            self._client.create_payload_index(self._name, field_name=f"metadata.{field}", field_schema=kind)
+        with self._library_calls():
+            self._client.create_collection(
+                self._name,
+                vectors_config=models.VectorParams(size=dimension, distance=models.Distance.DOT, on_disk=o["on_disk"]),
+                shard_number=o["shard_number"],
+                replication_factor=o["replication_factor"],
+                write_consistency_factor=o["write_consistency_factor"],
+                on_disk_payload=o["on_disk"],
+                hnsw_config=models.HnswConfigDiff(m=o["hnsw_m"], ef_construct=o["hnsw_ef_construct"]),
+                quantization_config=quantization,
+                metadata=metadata,
+            )
+            for field, kind in o["payload_indexes"].items():
+                self._client.create_payload_index(self._name, field_name=f"metadata.{field}", field_schema=kind)
         self._pending_manifest = None
 
     # ------------------------------------------------------------ VectorStore
 
-    def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[Payload]) -> None:
-        vectors = check_batch(ids, vectors, payloads, self._dimension())
-        if not len(ids):
-            return
+    def _upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[Payload]) -> None:
         if not self._exists():
             self._create(vectors.shape[1])
         models = self._models
@@ -180,46 +184,46 @@ class QdrantStore:
                     ids[start : start + size], vectors[start : start + size], payloads[start : start + size]
                 )
             ]
-            self._client.upsert(self._name, points=points, wait=True)
+            with self._library_calls():
+                self._client.upsert(self._name, points=points, wait=True)
 
-    def delete(self, ids: Sequence[str]) -> None:
-        if not self._exists() or not len(ids):
+    def _delete(self, ids: list[str]) -> None:
+        if not self._exists():
             return
         size = self._options["batch_size"]
         for start in range(0, len(ids), size):
             selector = self._models.PointIdsList(points=[point_id(key) for key in ids[start : start + size]])
-            self._client.delete(self._name, points_selector=selector, wait=True)
+            with self._library_calls():
+                self._client.delete(self._name, points_selector=selector, wait=True)
 
     @staticmethod
     def _split(payload: Mapping[str, Any] | None) -> tuple[str, Payload]:
         payload = dict(payload or {})
         return payload.pop(ID_KEY), payload
 
-    def get(self, ids: Sequence[str]) -> dict[str, tuple[np.ndarray, Payload]]:
-        if not self._exists() or not len(ids):
+    def _get(self, ids: list[str]) -> dict[str, tuple[np.ndarray, Payload]]:
+        if not self._exists():
             return {}
         found: dict[str, tuple[np.ndarray, Payload]] = {}
         size = self._options["batch_size"]
         for start in range(0, len(ids), size):
-            records = self._client.retrieve(
-                self._name,
-                ids=[point_id(key) for key in ids[start : start + size]],
-                with_vectors=True,
-                with_payload=True,
-            )
+            with self._library_calls():
+                records = self._client.retrieve(
+                    self._name,
+                    ids=[point_id(key) for key in ids[start : start + size]],
+                    with_vectors=True,
+                    with_payload=True,
+                )
             for record in records:
                 key, payload = self._split(record.payload)
                 found[key] = (np.asarray(record.vector, dtype=np.float32), payload)
         return found
 
-    def search(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None = None) -> RankedList:
+    def _search(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None) -> RankedList:
         return [(point.payload[ID_KEY], float(point.score)) for point in self._query(vector, k, filter, [ID_KEY])]
 
-    def search_with_payloads(
-        self,
-        vector: np.ndarray,
-        k: int,
-        filter: Mapping[str, Any] | None = None,
+    def _search_with_payloads(
+        self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None
     ) -> list[tuple[str, float, Payload]]:
         hits = []
         for point in self._query(vector, k, filter, True):
@@ -228,79 +232,66 @@ class QdrantStore:
         return hits
 
     def _query(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None, with_payload: Any) -> list[Any]:
-        dimension = self._dimension()
-        vector = check_query(vector, k, dimension)
-        if filter:
-            filters.validate(filter)
-        if dimension is None:
-            return []
         models = self._models
         query_filter = None
         if filter:
             try:
                 query_filter = to_qdrant_filter(filter, models)
-            except _Inexpressible:
-                allowed = [point_id(key) for key in self._matching_ids(filter)]
+            except Untranslatable:
+                allowed = [point_id(key) for key in self.matching_ids(filter)]
                 if not allowed:
                     return []
                 query_filter = models.Filter(must=[models.HasIdCondition(has_id=allowed)])
-        return self._client.query_points(
-            self._name,
-            query=vector.tolist(),
-            limit=k,
-            query_filter=query_filter,
-            with_payload=with_payload,
-            # Local mode is brute force and warns about search parameters it ignores.
-            search_params=(
-                models.SearchParams(exact=self._options["exact"], hnsw_ef=max(self._options["hnsw_ef"], k))
-                if self._options["url"] is not None
-                else None
-            ),
-        ).points
+        with self._library_calls():
+            return self._client.query_points(
+                self._name,
+                query=vector.tolist(),
+                limit=k,
+                query_filter=query_filter,
+                with_payload=with_payload,
+                # Local mode is brute force and warns about search parameters it ignores.
+                search_params=(
+                    models.SearchParams(exact=self._options["exact"], hnsw_ef=max(self._options["hnsw_ef"], k))
+                    if self._options["url"] is not None
+                    else None
+                ),
+            ).points
 
-    def _matching_ids(self, flt: Mapping[str, Any]) -> list[str]:
-        matches = filters.compile(flt)
-        return [
-            key
-            for ids, _, payloads in self.scan(include_vectors=False)
-            for key, payload in zip(ids, payloads)
-            if matches(payload.get("metadata") or {})
-        ]
-
-    def scan(
-        self, batch_size: int = 1000, include_vectors: bool = True
-    ) -> Iterator[tuple[list[str], np.ndarray, list[Payload]]]:
+    def _pages(self, batch_size: int, with_vectors: bool) -> Iterator[tuple[list[str], list[Any], list[Payload]]]:
+        """Every stored point in a stable order: ids, the records (vectors when asked for) and payloads."""
         if not self._exists():
             return
         offset = None
         while True:
-            records, offset = self._client.scroll(
-                self._name,
-                limit=batch_size,
-                offset=offset,
-                with_vectors=include_vectors,
-                with_payload=True,
-            )
+            with self._library_calls():
+                records, offset = self._client.scroll(
+                    self._name, limit=batch_size, offset=offset, with_vectors=with_vectors, with_payload=True
+                )
             if records:
                 keys, payloads = zip(*(self._split(record.payload) for record in records))
-                vectors = (
-                    np.asarray([record.vector for record in records], dtype=np.float32)
-                    if include_vectors
-                    else np.zeros((len(records), 0), dtype=np.float32)
-                )
-                yield list(keys), vectors, list(payloads)
+                yield list(keys), records, list(payloads)
             if offset is None:
                 return
+
+    def scan(self, batch_size: int = 1000) -> Iterator[tuple[list[str], np.ndarray, list[Payload]]]:
+        for ids, records, payloads in self._pages(batch_size, with_vectors=True):
+            yield ids, np.asarray([record.vector for record in records], dtype=np.float32), payloads
+
+    def _scan_payloads(self) -> Iterator[tuple[list[str], list[Payload]]]:
+        for ids, _, payloads in self._pages(1000, with_vectors=False):
+            yield ids, payloads
 
     def count(self) -> int:
         if not self._exists():
             return 0
-        return int(self._client.count(self._name, exact=True).count)
+        with self._library_calls():
+            return int(self._client.count(self._name, exact=True).count)
 
     def read_manifest(self) -> dict[str, Any] | None:
         if not self._exists():
             return dict(self._pending_manifest) if self._pending_manifest else None
-        metadata = self._client.get_collection(self._name).config.metadata
+        with self._library_calls():
+            metadata = self._client.get_collection(self._name).config.metadata
         return manifest_from_metadata(metadata, f"Qdrant collection {self._name!r}")
 
     def write_manifest(self, manifest: Mapping[str, Any]) -> None:
@@ -309,10 +300,12 @@ class QdrantStore:
             # this manifest, by the first upsert.
             self._pending_manifest = dict(manifest)
             return
-        self._client.update_collection(self._name, metadata=manifest_as_metadata(manifest))
+        with self._library_calls():
+            self._client.update_collection(self._name, metadata=manifest_as_metadata(manifest))
 
     def close(self) -> None:
-        self._client.close()
+        with self._library_calls():
+            self._client.close()
 
 
 def _build(options: dict[str, Any], base_dir: Path) -> QdrantStore:
@@ -345,7 +338,8 @@ def _build(options: dict[str, Any], base_dir: Path) -> QdrantStore:
         v not in INDEX_TYPES for v in opts["payload_indexes"].values()
     ):
         raise ConfigError(
-            f"[store] qdrant payload_indexes must map fields to one of {', '.join(INDEX_TYPES)}, got {opts['payload_indexes']!r}"
+            f"[store] qdrant payload_indexes must map fields to one of {', '.join(INDEX_TYPES)}, "
+            f"got {opts['payload_indexes']!r}"
         )
     for key in ("hnsw_ef", "batch_size"):
         if not is_positive_int(opts[key]):

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from .protocols import Encoder
+from .protocols import Encoder, TokenizesInBatches
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,10 @@ class TokenChunker:
 
     def split_many(self, texts: list[str]) -> list[list[Chunk]]:
         """``split`` of each text, tokenised in one call when the encoder offers ``token_spans_batch``."""
-        batch = getattr(self._encoder, "token_spans_batch", None)
-        spans = batch(texts) if batch is not None else [self._encoder.token_spans(text) for text in texts]
+        if isinstance(self._encoder, TokenizesInBatches):
+            spans = self._encoder.token_spans_batch(texts)
+        else:
+            spans = [self._encoder.token_spans(text) for text in texts]
         return [self._windows(text, text_spans) for text, text_spans in zip(texts, spans)]
 
     def _windows(self, text: str, spans: list[tuple[int, int]]) -> list[Chunk]:

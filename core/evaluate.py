@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DocumentError
+from .protocols import DeclaresExactSearch
 
 Qrels = dict[str, dict[str, float]]
 
@@ -159,7 +160,7 @@ def measure_recall(engine: Any, queries: Sequence[str], *, k: int = 10) -> dict[
         "points": len(ids),
         "latency_p50_ms": latencies[len(latencies) // 2],
         "latency_p99_ms": latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))],
-        "exact_search": bool(getattr(engine.store, "exact_search", False)),
+        "exact_search": isinstance(engine.store, DeclaresExactSearch) and bool(engine.store.exact_search),
     }
 
 

@@ -17,6 +17,8 @@ Limits, so one request cannot cost unbounded CPU or recursion: at most
 filter, ``$in``/``$nin`` lists included. ``compile`` turns a validated filter
 into a predicate for testing many points (``$in`` by set lookup); ``matches``
 is the plain reading of the semantics that the predicate is tested against.
+A backend's translator raises ``Untranslatable`` for a valid filter its own
+query language cannot express exactly.
 """
 
 from __future__ import annotations
@@ -34,6 +36,15 @@ MAX_DEPTH = 32
 MAX_VALUES = 10_000
 # Where in a filter, as keys and list positions from its root: what FilterError.path holds.
 FilterPath = tuple[str | int, ...]
+
+
+class Untranslatable(Exception):
+    """A valid filter has no exact equivalent in a backend's query language.
+
+    Raised by a backend's filter translator (Chroma ``where``, Qdrant ``Filter``); the store then evaluates the filter
+    by the reference semantics (``BaseVectorStore.matching_ids``) and passes the matching ids instead. Never reaches
+    a caller.
+    """
 
 
 class _Budget:

@@ -40,7 +40,7 @@ from .engine import Components, Engine, build_parts
 from .errors import CompatibilityError, StorageError, VecguardError
 from .evaluate import Qrels, evaluate
 from .faults import kill_point
-from .protocols import Document, VectorStore
+from .protocols import DeclaresExactSearch, Document, VectorStore
 from .registry import Registry
 
 log = logging.getLogger(__name__)
@@ -491,7 +491,7 @@ def _verify_copy(source: Engine, target: Engine, sample: _Sample, contains_only:
 
 
 def _compare_answers(source: Engine, target: Engine, queries: Sequence[str]) -> Check:
-    exact = bool(getattr(source.store, "exact_search", False) and getattr(target.store, "exact_search", False))
+    exact = all(isinstance(e.store, DeclaresExactSearch) and e.store.exact_search for e in (source, target))
     overlaps, identical, first_difference = [], 0, None
     for query in queries:
         before = [hit.id for hit in source.search(query, k=TOP_K)]

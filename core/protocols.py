@@ -14,7 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .errors import DimensionError, StorageError
+from .errors import DimensionError, InvalidArgumentError
 
 Scalar = str | int | float | bool
 Metadata = dict[str, Scalar]
@@ -101,9 +101,9 @@ class EncoderIdentity:
 class Encoder(Protocol):
     """Turns text into vectors; also tokenises, so chunks are measured in its tokens.
 
-    An encoder whose tokenizer works faster on many texts at once may offer
-    ``token_spans_batch(texts) -> list[list[(start, end)]]`` (``token_spans``
-    of each text); the chunker then tokenises a whole batch in one call.
+    Optional capabilities, each a Protocol below: ``TokenizesInBatches`` (the
+    chunker tokenises a whole batch in one call) and ``DeclaresBatchSize`` (the
+    engine sizes its document batches to fill one encoder pass).
     """
 
     def identity(self) -> EncoderIdentity: ...
@@ -136,16 +136,11 @@ class VectorStore(Protocol):
 
     ``scan`` visits points in the same order every time while the store is
     unchanged: a resumed migration skips what it already copied by position.
-    A store may also say ``exact_search = True`` when its searches equal brute
-    force; without it, results are treated as approximate. A store that tunes
-    its own index may offer ``index_report() -> dict | None`` (what it measured,
-    e.g. the nprobe chosen for a recall target and that recall); the engine
-    keeps it in ``manifest.measurements.index`` when it closes. A store that can
-    return payloads with its hits in one round trip may offer
-    ``search_with_payloads(vector, k, filter=None) -> list[(id, score, payload)]``
-    (the same hits as ``search``); the engine then skips a ``get`` for them.
-    A store with an index to train may offer ``optimize() -> dict | None``
-    (rebuild it from every stored vector now; `vecguard optimize` calls it).
+
+    Optional capabilities, each a Protocol below that the engine tests with
+    ``isinstance``: ``DeclaresExactSearch``, ``SearchesWithPayloads`` and
+    ``MaintainsIndex``. ``vecguard.backends.base.BaseVectorStore`` is an optional
+    base class that applies the contract checks and offers the first two.
     """
 
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[Payload]) -> None: ...
@@ -171,6 +166,57 @@ class VectorStore(Protocol):
     def write_manifest(self, manifest: Mapping[str, Any]) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class DeclaresExactSearch(Protocol):
+    """A store that says whether its searches equal brute force; a store without it is treated as approximate."""
+
+    exact_search: bool
+
+
+@runtime_checkable
+class SearchesWithPayloads(Protocol):
+    """A store that returns payloads with its hits in one round trip; the engine then skips a ``get`` for them."""
+
+    def search_with_payloads(
+        self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None = None
+    ) -> list[tuple[str, float, Payload]]:
+        """The same hits as ``search``, each with its payload."""
+        ...
+
+
+@runtime_checkable
+class MaintainsIndex(Protocol):
+    """A store with an index to train and tune (`vecguard optimize` calls it)."""
+
+    def optimize(self) -> dict[str, Any] | None:
+        """Rebuild the index from every stored vector now; return what was built and measured."""
+        ...
+
+    def index_report(self) -> dict[str, Any] | None:
+        """What the store measured (e.g. the nprobe chosen for a recall target and that recall), or None.
+
+        The engine keeps it in ``manifest.measurements.index`` when it closes.
+        """
+        ...
+
+
+@runtime_checkable
+class TokenizesInBatches(Protocol):
+    """An encoder whose tokenizer works faster on many texts at once."""
+
+    def token_spans_batch(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+        """``token_spans`` of each text, in one call."""
+        ...
+
+
+@runtime_checkable
+class DeclaresBatchSize(Protocol):
+    """An encoder that encodes ``batch_size`` full-length texts per forward pass."""
+
+    @property
+    def batch_size(self) -> int: ...
 
 
 @runtime_checkable
@@ -275,29 +321,33 @@ def unicode_problem(text: str) -> str | None:
 def check_batch(
     ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[Payload], dimension: int | None
 ) -> np.ndarray:
-    """Validate an upsert batch the same way on every backend; return float32 (n, dim)."""
+    """Validate an upsert batch the same way on every backend; return float32 (n, dim).
+
+    Raises InvalidArgumentError for a malformed batch, DimensionError for vectors of another dimension.
+    """
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or len(ids) != vectors.shape[0] or len(payloads) != len(ids):
-        raise StorageError(
+        raise InvalidArgumentError(
             f"upsert needs as many ids, vectors and payloads: got {len(ids)} ids, vectors of shape "
             f"{vectors.shape}, {len(payloads)} payloads"
         )
     if dimension is not None and vectors.shape[1] != dimension:
         raise DimensionError(f"vectors have dimension {vectors.shape[1]} but the store holds dimension {dimension}")
     if not np.isfinite(vectors).all():
-        raise StorageError("vectors contain NaN or infinity; check the encoder output")
+        raise InvalidArgumentError("vectors contain NaN or infinity; check the encoder output")
     for key in ids:
         if not isinstance(key, str) or not key:
-            raise StorageError(f"ids must be non-empty strings, got {type(key).__name__} {key!r}")
+            raise InvalidArgumentError(f"ids must be non-empty strings, got {type(key).__name__} {key!r}")
     if len(set(ids)) != len(ids):
-        raise StorageError("upsert got the same id twice in one batch; deduplicate it first")
+        raise InvalidArgumentError("upsert got the same id twice in one batch; deduplicate it first")
     return vectors
 
 
 def check_query(vector: np.ndarray, k: int, dimension: int | None) -> np.ndarray:
+    """Validate a query the same way on every backend; return the vector as float32 (dim,)."""
     vector = np.asarray(vector, dtype=np.float32).reshape(-1)
     if dimension is not None and vector.shape[0] != dimension:
         raise DimensionError(f"query vector has dimension {vector.shape[0]} but the store holds dimension {dimension}")
-    if not isinstance(k, int) or k < 1:
-        raise StorageError(f"k must be a whole number >= 1, got {k!r}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:  # a bool is not a count
+        raise InvalidArgumentError(f"k must be a whole number >= 1, got {k!r}")
     return vector

@@ -18,7 +18,18 @@ from . import filters as portable_filters
 from . import integrity
 from .collection import Collection
 from .errors import InvalidArgumentError
-from .protocols import Encoder, Fuser, Hit, Instrument, Payload, RankedList, SignalEvidence, stage, unicode_problem
+from .protocols import (
+    Encoder,
+    Fuser,
+    Hit,
+    Instrument,
+    Payload,
+    RankedList,
+    SearchesWithPayloads,
+    SignalEvidence,
+    stage,
+    unicode_problem,
+)
 
 MODES = ("hybrid", "dense", "keyword")
 
@@ -112,12 +123,11 @@ class Query:
     ) -> RankedList:
         """The store's best ``depth`` chunks, collecting their payloads when the store returns them in the same call."""
         store = self.collection.store
-        with_payloads = getattr(store, "search_with_payloads", None)
-        if with_payloads is None:
+        if not isinstance(store, SearchesWithPayloads):
             hits = store.search(vector, depth, filter)
         else:
             hits = []
-            for key, score, payload in with_payloads(vector, depth, filter):
+            for key, score, payload in store.search_with_payloads(vector, depth, filter):
                 hits.append((key, score))
                 payloads[key] = payload
         # Identical chunks tie exactly; break ties by id so every backend ranks them alike.

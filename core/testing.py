@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from .errors import DimensionError, FilterError, StorageError, VecguardError
+from .errors import DimensionError, FilterError, InvalidArgumentError
 from .filters import matches, validate
+from .protocols import DeclaresExactSearch, SearchesWithPayloads
 from .registry import Registry
 
 DIMENSION = 16
@@ -205,9 +206,9 @@ class VectorStoreConformance:
         assert not {"p3", "p4", "p30"} & {key for key, _ in store.search(vectors[3], 10)}
 
     def test_search_with_payloads_equals_search_then_get(self, store: Any) -> None:
-        with_payloads = getattr(store, "search_with_payloads", None)
-        if with_payloads is None:
+        if not isinstance(store, SearchesWithPayloads):
             pytest.skip("the store does not offer search_with_payloads (optional)")
+        with_payloads = store.search_with_payloads
         ids, _, payloads = _fill(store, 120, seed=4)
         query = unit_vectors(1, seed=8)[0]
         for flt in (None, {"year": {"$gte": 2020}}):
@@ -228,9 +229,8 @@ class VectorStoreConformance:
             validate(flt)
             expected = {key for key, payload in zip(ids, payloads) if matches(flt, payload["metadata"])}
             found = {key for key, _ in store.search(query, len(ids), flt)}
-            assert found == expected, (
-                f"filter {json.dumps(flt)}: missing {sorted(expected - found)[:5]}, extra {sorted(found - expected)[:5]}"
-            )
+            missing, extra = sorted(expected - found)[:5], sorted(found - expected)[:5]
+            assert found == expected, f"filter {json.dumps(flt)}: missing {missing}, extra {extra}"
 
     @pytest.mark.parametrize(
         "bad",
@@ -273,7 +273,7 @@ class VectorStoreConformance:
         assert all(order == orders[0] for order in orders), "a resumed migration skips copied points by scan position"
 
     def test_exact_search_is_declared_truthfully(self, store: Any) -> None:
-        declared = getattr(store, "exact_search", False)
+        declared = store.exact_search if isinstance(store, DeclaresExactSearch) else False
         assert isinstance(declared, bool)
         if declared:
             assert self.exact, "a store that says exact_search = True must pass the suite with exact = True"
@@ -315,14 +315,22 @@ class VectorStoreConformance:
             store.upsert(["x"], unit_vectors(1, dimension=DIMENSION + 1), [{}])
         with pytest.raises(DimensionError):
             store.search(unit_vectors(1, dimension=DIMENSION + 1)[0], 3)
-        with pytest.raises(StorageError):
+        with pytest.raises(InvalidArgumentError):
             store.upsert(["x"], np.full((1, DIMENSION), np.nan, dtype=np.float32), [{}])
-        with pytest.raises(VecguardError):
+        with pytest.raises(InvalidArgumentError):
             store.upsert(["x", "y"], unit_vectors(1), [{}, {}])
+        with pytest.raises(InvalidArgumentError):
+            store.upsert(["x", "x"], unit_vectors(2), [{}, {}])
         for bad_id in ("", 5):
-            with pytest.raises(StorageError):
+            with pytest.raises(InvalidArgumentError):
                 store.upsert([bad_id], unit_vectors(1), [{}])
         assert store.count() == 10
+
+    @pytest.mark.parametrize("k", [0, -1, True, 2.0, "3"])
+    def test_a_k_that_is_not_a_count_is_refused(self, store: Any, k: Any) -> None:
+        _fill(store, 5)
+        with pytest.raises(InvalidArgumentError):  # the caller's mistake, not the store's: not a StorageError
+            store.search(unit_vectors(1)[0], k)
 
     # ------------------------------------------------------------ persistence
 
@@ -342,7 +350,8 @@ class VectorStoreConformance:
             from vecguard import Registry
             plugin, options, base = json.loads(sys.argv[1])
             store = Registry.discover().build("store", plugin, options, Path(base))
-            everything = {k: [v.tolist(), p] for ids, vs, ps in store.scan(batch_size=16) for k, v, p in zip(ids, vs, ps)}
+            batches = store.scan(batch_size=16)
+            everything = {k: [v.tolist(), p] for ids, vs, ps in batches for k, v, p in zip(ids, vs, ps)}
             print(json.dumps({"count": store.count(), "manifest": store.read_manifest(), "points": everything,
                               "top": store.search(json.loads(sys.argv[2]), 1)}))
             store.close()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import vecguard
 from conftest import corpus
-from vecguard import ConfigError, DimensionError, StorageError
+from vecguard import ConfigError, DimensionError, InvalidArgumentError
 from vecguard.backends.faiss import FaissStore
 from vecguard.backends.memory import MemoryStore
 
@@ -201,9 +201,9 @@ def test_bad_writes_are_refused_and_lose_nothing(tmp_path: Path) -> None:
     _fill(store, 10)
     with pytest.raises(DimensionError, match="dimension 8"):
         store.upsert(["x"], _vectors(1, dim=8), [{}])
-    with pytest.raises(StorageError, match="NaN"):
+    with pytest.raises(InvalidArgumentError, match="NaN"):
         store.upsert(["x"], np.full((1, 16), np.nan, dtype=np.float32), [{}])
-    with pytest.raises(StorageError, match="same id twice"):
+    with pytest.raises(InvalidArgumentError, match="same id twice"):
         store.upsert(["x", "x"], _vectors(2), [{}, {}])
     assert store.count() == 10
     store.close()

@@ -560,7 +560,7 @@ def test_cli_check_and_reindex(built, models, env, tmp_path: Path, capsys) -> No
     ok_toml, drift_toml = tmp_path / "ok.toml", tmp_path / "drift.toml"
     common = (
         f'[store]\nplugin = "faiss"\npath = "idx"\n\n'
-        f'[chunking]\ntokens = {CHUNKING["tokens"]}\noverlap = {CHUNKING["overlap"]}\n'
+        f"[chunking]\ntokens = {CHUNKING['tokens']}\noverlap = {CHUNKING['overlap']}\n"
     )
     ok_toml.write_text(f'[encoder]\nplugin = "sentence-transformers"\nmodel = "bundled"\n\n{common}', encoding="utf-8")
     drift_toml.write_text(
