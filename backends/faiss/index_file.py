@@ -20,7 +20,7 @@ from typing import Any
 from vecguard.atomic import fsync_directory, write_json_atomically
 
 from . import kinds
-from .points import DATABASE
+from .points import DATABASE, PointTable
 
 log = logging.getLogger("vecguard.backends.faiss")
 INDEX_FILE = "index.faiss"
@@ -134,3 +134,54 @@ def save(faiss: Any, folder: Path, index: Any, state: dict[str, Any]) -> bool:
         )
         return False
     return True
+
+
+class IndexFiles:
+    """The index files beside a store's database (none in memory), and what is known of them: the (generation,
+    spec) last written or loaded, and what opening found wrong with them."""
+
+    def __init__(self, faiss: Any, points: PointTable, requested: str) -> None:
+        self._faiss = faiss
+        self._points = points
+        self._requested = requested
+        self._saved: tuple[int, str | None] | None = None
+        self.problems: list[str] = []  # `vecguard check` reports them
+
+    def load(self) -> SavedIndex | None:
+        """The saved index if it is usable; a problem with it is logged and kept, and the index rebuilt."""
+        folder = self._points.path
+        if folder is None:
+            return None
+        try:
+            saved = load(
+                self._faiss,
+                folder,
+                generation=self._points.generation,
+                requested=self._requested,
+                collection=self._points.meta("collection"),
+                count=self._points.count,
+            )
+        except IndexFileProblem as exc:
+            self.problems.append(f"{exc}; rebuilt from {DATABASE}")
+            log.warning("%s; rebuilding the index from %s", exc, DATABASE)
+            return None
+        if saved is not None:
+            self._saved = (self._points.generation, saved.spec)
+        return saved
+
+    def outdated(self) -> None:
+        """The files no longer hold the index in service (or its report): the next save writes them."""
+        self._saved = None
+
+    def save(self, index: Any, spec: str | None, state: dict[str, Any]) -> None:
+        """Write ``index`` with ``state``, the generation and the collection's id, unless the files hold it already
+        (a read-only open writes nothing)."""
+        folder = self._points.path
+        if folder is None:
+            return
+        generation = self._points.generation
+        if self._saved == (generation, spec):
+            return
+        written = {"generation": generation, **state, "collection": self._points.meta("collection")}
+        if save(self._faiss, folder, index, written):
+            self._saved = (generation, spec)

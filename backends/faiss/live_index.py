@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from . import build, index_file, kinds, policy, tuning
 from .options import FaissOptions
-from .points import DATABASE, PointTable
+from .points import PointTable
 from .snapshot import Snapshot, take_snapshot
 
 log = logging.getLogger("vecguard.backends.faiss")
@@ -55,10 +56,8 @@ class LiveIndex:
         self._tuning: dict[str, Any] | None = None
         self._built_on = 0  # vectors in the collection when the index was last built
         self._dirty = True  # the index does not reflect SQLite: built from it at the next use
-        self._saved: tuple[int, str | None] | None = None  # (generation, spec) of the index file on disk
         self._deleted: set[int] | None = None  # an HNSW index's deleted nodes (None: the index removes ids itself)
-        self._skip_deleted: tuple[Any, ...] | None = None  # the id selector over them, and what it holds on to
-        self._params: dict[tuple[str, int], Any] = {}  # search parameters without a selector, by (index spec, k)
+        self._plain = _PlainParams(faiss)
         self._aside: threading.Thread | None = None  # a retraining running in the background
         self._checking: threading.Thread | None = None  # a recall measure running in the background
         self._wanted: str | None = None  # why a recall measure wants a retraining, started by the next write or search
@@ -67,8 +66,7 @@ class LiveIndex:
         self._journal: list[tuple[np.ndarray, np.ndarray | None]] | None = None
         self._checked_at = 0  # vectors when the recall was last measured (or the index built)
         self._checked_after = 0  # the highest num then: vectors added since have higher nums
-        # What opening found wrong with the derived index files and repaired (`vecguard check` reports it).
-        self.load_problems: list[str] = []
+        self._files = index_file.IndexFiles(faiss, points, options.index)
         self._load()
 
     # ------------------------------------------------------------ reading it
@@ -109,18 +107,7 @@ class LiveIndex:
 
     def params(self, k: int) -> Any:
         """The FAISS search parameters a plain search of ``k`` uses (None: the defaults); deleted HNSW nodes skipped."""
-        spec = self._spec or ""
-        if (spec, k) in self._params:
-            return self._params[spec, k]  # one SWIG object per (spec, k), not one per query
-        selector = None
-        if self._deleted:
-            if self._skip_deleted is None:
-                deleted = self._faiss.IDSelectorBatch(np.fromiter(self._deleted, np.int64, len(self._deleted)))
-                self._skip_deleted = (self._faiss.IDSelectorNot(deleted), deleted)  # the Not points into the batch
-            selector = self._skip_deleted[0]
-        params = self.filtered_params(k, selector)
-        self._params[spec, k] = params
-        return params
+        return self._plain.get(k, self._spec or "", self._deleted, self.filtered_params)
 
     def filtered_params(self, k: int, selector: Any, widen: float = 1.0) -> Any:
         """The search parameters through ``selector`` (a filter's holds stored points only, so no deleted one),
@@ -139,32 +126,20 @@ class LiveIndex:
 
     # ------------------------------------------------------------ writes
 
-    def added(self, nums: list[int], vectors: np.ndarray, replaced: list[int]) -> None:
-        """An upsert committed ``nums`` (replacing ``replaced``): into the live index in place, or built later."""
-        if not self._can_update_in_place():
-            self._dirty = True
-            return
-        id_array = np.asarray(nums, dtype=np.int64)
-        with self._lock:
-            if replaced:
-                self._drop(np.asarray(replaced, dtype=np.int64))
-            self._index.add_with_ids(vectors, id_array)
-            if self._journal is not None:
-                self._journal.append((id_array, np.array(vectors, dtype=np.float32)))
-        self._after_change()
-
-    def removed(self, nums: list[int]) -> None:
-        """A delete committed: out of the live index in place, or built later."""
-        if not self._can_update_in_place():
+    def apply(self, removed: list[int], added: list[int] | None = None, vectors: np.ndarray | None = None) -> None:
+        """A committed write: ``removed`` nums out of the live index and ``added`` in, in place, or built later."""
+        if self._dirty or self._index is None or not self._index.is_trained:  # an untrained index is built lazily
             self._dirty = True
             return
         with self._lock:
-            self._drop(np.asarray(nums, dtype=np.int64))
+            if removed:
+                self._drop(np.asarray(removed, dtype=np.int64))
+            if added:
+                id_array = np.asarray(added, dtype=np.int64)
+                self._index.add_with_ids(vectors, id_array)
+                if self._journal is not None:
+                    self._journal.append((id_array, np.array(vectors, dtype=np.float32)))
         self._after_change()
-
-    def _can_update_in_place(self) -> bool:
-        # An untrained index cannot take vectors: it is built lazily.
-        return not self._dirty and self._index is not None and self._index.is_trained
 
     def _drop(self, nums: np.ndarray) -> None:
         """Take deleted nums out of the live index (under the lock); an HNSW graph keeps them, skipped."""
@@ -172,8 +147,7 @@ class LiveIndex:
             self._index.remove_ids(nums)
         else:
             self._deleted.update(nums.tolist())
-            self._skip_deleted = None
-            self._params.clear()
+            self._plain.clear()
         if self._journal is not None:
             self._journal.append((nums, None))
 
@@ -220,13 +194,12 @@ class LiveIndex:
         with self._lock:
             self._index, self._spec, self._tuning, self._built_on = built.index, built.spec, built.tuning, built_on
             self._dirty = False
-            self._saved = None  # a new index: the file on disk is the old one's, whatever generation it reflects
+            self._files.outdated()  # a new index: the file on disk is the old one's, whatever generation it reflects
             self._deleted = deleted if kinds.is_hnsw(built.spec) else None
-            self._skip_deleted = None
             self._wanted = None
             self._checked_at = built_on
             self._checked_after = checked_after if checked_after is not None else self._points.highest_num()
-            self._params.clear()
+            self._plain.clear()
 
     def _rebuild_aside(self, reason: str) -> None:
         """Retrain in a thread while the current index keeps answering; writes made meanwhile are journaled and
@@ -260,25 +233,44 @@ class LiveIndex:
         self._aside.start()
 
     def _measure_recall_aside(self) -> None:
-        """Measure the live index's recall on the vectors stored since the last measure, in a thread; retrain aside
-        (at the next write or search) when it is below target_recall."""
+        """Measure the live index's recall@10 on the vectors stored since the last measure, in a thread, and record
+        it in the tuning report; retrain aside (at the next write or search) when it is below target_recall."""
         if any(thread is not None and thread.is_alive() for thread in (self._aside, self._checking)):
             return
         snapshot = take_snapshot(self._points)
         after, self._checked_after = self._checked_after, int(snapshot.nums[-1]) if len(snapshot) else 0
         self._checked_at = len(snapshot)
-        token = self._aside_token
-        target = self._options.target_recall
+        token, target, searched = self._aside_token, self._options.target_recall, []
+
+        def search(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+            with self._lock:
+                searched.append(self._index)
+                return self._index.search(queries, k, params=self.params(k))
 
         def run() -> None:
             try:
-                recall = self._measure_recall(snapshot, after, token)
+                measured = tuning.recall_on_new(self._faiss, snapshot, after, search)
             except Exception as exc:
                 log.warning("measuring the FAISS index's recall failed (%s); it keeps serving", exc)
                 return
             finally:
                 snapshot.close()
-            if recall is not None and recall < target and token == self._aside_token:
+            if measured is None:
+                return
+            recall, queries = measured
+            with self._lock:
+                if token == self._aside_token and self._index is searched[0] and self._tuning is not None:
+                    check = {"vectors": len(snapshot), "queries": queries, "recall_at_10": round(recall, 4)}
+                    self._tuning = dict(self._tuning, last_check=check)
+                    self._files.outdated()  # the report changed: write the state again
+            log.info(
+                "FAISS index %s: recall@10 %.3f on %d vectors added since the last measure (%d stored)",
+                self._spec,
+                recall,
+                queries,
+                len(snapshot),
+            )
+            if recall < target and token == self._aside_token:
                 # Started from the caller's thread: an in-memory store's snapshot reads the store's own connection.
                 self._wanted = (
                     f"recall@10 {recall:.3f} on vectors stored since the last measure, below target_recall {target}"
@@ -286,36 +278,6 @@ class LiveIndex:
 
         self._checking = threading.Thread(target=run, name="vecguard-faiss-recall", daemon=True)
         self._checking.start()
-
-    def _measure_recall(self, snapshot: Snapshot, after_num: int, token: int) -> float | None:
-        """Recall@10 of the live index on the snapshot's vectors stored since the last measure, recorded in the
-        tuning report."""
-        searched: list[Any] = []
-
-        def search(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-            with self._lock:
-                searched.append(self._index)
-                return self._index.search(queries, k, params=self.params(k))
-
-        measured = tuning.recall_on_new(self._faiss, snapshot, after_num, search)
-        if measured is None:
-            return None
-        recall, queries = measured
-        with self._lock:
-            if token == self._aside_token and self._index is searched[0] and self._tuning is not None:
-                self._tuning = dict(
-                    self._tuning,
-                    last_check={"vectors": len(snapshot), "queries": queries, "recall_at_10": round(recall, 4)},
-                )
-                self._saved = None  # the report changed: write the state again
-        log.info(
-            "FAISS index %s: recall@10 %.3f on %d vectors added since the last measure (%d stored)",
-            self._spec,
-            recall,
-            queries,
-            len(snapshot),
-        )
-        return recall
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until a retraining running aside has been swapped in (or ``timeout`` seconds); True when none is
@@ -333,23 +295,13 @@ class LiveIndex:
 
     # ------------------------------------------------------------ the files
 
+    @property
+    def load_problems(self) -> list[str]:
+        """What opening found wrong with the index files and repaired (`vecguard check` reports it)."""
+        return self._files.problems
+
     def _load(self) -> None:
-        folder = self._points.path
-        if folder is None:
-            return
-        try:
-            saved = index_file.load(
-                self._faiss,
-                folder,
-                generation=self._points.generation,
-                requested=self._options.index,
-                collection=self._points.meta("collection"),
-                count=self._points.count,
-            )
-        except index_file.IndexFileProblem as exc:
-            self.load_problems.append(f"{exc}; rebuilt from {DATABASE}")
-            log.warning("%s; rebuilding the index from %s", exc, DATABASE)
-            return
+        saved = self._files.load()
         if saved is None:
             return
         self._index, self._spec, self._tuning, self._built_on = saved.index, saved.spec, saved.tuning, saved.built_on
@@ -357,27 +309,24 @@ class LiveIndex:
         self._checked_at = saved.checked_at
         self._checked_after = saved.checked_after if saved.checked_after is not None else self._points.highest_num()
         self._dirty = False
-        self._saved = (self._points.generation, self._spec)
 
     def save(self) -> None:
-        """Write the index files, unless nothing changed since they were written (a read-only open writes nothing)."""
-        folder = self._points.path
-        generation = self._points.generation if folder is not None else 0
-        if folder is None or self._dirty or self._index is None or self._saved == (generation, self._spec):
+        """Write the index files (on disk only), unless nothing changed since they were written."""
+        if self._dirty or self._index is None:
             return
-        state = {
-            "generation": generation,
-            "spec": self._spec,
-            "requested": self._options.index,
-            "tuning": self._tuning,
-            "built_on": self._built_on,
-            "deleted": sorted(self._deleted) if self._deleted is not None else None,
-            "checked_at": self._checked_at,
-            "checked_after": self._checked_after,
-            "collection": self._points.meta("collection"),
-        }
-        if index_file.save(self._faiss, folder, self._index, state):
-            self._saved = (generation, self._spec)
+        self._files.save(
+            self._index,
+            self._spec,
+            {
+                "spec": self._spec,
+                "requested": self._options.index,
+                "tuning": self._tuning,
+                "built_on": self._built_on,
+                "deleted": sorted(self._deleted) if self._deleted is not None else None,
+                "checked_at": self._checked_at,
+                "checked_after": self._checked_after,
+            },
+        )
 
     def close(self) -> None:
         """Wait for background work, build what is pending or outgrown, and save (on disk only)."""
@@ -387,6 +336,32 @@ class LiveIndex:
                 self._dirty = True
             self.ready()
             self.save()
+
+
+class _PlainParams:
+    """Search parameters without a filter, one SWIG object per (spec, k) rather than one per query, and the
+    selector that skips an HNSW graph's deleted nodes; cleared when the index or its deleted set changes."""
+
+    def __init__(self, faiss: Any) -> None:
+        self._faiss = faiss
+        self._by_spec_and_k: dict[tuple[str, int], Any] = {}
+        self._skip_deleted: tuple[Any, ...] | None = None  # the id selector, and the batch it points into
+
+    def get(self, k: int, spec: str, deleted: set[int] | None, build: Callable[[int, Any], Any]) -> Any:
+        if (spec, k) in self._by_spec_and_k:
+            return self._by_spec_and_k[spec, k]
+        selector = None
+        if deleted:
+            if self._skip_deleted is None:
+                batch = self._faiss.IDSelectorBatch(np.fromiter(deleted, np.int64, len(deleted)))
+                self._skip_deleted = (self._faiss.IDSelectorNot(batch), batch)  # the Not points into the batch
+            selector = self._skip_deleted[0]
+        params = self._by_spec_and_k[spec, k] = build(k, selector)
+        return params
+
+    def clear(self) -> None:
+        self._by_spec_and_k.clear()
+        self._skip_deleted = None
 
 
 def _join(thread: threading.Thread | None, deadline: float | None) -> bool:

@@ -128,7 +128,7 @@ class FaissStore:
         with self._lock:
             self._filters.update(written.replaced, written.nums, payloads)
             self._records.put(written.nums, ids, written.texts, written.replaced)
-        self._live.added(written.nums, vectors, written.replaced)
+        self._live.apply(written.replaced, written.nums, vectors)
 
     @_sqlite_errors
     def delete(self, ids: Sequence[str]) -> None:
@@ -138,7 +138,7 @@ class FaissStore:
         with self._lock:
             self._filters.update(nums, (), ())
             self._records.drop(nums)
-        self._live.removed(nums)
+        self._live.apply(nums)
 
     @_sqlite_errors
     def get(self, ids: Sequence[str]) -> dict[str, tuple[np.ndarray, Payload]]:
