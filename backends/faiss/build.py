@@ -32,8 +32,8 @@ class Built:
 
 
 def training_sample(faiss: Any, base: Any, snapshot: Snapshot) -> np.ndarray:
-    """At most 64 vectors per IVF cell (FAISS asks for 39): k-means over every vector of a large
-    collection costs minutes and buys nothing measurable."""
+    """At most 64 vectors per IVF cell (FAISS asks for 39): k-means over every vector of a large collection
+    costs far longer and buys nothing measurable."""
     n = len(snapshot)
     ivf = faiss.try_extract_index_ivf(base)
     limit = 64 * ivf.nlist if ivf is not None else n

@@ -1,6 +1,6 @@
 """Kept filters: every point's metadata by num, and the points each recently used filter lets through.
 
-Testing every point's metadata in Python is what a filter costs the first time (130 to 430 ms at 100,000 points:
+Testing every point's metadata in Python is what a filter costs the first time (130 to 428 ms at 100,000 points:
 ``first ms`` in benchmarks/results/filtered_search.md); the sets of the last filters used are kept (ALLOWED_CACHE
 filters, ALLOWED_KEPT points in all), and every write keeps them current by testing only the points it wrote.
 """
@@ -20,7 +20,7 @@ from vecguard.protocols import Payload
 from .points import PointTable
 
 ALLOWED_CACHE = 32  # filters whose allowed points are kept between searches,
-ALLOWED_KEPT = 2_000_000  # as long as they hold this many points in all (sets: about 40 bytes a point)
+ALLOWED_KEPT = 2_000_000  # as long as they hold this many points in all (a set entry a point)
 
 
 class Allowed:

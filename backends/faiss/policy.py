@@ -35,7 +35,8 @@ def candidates(options: FaissOptions, n: int) -> list[str]:
 
 def outgrown(options: FaissOptions, spec: str | None, trained_on: int, n: int) -> str | None:
     """Why an "auto" index built as ``spec`` on ``trained_on`` vectors no longer fits ``n``, if it does not: Flat
-    past ivf_threshold (or an ANN index below it), or an ANN index trained on a collection 4x smaller or larger."""
+    past ivf_threshold (or an ANN index below it), or an ANN index trained on a collection RETRAIN_GROWTH times
+    smaller or larger."""
     if options.index != "auto":
         return None
     flat_now, flat_wanted = spec == "Flat", candidates(options, n) == ["Flat"]

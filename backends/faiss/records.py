@@ -1,7 +1,7 @@
 """Payloads in memory: every point's ``"id",{payload}`` JSON record by num, and the decoding of a search's hits.
 
 The records are a cache of SQLite, built at the first search and updated by every write after it; they cost the
-payload's JSON size plus about 40 bytes a point. A search then reads its hits without touching SQLite:
+payload's JSON size and a list slot a point. A search then reads its hits without touching SQLite:
 benchmarks/results/faiss_indexes.md measured vecguard's search with payloads at 0.78x (100k vectors) and 0.77x (1M)
 of the raw FAISS call followed by one SQLite read of the hits' payloads. ``on_disk_payload = true`` keeps none and
 reads each search's hits from SQLite.
@@ -24,7 +24,7 @@ from .points import PointTable
 
 try:
     import orjson
-except ImportError:  # the faiss extra installs it; json reads the same records, 3x slower
+except ImportError:  # the faiss extra installs it; json reads the same records, more slowly
     orjson = None
 
 Records = list[bytes | str | None]
