@@ -46,6 +46,9 @@ def _sqlite_errors(method: Any) -> Any:
 
 
 class FaissStore:
+    """A VectorStore on FAISS and SQLite, in ``path`` (None: in memory only); the keywords are the ``[store] faiss``
+    options (see ``options``)."""
+
     def __init__(
         self,
         path: Path | None,
@@ -68,7 +71,6 @@ class FaissStore:
             on_disk_payload=on_disk_payload,
             auto_candidates=tuple(auto_candidates),
         )
-        self._path = path
         self._lock = threading.RLock()  # shared by the parts: their critical sections exclude one another
         self._points = PointTable(path)
         self._records = records.PayloadRecords(self._points, self._lock, on_disk_payload=on_disk_payload)
@@ -103,7 +105,7 @@ class FaissStore:
         first when the store is kept on disk (closing would build it anyway)."""
         if not self._points.is_open:
             return None
-        if self._path is not None:
+        if self._points.path is not None:
             self._live.ready()
         return self._live.report()
 
