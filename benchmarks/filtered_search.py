@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -47,7 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import faiss
-    from vecguard.backends.faiss import FaissStore
+    from vecguard.backends.faiss import FaissStore, kinds
 
     base = real_embeddings()
     n = args.size
@@ -57,7 +58,8 @@ def main() -> None:
     rows = []
     for kind in ("IVF", "HNSW"):
         with tempfile.TemporaryDirectory(prefix="vecguard-filtered-") as folder:
-            store = FaissStore(Path(folder), index="auto", target_recall=0.95, auto_candidates=[kind])
+            options = {"index": "auto", "target_recall": 0.95, "auto_candidates": [kind]}
+            store = FaissStore(Path(folder), **options)
             for start in range(0, n, 10_000):
                 stop = min(n, start + 10_000)
                 store.upsert(
@@ -71,14 +73,22 @@ def main() -> None:
             store.search(queries[0], K)  # builds and tunes the index
             tuning = store.index_report() or {}
             knob = setting(tuning) or "-"
-            num_of = {key: num for num, key in store._db.execute("SELECT num, id FROM points")}
+            # The plain side searches the same index as a FAISS user would hold it: read from the file the store
+            # saved, the row numbers from its points.sqlite3 (both documented formats); the store reopens the file.
+            store.close()
+            index = faiss.read_index(str(Path(folder) / "index.faiss"))
+            db = sqlite3.connect(Path(folder) / "points.sqlite3")
+            num_of = {key: num for num, key in db.execute("SELECT num, id FROM points")}
+            db.close()
+            store = FaissStore(Path(folder), **options)
+            state = store.index_state
             for limit in LIMITS:
                 where = {"bucket": {"$lt": limit}}
                 allowed_rows = np.flatnonzero(bucket < limit)
                 allowed_nums = np.array(sorted(num_of[f"v{i}"] for i in allowed_rows), dtype=np.int64)
                 row_of = {num_of[f"v{i}"]: i for i in allowed_rows}
                 selector = faiss.IDSelectorBatch(allowed_nums)
-                params = store.search_params(K, selector)
+                params = kinds.search_parameters(faiss, state.spec, index, state.tuning, K, selector=selector)
                 started = time.perf_counter()
                 store.search(queries[0], K, where)  # the filter's allowed points, found once and kept
                 first_filter_ms = (time.perf_counter() - started) * 1000
@@ -89,7 +99,7 @@ def main() -> None:
                     for side in ("plain", "vecguard") if number % 2 else ("vecguard", "plain"):
                         started = time.perf_counter()
                         if side == "plain":
-                            _, found = store._index.search(q.reshape(1, -1), K, params=params)
+                            _, found = index.search(q.reshape(1, -1), K, params=params)
                             elapsed = time.perf_counter() - started
                             hits = [row_of[num] for num in found[0].tolist() if num >= 0]
                         else:
@@ -104,7 +114,7 @@ def main() -> None:
                         )
                 for side, (times, counts, recalls) in measured.items():
                     row = {
-                        "index": store._index_spec,
+                        "index": state.spec,
                         "setting": knob,
                         "allowed": int(len(allowed_rows)),
                         "share": len(allowed_rows) / n,
@@ -116,7 +126,8 @@ def main() -> None:
                     }
                     rows.append(row)
                     print(
-                        f"{row['index']} {knob} {row['allowed']:>6} allowed, {side:>8}: recall@10 {row['recall_at_10']:.3f}, "
+                        f"{row['index']} {knob} {row['allowed']:>6} allowed, {side:>8}: "
+                        f"recall@10 {row['recall_at_10']:.3f}, "
                         f"hits {row['mean_hits']:.2f}, p50 {row['p50_ms']:.3f} ms",
                         flush=True,
                     )
@@ -135,7 +146,8 @@ def main() -> None:
         "`store.search(vector, 10, filter)`; its first search with a filter finds and keeps the allowed points "
         "(first ms).",
         "",
-        "| index | setting | allowed | plain recall@10 | plain hits | plain p50 ms | vecguard recall@10 | vecguard hits | vecguard p50 ms | first ms |",
+        "| index | setting | allowed | plain recall@10 | plain hits | plain p50 ms "
+        "| vecguard recall@10 | vecguard hits | vecguard p50 ms | first ms |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for plain, ours in zip(rows[::2], rows[1::2]):
@@ -144,7 +156,8 @@ def main() -> None:
         lines.append(
             f"| {plain['index']} | {plain['setting']} | {plain['allowed']:,} ({plain['share']:.2%}) | "
             f"{plain['recall_at_10']:.3f} | {plain['mean_hits']:.2f} | {plain['p50_ms']:.3f} | "
-            f"**{ours['recall_at_10']:.3f}** | {ours['mean_hits']:.2f} | {ours['p50_ms']:.3f} | {ours['first_filter_ms']:.0f} |"
+            f"**{ours['recall_at_10']:.3f}** | {ours['mean_hits']:.2f} | {ours['p50_ms']:.3f} | "
+            f"{ours['first_filter_ms']:.0f} |"
         )
     lines.append("")
     save("filtered_search", report, "\n".join(lines))

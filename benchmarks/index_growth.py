@@ -1,4 +1,5 @@
-"""FAISS ``index = "auto"`` as a collection grows from 1k to 1M vectors: the retrains, and recall and latency after each.
+"""FAISS ``index = "auto"`` as a collection grows from 1k to 1M vectors: the retrains, and recall and latency after
+each.
 
     .venv/bin/python benchmarks/index_growth.py                    # up to 1,000,000
     .venv/bin/python benchmarks/index_growth.py --final 100000
@@ -54,10 +55,11 @@ def measure(store, vectors: np.ndarray, queries: np.ndarray, n: int) -> dict:
         found.append(keys)
         scores.append([float(vectors[k] @ q) if k >= 0 else -np.inf for k in keys])
     report = store.index_report() or {}
+    state = store.index_state
     return {
         "vectors": n,
-        "spec": store._index_spec,
-        "trained_on": store._built_on,
+        "spec": state.spec,
+        "trained_on": state.trained_on,
         "setting": setting(report),
         "recall_at_10": recall(np.array(found), np.array(scores), exact),
         "p50_ms": statistics.median(times) * 1000,
@@ -107,14 +109,16 @@ def main() -> None:
             if written in checkpoints:
                 store.wait_for_index()
                 store.search(queries[0], K)  # builds the first index
-            spec_now = (store._index_spec, store._built_on)
+            state = store.index_state
+            spec_now = (state.spec, state.trained_on)
             if spec_now != last_spec and last_spec is not None and last_spec[0] is not None:
                 tuning = store.index_report() or {}
+                state = store.index_state
                 retrains.append(
                     {
                         "at_vectors": written,
-                        "spec": store._index_spec,
-                        "trained_on": store._built_on,
+                        "spec": state.spec,
+                        "trained_on": state.trained_on,
                         "setting": setting(tuning),
                         "build_s": tuning.get("build_s"),
                         "reason": tuning.get("reason"),
@@ -123,12 +127,12 @@ def main() -> None:
                     }
                 )
                 print(
-                    f"  swapped in {store._index_spec} trained on {store._built_on:,} (seen at {written:,} stored), "
+                    f"  swapped in {state.spec} trained on {state.trained_on:,} (seen at {written:,} stored), "
                     f"build {tuning.get('build_s')} s: {tuning.get('reason')}; {tuning.get('candidates')}",
                     flush=True,
                 )
             last_spec = spec_now
-            check = (store._tuning or {}).get("last_check")
+            check = (state.tuning or {}).get("last_check")
             if check and check != last_check:
                 checks.append({"seen_at": written, **check})
                 print(f"  recall measured on new vectors: {check}", flush=True)
@@ -161,7 +165,8 @@ def main() -> None:
     lines = [
         f"# FAISS `auto` index as the collection grows ({report['date']})",
         "",
-        "| stored vectors | index | trained on | setting | recall@10 (held-out) | p50 ms | p99 ms | write points/s so far |",
+        "| stored vectors | index | trained on | setting | recall@10 (held-out) | p50 ms | p99 ms "
+        "| write points/s so far |",
         "|---:|---|---:|---|---:|---:|---:|---:|",
     ]
     for r in rows:
@@ -175,7 +180,8 @@ def main() -> None:
         "Retrains swapped in (built in the background while writes went on); each candidate tuned to the "
         "aim on 200 held-out stored vectors, then timed one query at a time (two rounds, each in turn):",
         "",
-        "| swapped in by | kept | trained on | setting | build s (both) | why | candidates: setting, recall@10, p50 ms |",
+        "| swapped in by | kept | trained on | setting | build s (both) | why "
+        "| candidates: setting, recall@10, p50 ms |",
         "|---:|---|---:|---|---:|---|---|",
     ]
     for r in retrains:
@@ -187,7 +193,8 @@ def main() -> None:
             or "-"
         )
         lines.append(
-            f"| {r['at_vectors']:,} | {r['spec']} | {r['trained_on']:,} | {r['setting'] or '-'} | {r['build_s'] or '-'} | "
+            f"| {r['at_vectors']:,} | {r['spec']} | {r['trained_on']:,} | {r['setting'] or '-'} | "
+            f"{r['build_s'] or '-'} | "
             f"{r['reason'] or '-'} | {compared} |"
         )
     lines += [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -14,7 +15,8 @@ import pytest
 import vecguard
 from conftest import corpus
 from vecguard import ConfigError, DimensionError, InvalidArgumentError
-from vecguard.backends.faiss import FaissStore
+from vecguard.backends.faiss import FaissStore, build, filter_cache, kinds, policy, search, snapshot, tuning
+from vecguard.backends.faiss.options import FaissOptions
 from vecguard.backends.memory import MemoryStore
 
 
@@ -41,7 +43,7 @@ def test_a_stale_or_corrupt_index_file_is_rebuilt_from_sqlite(tmp_path: Path) ->
     # A crash after more writes were committed to SQLite but before the index was saved again:
     store = FaissStore(tmp_path)
     store.upsert(["late"], vectors[:1] * -1, [{"metadata": {}}])
-    store._db.close()  # simulate kill -9: no close(), index.faiss still reflects the old generation
+    del store  # simulate kill -9: no close(), index.faiss still reflects the old generation
     reopened = FaissStore(tmp_path)
     assert reopened.count() == 51
     assert reopened.search(vectors[0] * -1, 1)[0][0] == "late"
@@ -104,13 +106,11 @@ def test_a_filtered_search_on_an_ann_index_finds_the_allowed_points_however_few(
 ) -> None:
     # The tuned nprobe (efSearch) reaches a few cells (nodes): restricted by a selector to 20 points of 20,000 it
     # found 0.14 of 10 before. Exact among the few; widened (then exact if still short) among the many.
-    from vecguard.backends import faiss as faiss_store
-
     vectors = _clustered(20000, 32, seed=1)
     store = FaissStore(None, index="auto", ivf_threshold=1000, auto_candidates=[kind])
     store.upsert([f"p{i}" for i in range(20000)], vectors, [{"metadata": {"g": i % 1000}} for i in range(20000)])
     store.search(vectors[0], 1)
-    assert store._index_spec.startswith(kind)
+    assert store.index_state.spec.startswith(kind)
 
     def best(query: np.ndarray, allowed: np.ndarray) -> list[str]:
         scores = vectors[allowed] @ query
@@ -126,8 +126,8 @@ def test_a_filtered_search_on_an_ann_index_finds_the_allowed_points_however_few(
     assert np.mean([len(keys & set(best(vectors[q], many))) / 10 for keys, q in zip(found, queries)]) >= 0.9
     # The few through the ANN search: IVF widens to every cell (exact); HNSW, kept narrow here, comes back short
     # and is answered exactly.
-    monkeypatch.setattr(faiss_store, "FILTER_EXACT_MAX", 0)
-    monkeypatch.setattr(faiss_store, "FILTER_MAX_EF_SEARCH", 10)
+    monkeypatch.setattr(search, "FILTER_EXACT_MAX", 0)
+    monkeypatch.setattr(kinds, "FILTER_MAX_EF_SEARCH", 10)
     for q in queries:
         assert [key for key, _ in store.search(vectors[q], 10, {"g": 7})] == best(vectors[q], few)
 
@@ -136,10 +136,8 @@ def test_a_filtered_search_on_an_ann_index_finds_the_allowed_points_however_few(
 def test_kept_filters_answer_like_the_reference_through_every_kind_of_write(
     spec: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from vecguard.backends import faiss as faiss_store
-
     # Through the selector even on HNSW, whose graph keeps deleted nodes: a kept set must lose them.
-    monkeypatch.setattr(faiss_store, "FILTER_EXACT_MAX", 0)
+    monkeypatch.setattr(search, "FILTER_EXACT_MAX", 0)
     vectors = _vectors(300, seed=9)
     store, reference = FaissStore(None, index=spec, ef_search=512), MemoryStore()
     where = [{"g": 1}, {"g": {"$in": [2, 3]}}, {"x": {"$lt": float("inf")}}, {"$not": {"g": 1}}]
@@ -165,23 +163,21 @@ def test_kept_filters_answer_like_the_reference_through_every_kind_of_write(
     store.search(vectors[0], 5, flt)
     flt["g"] = 2  # the caller changes its filter afterwards: the kept one does not change
     same_answers()
-    assert len(store._allowed) == 4  # kept since the first search, and kept current by the writes
+    assert len(store.kept_filters) == 4  # kept since the first search, and kept current by the writes
 
 
 def test_kept_filters_are_bounded_by_count_and_by_the_points_they_hold(monkeypatch: pytest.MonkeyPatch) -> None:
-    from vecguard.backends import faiss as faiss_store
-
-    monkeypatch.setattr(faiss_store, "ALLOWED_CACHE", 2)
-    monkeypatch.setattr(faiss_store, "ALLOWED_KEPT", 250)
+    monkeypatch.setattr(filter_cache, "ALLOWED_CACHE", 2)
+    monkeypatch.setattr(filter_cache, "ALLOWED_KEPT", 250)
     store = FaissStore(None)
     vectors = _fill(store, 300)
     for i in (1, 2, 3):
         assert {key for key, _ in store.search(vectors[0], 300, {"i": {"$lt": 10 * i}})} == {
             f"p{j}" for j in range(10 * i)
         }
-    assert [json.loads(key) for key in store._allowed] == [{"i": {"$lt": 20}}, {"i": {"$lt": 30}}]
+    assert list(store.kept_filters) == [{"i": {"$lt": 20}}, {"i": {"$lt": 30}}]
     assert len(store.search(vectors[0], 300, {"i": {"$gte": 60}})) == 240  # 240 points: kept alone
-    assert len(store._allowed) == 1 and len(store._allowed_arrays) == 1
+    assert len(store.kept_filters) == 1  # a filter's array and selector are kept with it, and go with it
 
 
 def test_scan_returns_everything_exactly_once_with_vectors() -> None:
@@ -244,7 +240,8 @@ def test_ivf_nprobe_is_tuned_to_the_recall_target_and_kept_with_the_index(tmp_pa
     halved.upsert(ids, vectors, payloads)
     assert _recall(halved, exact, held_out) < reports[0.99]["recall_at_10"]  # the smallest nprobe that meets it
     reopened = FaissStore(tmp_path / "0.99", index="IVF64,Flat", target_recall=0.99)
-    assert reopened._index is not None and not reopened._dirty  # loaded with its tuning, not rebuilt
+    state = reopened.index_state
+    assert state.spec is not None and not state.needs_build  # loaded with its tuning, not rebuilt
     assert reopened.index_report() == reports[0.99]
     reopened.close()
 
@@ -266,7 +263,9 @@ def test_hnsw_ef_search_is_tuned_to_the_recall_target(tmp_path: Path) -> None:
         store.close()
     assert chosen[0.6] < chosen[0.97]
     reopened = FaissStore(tmp_path / "0.97", index="HNSW8", target_recall=0.97)
-    assert not reopened._dirty and reopened.search_params(10).efSearch == chosen[0.97]
+    state = reopened.index_state
+    assert not state.needs_build
+    assert kinds.search_parameters(faiss, state.spec, None, state.tuning, 10).efSearch == chosen[0.97]
     reopened.close()
 
 
@@ -318,12 +317,12 @@ def test_an_auto_index_is_retrained_once_the_collection_grows_4x_and_not_before(
     store = FaissStore(tmp_path, index="auto", ivf_threshold=500, auto_candidates=["IVF"])
     _put(store, vectors, 0, 400)
     store.search(vectors[0], 1)
-    assert store._index_spec == "Flat"
+    assert store.index_state.spec == "Flat"
     _put(store, vectors, 400, 600)  # past the threshold: retrained aside
     assert store.wait_for_index(60)
     assert store.search(vectors[550], 1)[0][0] == "p550"
     first = store.index_report()
-    assert store._index_spec.startswith("IVF") and first["vectors"] == 600 and first["build_s"] >= 0
+    assert store.index_state.spec.startswith("IVF") and first["vectors"] == 600 and first["build_s"] >= 0
 
     _put(
         store, vectors, 600, 2399
@@ -342,7 +341,8 @@ def test_an_auto_index_is_retrained_once_the_collection_grows_4x_and_not_before(
     reopened = FaissStore(
         tmp_path, index="auto", ivf_threshold=500, auto_candidates=["IVF"]
     )  # the saved index and its training size come back
-    assert reopened._dirty is False and reopened._built_on == 2400 and reopened.index_report() == second
+    state = reopened.index_state
+    assert state.needs_build is False and state.trained_on == 2400 and reopened.index_report() == second
     reopened.close()
 
 
@@ -364,7 +364,8 @@ def test_optimize_rebuilds_now_and_the_cli_reports_it(tmp_path: Path) -> None:
         assert built["spec"] == "IVF16,Flat" and built["vectors"] == 20 and built["recall_at_10"] >= 0.95
         assert engine.manifest["measurements"]["index"]["vectors"] == 20
     (tmp_path / "c.toml").write_text(
-        f'[store]\nplugin = "faiss"\npath = "{tmp_path / "index"}"\nindex = "auto"\nivf_threshold = 16\nauto_candidates = ["IVF"]\n'
+        f'[store]\nplugin = "faiss"\npath = "{tmp_path / "index"}"\nindex = "auto"\nivf_threshold = 16\n'
+        'auto_candidates = ["IVF"]\n'
     )
     done = subprocess.run(
         [sys.executable, "-m", "vecguard.cli", "optimize", "-c", str(tmp_path / "c.toml")],
@@ -417,24 +418,24 @@ def test_optimize_saves_the_index_it_rebuilt_for_the_next_open(tmp_path: Path) -
 
 @pytest.mark.parametrize("kind", ["IVF", "HNSW"])
 def test_retraining_runs_aside_while_searches_answer_and_writes_made_meanwhile_are_kept(
-    tmp_path: Path, kind: str
+    tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     vectors = _vectors(700, seed=3)
     store = FaissStore(tmp_path, index="auto", ivf_threshold=500, auto_candidates=[kind])
     _put(store, vectors, 0, 400)
     store.search(vectors[0], 1)
     started, release = threading.Event(), threading.Event()
-    build = store._build_index
+    real_build = build.build_index
 
-    def held_build(*snapshot):  # the real build, held until the test has written during it
+    def held_build(*args):  # the real build, held until the test has written during it
         started.set()
         release.wait(60)
-        return build(*snapshot)
+        return real_build(*args)
 
-    store._build_index = held_build
+    monkeypatch.setattr(build, "build_index", held_build)
     _put(store, vectors, 400, 600)  # crosses ivf_threshold
     assert started.wait(10), "crossing the threshold did not start a retraining"
-    assert store._index_spec == "Flat" and store.search(vectors[550], 1)[0][0] == "p550"  # the old index answers
+    assert store.index_state.spec == "Flat" and store.search(vectors[550], 1)[0][0] == "p550"  # the old index answers
 
     _put(store, vectors, 600, 700)  # written while the build runs
     store.upsert(["p0"], -vectors[:1], [{"metadata": {"replaced": True}}])
@@ -443,16 +444,17 @@ def test_retraining_runs_aside_while_searches_answer_and_writes_made_meanwhile_a
     assert store.wait_for_index(60)
 
     report = store.index_report()
-    assert store._index_spec.startswith(kind) and report["vectors"] == 600  # trained on the snapshot
+    state = store.index_state
+    assert state.spec.startswith(kind) and report["vectors"] == 600  # trained on the snapshot
     # plus the journaled writes, minus the delete; HNSW keeps the deleted point and p0's old vector as skipped nodes
-    assert store._index.ntotal - len(store._deleted or ()) == 699
+    assert state.vectors - state.deleted == 699
     assert store.search(vectors[650], 1)[0][0] == "p650"
     top = store.search(-vectors[0], 1)[0]
     assert top[0] == "p0" and top[1] > 0.999
     assert "p10" not in {key for key, _ in store.search(vectors[10], 10)}
     store.close()
     reopened = FaissStore(tmp_path, index="auto", ivf_threshold=500, auto_candidates=[kind])
-    assert reopened.count() == 699 and not reopened._dirty
+    assert reopened.count() == 699 and not reopened.index_state.needs_build
     assert "p10" not in {key for key, _ in reopened.search(vectors[10], 10)}
     reopened.close()
 
@@ -470,7 +472,8 @@ def test_auto_builds_ivf_and_hnsw_and_keeps_the_faster_one_at_the_recall_aim(tmp
     _put(store, vectors, 0, 3000)
     report = store.index_report()
     compared = report["candidates"]
-    assert set(compared) == {"IVF76,Flat", "HNSW32"} and store._index_spec in compared
+    kept = store.index_state.spec
+    assert set(compared) == {"IVF76,Flat", "HNSW32"} and kept in compared
     assert compared["IVF76,Flat"]["nprobe"] >= 1 and compared["HNSW32"]["ef_search"] >= 10
     for measured in compared.values():
         assert measured["p50_ms"] > 0 and measured["build_s"] >= 0
@@ -478,28 +481,26 @@ def test_auto_builds_ivf_and_hnsw_and_keeps_the_faster_one_at_the_recall_aim(tmp
     at_aim = [spec for spec, measured in compared.items() if measured["recall_at_10"] >= report["aimed_at"]]
     assert at_aim, compared
     cost = {spec: measured["p50_ms"] / (0.9 if spec.startswith("HNSW") else 1) for spec, measured in compared.items()}
-    assert store._index_spec == min(at_aim, key=cost.get)
-    assert report["recall_at_10"] == compared[store._index_spec]["recall_at_10"]
+    assert kept == min(at_aim, key=cost.get)
+    assert report["recall_at_10"] == compared[kept]["recall_at_10"]
     assert store.search(vectors[1234], 1)[0][0] == "p1234"
     store.close()
     reopened = FaissStore(tmp_path, index="auto", ivf_threshold=1000)
-    assert not reopened._dirty and reopened.index_report()["candidates"] == compared
+    assert not reopened.index_state.needs_build and reopened.index_report()["candidates"] == compared
     reopened.close()
 
 
-def test_a_candidate_short_of_the_recall_aim_loses_however_fast(tmp_path: Path) -> None:
+def test_a_candidate_short_of_the_recall_aim_loses_however_fast() -> None:
     vectors = _clustered(3000, 32, seed=2)
-    store = FaissStore(None, index="auto", ivf_threshold=1000)
-    _put(store, vectors, 0, 3000)
-    snapshot = store._snapshot()
-    built = [store._build_index(spec, snapshot) for spec in store._candidates(3000)]
-    _, _, _, held = built[0]
-    assert all(np.array_equal(held, other[3]) for other in built[1:])  # the same held-out queries for both
+    options = FaissOptions(index="auto", ivf_threshold=1000)
+    stored = snapshot.Snapshot(32, nums=np.arange(1, 3001, dtype=np.int64), vectors=vectors)
+    built = [build.build_index(faiss, spec, stored, options) for spec in policy.candidates(options, 3000)]
+    held = built[0].held
+    assert all(np.array_equal(held, other.held) for other in built[1:])  # the same held-out queries for both
     for short in range(2):
-        tried = [(index, spec, dict(tuning), held) for index, spec, tuning, held in built]
-        tried[short][2]["recall_at_10"] = tried[short][2]["aimed_at"] - 0.01
-        assert store._fastest(tried, snapshot)[1] == built[1 - short][1]
-    snapshot.close()
+        tried = [dataclasses.replace(b, tuning=dict(b.tuning)) for b in built]
+        tried[short].tuning["recall_at_10"] = tried[short].tuning["aimed_at"] - 0.01
+        assert tuning.fastest(faiss, tried, stored, options).spec == built[1 - short].spec
 
 
 def test_an_hnsw_index_skips_deleted_points_and_is_rebuilt_once_a_tenth_are_deleted(tmp_path: Path) -> None:
@@ -510,7 +511,8 @@ def test_an_hnsw_index_skips_deleted_points_and_is_rebuilt_once_a_tenth_are_dele
     gone = [f"p{i}" for i in range(0, 100, 2)]
     store.delete(gone)
     store.upsert(["p1"], -vectors[:1], [{"metadata": {"replaced": True}}])
-    assert not store._dirty and len(store._deleted) == 51 and store._index.ntotal == 1001  # nothing rebuilt
+    state = store.index_state
+    assert not state.needs_build and state.deleted == 51 and state.vectors == 1001  # nothing rebuilt
     everything = {key for key, _ in store.search(vectors[0], 1000)}
     assert len(everything) == 950 and not everything & set(gone)
     assert store.search(-vectors[0], 1)[0][0] == "p1" and store.search(vectors[1], 1)[0][0] != "p1"
@@ -518,12 +520,12 @@ def test_an_hnsw_index_skips_deleted_points_and_is_rebuilt_once_a_tenth_are_dele
     store.close()
 
     reopened = FaissStore(tmp_path, index="HNSW16", ef_search=256)
-    assert not reopened._dirty and len(reopened._deleted) == 51
+    assert not reopened.index_state.needs_build and reopened.index_state.deleted == 51
     assert not {key for key, _ in reopened.search(vectors[2], 1000)} & set(gone)
     more = [f"p{i}" for i in range(500, 560)]
     reopened.delete(more)  # 111 deleted nodes of 1001: past a tenth, rebuilt aside
     assert reopened.wait_for_index(60)
-    assert reopened._deleted == set() and reopened._index.ntotal == 890 == reopened.count()
+    assert reopened.index_state.deleted == 0 and reopened.index_state.vectors == 890 == reopened.count()
     assert reopened.search(vectors[600], 1)[0][0] == "p600"
     assert not {key for key, _ in reopened.search(vectors[0], 1000)} & set(gone + more)
     reopened.close()
@@ -567,7 +569,7 @@ def test_deletes_and_replacements_in_a_trained_ivf_index_keep_every_id_right(tmp
     assert store.search(vectors[10], 1)[0][0] == "new"
     store.close()
     reopened = FaissStore(tmp_path, index="IVF16,Flat", nprobe=16)
-    assert reopened._dirty is False and reopened.search(vectors[650], 1)[0][0] == "p650"
+    assert reopened.index_state.needs_build is False and reopened.search(vectors[650], 1)[0][0] == "p650"
     reopened.close()
 
 
@@ -585,7 +587,8 @@ def test_an_index_file_with_an_id_map_around_ivf_is_rebuilt(tmp_path: Path, capl
     del state["crc32"], state["collection"]  # earlier versions wrote neither
     (tmp_path / "index.json").write_text(json.dumps(state))
     reopened = FaissStore(tmp_path, index="IVF4,Flat", nprobe=4)
-    assert "answers with wrong ids after a delete; rebuilding the index" in caplog.text and reopened._dirty
+    assert "answers with wrong ids after a delete; rebuilding the index" in caplog.text
+    assert reopened.index_state.needs_build
     reopened.delete(["p5"])
     assert reopened.search(vectors[150], 1)[0][0] == "p150"
     reopened.close()
@@ -603,7 +606,7 @@ def test_hits_read_from_memory_equal_hits_read_from_sqlite_through_every_kind_of
         store.upsert([f"p{i}" for i in range(200, 300)], vectors[200:], payloads[200:])
         store.upsert(["p3"], vectors[3:4], [{"metadata": {"replaced": True}}])
         store.delete(["p4", "p250"])
-    assert in_memory._records is not None and on_disk._records is None
+    assert in_memory.payloads_in_memory and not on_disk.payloads_in_memory
     for row in (0, 3, 4, 7, 150, 250, 299):
         expected = on_disk.search_with_payloads(vectors[row], 10)
         assert in_memory.search_with_payloads(vectors[row], 10) == expected
@@ -641,9 +644,7 @@ def test_on_disk_payload_must_be_a_boolean() -> None:
 def test_a_build_read_in_blocks_from_sqlite_tunes_exactly_like_one_from_an_array(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import vecguard.backends.faiss as faiss_backend
-
-    monkeypatch.setattr(faiss_backend, "ADD_BLOCK", 450)  # 3000 vectors: seven blocks, the held rows spread over them
+    monkeypatch.setattr(snapshot, "ADD_BLOCK", 450)  # 3000 vectors: seven blocks, the held rows spread over them
     vectors = _vectors(3000, dim=32, seed=9)
     stores = {"array": FaissStore(None, index="IVF32,Flat"), "sqlite": FaissStore(tmp_path, index="IVF32,Flat")}
     for store in stores.values():
@@ -653,7 +654,7 @@ def test_a_build_read_in_blocks_from_sqlite_tunes_exactly_like_one_from_an_array
     reports = {name: store.index_report() for name, store in stores.items()}
     reports["array"].pop("build_s"), reports["sqlite"].pop("build_s")
     assert reports["array"] == reports["sqlite"] and reports["sqlite"]["vectors"] == 2998
-    assert stores["sqlite"]._index.ntotal == 2998
+    assert stores["sqlite"].index_state.vectors == 2998
     for row in (0, 8, 2000, 2999):
         assert stores["sqlite"].search(vectors[row], 1)[0][0] == f"p{row}"
     for store in stores.values():

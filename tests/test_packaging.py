@@ -37,7 +37,8 @@ def test_the_built_wheel_holds_only_vecguard_and_imports_from_itself(tmp_path: P
     top_levels = {name.split("/")[0] for name in names}
     assert {t for t in top_levels if not t.endswith(".dist-info")} == {"vecguard"}
     assert {
-        "vecguard/backends/faiss.py",
+        "vecguard/backends/faiss/__init__.py",
+        "vecguard/backends/base.py",
         "vecguard/plugins/bm25.py",
         "vecguard/engine.py",
         "vecguard/server/app.py",

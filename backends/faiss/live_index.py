@@ -1,0 +1,388 @@
+"""The index in service: kept in step with every write, rebuilt when it no longer fits, saved beside SQLite.
+
+Growth: an "auto" index is retrained when ``policy`` says it no longer fits, or when its recall, measured on new
+vectors (``tuning.recall_on_new``), falls below ``target_recall``. The new index is built in a background thread
+from a snapshot while the current one keeps answering; writes made meanwhile go to both (journaled, then replayed
+onto the new one), and the new index is swapped in under the store's lock. ``optimize()`` (`vecguard optimize`)
+rebuilds now; ``wait()`` waits for a background build. The report records how many vectors the index was trained
+on, how long the build took, what set it off and the last recall measure.
+
+Deletes: IVF and Flat remove ids; HNSW cannot, so a deleted point stays in the graph (searches skip it through an
+id selector, kept with the index file) until a tenth of the graph is deleted, when the index is rebuilt aside.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import build, index_file, kinds, policy, tuning
+from .options import FaissOptions
+from .points import PointTable
+from .snapshot import Snapshot, take_snapshot
+
+log = logging.getLogger("vecguard.backends.faiss")
+
+
+@dataclass(frozen=True)
+class IndexState:
+    """A read-only account of the index in service, for tests, benchmarks and reports."""
+
+    spec: str | None  # the factory string it was built from (None: none built yet)
+    trained_on: int  # vectors in the collection when it was built
+    tuning: dict[str, Any] | None  # its tuning report (None: not tuned)
+    vectors: int  # vectors it holds, deleted HNSW nodes included
+    deleted: int  # deleted points an HNSW graph still holds (and searches skip)
+    needs_build: bool  # the next search (or close) builds it from SQLite first
+
+
+class LiveIndex:
+    """The only writer of the index, its report and its background work; every critical section holds ``lock``,
+    the store's one RLock."""
+
+    def __init__(self, faiss: Any, points: PointTable, options: FaissOptions, lock: threading.RLock) -> None:
+        self._faiss = faiss
+        self._points = points
+        self._options = options
+        self._lock = lock  # in-place writes to the live index, and the swap of a retrained one
+        self._index: Any = None
+        self._spec: str | None = None
+        self._tuning: dict[str, Any] | None = None
+        self._built_on = 0  # vectors in the collection when the index was last built
+        self._dirty = True  # the index does not reflect SQLite: built from it at the next use
+        self._deleted: set[int] | None = None  # an HNSW index's deleted nodes (None: the index removes ids itself)
+        self._plain = _PlainParams(faiss)
+        self._aside: threading.Thread | None = None  # a retraining running in the background
+        self._checking: threading.Thread | None = None  # a recall measure running in the background
+        self._wanted: str | None = None  # why a recall measure wants a retraining, started by the next write or search
+        self._aside_token = 0  # bumped by every build: a background one that was superseded is dropped
+        # Writes made while a retraining runs aside: (nums, their vectors), vectors None for a delete.
+        self._journal: list[tuple[np.ndarray, np.ndarray | None]] | None = None
+        self._checked_at = 0  # vectors when the recall was last measured (or the index built)
+        self._checked_after = 0  # the highest num then: vectors added since have higher nums
+        self._files = index_file.IndexFiles(faiss, points, options.index)
+        self._load()
+
+    # ------------------------------------------------------------ reading it
+
+    @property
+    def state(self) -> IndexState:
+        with self._lock:
+            return IndexState(
+                spec=self._spec,
+                trained_on=self._built_on,
+                tuning=dict(self._tuning) if self._tuning is not None else None,
+                vectors=int(self._index.ntotal) if self._index is not None else 0,
+                deleted=len(self._deleted or ()),
+                needs_build=self._dirty,
+            )
+
+    @property
+    def spec(self) -> str | None:
+        return self._spec
+
+    def report(self) -> dict[str, Any] | None:
+        """What the index measured about itself (None: not tuned, or not built)."""
+        return dict(self._tuning) if self._tuning and not self._dirty else None
+
+    def exact_search(self) -> bool:
+        """True while searches scan every vector (a Flat index): results equal brute force."""
+        if not self._dirty and self._spec:
+            return self._spec == "Flat"
+        return policy.candidates(self._options, self._points.count()) == ["Flat"]
+
+    def ready(self) -> Any:
+        """The index to search, built first when SQLite has changed under it (None: nothing stored)."""
+        if self._dirty:
+            self._rebuild()
+        elif self._wanted is not None:
+            self._start_wanted()
+        return self._index
+
+    def params(self, k: int) -> Any:
+        """The FAISS search parameters a plain search of ``k`` uses (None: the defaults); deleted HNSW nodes skipped."""
+        return self._plain.get(k, self._spec or "", self._deleted, self.filtered_params)
+
+    def filtered_params(self, k: int, selector: Any, widen: float = 1.0) -> Any:
+        """The search parameters through ``selector`` (a filter's holds stored points only, so no deleted one),
+        the knob widened ``widen`` times."""
+        return kinds.search_parameters(
+            self._faiss,
+            self._spec,
+            self._index,
+            self._tuning,
+            k,
+            nprobe=self._options.nprobe,
+            ef_search=self._options.ef_search,
+            selector=selector,
+            widen=widen,
+        )
+
+    # ------------------------------------------------------------ writes
+
+    def apply(self, removed: list[int], added: list[int] | None = None, vectors: np.ndarray | None = None) -> None:
+        """A committed write: ``removed`` nums out of the live index and ``added`` in, in place, or built later."""
+        if self._dirty or self._index is None or not self._index.is_trained:  # an untrained index is built lazily
+            self._dirty = True
+            return
+        with self._lock:
+            if removed:
+                self._drop(np.asarray(removed, dtype=np.int64))
+            if added:
+                id_array = np.asarray(added, dtype=np.int64)
+                self._index.add_with_ids(vectors, id_array)
+                if self._journal is not None:
+                    self._journal.append((id_array, np.array(vectors, dtype=np.float32)))
+        self._after_change()
+
+    def _drop(self, nums: np.ndarray) -> None:
+        """Take deleted nums out of the live index (under the lock); an HNSW graph keeps them, skipped."""
+        if self._deleted is None:
+            self._index.remove_ids(nums)
+        else:
+            self._deleted.update(nums.tolist())
+            self._plain.clear()
+        if self._journal is not None:
+            self._journal.append((nums, None))
+
+    def _outgrown(self, n: int) -> str | None:
+        if self._dirty or self._index is None:
+            return None
+        return policy.outgrown(self._options, self._spec, self._built_on, n)
+
+    def _after_change(self) -> None:
+        """Retrain aside when the live index has outgrown the collection, holds too many deleted nodes, or is due
+        a recall measure."""
+        with self._lock:  # decided on the index as it is: a retraining swapped in meanwhile would make it stale
+            deleted = len(self._deleted or ())
+            live = int(self._index.ntotal) - deleted
+            reason = self._outgrown(live) or policy.too_many_deleted(deleted, int(self._index.ntotal))
+            if reason is not None or self._wanted is not None:
+                reason, self._wanted = reason or self._wanted, None
+                self._rebuild_aside(reason)
+            elif not self._dirty and policy.recall_check_due(self._options, self._spec, self._checked_at, live):
+                self._measure_recall_aside()
+
+    # ------------------------------------------------------------ building
+
+    def optimize(self) -> dict[str, Any]:
+        """Rebuild (train, tune) the index from every stored vector now and save it; returns what was built."""
+        self._dirty = True
+        self.ready()
+        self.save()
+        return {"spec": self._spec, "vectors": self._built_on, **(self._tuning or {})}
+
+    def _rebuild(self) -> None:
+        """Build the index from every vector in SQLite, now (a build running aside is superseded)."""
+        self._aside_token += 1
+        snapshot = take_snapshot(self._points)
+        try:
+            built = build.build_best(self._faiss, snapshot, self._options)
+            self._install(built, len(snapshot), deleted=set())
+        finally:
+            snapshot.close()
+
+    def _install(
+        self, built: build.Built, built_on: int, *, deleted: set[int], checked_after: int | None = None
+    ) -> None:
+        with self._lock:
+            self._index, self._spec, self._tuning, self._built_on = built.index, built.spec, built.tuning, built_on
+            self._dirty = False
+            self._files.outdated()  # a new index: the file on disk is the old one's, whatever generation it reflects
+            self._deleted = deleted if kinds.is_hnsw(built.spec) else None
+            self._wanted = None
+            self._checked_at = built_on
+            self._checked_after = checked_after if checked_after is not None else self._points.highest_num()
+            self._plain.clear()
+
+    def _rebuild_aside(self, reason: str) -> None:
+        """Retrain in a thread while the current index keeps answering; writes made meanwhile are journaled and
+        replayed onto the new index before it is swapped in."""
+        with self._lock:  # searches in several threads may ask for it at once
+            if self._aside is not None and self._aside.is_alive():
+                return
+            self._aside_token += 1
+            token = self._aside_token
+            self._journal = []  # started before the snapshot: a write in both is replayed, which leaves it single
+            snapshot = take_snapshot(self._points)
+            newest = int(snapshot.nums[-1]) if len(snapshot) else 0
+
+        def run() -> None:
+            try:
+                built = build.build_best(self._faiss, snapshot, self._options, reason)
+            except Exception as exc:  # the old index keeps serving; a later growth or optimize() tries again
+                log.warning("retraining the FAISS index aside failed (%s); the current index keeps serving", exc)
+                with self._lock:
+                    self._journal = None
+                return
+            finally:
+                snapshot.close()
+            with self._lock:
+                journal, self._journal = self._journal, None
+                if token != self._aside_token or built.index is None or journal is None:
+                    return  # superseded by a rebuild made in the meantime
+                self._install(built, len(snapshot), deleted=_replay(journal, built, snapshot), checked_after=newest)
+
+        self._aside = threading.Thread(target=run, name="vecguard-faiss-retrain", daemon=True)
+        self._aside.start()
+
+    def _measure_recall_aside(self) -> None:
+        """Measure the live index's recall@10 on the vectors stored since the last measure, in a thread, and record
+        it in the tuning report; retrain aside (at the next write or search) when it is below target_recall."""
+        if any(thread is not None and thread.is_alive() for thread in (self._aside, self._checking)):
+            return
+        snapshot = take_snapshot(self._points)
+        after, self._checked_after = self._checked_after, int(snapshot.nums[-1]) if len(snapshot) else 0
+        self._checked_at = len(snapshot)
+        token, target, searched = self._aside_token, self._options.target_recall, []
+
+        def search(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+            with self._lock:
+                searched.append(self._index)
+                return self._index.search(queries, k, params=self.params(k))
+
+        def run() -> None:
+            try:
+                measured = tuning.recall_on_new(self._faiss, snapshot, after, search)
+            except Exception as exc:
+                log.warning("measuring the FAISS index's recall failed (%s); it keeps serving", exc)
+                return
+            finally:
+                snapshot.close()
+            if measured is None:
+                return
+            recall, queries = measured
+            with self._lock:
+                if token == self._aside_token and self._index is searched[0] and self._tuning is not None:
+                    check = {"vectors": len(snapshot), "queries": queries, "recall_at_10": round(recall, 4)}
+                    self._tuning = dict(self._tuning, last_check=check)
+                    self._files.outdated()  # the report changed: write the state again
+            log.info(
+                "FAISS index %s: recall@10 %.3f on %d vectors added since the last measure (%d stored)",
+                self._spec,
+                recall,
+                queries,
+                len(snapshot),
+            )
+            if recall < target and token == self._aside_token:
+                # Started from the caller's thread: an in-memory store's snapshot reads the store's own connection.
+                self._wanted = (
+                    f"recall@10 {recall:.3f} on vectors stored since the last measure, below target_recall {target}"
+                )
+
+        self._checking = threading.Thread(target=run, name="vecguard-faiss-recall", daemon=True)
+        self._checking.start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until a retraining running aside has been swapped in (or ``timeout`` seconds); True when none is
+        left. A recall measure is waited for first: it may want a retraining."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not _join(self._checking, deadline):
+            return False
+        self._start_wanted()
+        return _join(self._aside, deadline)
+
+    def _start_wanted(self) -> None:
+        if self._wanted is not None and not self._dirty:
+            reason, self._wanted = self._wanted, None
+            self._rebuild_aside(reason)
+
+    # ------------------------------------------------------------ the files
+
+    @property
+    def load_problems(self) -> list[str]:
+        """What opening found wrong with the index files and repaired (`vecguard check` reports it)."""
+        return self._files.problems
+
+    def _load(self) -> None:
+        saved = self._files.load()
+        if saved is None:
+            return
+        self._index, self._spec, self._tuning, self._built_on = saved.index, saved.spec, saved.tuning, saved.built_on
+        self._deleted = saved.deleted
+        self._checked_at = saved.checked_at
+        self._checked_after = saved.checked_after if saved.checked_after is not None else self._points.highest_num()
+        self._dirty = False
+
+    def save(self) -> None:
+        """Write the index files (on disk only), unless nothing changed since they were written."""
+        if self._dirty or self._index is None:
+            return
+        self._files.save(
+            self._index,
+            self._spec,
+            {
+                "spec": self._spec,
+                "requested": self._options.index,
+                "tuning": self._tuning,
+                "built_on": self._built_on,
+                "deleted": sorted(self._deleted) if self._deleted is not None else None,
+                "checked_at": self._checked_at,
+                "checked_after": self._checked_after,
+            },
+        )
+
+    def close(self) -> None:
+        """Wait for background work, build what is pending or outgrown, and save (on disk only)."""
+        self.wait()
+        if self._points.path is not None:
+            if self._outgrown(self._points.count()):
+                self._dirty = True
+            self.ready()
+            self.save()
+
+
+class _PlainParams:
+    """Search parameters without a filter, one SWIG object per (spec, k) rather than one per query, and the
+    selector that skips an HNSW graph's deleted nodes; cleared when the index or its deleted set changes."""
+
+    def __init__(self, faiss: Any) -> None:
+        self._faiss = faiss
+        self._by_spec_and_k: dict[tuple[str, int], Any] = {}
+        self._skip_deleted: tuple[Any, ...] | None = None  # the id selector, and the batch it points into
+
+    def get(self, k: int, spec: str, deleted: set[int] | None, build: Callable[[int, Any], Any]) -> Any:
+        if (spec, k) in self._by_spec_and_k:
+            return self._by_spec_and_k[spec, k]
+        selector = None
+        if deleted:
+            if self._skip_deleted is None:
+                batch = self._faiss.IDSelectorBatch(np.fromiter(deleted, np.int64, len(deleted)))
+                self._skip_deleted = (self._faiss.IDSelectorNot(batch), batch)  # the Not points into the batch
+            selector = self._skip_deleted[0]
+        params = self._by_spec_and_k[spec, k] = build(k, selector)
+        return params
+
+    def clear(self) -> None:
+        self._by_spec_and_k.clear()
+        self._skip_deleted = None
+
+
+def _join(thread: threading.Thread | None, deadline: float | None) -> bool:
+    if thread is not None:
+        thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            return False
+    return True
+
+
+def _replay(journal: list[tuple[np.ndarray, np.ndarray | None]], built: build.Built, snapshot: Snapshot) -> set[int]:
+    """Apply the writes journaled during a build to the new index; the deleted nodes an HNSW graph now holds."""
+    deleted: set[int] = set()
+    for nums, vectors in journal:
+        if vectors is None:
+            if kinds.is_hnsw(built.spec):
+                deleted.update(nums.tolist())
+            else:
+                built.index.remove_ids(nums)
+        else:  # a num names one vector for good: one the snapshot holds is in the index already
+            fresh = ~np.isin(nums, snapshot.nums)
+            if fresh.any():
+                built.index.add_with_ids(vectors[fresh], nums[fresh])
+    return deleted

@@ -1,0 +1,186 @@
+"""FaissStore: the VectorStore over the parts of this package, wiring them in the order a write or a search needs.
+
+Inner product on normalised vectors; ids, vectors and payloads in SQLite (``points``), the FAISS index derived from
+it (``live_index``, ``index_file``), payloads and filters cached in memory (``records``, ``filter_cache``). The
+store writes no state of its own besides the parts it holds; it creates the one lock they share.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from vecguard.backends.base import BaseVectorStore
+from vecguard.protocols import Payload, RankedList
+
+from . import records, search
+from .filter_cache import FilterCache
+from .live_index import IndexState, LiveIndex
+from .options import FaissOptions
+from .points import PointTable
+
+
+def _import_faiss() -> Any:
+    import faiss
+
+    return faiss
+
+
+def _sqlite_errors(method: Any) -> Any:
+    """Turn SQLite's errors inside a store method into vecguard's, naming the database file (the seam, as httpx maps
+    its transport's errors); a damaged page is a CorruptCollectionError."""
+
+    @functools.wraps(method)
+    def mapped(self: FaissStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            raise self._points.storage_error(exc) from exc
+
+    return mapped
+
+
+class FaissStore(BaseVectorStore):
+    """A VectorStore on FAISS and SQLite, in ``path`` (None: in memory only); the keywords are the ``[store] faiss``
+    options (see ``options``)."""
+
+    def __init__(
+        self,
+        path: Path | None,
+        *,
+        index: str = "auto",
+        nprobe: int | None = None,
+        target_recall: float = 0.95,
+        ef_search: int | None = None,
+        ivf_threshold: int = 50_000,
+        on_disk_payload: bool = False,
+        auto_candidates: Sequence[str] = ("IVF", "HNSW"),
+    ) -> None:
+        faiss = _import_faiss()
+        options = FaissOptions(
+            index=index,
+            nprobe=nprobe,
+            target_recall=target_recall,
+            ef_search=ef_search,
+            ivf_threshold=ivf_threshold,
+            on_disk_payload=on_disk_payload,
+            auto_candidates=tuple(auto_candidates),
+        )
+        self._lock = threading.RLock()  # shared by the parts: their critical sections exclude one another
+        self._points = PointTable(path)
+        self._records = records.PayloadRecords(self._points, self._lock, on_disk_payload=on_disk_payload)
+        self._filters = FilterCache(faiss, self._points, self._lock)
+        self._live = LiveIndex(faiss, self._points, options, self._lock)
+
+    # ------------------------------------------------------------ reports
+
+    @property
+    def index_state(self) -> IndexState:
+        """The index in service, read-only: its spec, what it was trained on, its tuning, whether it is pending."""
+        return self._live.state
+
+    @property
+    def kept_filters(self) -> tuple[dict[str, Any], ...]:
+        """The filters whose allowed points are kept between searches, least recently used first."""
+        return self._filters.kept
+
+    @property
+    def payloads_in_memory(self) -> bool:
+        """Whether every point's id and payload are held in memory now (built at the first search)."""
+        return self._records.held
+
+    @property
+    def exact_search(self) -> bool:
+        """True while searches scan every vector (a Flat index): results equal brute force."""
+        return self._live.exact_search()
+
+    @_sqlite_errors
+    def index_report(self) -> dict[str, Any] | None:
+        """What the index measured about itself (the tuned nprobe and its recall), building anything pending
+        first when the store is kept on disk (closing would build it anyway)."""
+        if not self._points.is_open:
+            return None
+        if self._points.path is not None:
+            self._live.ready()
+        return self._live.report()
+
+    @_sqlite_errors
+    def optimize(self) -> dict[str, Any]:
+        """Rebuild (train, tune) the index from every stored vector now and save it; returns what was built."""
+        return self._live.optimize()
+
+    def wait_for_index(self, timeout: float | None = None) -> bool:
+        """Block until a retraining running aside has been swapped in (or ``timeout`` seconds); True when none is
+        left."""
+        return self._live.wait(timeout)
+
+    # ------------------------------------------------------------ VectorStore (BaseVectorStore checks the input)
+
+    def dimension(self) -> int | None:
+        return self._points.dimension
+
+    @_sqlite_errors
+    def _upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[Payload]) -> None:
+        written = self._points.write(ids, vectors, payloads)  # the durable truth, committed
+        with self._lock:
+            self._filters.update(written.replaced, written.nums, payloads)
+            self._records.put(written.nums, ids, written.texts, written.replaced)
+        self._live.apply(written.replaced, written.nums, vectors)
+
+    @_sqlite_errors
+    def _delete(self, ids: list[str]) -> None:
+        nums = self._points.delete(ids)
+        if not nums:
+            return
+        with self._lock:
+            self._filters.update(nums, (), ())
+            self._records.drop(nums)
+        self._live.apply(nums)
+
+    @_sqlite_errors
+    def _get(self, ids: list[str]) -> dict[str, tuple[np.ndarray, Payload]]:
+        return self._points.get(ids)
+
+    @_sqlite_errors
+    def _search(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None) -> RankedList:
+        nums, scores = search.search_nums(self._live, self._filters, self._points, vector, k, filter)
+        return records.names(self._records.ready(), self._points, nums, scores) if nums else []
+
+    @_sqlite_errors
+    def _search_with_payloads(
+        self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None
+    ) -> list[tuple[str, float, Payload]]:
+        nums, scores = search.search_nums(self._live, self._filters, self._points, vector, k, filter)
+        return records.hits(self._records.ready(), self._points, nums, scores) if nums else []
+
+    def scan(self, batch_size: int = 1000) -> Iterator[tuple[list[str], np.ndarray, list[Payload]]]:
+        return self._points.scan(batch_size)
+
+    @_sqlite_errors
+    def count(self) -> int:
+        return self._points.count()
+
+    def check_integrity(self) -> list[str]:
+        """SQLite's own integrity check, every vector's size and every payload's JSON, and what opening found wrong
+        with the index files (each line names the file or the point)."""
+        return [*self._live.load_problems, *self._points.check_integrity()]
+
+    @_sqlite_errors
+    def read_manifest(self) -> dict[str, Any] | None:
+        return self._points.read_manifest()
+
+    @_sqlite_errors
+    def write_manifest(self, manifest: Mapping[str, Any]) -> None:
+        self._points.write_manifest(manifest)
+
+    @_sqlite_errors
+    def close(self) -> None:
+        if not self._points.is_open:
+            return
+        self._live.close()
+        self._points.close()
