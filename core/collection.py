@@ -14,13 +14,12 @@ The manifest's ``state`` holds two transient marks: ``writing`` (a write is
 under way: a crash leaves it set and the next open repairs from the stored
 chunks) and ``migration`` (a copy is under way: the collection opens only for
 the migration that finishes it). Every write gives the manifest a new
-``write_id`` and the keyword index is saved with it in ``keyword/state.json``,
-so a keyword file saved by another write is recognised and rebuilt.
+``write_id``, which the keyword index is saved with (``keyword_files``), so a
+keyword file saved by another write is recognised and rebuilt.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -31,15 +30,14 @@ import numpy as np
 
 from . import filters as portable_filters
 from . import guard, integrity
-from .atomic import write_json_atomically
 from .chunking import join_chunks
 from .errors import CollectionNotFoundError, CorruptCollectionError, StorageError
+from .keyword_files import KeywordFiles
 from .protocols import Document, KeywordIndex, Payload, VectorStore
 
 log = logging.getLogger(__name__)
 
 GET_BATCH = 512
-KEYWORD_STATE = "state.json"  # beside the keyword index: the collection write it was saved by
 
 
 class ChunkPayload(TypedDict):
@@ -78,15 +76,22 @@ class Collection:
         repair: bool = True,
     ) -> None:
         self.store = store
-        self.keyword = keyword
         self.where = where
-        self.keyword_dir = keyword_dir
-        self.keyword_where = str(keyword_dir) if keyword_dir is not None else f"the keyword index of {where}"
         self.open_problems: list[str] = []
         self.manifest: dict[str, Any] = {}
-        self._new_keyword_index = new_keyword_index
+        self._keyword = KeywordFiles(keyword, keyword_dir, new_index=new_keyword_index, collection_where=where)
         self._repair = repair
         self._writers = 0  # writes under way: the manifest's writing mark ends with the last
+
+    @property
+    def keyword(self) -> KeywordIndex:
+        """The keyword index over the stored chunks (replaced when it is rebuilt)."""
+        return self._keyword.index
+
+    @property
+    def keyword_where(self) -> str:
+        """How messages name the keyword index: its folder, or the collection's."""
+        return self._keyword.where
 
     # ------------------------------------------------------------ the manifest
 
@@ -125,6 +130,19 @@ class Collection:
         """Make ``manifest`` the collection's, marked as the target of a migration until ``complete_migration``."""
         self.manifest = {**manifest, "state": {"migration": dict(mark)}}
         self.store.write_manifest(self.manifest)
+
+    def refuse_unfinished_migration(self, config_source: str) -> None:
+        """Raise while the collection is a migration's target that is not finished: it holds part of the data."""
+        migration = self.state.get("migration")
+        if migration:
+            source = migration.get("source") or {}
+            raise StorageError(
+                f"{config_source}: this collection is an unfinished migration from "
+                f"{migration.get('source_config')!r} ({migration.get('committed', 0)} of {source.get('chunks')} "
+                f"points copied) and would answer with part of the data; fix: rerun the same `vecguard migrate` to "
+                f"finish it, or delete it",
+                location=self.where,
+            )
 
     def resume_migration(self, manifest: Mapping[str, Any]) -> None:
         """Take up a migration ``manifest`` already stored with its mark (a rerun that resumes the copy)."""
@@ -197,56 +215,18 @@ class Collection:
         if rebuild:
             self.repair()
         else:
-            self._save_keyword_index()
+            self._keyword.save(self.manifest.get("write_id"))
 
     # ------------------------------------------------------------ the keyword index
 
     def _load_keyword_index(self, stored_chunks: int) -> None:
-        """Load the saved keyword index, or rebuild it from the stored texts when it is missing, unreadable, holds
-        another number of chunks, or was saved by another write than the collection's last (a file restored from
-        elsewhere, or a crash between the two)."""
-        problem = None
-        if self.keyword_dir is None:
-            loaded = False
-        else:
-            try:
-                loaded = self.keyword.load(self.keyword_dir)
-            except Exception as exc:  # derived data: whatever is wrong with the file, the stored texts rebuild it
-                loaded, problem = False, f"{self.keyword_where} is unreadable ({exc})"
-            if loaded and self.manifest.get("write_id") and self._keyword_write_id() != self.manifest["write_id"]:
-                loaded, problem = False, f"{self.keyword_where} was saved by another write than the collection's last"
-        if loaded and self.keyword.count() != stored_chunks:
-            problem = f"{self.keyword_where} holds {self.keyword.count()} chunks, the store {stored_chunks}"
-        elif not loaded and stored_chunks and problem is None:
-            problem = f"{self.keyword_where} is missing"
+        problem = self._keyword.load(stored_chunks, self.manifest.get("write_id"))
         if problem is not None and self._found(f"{problem}; rebuilding it from the stored texts"):
             self._rebuild_keyword_index()
 
-    def _keyword_write_id(self) -> str | None:
-        try:
-            state = json.loads((self.keyword_dir / KEYWORD_STATE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        return state.get("write_id") if isinstance(state, dict) else None
-
     def _rebuild_keyword_index(self) -> None:
-        self.keyword = self._new_keyword_index()
-        for ids, payloads in self.scan_payloads():
-            self.keyword.add(ids, [p["text"] for p in payloads])
-        self._save_keyword_index()
-
-    def _save_keyword_index(self) -> None:
-        if self.keyword_dir is None:
-            return
-        try:
-            self.keyword.save(self.keyword_dir)
-            write_json_atomically(self.keyword_dir / KEYWORD_STATE, {"write_id": self.manifest.get("write_id")})
-        except OSError as exc:  # the collection stays marked mid-write: the next open rebuilds the keyword index
-            raise StorageError(
-                f"cannot save the keyword index in {self.keyword_dir} ({exc.strerror or exc}); "
-                f"everything committed before is kept: fix the cause and run the same command again",
-                location=str(self.keyword_dir),
-            ) from exc
+        chunks = ((ids, [p["text"] for p in payloads]) for ids, payloads in self.scan_payloads())
+        self._keyword.rebuild(chunks, self.manifest.get("write_id"))
 
     # ------------------------------------------------------------ repair and counts
 
@@ -271,10 +251,6 @@ class Collection:
         self.manifest["counts"] = {"documents": documents, "chunks": chunks}
         self.store.write_manifest(self.manifest)
 
-    def count(self) -> int:
-        """Number of documents, as the manifest counts them."""
-        return int(self.manifest["counts"]["documents"])
-
     # ------------------------------------------------------------ writing (the caller holds the write lock)
 
     def begin_write(self) -> None:
@@ -288,7 +264,7 @@ class Collection:
 
     def end_write(self) -> None:
         """Save the keyword index and the counts; the last concurrent write clears the mark."""
-        self._save_keyword_index()
+        self._keyword.save(self.manifest.get("write_id"))
         self._writers -= 1
         if self._writers == 0:
             self.state["writing"] = False
@@ -335,12 +311,8 @@ class Collection:
     def matching_documents(self, filter: Mapping[str, Any]) -> list[str]:
         """Ids of the documents whose metadata matches a validated portable filter."""
         matches = portable_filters.compile(filter)
-        return [
-            payload["doc_id"]
-            for _, payloads in self.scan_payloads()
-            for payload in payloads
-            if payload["chunk"] == 0 and matches(payload["metadata"])
-        ]
+        heads = (p for _, payloads in self.scan_payloads() for p in payloads if p["chunk"] == 0)
+        return [p["doc_id"] for p in heads if matches(p["metadata"])]
 
     # ------------------------------------------------------------ reading
 

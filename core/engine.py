@@ -181,16 +181,8 @@ class Engine:
             )
             collection.settle()
             return
-        migration = collection.state.get("migration")
-        if migration and not open_unfinished:
-            source = migration.get("source") or {}
-            raise StorageError(
-                f"{self.config.source}: this collection is an unfinished migration from "
-                f"{migration.get('source_config')!r} ({migration.get('committed', 0)} of {source.get('chunks')} "
-                f"points copied) and would answer with part of the data; fix: rerun the same `vecguard migrate` to "
-                f"finish it, or delete it",
-                location=self.where,
-            )
+        if not open_unfinished:
+            collection.refuse_unfinished_migration(self.config.source)
         if check_guard:
             self.guard_report = self.check()
             guard.enforce(self.guard_report, self.config.tables["guard"]["mode"], self.config.source)
@@ -344,7 +336,7 @@ class Engine:
 
     def count(self) -> int:
         """Number of documents."""
-        return self.collection.count()
+        return int(self.manifest["counts"]["documents"])
 
     def count_chunks(self) -> int:
         return self.store.count()

@@ -256,17 +256,6 @@ class SentenceTransformerEncoder:
             return "fp32"
         return candidate
 
-    @contextlib.contextmanager
-    def _autocast(self, precision: str) -> Iterator[None]:
-        if precision == "fp32":
-            yield
-            return
-        import torch
-
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        with torch.autocast(device_type=self._device_type, dtype=dtype):
-            yield
-
     def _build_identity(self, name: str, revision: str, device: str) -> EncoderIdentity:
         model = self._model
         files = hash_files(model_files(self._folder))
@@ -322,7 +311,7 @@ class SentenceTransformerEncoder:
         texts = list(texts)
         while True:
             try:
-                with self._autocast(precision):
+                with autocast(self._device_type, precision):
                     if batch_size is not None or len(texts) <= self._batch_size:
                         vectors = self._model.encode(
                             texts,
@@ -384,6 +373,19 @@ class SentenceTransformerEncoder:
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         return self._encode(texts, self._precision)
+
+
+@contextlib.contextmanager
+def autocast(device_type: str, precision: str) -> Iterator[None]:
+    """Run the model in ``precision`` ("fp32", "bf16" or "fp16") on a device of ``device_type``."""
+    if precision == "fp32":
+        yield
+        return
+    import torch
+
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    with torch.autocast(device_type=device_type, dtype=dtype):
+        yield
 
 
 def _out_of_memory(exc: BaseException) -> bool:
