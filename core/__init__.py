@@ -27,6 +27,8 @@ from .errors import (
 from .guard import GuardReport
 from .migration import MigrationReport, migrate
 from .protocols import (
+    DeclaresBatchSize,
+    DeclaresExactSearch,
     Document,
     Encoder,
     EncoderIdentity,
@@ -34,7 +36,10 @@ from .protocols import (
     Fuser,
     Hit,
     KeywordIndex,
+    MaintainsIndex,
+    SearchesWithPayloads,
     SignalEvidence,
+    TokenizesInBatches,
     VectorStore,
 )
 from .registry import Part, Registry, hookimpl, hookspec
@@ -45,6 +50,8 @@ __all__ = [
     "Config",
     "ConfigError",
     "CorruptCollectionError",
+    "DeclaresBatchSize",
+    "DeclaresExactSearch",
     "DimensionError",
     "Document",
     "DocumentError",
@@ -59,14 +66,17 @@ __all__ = [
     "Hit",
     "InvalidArgumentError",
     "KeywordIndex",
+    "MaintainsIndex",
     "MigrationReport",
     "MissingExtraError",
     "Part",
     "PluginError",
     "PluginNotFoundError",
     "Registry",
+    "SearchesWithPayloads",
     "SignalEvidence",
     "StorageError",
+    "TokenizesInBatches",
     "VecguardError",
     "VectorStore",
     "hookimpl",

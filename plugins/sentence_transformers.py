@@ -49,8 +49,9 @@ _LIBRARIES = ("sentence-transformers", "transformers", "tokenizers", "torch")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 AUTO_MIN_COSINE = 0.999  # every probe sentence, half precision against fp32
 MEMORY_SHARE = 0.7  # of the device's free memory, for one batch's activations
-# Fastest full-length batch measured (benchmarks/encoder_batch.py): on a 2-core CPU 8-16 texts, slower beyond; on an
-# H200 512 in fp32 (2,915 texts/s against 1,982 at 2048) and within 3% of the best in fp16.
+# Fastest full-length batch measured (benchmarks/results/encoder_batch-cpu.md, encoder_batch-cuda.md): on a 2-core
+# CPU 8-16 texts, slower beyond; on an H200 512 in fp32 (2,915 texts/s against 1,982 at 2048), within 3% of the best
+# in fp16.
 BATCH_CEILING = {"cpu": 16, "cuda": 512}
 TRIAL_TEXTS = {"cpu": 16, "cuda": 64}  # full-length texts the measurement encodes in one batch
 log = logging.getLogger(__name__)
