@@ -45,7 +45,7 @@ ENGLISH_STOPWORDS = frozenset(
 )
 
 
-def _identifier(whole: str, pieces: list[str]) -> bool:
+def is_identifier(whole: str, pieces: list[str]) -> bool:
     """Joined pieces (ORD-2024-00017, 2013/34/EU, U.S.C) or letters mixed with digits (21A, J45)."""
     if len(pieces) > 1:
         return not _IDENTIFIER_JOINERS.isdisjoint(whole)
@@ -66,7 +66,7 @@ def tokenize(text: str, *, lowercase: bool = True, stopwords: frozenset[str] = E
         pieces = _WORD.findall(raw)
         tokens.extend(p for p in pieces if p not in stopwords)
         whole = raw.strip(_EDGE_PUNCTUATION)
-        if whole and _identifier(whole, pieces) and whole not in pieces:
+        if whole and is_identifier(whole, pieces) and whole not in pieces:
             tokens.append(whole)
     return tokens
 
@@ -78,14 +78,14 @@ def identifier_terms(text: str, *, lowercase: bool = True) -> list[str]:
         if lowercase:
             raw = raw.lower()
         whole = raw.strip(_EDGE_PUNCTUATION)
-        if whole and _identifier(whole, _WORD.findall(raw)):
+        if whole and is_identifier(whole, _WORD.findall(raw)):
             terms.append(whole)
     return terms
 
 
-def _identifier_tokens(tokens: Iterable[str]) -> set[str]:
+def identifier_tokens(tokens: Iterable[str]) -> set[str]:
     """``identifier_terms`` of ``tokenize``'s output (no lowercasing, no split), not looking twice at plain words."""
-    return {t for t in tokens if not t.isalpha() and _identifier(t, _WORD.findall(t))}
+    return {t for t in tokens if not t.isalpha() and is_identifier(t, _WORD.findall(t))}
 
 
 class _Postings:
@@ -239,7 +239,7 @@ class BM25Index:
         self._scorer = None
 
     def _index_identifiers(self, key: str) -> None:
-        for term in _identifier_tokens(self._tokens[key]):
+        for term in identifier_tokens(self._tokens[key]):
             self._identifiers.setdefault(term, set()).add(key)
 
     def delete(self, ids: Sequence[str]) -> None:
@@ -249,7 +249,7 @@ class BM25Index:
                 continue
             if self._postings is not None:
                 self._postings.delete(key, tokens)
-            for term in _identifier_tokens(tokens):
+            for term in identifier_tokens(tokens):
                 holders = self._identifiers.get(term)
                 if holders is not None:
                     holders.discard(key)
@@ -273,6 +273,11 @@ class BM25Index:
     def ids(self) -> set[str]:
         """The chunk ids held (`vecguard check` compares them with the store's)."""
         return set(self._tokens)
+
+    @property
+    def slots(self) -> int | None:
+        """Document slots the postings hold, deleted ones not yet compacted away included (None: rank-bm25)."""
+        return len(self._postings.ids) if self._postings is not None else None
 
     def _ensure_scorer(self) -> None:
         if self._scorer is None and self._tokens:

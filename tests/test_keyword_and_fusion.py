@@ -204,7 +204,7 @@ def _tokenize_one_path(text: str, lowercase: bool, stopwords: frozenset[str]) ->
         pieces = bm25._WORD.findall(raw)
         tokens.extend(p for p in pieces if p not in stopwords)
         whole = raw.strip(bm25._EDGE_PUNCTUATION)
-        if whole and bm25._identifier(whole, pieces) and whole not in pieces:
+        if whole and bm25.is_identifier(whole, pieces) and whole not in pieces:
             tokens.append(whole)
     return tokens
 
@@ -219,9 +219,7 @@ def test_the_plain_word_shortcuts_give_the_tokens_and_identifier_terms_of_the_fu
         for text in texts:
             tokens = tokenize(text, lowercase=lowercase, stopwords=stopwords)
             assert tokens == _tokenize_one_path(text, lowercase, stopwords), text
-            assert bm25._identifier_tokens(tokens) == set(bm25.identifier_terms(" ".join(tokens), lowercase=False)), (
-                text
-            )
+            assert bm25.identifier_tokens(tokens) == set(bm25.identifier_terms(" ".join(tokens), lowercase=False)), text
 
 
 def test_postings_compact_after_most_documents_are_deleted() -> None:
@@ -230,7 +228,7 @@ def test_postings_compact_after_most_documents_are_deleted() -> None:
     for index in (fast, reference):
         index.add([p["id"] for p in passages], [p["text"] for p in passages])
         index.delete([p["id"] for p in passages[:2000]])
-    assert len(fast._postings.ids) == 600  # compacted: only live documents keep a slot
+    assert fast.slots == 600  # compacted: only live documents keep a slot
     _same_answers(fast, reference, [p["text"][:40] for p in passages[2000::40]])
 
 
