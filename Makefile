@@ -1,5 +1,5 @@
 # `make demo`: set everything up and run the main job on the embedded default.
-# `make test`: set everything up and run the test suite.
+# `make test`: set everything up, lint (ruff, configured in pyproject.toml) and run the test suite.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -28,6 +28,8 @@ demo: setup
 	@echo; $(BIN)/vecguard check --config $(DEMO_CONFIG)
 
 test: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
 bench: setup
