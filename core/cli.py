@@ -301,40 +301,6 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _describe_check(check) -> str:
-    d = check.detail
-    if check.name == "counts":
-        return (
-            f"source {d['source_chunks']} chunks / {d['source_documents']} documents, "
-            f"target {d['target_chunks']} / {d['target_documents']}"
-        )
-    if check.name == "vectors":
-        problems = [f"missing {d['missing']}"] * bool(d["missing"]) + [
-            f"payloads differ {d['payload_mismatches']}"
-        ] * bool(d["payload_mismatches"])
-        return f"{d['sampled']} sampled, max abs difference {d['max_abs_difference']:.3g}" + (
-            "; " + "; ".join(problems) if problems else ", payloads equal"
-        )
-    if check.name == "queries":
-        if "skipped" in d:
-            return f"skipped: {d['skipped']}"
-        return (
-            f"{d['queries']} held-out queries: {d['identical']} identical top {d['k']}, mean overlap "
-            f"{d['mean_overlap']:.3f} (required: {d['required']})"
-        )
-    if check.name == "guard":
-        return f"the copy against {d['checked_with']}'s encoder: {d['status']}" + (
-            f" ({'; '.join(d['reasons'])})" if d["reasons"] else ""
-        )
-    if check.name == "documents":
-        return f"source {d['source_documents']} documents, target {d['target_documents']} ({d['target_chunks']} chunks)"
-    if check.name == "texts":
-        return f"{d['sampled']} sampled documents" + (
-            f", different or missing: {d['different_or_missing']}" if d["different_or_missing"] else " identical"
-        )
-    return json.dumps(d)
-
-
 def cmd_migrate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -380,7 +346,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         )
     print(f"verification ({report.verify_seconds:.1f} s):")
     for check in report.checks:
-        print(f"  {'PASS' if check.passed else 'FAIL'} {check.name:<9} {_describe_check(check)}")
+        print(f"  {'PASS' if check.passed else 'FAIL'} {check.name:<9} {check.describe()}")
     if report.evaluation:
         for side in ("old", "new"):
             for mode, scores in report.evaluation[side].items():
