@@ -14,13 +14,12 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
 from typing import Any, NoReturn
 
 from .errors import CollectionNotFoundError, CompatibilityError, CorruptCollectionError, DocumentError, VecguardError
-from .protocols import Document
+from .sources import count_lines, read_source
 
 EXIT_OK, EXIT_DRIFT, EXIT_ERROR, EXIT_INTERNAL = 0, 1, 2, 3
 EXIT_FAILED = EXIT_DRIFT  # a check or a verification that did not hold
@@ -29,65 +28,6 @@ EXIT_STATUS = (
     "Exit status: 0 ok, 1 the guard refused (drift) or a check failed, 2 bad input or environment, "
     "3 internal error (rerun with --debug), 130 interrupted, 141 output closed early."
 )
-
-
-def read_source(source: Path) -> Iterator[Document]:
-    """Documents from a JSONL file ({"id", "text", "metadata"} per line) or a folder of .txt/.md files."""
-    from .engine import validate_document
-
-    if source.is_dir():
-        files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in (".txt", ".md"))
-        if not files:
-            raise DocumentError(f"{source}: no .txt or .md files in this folder")
-        for path in files:
-            relative = path.relative_to(source).as_posix()
-            try:
-                text = path.read_text(encoding="utf-8")
-            except UnicodeDecodeError as exc:
-                raise DocumentError(f"{path}: not UTF-8 text ({exc}); convert it or remove it") from exc
-            document = Document(relative, text, {"path": relative})
-            validate_document(document, str(path))
-            yield document
-        return
-    if not source.is_file():
-        raise DocumentError(f"{source}: no such file or folder; give a JSONL file or a folder of .txt/.md files")
-    # Read as bytes and decoded line by line: a bad byte is named by its line, and every line before it is indexed.
-    with open(source, "rb") as lines:
-        for number, raw in enumerate(lines, start=1):
-            where = f"{source}:{number}"
-            try:
-                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError as exc:
-                raise DocumentError(
-                    f"{where}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
-                    f"convert the file to UTF-8"
-                ) from None
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DocumentError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
-            except RecursionError:
-                raise DocumentError(f"{where}: the JSON nests too deeply; documents are flat objects") from None
-            if not isinstance(record, dict):
-                raise DocumentError(
-                    f'{where}: each line must be an object like {{"id": ..., "text": ..., "metadata": {{...}}}}'
-                )
-            unknown = sorted(set(record) - {"id", "text", "metadata"})
-            if unknown:
-                raise DocumentError(f"{where}: unknown field {unknown[0]!r}; fields are id, text, metadata")
-            metadata = record.get("metadata", {})
-            document = Document(record.get("id"), record.get("text"), metadata if metadata is not None else {})
-            validate_document(document, where)
-            yield document
-
-
-def _count_lines(source: Path) -> int | None:
-    if not source.is_file():
-        return None
-    with open(source, "rb") as f:
-        return sum(1 for line in f if line.strip())
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -127,9 +67,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     with open_engine(args.config) as engine:
         started = time.perf_counter()
         # disable=None: no bar when stderr is not a terminal (logs, CI)
-        with tqdm(
-            total=_count_lines(source), unit="docs", desc="indexing", disable=True if args.quiet else None
-        ) as bar:
+        with tqdm(total=count_lines(source), unit="docs", desc="indexing", disable=True if args.quiet else None) as bar:
             written = engine.add(read_source(source), progress=bar)
         elapsed = time.perf_counter() - started
         rate = written / elapsed if elapsed else 0.0
@@ -301,40 +239,6 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _describe_check(check) -> str:
-    d = check.detail
-    if check.name == "counts":
-        return (
-            f"source {d['source_chunks']} chunks / {d['source_documents']} documents, "
-            f"target {d['target_chunks']} / {d['target_documents']}"
-        )
-    if check.name == "vectors":
-        problems = [f"missing {d['missing']}"] * bool(d["missing"]) + [
-            f"payloads differ {d['payload_mismatches']}"
-        ] * bool(d["payload_mismatches"])
-        return f"{d['sampled']} sampled, max abs difference {d['max_abs_difference']:.3g}" + (
-            "; " + "; ".join(problems) if problems else ", payloads equal"
-        )
-    if check.name == "queries":
-        if "skipped" in d:
-            return f"skipped: {d['skipped']}"
-        return (
-            f"{d['queries']} held-out queries: {d['identical']} identical top {d['k']}, mean overlap "
-            f"{d['mean_overlap']:.3f} (required: {d['required']})"
-        )
-    if check.name == "guard":
-        return f"the copy against {d['checked_with']}'s encoder: {d['status']}" + (
-            f" ({'; '.join(d['reasons'])})" if d["reasons"] else ""
-        )
-    if check.name == "documents":
-        return f"source {d['source_documents']} documents, target {d['target_documents']} ({d['target_chunks']} chunks)"
-    if check.name == "texts":
-        return f"{d['sampled']} sampled documents" + (
-            f", different or missing: {d['different_or_missing']}" if d["different_or_missing"] else " identical"
-        )
-    return json.dumps(d)
-
-
 def cmd_migrate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -380,7 +284,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         )
     print(f"verification ({report.verify_seconds:.1f} s):")
     for check in report.checks:
-        print(f"  {'PASS' if check.passed else 'FAIL'} {check.name:<9} {_describe_check(check)}")
+        print(f"  {'PASS' if check.passed else 'FAIL'} {check.name:<9} {check.describe()}")
     if report.evaluation:
         for side in ("old", "new"):
             for mode, scores in report.evaluation[side].items():
@@ -527,16 +431,8 @@ def _add_migrate(sub: Any) -> None:
     p.set_defaults(run=cmd_migrate)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="vecguard",
-        description="Hybrid semantic search that refuses a drifted embedding space.",
-        epilog=EXIT_STATUS,
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what the engine does")
-    parser.add_argument("--debug", action="store_true", help="print the traceback of an error")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
+def _add_plugins_and_index(sub: Any) -> None:
+    """`vecguard plugins` and `vecguard index`: what parts there are, and documents in."""
     p = sub.add_parser(
         "plugins", help="list the parts discovered through entry points, and plugins that failed to load"
     )
@@ -549,6 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(run=cmd_index)
 
+
+def _add_search_and_info(sub: Any) -> None:
+    """`vecguard search` and `vecguard info`: reading a collection."""
     p = sub.add_parser("search", help="hybrid, dense or keyword search")
     p.add_argument("--config", "-c", required=True)
     p.add_argument("query")
@@ -564,6 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", required=True)
     p.set_defaults(run=cmd_info)
 
+
+def _add_upkeep(sub: Any) -> None:
+    """`vecguard check`, `optimize` and `reindex`: keeping a collection sound and fast."""
     p = sub.add_parser(
         "check", help="compare the collection's manifest with the live encoder (exit 0 ok, 1 drift, 2 error)"
     )
@@ -581,8 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(run=cmd_reindex)
 
-    _add_migrate(sub)
 
+def _add_eval(sub: Any) -> None:
+    """`vecguard eval`: retrieval quality and ANN recall."""
     p = sub.add_parser(
         "eval", help="retrieval quality against judgments (--qrels) or ANN recall against exact search (--exact)"
     )
@@ -601,6 +504,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_eval)
 
+
+def _add_serve(sub: Any) -> None:
+    """`vecguard serve`: the HTTP server."""
     p = sub.add_parser(
         "serve", help="serve search over HTTP (/search, /documents, /readyz, /metrics); needs vecguard[server]"
     )
@@ -608,6 +514,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="default: [server] host (127.0.0.1)")
     p.add_argument("--port", type=_port, help="default: [server] port (8000)")
     p.set_defaults(run=cmd_serve)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="vecguard",
+        description="Hybrid semantic search that refuses a drifted embedding space.",
+        epilog=EXIT_STATUS,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the engine does")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an error")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    # The order here is the order of `vecguard --help`.
+    _add_plugins_and_index(sub)
+    _add_search_and_info(sub)
+    _add_upkeep(sub)
+    _add_migrate(sub)
+    _add_eval(sub)
+    _add_serve(sub)
     return parser
 
 

@@ -98,6 +98,16 @@ def load_config(source: str | Path | Mapping[str, Any] | Config) -> Config:
 
 
 def _validated(raw: dict[str, Any], base_dir: Path, source: str) -> Config:
+    tables = _merged_tables(raw, source)
+    _check_chunking(source, tables["chunking"])
+    _check_fusion(source, tables["fusion"])
+    _check_guard(source, tables["guard"])
+    _check_server(source, tables["server"])
+    return Config(tables=tables, base_dir=base_dir, source=source)
+
+
+def _merged_tables(raw: dict[str, Any], source: str) -> dict[str, dict[str, Any]]:
+    """Every section's defaults with the given keys over them; an unknown section or a missing plugin name raises."""
     unknown = sorted(set(raw) - set(DEFAULTS))
     if unknown:
         raise ConfigError(
@@ -121,9 +131,11 @@ def _validated(raw: dict[str, Any], base_dir: Path, source: str) -> Config:
         tables["fusion"]["plugin"] = (
             "rrf"  # k is RRF's constant: such a config was written for RRF, the earlier default
         )
+    return tables
 
-    _check_keys(source, "chunking", tables["chunking"], DEFAULTS["chunking"])
-    chunking = tables["chunking"]
+
+def _check_chunking(source: str, chunking: dict[str, Any]) -> None:
+    _check_keys(source, "chunking", chunking, DEFAULTS["chunking"])
     _require_positive_int(source, "chunking", "tokens", chunking["tokens"])
     documents = chunking["batch_documents"]
     if documents != "auto" and not is_positive_int(documents):
@@ -137,7 +149,9 @@ def _validated(raw: dict[str, Any], base_dir: Path, source: str) -> Config:
             f"to tokens - 1 ({chunking['tokens'] - 1}), got {overlap!r}"
         )
 
-    fusion = tables["fusion"]
+
+def _check_fusion(source: str, fusion: dict[str, Any]) -> None:
+    """Checks depth and weights, and fills in a weight of 1.0 for a signal not given (the table is changed)."""
     _require_positive_int(source, "fusion", "depth", fusion["depth"])
     weights = fusion["weights"]
     if not isinstance(weights, dict) or set(weights) - set(SIGNALS):
@@ -149,8 +163,9 @@ def _validated(raw: dict[str, Any], base_dir: Path, source: str) -> Config:
             raise ConfigError(f"{source}: [fusion] weights.{signal} must be a number >= 0, got {weight!r}")
     fusion["weights"] = {s: float(weights.get(s, 1.0)) for s in SIGNALS}
 
-    _check_keys(source, "guard", tables["guard"], DEFAULTS["guard"])
-    guard = tables["guard"]
+
+def _check_guard(source: str, guard: dict[str, Any]) -> None:
+    _check_keys(source, "guard", guard, DEFAULTS["guard"])
     if guard["mode"] not in GUARD_MODES:
         raise ConfigError(f"{source}: [guard] mode must be one of {', '.join(GUARD_MODES)}, got {guard['mode']!r}")
     for key in ("min_mean_cosine", "min_cosine"):
@@ -158,8 +173,9 @@ def _validated(raw: dict[str, Any], base_dir: Path, source: str) -> Config:
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not -1.0 <= value <= 1.0:
             raise ConfigError(f"{source}: [guard] {key} must be a cosine between -1 and 1, got {value!r}")
 
-    _check_keys(source, "server", tables["server"], DEFAULTS["server"])
-    server = tables["server"]
+
+def _check_server(source: str, server: dict[str, Any]) -> None:
+    _check_keys(source, "server", server, DEFAULTS["server"])
     for key in (
         "port",
         "max_request_bytes",
@@ -182,7 +198,6 @@ def _validated(raw: dict[str, Any], base_dir: Path, source: str) -> Config:
     for key in ("host", "write_token_env"):
         if not isinstance(server[key], str):
             raise ConfigError(f"{source}: [server] {key} must be a string, got {server[key]!r}")
-    return Config(tables=tables, base_dir=base_dir, source=source)
 
 
 def _check_keys(source: str, section: str, table: Mapping[str, Any], allowed: Iterable[str]) -> None:

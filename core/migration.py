@@ -16,22 +16,21 @@ answers queries.
 Re-embed (``reembed=True``) is the blue/green path for a model change: every
 stored document is encoded with the target config's encoder into a new, empty
 collection; the old one is left as it was and the switch is the user's.
+
+The proof that the result answers like its source is core/verification.py.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from . import guard
 from .collection import Collection
@@ -40,28 +39,13 @@ from .engine import Components, Engine, build_parts
 from .errors import CompatibilityError, StorageError, VecguardError
 from .evaluate import Qrels, evaluate
 from .faults import kill_point
-from .protocols import DeclaresExactSearch, Document, VectorStore
+from .protocols import Document, VectorStore
 from .registry import Registry
+from .verification import VECTOR_SAMPLE, Check, Sample, scan_batches, verify_copy, verify_reembed
 
 log = logging.getLogger(__name__)
 
-VECTOR_TOLERANCE = 1e-6
-APPROXIMATE_MIN_OVERLAP = 0.95
-SAMPLE_SEED = 20240511
-VECTOR_SAMPLE = 500
-QUERY_WORDS = 12
-TOP_K = 10
-
 ConfigSource = str | Path | Mapping[str, Any] | Config
-
-
-@dataclass
-class Check:
-    """One verification item: what was compared, whether it held, and the figures behind it."""
-
-    name: str
-    passed: bool
-    detail: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -96,43 +80,6 @@ class MigrationReport:
         data["passed"] = self.passed
         data["rate"] = self.rate
         return data
-
-
-class _Sample:
-    """A fixed-seed uniform sample of scanned points: ids for the vector check, texts for the queries."""
-
-    def __init__(self, vectors: int, queries: int) -> None:
-        self._rng = random.Random(SAMPLE_SEED)
-        self._seen = 0
-        self._texts_seen = 0
-        self.ids: list[str] = []
-        self.texts: list[str] = []
-        self._sizes = vectors, queries
-
-    def offer(self, ids: Sequence[str], payloads: Sequence[Mapping[str, Any]]) -> None:
-        for key, payload in zip(ids, payloads):
-            self._seen += 1
-            _reservoir(self.ids, key, self._seen, self._sizes[0], self._rng)
-            words = str(payload.get("text", "")).split()
-            if len(words) >= 4:
-                self._texts_seen += 1
-                start = self._rng.randrange(max(1, len(words) - QUERY_WORDS + 1))
-                _reservoir(
-                    self.texts,
-                    " ".join(words[start : start + QUERY_WORDS]),
-                    self._texts_seen,
-                    self._sizes[1],
-                    self._rng,
-                )
-
-
-def _reservoir(items: list[Any], item: Any, seen: int, size: int, rng: random.Random) -> None:
-    if len(items) < size:
-        items.append(item)
-    else:
-        slot = rng.randrange(seen)
-        if slot < size:
-            items[slot] = item
 
 
 def _now() -> str:
@@ -191,12 +138,12 @@ def verify(
         Engine(source_config, registry=registry, create=False) as old,
         Engine(target_config, registry=registry, create=False) as new,
     ):
-        sample = _Sample(VECTOR_SAMPLE, verify_queries)
-        for ids, _, payloads in _scan(old.store, 1000, "source"):
+        sample = Sample(VECTOR_SAMPLE, verify_queries)
+        for ids, _, payloads in scan_batches(old.store, 1000, "source"):
             sample.offer(ids, payloads)
         report.total = old.count_chunks()
         started = time.perf_counter()
-        report.checks = _verify_copy(old, new, sample, contains_only=False)
+        report.checks = verify_copy(old, new, sample, contains_only=False)
         report.verify_seconds = time.perf_counter() - started
     return report
 
@@ -221,25 +168,6 @@ def _refuse_same_collection(source: Config, target: Config) -> None:
         )
 
 
-def _scan(
-    store: VectorStore, batch_size: int, role: str
-) -> Iterator[tuple[list[str], np.ndarray, list[dict[str, Any]]]]:
-    """``store.scan`` with read failures named (a truncated file, a server gone away)."""
-    batches = store.scan(batch_size=batch_size)
-    number = 0
-    while True:
-        number += 1
-        try:
-            batch = next(batches)
-        except StopIteration:
-            return
-        except VecguardError:
-            raise
-        except Exception as exc:
-            raise StorageError(f"reading batch {number} from the {role} failed: {type(exc).__name__}: {exc}") from exc
-        yield batch
-
-
 # ---------------------------------------------------------------- copy
 
 
@@ -261,7 +189,7 @@ def _copy(
             "store", *target_config.plugin_options("store"), target_config.base_dir
         )
         target = Collection(target_store, None, where=target_config.source)
-        sample = _Sample(VECTOR_SAMPLE, verify_queries)
+        sample = Sample(VECTOR_SAMPLE, verify_queries)
         try:
             _prepare_copy_target(target, source, target_config, origin, into_existing)
             migration = target.state["migration"]
@@ -273,7 +201,7 @@ def _copy(
                     progress.update(start)
             started = time.perf_counter()
             position = 0
-            for ids, vectors, payloads in _scan(source.store, batch_size, f"source ({source_config.source})"):
+            for ids, vectors, payloads in scan_batches(source.store, batch_size, f"source ({source_config.source})"):
                 sample.offer(ids, payloads)
                 if not contains_only:
                     # Built as the texts stream past, so the target is not rescanned at the end (tokenising only).
@@ -315,7 +243,7 @@ def _copy(
             report.finish_seconds = time.perf_counter() - started
             started = time.perf_counter()
             kill_point("migrate.verify")
-            report.checks = _verify_copy(source, copy, sample, contains_only)
+            report.checks = verify_copy(source, copy, sample, contains_only)
             copy.complete_migration()
             report.verify_seconds = time.perf_counter() - started
     return report
@@ -425,99 +353,6 @@ def _migration_mark(
     }
 
 
-def _verify_copy(source: Engine, target: Engine, sample: _Sample, contains_only: bool) -> list[Check]:
-    checks = []
-    counts = {
-        "source_chunks": source.count_chunks(),
-        "target_chunks": target.count_chunks(),
-        "source_documents": source.count(),
-        "target_documents": target.count(),
-    }
-    if contains_only:
-        held = (
-            counts["target_chunks"] >= counts["source_chunks"]
-            and counts["target_documents"] >= counts["source_documents"]
-        )
-    else:
-        held = (
-            counts["target_chunks"] == counts["source_chunks"]
-            and counts["target_documents"] == counts["source_documents"]
-        )
-    checks.append(Check("counts", held, counts))
-
-    expected, found = source.store.get(sample.ids), target.store.get(sample.ids)
-    missing = sorted(set(expected) - set(found))
-    max_difference = max(
-        (float(np.max(np.abs(vector - found[key][0]))) for key, (vector, _) in expected.items() if key in found),
-        default=0.0,
-    )
-    payload_mismatches = sorted(
-        key for key, (_, payload) in expected.items() if key in found and found[key][1] != payload
-    )
-    checks.append(
-        Check(
-            "vectors",
-            not missing and not payload_mismatches and max_difference <= VECTOR_TOLERANCE,
-            {
-                "sampled": len(expected),
-                "missing": missing[:10],
-                "payload_mismatches": payload_mismatches[:10],
-                "max_abs_difference": max_difference,
-                "tolerance": VECTOR_TOLERANCE,
-            },
-        )
-    )
-
-    if contains_only:
-        checks.append(
-            Check("queries", True, {"skipped": "the target holds other documents too, so its answers may differ"})
-        )
-    else:
-        checks.append(_compare_answers(source, target, sample.texts))
-
-    report = source.check(manifest=target.manifest)
-    checks.append(
-        Check(
-            "guard",
-            report.status != "refused",
-            {
-                "status": report.status,
-                "reasons": report.reasons,
-                "checked_with": source.config.source,
-            },
-        )
-    )
-    return checks
-
-
-def _compare_answers(source: Engine, target: Engine, queries: Sequence[str]) -> Check:
-    exact = all(isinstance(e.store, DeclaresExactSearch) and e.store.exact_search for e in (source, target))
-    overlaps, identical, first_difference = [], 0, None
-    for query in queries:
-        before = [hit.id for hit in source.search(query, k=TOP_K)]
-        after = [hit.id for hit in target.search(query, k=TOP_K)]
-        identical += before == after
-        overlaps.append(len(set(before) & set(after)) / len(before) if before else float(not after))
-        if before != after and first_difference is None:
-            first_difference = {"query": query, "source": before, "target": after}
-    mean_overlap = float(np.mean(overlaps)) if overlaps else 1.0
-    passed = identical == len(queries) if exact else mean_overlap >= APPROXIMATE_MIN_OVERLAP
-    return Check(
-        "queries",
-        passed,
-        {
-            "queries": len(queries),
-            "k": TOP_K,
-            "identical": identical,
-            "mean_overlap": mean_overlap,
-            "min_overlap": min(overlaps, default=1.0),
-            "exact": exact,
-            "required": "identical top 10" if exact else f"mean overlap >= {APPROXIMATE_MIN_OVERLAP}",
-            "first_difference": first_difference,
-        },
-    )
-
-
 # ---------------------------------------------------------------- re-embed
 
 
@@ -566,7 +401,7 @@ def _reembed(
 
             started = time.perf_counter()
             kill_point("migrate.verify")
-            report.checks = _verify_reembed(source, new)
+            report.checks = verify_reembed(source, new)
             if queries is not None and qrels is not None:
                 report.evaluation = _evaluate_old_and_new(source, new, queries, qrels)
             new.complete_migration()
@@ -574,9 +409,12 @@ def _reembed(
     return report
 
 
+@dataclass
 class _Counter:
-    done = 0
-    skipped = 0
+    """How far a re-embed got: documents read from the source, and those already encoded (skipped)."""
+
+    done: int = 0
+    skipped: int = 0
 
 
 def _not_yet_encoded(
@@ -622,31 +460,6 @@ def _refuse_reembed_target(target_config: Config, origin: dict[str, Any], regist
             f"{target_config.source}: re-embedding writes a new collection, and the target already holds {points} "
             f"points (vectors of two models must never share a collection); point the target at an empty location"
         )
-
-
-def _verify_reembed(source: Engine, new: Engine) -> list[Check]:
-    counts = {"source_documents": source.count(), "target_documents": new.count(), "target_chunks": new.count_chunks()}
-    checks = [Check("documents", counts["source_documents"] == counts["target_documents"], counts)]
-    rng = random.Random(SAMPLE_SEED)
-    ids = [p["doc_id"] for _, _, payloads in _scan(source.store, 1000, "source") for p in payloads if p["chunk"] == 0]
-    sample = rng.sample(ids, min(VECTOR_SAMPLE, len(ids)))
-    before = {document.id: document for document in source.get(sample)}
-    after = {document.id: document for document in new.get(sample)}
-    different = sorted(key for key in before if after.get(key) != before[key])
-    checks.append(Check("texts", not different, {"sampled": len(sample), "different_or_missing": different[:10]}))
-    report = new.check()
-    checks.append(
-        Check(
-            "guard",
-            report.status != "refused",
-            {
-                "status": report.status,
-                "reasons": report.reasons,
-                "checked_with": new.config.source,
-            },
-        )
-    )
-    return checks
 
 
 def _evaluate_old_and_new(source: Engine, new: Engine, queries: Mapping[str, str], qrels: Qrels) -> dict[str, Any]:
