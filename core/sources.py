@@ -15,7 +15,7 @@ from .protocols import Document
 
 def read_source(source: Path) -> Iterator[Document]:
     """Documents from a JSONL file ({"id", "text", "metadata"} per line) or a folder of .txt/.md files."""
-    from .engine import validate_document
+    from .ingest import validate_document
 
     if source.is_dir():
         files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in (".txt", ".md"))
