@@ -13,6 +13,7 @@ import json
 import sqlite3
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,15 +158,27 @@ class PointTable:
 
     # ------------------------------------------------------------ writes
 
+    @contextmanager
+    def _write_transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write: committed with the next generation, or rolled back whole."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            self._bump_generation()
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:  # SQLite may have rolled back itself (a full disk)
+                db.execute("ROLLBACK")
+            raise
+
     def write(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[Payload]) -> Written:
         """Insert or replace a checked, non-empty batch in one transaction."""
         blobs = [v.astype("<f4").tobytes() for v in vectors]
         texts = [canonical_json(p) for p in payloads]
         nums: list[int] = []
         replaced: list[int] = []
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write_transaction() as db:
             if self.dimension is None:
                 self.set_meta("dimension", str(vectors.shape[1]))
             existing = self.nums(ids)
@@ -176,12 +189,6 @@ class PointTable:
                 nums.append(
                     db.execute("INSERT INTO points (id, vector, payload) VALUES (?, ?, ?)", (key, blob, text)).lastrowid
                 )
-            self._bump_generation()
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:  # SQLite may have rolled back itself (a full disk)
-                db.execute("ROLLBACK")
-            raise
         self.dimension = vectors.shape[1]
         return Written(nums, replaced, texts)
 
@@ -190,18 +197,10 @@ class PointTable:
         nums = list(self.nums(list(ids)).values())
         if not nums:
             return nums
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write_transaction() as db:
             for start in range(0, len(nums), SQL_BATCH):
                 part = nums[start : start + SQL_BATCH]
                 db.execute(f"DELETE FROM points WHERE num IN ({','.join('?' * len(part))})", part)
-            self._bump_generation()
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:  # SQLite may have rolled back itself (a full disk)
-                db.execute("ROLLBACK")
-            raise
         return nums
 
     # ------------------------------------------------------------ reads
