@@ -243,7 +243,7 @@ class Engine:
     def check_integrity(self) -> list[str]:
         """Every problem with the collection's files and records, each naming where (what `vecguard check` runs
         after the guard); reads the whole collection once. [] when it is sound."""
-        return integrity.problems(self)
+        return integrity.problems(self.collection)
 
     def check(self, manifest: Mapping[str, Any] | None = None) -> guard.GuardReport:
         """Compare the collection's manifest (or another one) with this engine's encoder and settings.

@@ -11,10 +11,13 @@ adds what it finds (``ChecksIntegrity``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import CorruptCollectionError, StorageError
 from .protocols import ChecksIntegrity, ListsIds, Payload
+
+if TYPE_CHECKING:
+    from .collection import Collection
 
 # The payload of every chunk the engine stores ("content_hash" too, which only skipping unchanged documents reads).
 CHUNK_FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -55,18 +58,18 @@ def malformed_payload(where: str, payloads: Mapping[str, Payload]) -> CorruptCol
     return None
 
 
-def problems(engine: Any) -> list[str]:
+def problems(collection: Collection) -> list[str]:
     """Every problem found by reading the whole collection once (the store's own checks first)."""
-    found: list[str] = list(engine.open_problems)
-    if isinstance(engine.store, ChecksIntegrity):
-        found += engine.store.check_integrity()
-    where = engine.where
+    found: list[str] = list(collection.open_problems)
+    if isinstance(collection.store, ChecksIntegrity):
+        found += collection.store.check_integrity()
+    where = collection.where
     documents = chunks = 0
     heads: dict[str, int] = {}
     indexes: dict[str, set[int]] = {}
     stored_ids: set[str] = set()
     try:
-        for ids, _, payloads in engine.store.scan(batch_size=1000):
+        for ids, _, payloads in collection.store.scan(batch_size=1000):
             for key, payload in zip(ids, payloads):
                 stored_ids.add(key)
                 problem = payload_problem(payload)
@@ -92,20 +95,20 @@ def problems(engine: Any) -> list[str]:
             found.append(
                 f"{where}: document {doc_id!r} should have chunks 0-{heads[doc_id] - 1}, has {sorted(held)[:10]}"
             )
-    counts = engine.manifest.get("counts") or {}
+    counts = collection.manifest.get("counts") or {}
     if (counts.get("documents"), counts.get("chunks")) != (documents, chunks):
         found.append(
             f"{where}: the manifest counts {counts.get('documents')} documents and {counts.get('chunks')} chunks; "
             f"the store holds {documents} and {chunks}"
         )
-    keyword = engine.keyword
+    keyword = collection.keyword
     if keyword.count() != len(stored_ids):
         found.append(
-            f"{engine.keyword_where}: the keyword index holds {keyword.count()} chunks, the store {len(stored_ids)}"
+            f"{collection.keyword_where}: the keyword index holds {keyword.count()} chunks, the store {len(stored_ids)}"
         )
     elif isinstance(keyword, ListsIds) and keyword.ids() != stored_ids:
         missing = sorted(stored_ids - keyword.ids())[:3]
         found.append(
-            f"{engine.keyword_where}: the keyword index holds other chunks than the store (missing e.g. {missing})"
+            f"{collection.keyword_where}: the keyword index holds other chunks than the store (missing e.g. {missing})"
         )
     return found
