@@ -154,8 +154,7 @@ def index_types(vectors: np.ndarray, queries: np.ndarray, exact: np.ndarray, n: 
 
 def vecguard_store(vectors: np.ndarray, queries: np.ndarray, exact: np.ndarray, n: int) -> dict:
     """vecguard's FAISS store (auto, tuned) on the same vectors; its search vs the raw call on its own index."""
-    import faiss
-    from vecguard.backends.faiss import FaissStore, kinds
+    from vecguard.backends.faiss import FaissStore
 
     with tempfile.TemporaryDirectory(prefix="vecguard-faiss-bench-") as folder:
         store = FaissStore(Path(folder), index="auto", target_recall=0.95)
@@ -173,29 +172,24 @@ def vecguard_store(vectors: np.ndarray, queries: np.ndarray, exact: np.ndarray, 
         store.search(queries[0], K)  # builds (and tunes) the index
         build = time.perf_counter() - started
         report = store.index_report()
-        # The raw side searches the same index as a FAISS user would hold it: read from the file the store saved,
-        # the payloads from its points.sqlite3 (both documented formats, mapped as the store maps it); the store
-        # reopens the file.
-        store.close()
-        index = faiss.read_index(str(Path(folder) / "index.faiss"))
+        state = store.index_state
+        # The payload read by hand goes through a connection of its own to points.sqlite3 (a documented format),
+        # mapped as the store maps it.
         db = sqlite3.connect(Path(folder) / "points.sqlite3")
         db.execute("PRAGMA mmap_size=2147483648")
-        store = FaissStore(Path(folder), index="auto", target_recall=0.95)
-        state = store.index_state
         raw_times, by_hand_times, ours_times, found = [], [], [], []
-        params = kinds.search_parameters(faiss, state.spec, index, state.tuning, K)
         orders = ((0, 1, 2), (1, 2, 0), (2, 0, 1))
         for number, q in enumerate(queries):
             # Whichever runs later finds the query's IVF lists in cache: take turns going first.
             for side in orders[number % 3]:
                 started = time.perf_counter()
                 if side == 0:
-                    index.search(q.reshape(1, -1), K, params=params)
+                    store.raw_search(q, K)
                     raw_times.append(time.perf_counter() - started)
                 elif (
                     side == 1
                 ):  # the least any FAISS + SQLite stack pays: the call, then one read of the hits' payloads
-                    _, nums = index.search(q.reshape(1, -1), K, params=params)
+                    _, nums = store.raw_search(q, K)
                     rows = db.execute(
                         f"SELECT num, id, payload FROM points WHERE num IN ({','.join('?' * K)})", nums[0].tolist()
                     ).fetchall()
@@ -247,9 +241,11 @@ def main() -> None:
     import faiss
 
     base = real_embeddings()
-    results = {}
+    results, index_rows_from = {}, None
     if args.vecguard_only:
-        results = json.loads((RESULTS / "faiss_indexes.json").read_text(encoding="utf-8"))["results"]
+        kept = json.loads((RESULTS / "faiss_indexes.json").read_text(encoding="utf-8"))
+        results = kept["results"]
+        index_rows_from = kept.get("index_rows_from") or {"date": kept["date"], "machine": kept["machine"]}
     for n in args.sizes:
         print(f"{n} vectors", flush=True)
         vectors = synthetic(base, n, seed=n)
@@ -271,6 +267,8 @@ def main() -> None:
             },
             "results": results,
         }
+        if index_rows_from is not None:
+            report["index_rows_from"] = index_rows_from  # the index-type rows are an earlier run's
         save("faiss_indexes", report, markdown(report))
     print(markdown(report))
 
@@ -288,6 +286,13 @@ def markdown(report: dict) -> str:
         "Command: `benchmarks/faiss_indexes.py`.",
         "",
     ]
+    if "index_rows_from" in report:
+        earlier = report["index_rows_from"]
+        lines += [
+            f"The index-type tables are from the full run of {earlier['date']} ({earlier['machine']['cpu_model']}); "
+            "the vecguard rows below each are this run's (`--vecguard-only`).",
+            "",
+        ]
     for n, result in report["results"].items():
         lines += [
             f"## {int(n):,} vectors",

@@ -85,7 +85,7 @@ def recall_latency_plot(report: dict, out: Path) -> None:
                 "*",
                 markersize=14,
                 color="black",
-                label=f"vecguard auto ({ours['spec']}, nprobe {ours['tuning'].get('nprobe')}), with payloads",
+                label=f"vecguard auto ({ours['spec']}, {knob(ours['tuning'])}), with payloads",
             )
         axis.axhline(0.95, color="grey", linestyle="dotted", linewidth=1)
         axis.set_xscale("log")
@@ -94,10 +94,24 @@ def recall_latency_plot(report: dict, out: Path) -> None:
         axis.set_title(f"{int(size):,} vectors, 384-d")
         axis.grid(alpha=0.3)
         axis.legend(fontsize="x-small", loc="lower right")
-    figure.suptitle(f"FAISS index types: recall against latency ({report['date'][:10]})")
+    title = f"FAISS index types: recall against latency ({report['date'][:10]})"
+    earlier = report.get("index_rows_from")
+    if earlier:  # a --vecguard-only run: the curves are an earlier run's, on the machine it names
+        title = (
+            f"FAISS index types: recall against latency ({earlier['date'][:10]}, {earlier['machine']['cpu_model']}); "
+            f"vecguard's star {report['date'][:10]}, {report['machine']['cpu_model']}"
+        )
+    figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(out, dpi=110)
     plt.close(figure)
+
+
+def knob(tuning: dict) -> str:
+    """The tuned knob of a vecguard index report: nprobe for IVF, efSearch for HNSW."""
+    if "nprobe" in tuning:
+        return f"nprobe {tuning['nprobe']}"
+    return f"efSearch {tuning['ef_search']}" if "ef_search" in tuning else "exact"
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 The records are a cache of SQLite, built at the first search and updated by every write after it; they cost the
 payload's JSON size and a list slot a point. A search then reads its hits without touching SQLite:
-benchmarks/results/faiss_indexes.md measured vecguard's search with payloads at 0.78x (100k vectors) and 0.77x (1M)
+benchmarks/results/faiss_indexes.md measured vecguard's search with payloads at 0.72x (100k vectors) and 0.66x (1M)
 of the raw FAISS call followed by one SQLite read of the hits' payloads. ``on_disk_payload = true`` keeps none and
 reads each search's hits from SQLite.
 

@@ -114,6 +114,12 @@ class FaissStore(BaseVectorStore):
         """Rebuild (train, tune) the index from every stored vector now and save it; returns what was built."""
         return self._live.optimize()
 
+    def raw_search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The FAISS call alone on the index in service, at its tuned setting: (scores, nums) as ``index.search``
+        returns them, nums not mapped to ids and no payload read. What benchmarks compare ``search`` with."""
+        index = self._live.ready()
+        return index.search(np.asarray(vector, dtype=np.float32).reshape(1, -1), k, params=self._live.params(k))
+
     def wait_for_index(self, timeout: float | None = None) -> bool:
         """Block until a retraining running aside has been swapped in (or ``timeout`` seconds); True when none is
         left."""
