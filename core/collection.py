@@ -33,7 +33,7 @@ from . import guard, integrity
 from .chunking import join_chunks
 from .errors import CollectionNotFoundError, CorruptCollectionError, StorageError
 from .keyword_files import KeywordFiles
-from .protocols import Document, KeywordIndex, Payload, VectorStore
+from .protocols import Document, KeywordIndex, Payload, SearchesWithPayloads, VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,8 @@ class Collection:
         repair: bool = True,
     ) -> None:
         self.store = store
+        # Asked once here, not per search: a runtime Protocol check inspects the object's members every time.
+        self.searches_with_payloads = isinstance(store, SearchesWithPayloads)
         self.where = where
         self.open_problems: list[str] = []
         self.manifest: dict[str, Any] = {}

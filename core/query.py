@@ -25,7 +25,6 @@ from .protocols import (
     Instrument,
     Payload,
     RankedList,
-    SearchesWithPayloads,
     SignalEvidence,
     stage,
     unicode_problem,
@@ -111,11 +110,12 @@ class Query:
                 dense = [(i, s) for i, s in dense if s >= min_score]
             ranked["dense"] = dense
         keyword = self.collection.keyword
+        matches = portable_filters.compile(filter) if filter else None
         with stage(self.instrument, "keyword"):
             if mode == "hybrid":
-                ranked["identifier"] = self._keyword(query, depth, filter, keyword.exact_matches)
+                ranked["identifier"] = self._keyword(query, depth, matches, keyword.exact_matches, payloads)
             if mode in ("hybrid", "keyword"):
-                ranked["keyword"] = self._keyword(query, depth, filter, keyword.search)
+                ranked["keyword"] = self._keyword(query, depth, matches, keyword.search, payloads)
         return ranked
 
     def _dense(
@@ -123,7 +123,7 @@ class Query:
     ) -> RankedList:
         """The store's best ``depth`` chunks, collecting their payloads when the store returns them in the same call."""
         store = self.collection.store
-        if not isinstance(store, SearchesWithPayloads):
+        if not self.collection.searches_with_payloads:
             hits = store.search(vector, depth, filter)
         else:
             hits = []
@@ -134,15 +134,21 @@ class Query:
         return sorted(hits, key=lambda pair: (-pair[1], pair[0]))
 
     def _keyword(
-        self, query: str, depth: int, filter: Mapping[str, Any] | None, search: Callable[[str, int], RankedList]
+        self,
+        query: str,
+        depth: int,
+        matches: Callable[[Mapping[str, Any]], bool] | None,
+        search: Callable[[str, int], RankedList],
+        payloads: dict[str, Payload],
     ) -> RankedList:
-        """``search``'s best ``depth`` chunks that pass ``filter`` (checked on stored payloads)."""
-        if not filter:
+        """``search``'s best ``depth`` chunks whose metadata ``matches`` (checked on stored payloads, which are kept
+        in ``payloads`` for the hits)."""
+        if matches is None:
             return search(query, depth)
-        wanted, matches = depth * 4, portable_filters.compile(filter)
+        wanted = depth * 4
         while True:
             candidates = search(query, wanted)
-            payloads = self.collection.payloads([i for i, _ in candidates])
+            payloads.update(self.collection.payloads([i for i, _ in candidates if i not in payloads]))
             try:
                 kept = [(i, s) for i, s in candidates if i in payloads and matches(payloads[i]["metadata"])]
             except (KeyError, TypeError, AttributeError) as exc:
