@@ -83,6 +83,16 @@ class Components:
         metric = "cosine" if self.encoder.identity().normalized else "inner_product"
         return {"metric": metric, "chunking": self.chunker.settings(), "keyword": self.keyword.settings()}
 
+    def check(self, manifest: Mapping[str, Any], guard_table: Mapping[str, Any]) -> guard.GuardReport:
+        """The version guard: does ``manifest`` describe the vector space these components produce?"""
+        return guard.check_compatibility(
+            manifest,
+            self.encoder,
+            min_mean_cosine=guard_table["min_mean_cosine"],
+            min_cosine=guard_table["min_cosine"],
+            **self.live_settings(),
+        )
+
 
 Parts = Components  # the name before 0.2; kept for one release
 
@@ -163,7 +173,7 @@ class Engine:
                 store,
                 parts.keyword,
                 where=where,
-                keyword_dir=_keyword_dir(config, store_options),
+                keyword_dir=_keyword_dir(config),
                 new_keyword_index=lambda: new_keyword_index(config, self.registry),
                 repair=repair,
             )
@@ -177,7 +187,7 @@ class Engine:
         collection = self.collection
         if not collection.read(self.config.source, create=create, in_memory=in_memory):
             collection.create(
-                guard.build_manifest(self.encoder, store_plugin=self.store_plugin, **self._live_settings())
+                guard.build_manifest(self.encoder, store_plugin=self.store_plugin, **self._components().live_settings())
             )
             collection.settle()
             return
@@ -223,8 +233,8 @@ class Engine:
 
     # ------------------------------------------------------------ lifecycle and upkeep
 
-    def _live_settings(self) -> dict[str, Any]:
-        return Components(self.encoder, self.keyword, self.fuser, self.chunker).live_settings()
+    def _components(self) -> Components:
+        return Components(self.encoder, self.keyword, self.fuser, self.chunker)
 
     def repair(self) -> None:
         """Bring the collection back in step from its stored chunks alone (orphans, keyword index, counts)."""
@@ -250,14 +260,8 @@ class Engine:
 
         What `vecguard check` runs; `vecguard migrate` also checks a copy's manifest against its source's encoder.
         """
-        thresholds = self.config.tables["guard"]
-        return guard.check_compatibility(
-            self.manifest if manifest is None else manifest,
-            self.encoder,
-            min_mean_cosine=thresholds["min_mean_cosine"],
-            min_cosine=thresholds["min_cosine"],
-            **self._live_settings(),
-        )
+        components = self._components()
+        return components.check(self.manifest if manifest is None else manifest, self.config.tables["guard"])
 
     def optimize(self) -> dict[str, Any] | None:
         """Have the store rebuild its index from every stored vector now (what `vecguard optimize` runs).
@@ -405,14 +409,13 @@ class Engine:
         }
 
 
-def _keyword_dir(config: Config, store_options: Mapping[str, Any]) -> Path | None:
+def _keyword_dir(config: Config) -> Path | None:
+    """Where the keyword index is kept: ``[keyword] path``, else ``keyword/`` in the store's folder (None: neither)."""
     keyword_path = config.section("keyword").get("path")
     if keyword_path is not None:
-        return Path(config.base_dir, keyword_path)
-    store_path = store_options.get("path")
-    if store_path is not None and not str(store_path).startswith(":"):  # ":memory:" is no folder
-        return Path(config.base_dir, store_path) / "keyword"
-    return None
+        return resolve_path(keyword_path, config.base_dir, "[keyword]")
+    folder = store_folder(config)
+    return folder / "keyword" if folder is not None else None
 
 
 def store_folder(config: Config) -> Path | None:

@@ -35,7 +35,7 @@ from typing import Any
 from . import guard
 from .collection import Collection
 from .config import Config, load_config
-from .engine import Components, Engine, build_parts
+from .engine import Components, Engine, build_parts, store_folder
 from .errors import CompatibilityError, StorageError, VecguardError
 from .evaluate import Qrels, evaluate
 from .faults import kill_point
@@ -151,8 +151,8 @@ def verify(
 def _refuse_same_collection(source: Config, target: Config) -> None:
     def where(config: Config) -> tuple[Any, ...]:
         store = config.section("store")
-        path = store.get("path")
-        location = str(Path(config.base_dir, path).resolve()) if path and not str(path).startswith(":") else path
+        folder = store_folder(config)
+        location = str(folder.resolve()) if folder is not None else store.get("path")
         return (
             store.get("plugin"),
             location,
@@ -256,18 +256,12 @@ def _target_parts(source: Engine, target_config: Config, registry: Registry) -> 
         and source.config.base_dir == target_config.base_dir
     )
     parts = build_parts(target_config, registry, encoder=source.encoder if same_encoder else None)
-    thresholds = target_config.tables["guard"]
-    check = guard.check_compatibility(
-        source.manifest,
-        parts.encoder,
-        min_mean_cosine=thresholds["min_mean_cosine"],
-        min_cosine=thresholds["min_cosine"],
-        **parts.live_settings(),
-    )
+    check = parts.check(source.manifest, target_config.tables["guard"])
     if check.status == "refused":
         raise (check.error or CompatibilityError)(
             f"{target_config.source} would refuse the copied collection: {'; '.join(check.reasons)}. Make its "
-            f"[encoder], [chunking] and [keyword] match {source.config.source}, or re-encode with --reembed"
+            f"[encoder], [chunking] and [keyword] match {source.config.source}, or re-encode with --reembed",
+            reasons=check.reasons,
         )
     return parts
 

@@ -36,8 +36,7 @@ def reindex(config: str | Path | dict[str, Any] | Config, *, progress: Any = Non
         raise ConfigError(
             f"{config.source}: reindex rebuilds a saved collection; [store] has no path, so there is nothing to rebuild"
         )
-    keyword_path = config.section("keyword").get("path")
-    keyword_live = resolve_path(keyword_path, config.base_dir, "[keyword]") if keyword_path is not None else None
+    keyword_live = resolve_path(config.section("keyword").get("path"), config.base_dir, "[keyword]")
     # A run killed between its renames left a complete new collection aside: it goes live before anything is cleared.
     swap.finish_interrupted(live)
     replacements = [swap.Replacement(live, _aside(live))]
