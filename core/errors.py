@@ -17,7 +17,7 @@
 
 Messages say what was expected, what was found and how to fix it. Where an error
 names a location, it also carries it as data (``FilterError.path``,
-``DocumentError.position``, ``StorageError.location``), so a caller such as the
+``DocumentError.position``, ``StorageError.location``, ``CompatibilityError.reasons``), so a caller such as the
 HTTP server points at it without reading the message. Exceptions of the
 libraries behind a store are mapped onto this tree where the store calls them.
 """
@@ -95,7 +95,14 @@ class CorruptCollectionError(StorageError):
 
 
 class CompatibilityError(VecguardError):
-    """The collection was built with settings that differ from the ones opening it."""
+    """The collection was built with settings that differ from the ones opening it.
+
+    ``reasons`` says what changed, one line each and without paths (what a server may show its clients).
+    """
+
+    def __init__(self, message: str, *, reasons: list[str] | tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.reasons = list(reasons)
 
 
 class DimensionError(CompatibilityError):

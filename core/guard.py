@@ -415,9 +415,7 @@ def enforce(report: GuardReport, mode: str, config: str = "C") -> None:
     if mode == "warn" and report.error is not DimensionError:
         log.error("vecguard guard is in WARN mode and lets a refused collection open: %s", message)
         return
-    error = (report.error or CompatibilityError)(message)
-    error.reasons = list(report.reasons)  # what changed, without paths: what a server may show its clients
-    raise error
+    raise (report.error or CompatibilityError)(message, reasons=report.reasons)
 
 
 def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -64,8 +64,8 @@ def problems(collection: Collection) -> list[str]:
     if isinstance(collection.store, ChecksIntegrity):
         found += collection.store.check_integrity()
     where = collection.where
-    documents = chunks = 0
-    heads: dict[str, int] = {}
+    chunks = 0
+    heads: dict[str, int] = {}  # each document's chunk count, from its first chunk
     indexes: dict[str, set[int]] = {}
     stored_ids: set[str] = set()
     try:
@@ -81,7 +81,6 @@ def problems(collection: Collection) -> list[str]:
                 chunks += 1
                 indexes.setdefault(payload["doc_id"], set()).add(payload["chunk"])
                 if payload["chunk"] == 0:
-                    documents += 1
                     heads[payload["doc_id"]] = payload["chunks"]
     except StorageError as exc:
         return [*found, str(exc)]
@@ -96,6 +95,7 @@ def problems(collection: Collection) -> list[str]:
                 f"{where}: document {doc_id!r} should have chunks 0-{heads[doc_id] - 1}, has {sorted(held)[:10]}"
             )
     counts = collection.manifest.get("counts") or {}
+    documents = len(heads)  # a point's id names its chunk (checked above), so each document has one first chunk
     if (counts.get("documents"), counts.get("chunks")) != (documents, chunks):
         found.append(
             f"{where}: the manifest counts {counts.get('documents')} documents and {counts.get('chunks')} chunks; "

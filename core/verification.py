@@ -19,6 +19,7 @@ from .protocols import DeclaresExactSearch, VectorStore
 
 if TYPE_CHECKING:
     from .engine import Engine
+    from .guard import GuardReport
 
 VECTOR_TOLERANCE = 1e-6
 APPROXIMATE_MIN_OVERLAP = 0.95
@@ -180,18 +181,7 @@ def verify_copy(source: Engine, target: Engine, sample: Sample, contains_only: b
     else:
         checks.append(_compare_answers(source, target, sample.texts))
 
-    report = source.check(manifest=target.manifest)
-    checks.append(
-        Check(
-            "guard",
-            report.status != "refused",
-            {
-                "status": report.status,
-                "reasons": report.reasons,
-                "checked_with": source.config.source,
-            },
-        )
-    )
+    checks.append(_guard_check(source.check(manifest=target.manifest), source.config.source))
     return checks
 
 
@@ -238,16 +228,14 @@ def verify_reembed(source: Engine, new: Engine) -> list[Check]:
     after = {document.id: document for document in new.get(sample)}
     different = sorted(key for key in before if after.get(key) != before[key])
     checks.append(Check("texts", not different, {"sampled": len(sample), "different_or_missing": different[:10]}))
-    report = new.check()
-    checks.append(
-        Check(
-            "guard",
-            report.status != "refused",
-            {
-                "status": report.status,
-                "reasons": report.reasons,
-                "checked_with": new.config.source,
-            },
-        )
-    )
+    checks.append(_guard_check(new.check(), new.config.source))
     return checks
+
+
+def _guard_check(report: GuardReport, checked_with: str) -> Check:
+    """The copy's manifest against a config's encoder: it passes unless the version guard refuses it."""
+    return Check(
+        "guard",
+        report.status != "refused",
+        {"status": report.status, "reasons": report.reasons, "checked_with": checked_with},
+    )

@@ -105,7 +105,7 @@ class Service:
             self.refused = True
             self.metrics.guard_refusals.inc()
             # Clients get the reasons (what changed); the message, with paths and the fix, goes to the log.
-            reasons = getattr(exc, "reasons", None) or [type(exc).__name__]
+            reasons = exc.reasons or [type(exc).__name__]
             self.reason = f"the version guard refused the collection: {'; '.join(reasons)}"
             log.error("vecguard serve: the version guard refused the collection: %s", exc)
         except Exception as exc:  # shown on /readyz; the process stays up to say why
