@@ -48,8 +48,8 @@ async def readyz(service: CurrentService) -> JSONResponse:
         return JSONResponse(
             {
                 "ready": True,
-                "documents": service.engine.count(),
-                "chunks": service.engine.count_chunks(),
+                "documents": service.documents,
+                "chunks": service.chunks,
                 "manifest_id": service.engine.manifest.get("id"),
             }
         )
@@ -102,7 +102,7 @@ def add_documents(body: Any, service: CurrentService) -> dict[str, Any]:
     written = engine.add(documents)  # encodes beside the searches; holds the write lock only to store
     with service.lock.writing():
         service.after_write()
-        return {"written": written, "documents": engine.count(), "chunks": engine.count_chunks()}
+        return {"written": written, "documents": service.documents, "chunks": service.chunks}
 
 
 def delete_documents(body: DeleteRequest, service: CurrentService) -> dict[str, Any]:
@@ -112,7 +112,7 @@ def delete_documents(body: DeleteRequest, service: CurrentService) -> dict[str, 
     deleted = engine.delete(body.ids) if body.ids is not None else engine.delete_matching(body.filter or {})
     with service.lock.writing():
         service.after_write()
-        return {"deleted": deleted, "documents": engine.count()}
+        return {"deleted": deleted, "documents": service.documents}
 
 
 def get_document(doc_id: str, service: CurrentService) -> dict[str, Any]:

@@ -56,6 +56,9 @@ class ReadWriteLock:
                 self._condition.notify_all()
 
 
+WARM_UP_QUERY = "vecguard warm-up query"
+
+
 class Service:
     """One collection behind the HTTP API: opened in the background, guarded, warmed, then served.
 
@@ -67,11 +70,12 @@ class Service:
         self.config = config
         self.settings = config.tables["server"]
         self.metrics = metrics
-        self.tracer = tracer
         self.instrument = StageInstrument(metrics, tracer)
         self.lock = ReadWriteLock()
         self.engine: Any = None
         self.reason: str | None = "starting: the collection is not open yet"
+        self.documents = self.chunks = 0  # as the last write left them (after_write): /readyz reads no store
+        self._warm_up_vector: Any = None
         self.refused = False
         token_env = self.settings["write_token_env"]
         self.write_token: bytes | None = None
@@ -92,7 +96,7 @@ class Service:
             self.reason = "opening the collection and running the version guard"
             engine = Engine(self.config)
             self.reason = "warming the encoder"
-            engine.encoder.encode_queries(["vecguard warm-up query"])
+            self._warm_up_vector = engine.encoder.encode_queries([WARM_UP_QUERY])[0]
             engine.instrument = self.instrument
             engine.write_lock = self.lock.writing
             recall = ((engine.manifest.get("measurements") or {}).get("recall") or {}).get("value")
@@ -132,17 +136,15 @@ class Service:
 
     def after_write(self) -> None:
         """Refresh the gauges and readiness after the collection changed; the caller holds the write lock."""
-        documents = self.engine.count()
+        documents = self.documents = self.engine.count()
         if documents:
-            # Indexes built lazily on the next search (an HNSW graph, the BM25 scorer) are built here, under
-            # the write lock, so concurrent readers never race to build them.
-            instrument, self.engine.instrument = self.engine.instrument, None
-            try:
-                self.engine.search("vecguard warm-up query", k=1)
-            finally:
-                self.engine.instrument = instrument
+            # Indexes built lazily at the next search (an ANN index, the BM25 scorer) are built here, so the first
+            # search after a write does not pay for them; with the vector encoded at open, not a new encode.
+            self.engine.store.search(self._warm_up_vector, 1)
+            self.engine.keyword.search(WARM_UP_QUERY, 1)
+        self.chunks = self.engine.count_chunks()
         self.metrics.documents.set(documents)
-        self.metrics.chunks.set(self.engine.count_chunks())
+        self.metrics.chunks.set(self.chunks)
         self.reason = None if documents else "the collection is empty; add documents with POST /documents"
         self.metrics.ready.set(1 if self.reason is None else 0)
 
