@@ -19,6 +19,7 @@ Entry point of the ``faiss`` store part. Each module owns one piece of state or 
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +34,7 @@ __all__ = ["FaissOptions", "FaissStore", "IndexState", "vecguard_parts"]
 
 def _build(options: dict[str, Any], base_dir: Path) -> FaissStore:
     path, opts = parse(options, base_dir)
-    return FaissStore(
-        path,
-        index=opts.index,
-        nprobe=opts.nprobe,
-        target_recall=opts.target_recall,
-        ef_search=opts.ef_search,
-        ivf_threshold=opts.ivf_threshold,
-        on_disk_payload=opts.on_disk_payload,
-        auto_candidates=opts.auto_candidates,
-    )
+    return FaissStore(path, **asdict(opts))
 
 
 @hookimpl

@@ -88,17 +88,18 @@ def load(
             f"which answers with wrong ids after a delete"
         )
     deleted = state.get("deleted") if isinstance(state.get("deleted"), list) else []
-    stored = count()
-    if index.ntotal != stored + (len(deleted) if kinds.is_hnsw(str(state.get("spec"))) else 0):
-        raise IndexFileProblem(f"{index_file} holds {index.ntotal} vectors, {DATABASE} {stored}")
     spec = state.get("spec")
+    hnsw = kinds.is_hnsw(str(spec))
+    stored = count()
+    if index.ntotal != stored + (len(deleted) if hnsw else 0):
+        raise IndexFileProblem(f"{index_file} holds {index.ntotal} vectors, {DATABASE} {stored}")
     built_on = int(state.get("built_on") or index.ntotal)
     return SavedIndex(
         index=index,
         spec=spec,
         tuning=state.get("tuning"),
         built_on=built_on,
-        deleted=set(deleted) if kinds.is_hnsw(spec) else None,
+        deleted=set(deleted) if hnsw else None,
         checked_at=int(state.get("checked_at") or built_on),
         checked_after=int(state["checked_after"]) if "checked_after" in state else None,
     )
@@ -173,15 +174,21 @@ class IndexFiles:
         """The files no longer hold the index in service (or its report): the next save writes them."""
         self._saved = None
 
-    def save(self, index: Any, spec: str | None, state: dict[str, Any]) -> None:
-        """Write ``index`` with ``state``, the generation and the collection's id, unless the files hold it already
-        (a read-only open writes nothing)."""
+    def save(self, index: Any, state: dict[str, Any]) -> None:
+        """Write ``index`` with ``state`` (its ``spec`` first), the generation, the spec asked for and the
+        collection's id, unless the files hold it already (a read-only open writes nothing)."""
         folder = self._points.path
         if folder is None:
             return
-        generation = self._points.generation
+        generation, spec = self._points.generation, state["spec"]
         if self._saved == (generation, spec):
             return
-        written = {"generation": generation, **state, "collection": self._points.meta("collection")}
+        written = {
+            "generation": generation,
+            "spec": spec,
+            "requested": self._requested,
+            **state,
+            "collection": self._points.meta("collection"),
+        }
         if save(self._faiss, folder, index, written):
             self._saved = (generation, spec)

@@ -316,10 +316,8 @@ class LiveIndex:
             return
         self._files.save(
             self._index,
-            self._spec,
             {
                 "spec": self._spec,
-                "requested": self._options.index,
                 "tuning": self._tuning,
                 "built_on": self._built_on,
                 "deleted": sorted(self._deleted) if self._deleted is not None else None,

@@ -21,23 +21,12 @@ Options (``[store]``):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from vecguard.config import is_positive_int, resolve_path, take_options
 from vecguard.errors import ConfigError
-
-DEFAULTS: dict[str, Any] = {
-    "path": None,
-    "index": "auto",
-    "nprobe": None,
-    "target_recall": 0.95,
-    "ef_search": None,
-    "ivf_threshold": 50_000,
-    "on_disk_payload": False,
-    "auto_candidates": ["IVF", "HNSW"],
-}
 
 
 @dataclass(frozen=True)
@@ -51,6 +40,10 @@ class FaissOptions:
     ivf_threshold: int = 50_000
     on_disk_payload: bool = False
     auto_candidates: Sequence[str] = ("IVF", "HNSW")
+
+
+# The table's keys and defaults: FaissOptions' own, plus the folder; a TOML list for the candidates.
+DEFAULTS: dict[str, Any] = {"path": None, **asdict(FaissOptions()), "auto_candidates": ["IVF", "HNSW"]}
 
 
 def parse(options: Mapping[str, Any], base_dir: Path) -> tuple[Path | None, FaissOptions]:

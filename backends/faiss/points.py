@@ -47,11 +47,17 @@ class Written:
     texts: list[str]
 
 
+def in_batches(db: sqlite3.Connection, sql: str, values: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
+    """The rows of ``sql`` run on ``values`` SQL_BATCH at a time; ``{marks}`` in it stands for the batch's ``?``s."""
+    for start in range(0, len(values), SQL_BATCH):
+        part = list(values[start : start + SQL_BATCH])
+        # Fetched whole: a caller that stops early (a damaged payload) leaves no cursor open on the connection.
+        yield from db.execute(sql.format(marks=",".join("?" * len(part))), part).fetchall()
+
+
 def vector_rows(db: sqlite3.Connection, nums: list[int]) -> Iterator[tuple[int, bytes]]:
     """(num, vector blob) of the stored points among ``nums``, in SQL_BATCH reads."""
-    for start in range(0, len(nums), SQL_BATCH):
-        part = nums[start : start + SQL_BATCH]
-        yield from db.execute(f"SELECT num, vector FROM points WHERE num IN ({','.join('?' * len(part))})", part)
+    return in_batches(db, "SELECT num, vector FROM points WHERE num IN ({marks})", nums)
 
 
 class PointTable:
@@ -206,23 +212,11 @@ class PointTable:
     # ------------------------------------------------------------ reads
 
     def nums(self, ids: Sequence[str]) -> dict[str, int]:
-        found: dict[str, int] = {}
-        for start in range(0, len(ids), SQL_BATCH):
-            part = list(ids[start : start + SQL_BATCH])
-            marks = ",".join("?" * len(part))
-            found.update(self.db.execute(f"SELECT id, num FROM points WHERE id IN ({marks})", part).fetchall())
-        return found
+        return dict(in_batches(self.db, "SELECT id, num FROM points WHERE id IN ({marks})", ids))
 
     def get(self, ids: Sequence[str]) -> dict[str, tuple[np.ndarray, Payload]]:
-        found: dict[str, tuple[np.ndarray, Payload]] = {}
-        for start in range(0, len(ids), SQL_BATCH):
-            part = list(ids[start : start + SQL_BATCH])
-            rows = self.db.execute(
-                f"SELECT id, vector, payload FROM points WHERE id IN ({','.join('?' * len(part))})", part
-            ).fetchall()
-            for key, blob, text in rows:
-                found[key] = (np.frombuffer(blob, dtype="<f4").copy(), self.payload(key, text))
-        return found
+        rows = in_batches(self.db, "SELECT id, vector, payload FROM points WHERE id IN ({marks})", ids)
+        return {key: (np.frombuffer(blob, dtype="<f4").copy(), self.payload(key, text)) for key, blob, text in rows}
 
     def count(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM points").fetchone()[0])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,35 +47,16 @@ def _sqlite_errors(method: Any) -> Any:
 
 class FaissStore(BaseVectorStore):
     """A VectorStore on FAISS and SQLite, in ``path`` (None: in memory only); the keywords are the ``[store] faiss``
-    options (see ``options``)."""
+    options, the fields of ``FaissOptions`` (checked by ``options.parse`` when built from a config)."""
 
-    def __init__(
-        self,
-        path: Path | None,
-        *,
-        index: str = "auto",
-        nprobe: int | None = None,
-        target_recall: float = 0.95,
-        ef_search: int | None = None,
-        ivf_threshold: int = 50_000,
-        on_disk_payload: bool = False,
-        auto_candidates: Sequence[str] = ("IVF", "HNSW"),
-    ) -> None:
+    def __init__(self, path: Path | None, **options: Any) -> None:
         faiss = _import_faiss()
-        options = FaissOptions(
-            index=index,
-            nprobe=nprobe,
-            target_recall=target_recall,
-            ef_search=ef_search,
-            ivf_threshold=ivf_threshold,
-            on_disk_payload=on_disk_payload,
-            auto_candidates=tuple(auto_candidates),
-        )
+        chosen = FaissOptions(**options)
         self._lock = threading.RLock()  # shared by the parts: their critical sections exclude one another
         self._points = PointTable(path)
-        self._records = records.PayloadRecords(self._points, self._lock, on_disk_payload=on_disk_payload)
+        self._records = records.PayloadRecords(self._points, self._lock, on_disk_payload=chosen.on_disk_payload)
         self._filters = FilterCache(faiss, self._points, self._lock)
-        self._live = LiveIndex(faiss, self._points, options, self._lock)
+        self._live = LiveIndex(faiss, self._points, chosen, self._lock)
 
     # ------------------------------------------------------------ reports
 
