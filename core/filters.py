@@ -126,14 +126,11 @@ def _validate_condition(condition: Any, name: str, path: FilterPath, budget: _Bu
             budget.take(len(operand), op_name, op_path)
             for i, item in enumerate(operand):
                 _validate_scalar(item, f"{op_name}[{i}]", (*op_path, i))
-        elif op in _ORDERED:
-            budget.take(1, name, path)
-            _validate_scalar(operand, op_name, op_path)
-            if isinstance(operand, bool):
-                raise FilterError(f"{op_name} compares order; give a number or a string, not a bool", path=op_path)
         else:
             budget.take(1, name, path)
             _validate_scalar(operand, op_name, op_path)
+            if op in _ORDERED and isinstance(operand, bool):
+                raise FilterError(f"{op_name} compares order; give a number or a string, not a bool", path=op_path)
 
 
 def _validate_scalar(value: Any, name: str, path: FilterPath) -> None:
