@@ -248,3 +248,15 @@ def test_a_process_killed_mid_add_leaves_a_collection_that_repairs_itself(store:
         assert engine.search("ORD-2024-00017", k=1)[0].id == "doc-00"
     with vecguard.open(cfg) as engine:  # repaired once: the mark is cleared, the next open has nothing to repair
         assert engine.manifest["state"]["writing"] is False
+
+
+def test_a_home_relative_store_keeps_its_keyword_index_in_the_same_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    with vecguard.open(config("faiss", Path("~/coll"))) as engine:
+        engine.add(corpus()[:3])
+    assert (tmp_path / "home" / "coll" / "points.sqlite3").exists()
+    assert (tmp_path / "home" / "coll" / "keyword" / "state.json").exists()
+    assert not (tmp_path / "~").exists()
