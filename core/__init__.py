@@ -9,6 +9,7 @@ with vecguard.open("vecguard.toml") as engine:
 from .config import Config, load_config
 from .engine import Engine, open
 from .errors import (
+    CollectionBusyError,
     CollectionNotFoundError,
     CompatibilityError,
     ConfigError,
@@ -37,7 +38,9 @@ from .protocols import (
     Hit,
     KeywordIndex,
     MaintainsIndex,
+    SavesIncrementally,
     SearchesWithPayloads,
+    SharesCollection,
     SignalEvidence,
     TokenizesInBatches,
     VectorStore,
@@ -45,6 +48,7 @@ from .protocols import (
 from .registry import Part, Registry, hookimpl, hookspec
 
 __all__ = [
+    "CollectionBusyError",
     "CollectionNotFoundError",
     "CompatibilityError",
     "Config",
@@ -67,6 +71,8 @@ __all__ = [
     "InvalidArgumentError",
     "KeywordIndex",
     "MaintainsIndex",
+    "SavesIncrementally",
+    "SharesCollection",
     "MigrationReport",
     "MissingExtraError",
     "Part",

@@ -1,7 +1,7 @@
 """One TOML file chooses every part; code that uses the engine never changes.
 
     [encoder]   plugin = "sentence-transformers"   (plus the plugin's own keys)
-    [store]     plugin = "faiss", path = "data/index", ...
+    [store]     plugin = "faiss", path = "data/index", lock_timeout = 30 (seconds a writer waits for another), ...
     [keyword]   plugin = "bm25", ...
     [fusion]    plugin = "dbsf" (or "rrf" with k = 60), depth = 100, weights = {dense = 1.0, keyword = 1.0}
     [chunking]  tokens = 256, overlap = 32, batch_documents = "auto" (64, or the encoder's batch if larger)
@@ -26,7 +26,7 @@ from .errors import ConfigError
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "encoder": {"plugin": "sentence-transformers"},
-    "store": {"plugin": "faiss"},
+    "store": {"plugin": "faiss", "lock_timeout": 30},
     "keyword": {"plugin": "bm25"},
     "fusion": {"plugin": "dbsf", "depth": 100, "weights": {"dense": 1.0, "keyword": 1.0}},
     "chunking": {"tokens": 256, "overlap": 32, "batch_documents": "auto"},
@@ -46,6 +46,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 SIGNALS = ("dense", "keyword")
+STORE_ENGINE_KEYS = ("lock_timeout",)  # [store] keys the engine reads; the rest are the store plugin's
 GUARD_MODES = ("enforce", "warn")
 
 
@@ -99,6 +100,7 @@ def load_config(source: str | Path | Mapping[str, Any] | Config) -> Config:
 
 def _validated(raw: dict[str, Any], base_dir: Path, source: str) -> Config:
     tables = _merged_tables(raw, source)
+    _check_store(source, tables["store"])
     _check_chunking(source, tables["chunking"])
     _check_fusion(source, tables["fusion"])
     _check_guard(source, tables["guard"])
@@ -132,6 +134,15 @@ def _merged_tables(raw: dict[str, Any], source: str) -> dict[str, dict[str, Any]
             "rrf"  # k is RRF's constant: such a config was written for RRF, the earlier default
         )
     return tables
+
+
+def _check_store(source: str, store: dict[str, Any]) -> None:
+    timeout = store["lock_timeout"]
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 <= timeout <= 86400:
+        raise ConfigError(
+            f"{source}: [store] lock_timeout must be the seconds a writer waits for another, from 0 to 86400, "
+            f"got {timeout!r}"
+        )
 
 
 def _check_chunking(source: str, chunking: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ from . import filters as portable_filters
 from . import guard, integrity, swap
 from .chunking import TokenChunker
 from .collection import Collection, chunk_id
-from .config import Config, load_config, resolve_path
+from .config import STORE_ENGINE_KEYS, Config, load_config, resolve_path
 from .errors import CollectionNotFoundError, InvalidArgumentError, StorageError
 from .ingest import Ingest, content_hash, validate_document
 from .protocols import (
@@ -142,7 +142,7 @@ class Engine:
         # Held while a write reads or changes the collection, never while it encodes: a host that searches from
         # other threads meanwhile (the server) sets it to its lock's writing side, so searches wait only for that.
         self.write_lock: Callable[[], AbstractContextManager[Any]] = nullcontext
-        self.store_plugin, store_options = config.plugin_options("store")
+        self.store_plugin, store_options = config.plugin_options("store", engine_keys=STORE_ENGINE_KEYS)
         folder = store_folder(config)
         where = str(folder) if folder is not None else _server_location(self.store_plugin, store_options)
         # Neither a folder nor a server: the store starts empty every time, so there is nothing to find.

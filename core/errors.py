@@ -10,6 +10,7 @@
     ├── FilterError            a filter does not follow the portable filter language (.path: where in it)
     ├── StorageError           a store cannot read or write its data
     │   ├── CollectionNotFoundError  nothing is stored where the config points (a read never creates one)
+    │   ├── CollectionBusyError      another process held the write lock past the timeout (names who)
     │   └── CorruptCollectionError   a collection's file or record is damaged or out of step (names which)
     └── CompatibilityError     the collection was built differently from what opens it
         ├── DimensionError         vector dimension differs
@@ -88,6 +89,17 @@ class StorageError(VecguardError):
 
 class CollectionNotFoundError(StorageError):
     """Nothing is stored where the config points; opening to read (search, check) never creates a collection."""
+
+
+class CollectionBusyError(StorageError):
+    """Another process held the collection's write lock for longer than this writer would wait.
+
+    ``holder`` describes it (pid, host, command, since when), as it wrote itself into the lock.
+    """
+
+    def __init__(self, message: str, *, location: str | None = None, holder: str | None = None) -> None:
+        super().__init__(message, location=location)
+        self.holder = holder
 
 
 class CorruptCollectionError(StorageError):

@@ -203,6 +203,34 @@ class MaintainsIndex(Protocol):
 
 
 @runtime_checkable
+class SharesCollection(Protocol):
+    """A store that several processes may open at once, with SQLite's promise: writes are serialised by the
+    collection's write lock, and every process finds out cheaply what the others committed.
+
+    A store without it is one process's (the in-memory store, an embedded client that locks its folder).
+    """
+
+    def lock_writes(self, timeout: float, holder: str) -> AbstractContextManager[None]:
+        """Hold the collection's write lock, across processes, for the block (not re-entrant).
+
+        Waits up to ``timeout`` seconds for another holder, then raises CollectionBusyError naming it; ``holder``
+        describes this process to such a waiter. A holder that dies releases it (a crashed process never keeps a
+        collection locked for good).
+        """
+        ...
+
+    def change_token(self) -> int:
+        """A number that grows with every committed change (upsert, delete, write_manifest) made in any process;
+        cheap enough to call before every search."""
+        ...
+
+    def changes_since(self, token: int) -> list[str] | None:
+        """The chunk ids written or deleted by the changes committed after ``token``, each once, in no order;
+        None when the store no longer keeps changes that old (the caller then rereads everything)."""
+        ...
+
+
+@runtime_checkable
 class TokenizesInBatches(Protocol):
     """An encoder whose tokenizer works faster on many texts at once."""
 
@@ -265,6 +293,24 @@ class KeywordIndex(Protocol):
 
     def load(self, directory: Path) -> bool:
         """Load what ``save`` wrote; return False when nothing was saved there."""
+        ...
+
+
+@runtime_checkable
+class SavesIncrementally(Protocol):
+    """A keyword index that saves a change at a cost in proportion to the change, not to the collection.
+
+    A keyword index without it is saved whole (``save``) when an add call ends, with the store's change token
+    beside it (``keyword_files``).
+    """
+
+    def save_changes(self, directory: Path, ids: Iterable[str], token: int) -> None:
+        """Persist the current state of ``ids`` (held: their terms; not held: deleted) and record that the files
+        now reflect the store at change ``token``. A kill at any point leaves the previous save loadable."""
+        ...
+
+    def saved_token(self, directory: Path) -> int | None:
+        """The store change the files in ``directory`` reflect (None: nothing saved), read without loading them."""
         ...
 
 
