@@ -10,12 +10,20 @@ VectorStore protocol alone, and a document can be rebuilt from its chunks.
 A document's first chunk is written after its others, so a stored first chunk
 means the whole document is stored.
 
-The manifest's ``state`` holds two transient marks: ``writing`` (a write is
-under way: a crash leaves it set and the next open repairs from the stored
-chunks) and ``migration`` (a copy is under way: the collection opens only for
-the migration that finishes it). Every write gives the manifest a new
-``write_id``, which the keyword index is saved with (``keyword_files``), so a
-keyword file saved by another write is recognised and rebuilt.
+The manifest's ``state`` holds two transient marks: ``writing`` (a batch is
+being written, and ``batch`` says which documents it touches and how many chunks
+each had: a crash leaves it set and the next open repairs those documents) and
+``migration`` (a copy is under way: the collection opens only for the migration
+that finishes it).
+
+Several processes (SQLite's promise). On a store that ``SharesCollection``,
+every batch is written under the store's cross-process write lock, after this
+process caught up with what the others committed; the manifest is read again
+under that lock, so counts are never lost between writers. Every search first
+asks the store's change token (one cheap read) and, when it moved, catches up:
+the manifest is read again and the keyword index updated for the chunks the
+change feed names, in proportion to the change. The keyword files record the
+token they reflect, so an open loads them and catches up the same way.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -31,9 +40,11 @@ import numpy as np
 from . import filters as portable_filters
 from . import guard, integrity
 from .chunking import join_chunks
-from .errors import CollectionNotFoundError, CorruptCollectionError, StorageError
+from .errors import CollectionBusyError, CollectionNotFoundError, CorruptCollectionError, StorageError
+from .faults import kill_point
+from .file_lock import describe_this_process
 from .keyword_files import KeywordFiles
-from .protocols import Document, KeywordIndex, Payload, SearchesWithPayloads, VectorStore
+from .protocols import Document, KeywordIndex, Payload, SearchesWithPayloads, SharesCollection, VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +68,20 @@ def chunk_id(doc_id: str, index: int) -> str:
     return f"{doc_id}#{index}"
 
 
+def document_of(chunk: str) -> str:
+    """The document id in a chunk id (``chunk_id``'s inverse: document ids may hold '#' themselves)."""
+    return chunk.rpartition("#")[0]
+
+
 class Collection:
     """One store and its manifest, and the keyword index over the same chunks.
 
     ``new_keyword_index`` builds an empty keyword index with the collection's settings (for a rebuild).
     ``repair=False`` records what opening would have repaired in ``open_problems`` instead of repairing it.
-    Writes are the caller's to serialise: the engine holds its write lock around each call that changes data.
+    ``lock_timeout``: seconds a write waits for another process's (``[store] lock_timeout``).
+
+    A write is made inside ``locked()`` (across processes) and the caller's own lock between its threads, after
+    ``catch_up()``; a search calls ``catch_up()`` first when ``behind()``. The engine composes them.
     """
 
     def __init__(
@@ -74,16 +93,19 @@ class Collection:
         keyword_dir: Path | None = None,
         new_keyword_index: Callable[[], KeywordIndex] | None = None,
         repair: bool = True,
+        lock_timeout: float = 30.0,
     ) -> None:
         self.store = store
         # Asked once here, not per search: a runtime Protocol check inspects the object's members every time.
         self.searches_with_payloads = isinstance(store, SearchesWithPayloads)
+        self.shared = isinstance(store, SharesCollection)
         self.where = where
         self.open_problems: list[str] = []
         self.manifest: dict[str, Any] = {}
         self._keyword = KeywordFiles(keyword, keyword_dir, new_index=new_keyword_index, collection_where=where)
         self._repair = repair
-        self._writers = 0  # writes under way: the manifest's writing mark ends with the last
+        self._lock_timeout = lock_timeout
+        self._token: int | None = None  # the store change the manifest and the keyword index in memory reflect
 
     @property
     def keyword(self) -> KeywordIndex:
@@ -104,9 +126,11 @@ class Collection:
 
     def read(self, config_source: str, *, create: bool, in_memory: bool) -> bool:
         """Load the stored manifest (checked for shape); False when there is none and one may be created."""
+        token = self.store.change_token() if self.shared else None  # read first: what follows is at least as new
         manifest = self.store.read_manifest()
         if manifest is not None:
             self.manifest = guard.check_manifest(manifest, f"the manifest of {self.where}")
+            self._token = token
             return True
         stored_chunks = self.store.count()
         if stored_chunks:
@@ -127,6 +151,7 @@ class Collection:
         """Write a new collection's manifest (built by the guard from the encoder that will fill it)."""
         self.manifest = {**manifest, "write_id": uuid.uuid4().hex}
         self.store.write_manifest(self.manifest)
+        self._sync_token()
 
     def begin_migration(self, manifest: Mapping[str, Any], mark: Mapping[str, Any]) -> None:
         """Make ``manifest`` the collection's, marked as the target of a migration until ``complete_migration``."""
@@ -156,10 +181,17 @@ class Collection:
         self.store.write_manifest(self.manifest)
 
     def record_measurement(self, name: str, value: Any) -> None:
-        """Keep a measurement in the manifest (outside its id): `vecguard serve` exports them."""
-        if (self.manifest.get("measurements") or {}).get(name) != value:
-            self.manifest.setdefault("measurements", {})[name] = value
-            self.store.write_manifest(self.manifest)
+        """Keep a measurement in the manifest (outside its id): `vecguard serve` exports them. Written under the
+        write lock into the manifest as stored then; skipped (logged) while another process is writing."""
+        if (self.manifest.get("measurements") or {}).get(name) == value:
+            return
+        try:
+            with self.locked(timeout=0):
+                self._read_manifest_again()
+                self.manifest.setdefault("measurements", {})[name] = value
+                self.store.write_manifest(self.manifest)
+        except CollectionBusyError as exc:
+            log.info("%s: measurement %r not recorded now: %s", self.where, name, exc)
 
     def complete_migration(self) -> None:
         """Clear a migration's mark: from now on the collection opens anywhere."""
@@ -167,29 +199,110 @@ class Collection:
         self.state["writing"] = False
         self.store.write_manifest(self.manifest)
 
+    def _read_manifest_again(self) -> None:
+        """The stored manifest, which another process may have written since this one read it (a shared store)."""
+        if not self.shared:
+            return
+        manifest = self.store.read_manifest()
+        if manifest is None:
+            raise CollectionNotFoundError(
+                f"{self.where}: the collection was deleted by another process; open it again to start a new one",
+                location=self.where,
+            )
+        manifest = guard.check_manifest(manifest, f"the manifest of {self.where}")
+        if self.manifest and manifest.get("id") != self.manifest.get("id"):
+            raise StorageError(
+                f"{self.where} was replaced by another process with a collection of another vector space "
+                f"(manifest {manifest.get('id')!r:.20}, opened as {self.manifest.get('id')!r:.20}); open it again",
+                location=self.where,
+            )
+        self.manifest = manifest
+
+    # ------------------------------------------------------------ several processes
+
+    def locked(self, timeout: float | None = None) -> AbstractContextManager[Any]:
+        """The collection's write lock across processes (nothing to take on a store of one process's own); waits
+        ``timeout`` seconds (default: ``[store] lock_timeout``), then raises CollectionBusyError naming the holder."""
+        if not self.shared:
+            return nullcontext()
+        wait = self._lock_timeout if timeout is None else timeout
+        return self.store.lock_writes(wait, describe_this_process())  # type: ignore[attr-defined]
+
+    def behind(self) -> bool:
+        """Whether another process committed a change this one has not caught up with (one cheap read)."""
+        return self.shared and self.store.change_token() != self._token  # type: ignore[attr-defined]
+
+    def catch_up(self) -> None:
+        """Read the manifest again and bring the keyword index up to every change committed since this process
+        last looked, in proportion to the change. The caller keeps its own threads out (the keyword index
+        changes) and calls it before every search or write, when ``behind()``."""
+        if not self.shared:
+            return
+        token = self.store.change_token()  # type: ignore[attr-defined]
+        if token == self._token:
+            return
+        changed = self.store.changes_since(self._token) if self._token is not None else None  # type: ignore[attr-defined]
+        self._read_manifest_again()
+        if changed is None:
+            log.warning(
+                "%s changed more than its change feed keeps since this process looked; rebuilding the "
+                "keyword index from the stored texts",
+                self.where,
+            )
+            self._keyword.rebuild(self._stored_texts(), None)
+        else:
+            self._apply_to_keyword(changed)
+        self._token = token
+
+    def _apply_to_keyword(self, changed: Sequence[str]) -> None:
+        """The keyword index holds the stored text of each chunk in ``changed``, and none of the deleted ones."""
+        stored = self.payloads(list(changed))
+        self.keyword.delete(list(changed))
+        present = [key for key in changed if key in stored]
+        if present:
+            self.keyword.add(present, [stored[key]["text"] for key in present])
+
     # ------------------------------------------------------------ opening
 
     def settle(self) -> None:
-        """After the guard accepted the manifest: repair what a crash left, load the keyword index, check counts."""
+        """After the guard accepted the manifest: repair what a crash left, load the keyword index, check counts.
+
+        On a shared store a writing mark is a crash only when the write lock is free: otherwise another process
+        is writing now, and its counts are its own to record."""
         if self.state.get("migration"):
             return  # vecguard.migrate() finishes it with complete_migration()
-        if self.state.get("writing") and self._found(
-            f"{self.where}: the last write did not finish; repairing it from the stored chunks"
-        ):
-            self.repair()
-            return
+        try:
+            with self.locked(timeout=0):
+                self._read_manifest_again()
+                if self.state.get("writing"):
+                    self._settle_unfinished_write()
+                if not self.state.get("writing"):  # with repair=False the mark stays, and the counts are off
+                    self._check_counts()
+        except CollectionBusyError:
+            pass  # another process is writing: its mark is no crash
+        self._load_keyword_index()
+
+    def _check_counts(self) -> None:
         recorded, stored_chunks = self.manifest["counts"]["chunks"], self.store.count()
         if recorded and not stored_chunks:
             raise CorruptCollectionError(
-                f"{self.where}: the manifest records {recorded} chunks but the store holds none: its data was deleted "
-                f"or replaced. Restore the collection from a backup, or delete it and index again",
+                f"{self.where}: the manifest records {recorded} chunks but the store holds none: its data "
+                f"was deleted or replaced. Restore the collection from a backup, or delete it and index again",
                 location=self.where,
             )
-        self._load_keyword_index(stored_chunks)
         if recorded != stored_chunks and self._found(
             f"{self.where}: the manifest records {recorded} chunks but the store holds {stored_chunks}; recounting"
         ):
             self._recount()
+
+    def _settle_unfinished_write(self) -> None:
+        batch = self.state.get("batch")
+        if not self._found(f"{self.where}: the last write did not finish; repairing it from the stored chunks"):
+            return
+        if isinstance(batch, dict) and isinstance(batch.get("documents"), dict):
+            self._repair_batch(batch)
+        else:  # marked by an earlier version, which did not say what it was writing
+            self.repair()
 
     def _found(self, problem: str) -> bool:
         """Log a problem that open repairs; with repair=False record it instead. True when it is to be repaired."""
@@ -202,11 +315,14 @@ class Collection:
     def repair(self) -> None:
         """Bring the collection back in step from its stored chunks alone: remove chunks a crashed replace left
         beyond their document's chunk count, rebuild the keyword index from the stored texts and recount. Needs
-        no encoder work, so it is cheap next to re-embedding."""
+        no encoder work, so it is cheap next to re-embedding; it reads the whole collection."""
+        token = self.store.change_token() if self.shared else None  # type: ignore[attr-defined]
         self._remove_orphan_chunks()
-        self._rebuild_keyword_index()
+        self._keyword.rebuild(self._stored_texts(), token if self.shared else self.manifest.get("write_id"))
         self.state["writing"] = False
+        self.state.pop("batch", None)
         self._recount()
+        self._sync_token()
 
     def finish_migration(self, *, rebuild: bool) -> None:
         """Make a migrated collection whole once every point is in (its mark stays until ``complete_migration``).
@@ -217,18 +333,41 @@ class Collection:
         if rebuild:
             self.repair()
         else:
-            self._keyword.save(self.manifest.get("write_id"))
+            self._keyword.save(self._reflects())
 
     # ------------------------------------------------------------ the keyword index
 
-    def _load_keyword_index(self, stored_chunks: int) -> None:
-        problem = self._keyword.load(stored_chunks, self.manifest.get("write_id"))
-        if problem is not None and self._found(f"{problem}; rebuilding it from the stored texts"):
-            self._rebuild_keyword_index()
+    def _reflects(self) -> int | str | None:
+        """What the keyword files are saved as reflecting: the store's change token, or (a store of one process)
+        the manifest's write_id."""
+        return self.store.change_token() if self.shared else self.manifest.get("write_id")  # type: ignore[attr-defined]
 
-    def _rebuild_keyword_index(self) -> None:
-        chunks = ((ids, [p["text"] for p in payloads]) for ids, payloads in self.scan_payloads())
-        self._keyword.rebuild(chunks, self.manifest.get("write_id"))
+    def _load_keyword_index(self) -> None:
+        if self._keyword.ready:  # rebuilt by a repair while settling
+            return
+        stored_chunks = self.store.count()
+        if self.shared:
+            saved_at, problem = self._keyword.load_with_token()
+            if problem is None and saved_at is not None:
+                changed = self.store.changes_since(saved_at)  # type: ignore[attr-defined]
+                if changed is not None:
+                    self._apply_to_keyword(changed)
+                    return
+                problem = f"{self._keyword.where} was saved before the oldest change the store still lists"
+            problem = problem or (f"{self._keyword.where} is missing" if stored_chunks else None)
+        else:
+            problem = self._keyword.load(stored_chunks, self.manifest.get("write_id"))
+        if problem is not None and self._found(f"{problem}; rebuilding it from the stored texts"):
+            reflects = self._reflects()  # read before the texts: what is rebuilt is at least as new
+            self._keyword.rebuild(self._stored_texts(), None)
+            try:  # saved by the lock's holder only, so two processes never write the files at once
+                with self.locked(timeout=0):
+                    self._keyword.save(reflects)
+            except CollectionBusyError:
+                pass  # the writer saves it (whole, or its changes) when its batch ends
+
+    def _stored_texts(self) -> Iterator[tuple[list[str], list[str]]]:
+        return ((ids, [p["text"] for p in payloads]) for ids, payloads in self.scan_payloads())
 
     # ------------------------------------------------------------ repair and counts
 
@@ -245,6 +384,36 @@ class Collection:
         if orphans:
             self.store.delete(orphans)
 
+    def _repair_batch(self, batch: Mapping[str, Any]) -> None:
+        """Finish a batch that a crash (or a failed write) left marked, from what it recorded before it began: the
+        chunk count of each document it touched. Reads only those documents' chunks (and those the change feed
+        names since the batch began), so it costs what the batch did, not what the collection holds."""
+        before: dict[str, int] = {str(d): int(n) for d, n in batch["documents"].items()}
+        since = batch.get("token")
+        changed = self.store.changes_since(since) if self.shared and isinstance(since, int) else None  # type: ignore[attr-defined]
+        if changed is None and self.shared:
+            self.repair()
+            return
+        candidates = {chunk_id(d, i) for d, n in before.items() for i in range(n)}
+        candidates.update(c for c in changed or () if document_of(c) in before)
+        heads = self.payloads([chunk_id(d, 0) for d in before])
+        now = {p["doc_id"]: int(p["chunks"]) for p in heads.values() if p["doc_id"] in before}
+        stored = self.payloads(sorted(candidates))
+        orphans = [key for key, p in stored.items() if p["chunk"] >= now.get(p["doc_id"], 0)]
+        if orphans:
+            self.store.delete(orphans)
+            self.keyword.delete(orphans)
+        counts = self.manifest["counts"]
+        counts["documents"] += len(now) - sum(1 for n in before.values() if n)
+        counts["chunks"] += sum(now.values()) - sum(before.values())
+        self.state["writing"] = False
+        self.state.pop("batch", None)
+        if counts["chunks"] != self.store.count():
+            log.warning("%s: the counts after repairing the last write disagree with the store; recounting", self.where)
+            self._recount()
+        else:
+            self.store.write_manifest(self.manifest)
+
     def _recount(self) -> None:
         documents = chunks = 0
         for _, payloads in self.scan_payloads():
@@ -253,31 +422,51 @@ class Collection:
         self.manifest["counts"] = {"documents": documents, "chunks": chunks}
         self.store.write_manifest(self.manifest)
 
-    # ------------------------------------------------------------ writing (the caller holds the write lock)
+    # ------------------------------------------------------------ writing (the caller holds locked() and its own
+    # write lock, and called catch_up() under them)
 
-    def begin_write(self) -> None:
-        """The first of concurrent writes marks the collection mid-write, so a crash is repaired at the next open,
-        and gives it a new ``write_id``, which the keyword index is saved with."""
-        self._writers += 1
-        if self._writers == 1:
-            self.state["writing"] = True
-            self.manifest["write_id"] = uuid.uuid4().hex
-            self.store.write_manifest(self.manifest)
-
-    def end_write(self) -> None:
-        """Save the keyword index and the counts; the last concurrent write clears the mark."""
-        self._keyword.save(self.manifest.get("write_id"))
-        self._writers -= 1
-        if self._writers == 0:
-            self.state["writing"] = False
+    def _begin_batch(self, chunks_before: Mapping[str, int]) -> None:
+        """Mark the collection mid-write with what this batch touches, before any point is written: a crash is
+        then repaired (``_repair_batch``) by the next open or the next write. A mark left by a batch that failed
+        or died is repaired first: whoever holds the lock now is the only writer."""
+        if self.state.get("writing"):
+            log.warning("%s: the last write did not finish; repairing it before this one", self.where)
+            self._settle_unfinished_write()
+        self.state["writing"] = True
+        self.state["batch"] = {
+            "token": self.store.change_token() if self.shared else None,  # type: ignore[attr-defined]
+            "documents": dict(chunks_before),
+        }
+        self.manifest["write_id"] = uuid.uuid4().hex
         self.store.write_manifest(self.manifest)
+
+    def _end_batch(self) -> None:
+        """Save the keyword index's changes and the counts, and clear the mark."""
+        if self.shared:
+            self._keyword.save_changes(self.store)
+        self.state["writing"] = False
+        self.state.pop("batch", None)
+        self.store.write_manifest(self.manifest)
+        self._sync_token()
+
+    def _sync_token(self) -> None:
+        """Only this process wrote since it caught up (it holds the lock): what it holds is the store as it is."""
+        if self.shared:
+            self._token = self.store.change_token()  # type: ignore[attr-defined]
+
+    def finish_writes(self) -> None:
+        """At the end of an add or delete call: save a keyword index that is saved whole (not incrementally)."""
+        if self._keyword.unsaved:
+            self._keyword.save(self._reflects())
 
     def put_documents(
         self, doc_ids: set[str], ids: list[str], texts: list[str], payloads: list[Payload], vectors: np.ndarray
     ) -> None:
-        """Store the chunks of whole documents, replacing every chunk they had. The chunks stored for these
-        documents are read here, not when the batch was chunked: another write may have replaced them since."""
+        """Store the chunks of whole documents, replacing every chunk they had, as one marked batch. The chunks
+        stored for these documents are read here, not when the batch was chunked: another write may have replaced
+        them since."""
         existing = self.chunk_ids_of(sorted(doc_ids))
+        self._begin_batch({d: len(existing.get(d, ())) for d in sorted(doc_ids)})
         new_ids = set(ids)
         stale = [cid for cids in existing.values() for cid in cids if cid not in new_ids]
         # First chunks last: a crash inside the upsert (split into several calls on some stores) leaves no
@@ -286,28 +475,30 @@ class Collection:
         ids, texts, payloads = [ids[i] for i in order], [texts[i] for i in order], [payloads[i] for i in order]
         # New chunks first, then stale ones: a crash in between leaves extra chunks, never a lost document.
         self.store.upsert(ids, vectors[order], payloads)
+        kill_point("write.batch")  # a test's SIGKILL: the chunks are in, the stale ones not yet out, still marked
         self.keyword.add(ids, texts)
         if stale:
             self.store.delete(stale)
             self.keyword.delete(stale)
-        # Counted in memory; end_write() writes the manifest (a crash before then leaves the collection marked
-        # mid-write, and the next open recounts).
         counts = self.manifest["counts"]
         counts["documents"] += len(doc_ids) - len(existing)
         counts["chunks"] += len(ids) - sum(len(c) for c in existing.values())
+        self._keyword.changed()
+        self._end_batch()
 
     def delete_documents(self, doc_ids: list[str]) -> int:
-        """Remove documents (every chunk, from both signals); returns how many existed."""
+        """Remove documents (every chunk, from both signals) as one marked batch; returns how many existed."""
         existing = self.chunk_ids_of(doc_ids)
         chunk_ids = [cid for cids in existing.values() for cid in cids]
         if chunk_ids:
-            self.begin_write()
+            self._begin_batch({d: len(c) for d, c in existing.items()})
             self.store.delete(chunk_ids)
             self.keyword.delete(chunk_ids)
             counts = self.manifest["counts"]
             counts["documents"] -= len(existing)
             counts["chunks"] -= len(chunk_ids)
-            self.end_write()
+            self._keyword.changed()
+            self._end_batch()
         return len(existing)
 
     def matching_documents(self, filter: Mapping[str, Any]) -> list[str]:

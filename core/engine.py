@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,9 +139,13 @@ class Engine:
         self.config = config
         self.registry = registry or Registry.discover()
         self.instrument: Instrument | None = None
-        # Held while a write reads or changes the collection, never while it encodes: a host that searches from
-        # other threads meanwhile (the server) sets it to its lock's writing side, so searches wait only for that.
+        # Held while a write changes the collection, never while it encodes: a host that searches from other
+        # threads meanwhile (the server) sets it to its lock's writing side, so searches wait only for that. The
+        # collection's own lock across processes is taken outside it (``writing``).
         self.write_lock: Callable[[], AbstractContextManager[Any]] = nullcontext
+        # Reads catch up with other processes' writes first; a host that holds its read lock around a search sets
+        # it False and calls refresh() before taking that lock (catching up takes the write side).
+        self.refresh_before_reads = True
         self.store_plugin, store_options = config.plugin_options("store", engine_keys=STORE_ENGINE_KEYS)
         folder = store_folder(config)
         where = str(folder) if folder is not None else _server_location(self.store_plugin, store_options)
@@ -176,6 +180,7 @@ class Engine:
                 keyword_dir=_keyword_dir(config),
                 new_keyword_index=lambda: new_keyword_index(config, self.registry),
                 repair=repair,
+                lock_timeout=float(config.section("store")["lock_timeout"]),
             )
             self.guard_report: guard.GuardReport | None = None
             self._open(check_guard=check_guard, open_unfinished=open_unfinished, create=create, in_memory=in_memory)
@@ -238,7 +243,8 @@ class Engine:
 
     def repair(self) -> None:
         """Bring the collection back in step from its stored chunks alone (orphans, keyword index, counts)."""
-        self.collection.repair()
+        with self.writing():
+            self.collection.repair()
 
     def finish_migration(self, *, rebuild: bool) -> None:
         """Make a migrated collection whole once every point is in; its mark stays until ``complete_migration``,
@@ -291,6 +297,31 @@ class Engine:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # ------------------------------------------------------------ several processes
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the collection for one write: its lock across processes (waiting up to ``[store] lock_timeout``;
+        this process's searches go on meanwhile), then the host's write lock, then catch up with what other
+        processes committed, so the write starts from the collection as it is."""
+        with self.collection.locked(), self.write_lock():
+            self.collection.catch_up()
+            yield
+
+    def refresh(self) -> bool:
+        """Catch up with what other processes committed since this one last looked (the manifest and its counts,
+        the keyword index; the store keeps its own index current). One cheap read when nothing changed; True
+        when something had."""
+        if not self.collection.behind():
+            return False
+        with self.write_lock():
+            self.collection.catch_up()
+        return True
+
+    def _fresh(self) -> None:
+        if self.refresh_before_reads:
+            self.refresh()
+
     # ------------------------------------------------------------ writing
 
     def _batch_documents(self, setting: int | str) -> int:
@@ -315,7 +346,7 @@ class Engine:
             self.encoder,
             self.chunker,
             batch_documents=self.batch_documents,
-            write_lock=self.write_lock,
+            write_lock=self.writing,
             instrument=self.instrument,
             progress=progress,
         )
@@ -327,19 +358,24 @@ class Engine:
     def delete(self, doc_ids: Sequence[str]) -> int:
         """Remove documents (every chunk, from both signals); unknown ids are ignored. Returns how many existed."""
         doc_ids = _as_id_list(doc_ids)
-        with self.write_lock():
-            return self.collection.delete_documents(doc_ids)
+        with self.writing():
+            deleted = self.collection.delete_documents(doc_ids)
+            self.collection.finish_writes()
+        return deleted
 
     def delete_matching(self, filter: Mapping[str, Any]) -> int:
         """Remove every document whose metadata matches the portable ``filter``; returns how many."""
         portable_filters.validate(filter)
-        with self.write_lock():
-            return self.collection.delete_documents(self.collection.matching_documents(filter))
+        with self.writing():
+            deleted = self.collection.delete_documents(self.collection.matching_documents(filter))
+            self.collection.finish_writes()
+        return deleted
 
     # ------------------------------------------------------------ reading
 
     def count(self) -> int:
         """Number of documents."""
+        self._fresh()
         return int(self.manifest["counts"]["documents"])
 
     def count_chunks(self) -> int:
@@ -381,6 +417,7 @@ class Engine:
         return run(query, k, mode, filter, min_score, chunks)
 
     def info(self) -> dict[str, Any]:
+        self._fresh()
         identity = self.manifest.get("encoder", {})
         encoder_keys = (
             "plugin",

@@ -42,7 +42,8 @@ class ChunkedBatch:
 class Ingest:
     """One add() run as an object: its batch, the batch being encoded and its counts are attributes.
 
-    ``write_lock`` is held while the run reads or changes the collection, never while it encodes.
+    ``write_lock`` is held while the run changes the collection (one batch at a time, so another process's
+    writes and this process's searches go on between batches), never while it encodes.
     ``progress`` (anything with ``update(n)``) counts documents once they are committed.
     """
 
@@ -64,8 +65,8 @@ class Ingest:
         self.unchanged = 0
         self._batch: dict[str, Document] = {}
         self._pending: ChunkedBatch | None = None  # being encoded while the batch before it is written
-        self._store_failed = False  # then the collection stays marked mid-write: the next open repairs it
-        self._marked = False
+        self._store_failed = False  # then the collection stays marked mid-write: the next write or open repairs it
+        self._wrote = False
         self._encoder_thread: ThreadPoolExecutor | None = None
 
     def __call__(self, documents: Iterable[Document | Mapping[str, Any]]) -> int:
@@ -85,18 +86,18 @@ class Ingest:
                     if self._batch:
                         self._flush()
                     self._write_pending()
-                if self._marked and not self._store_failed:
-                    # The keyword index is saved once per call, not per batch: it is rewritten whole.
+                if self._wrote and not self._store_failed:
+                    # A keyword index that is saved whole is saved once per call, not per batch.
                     with self.write_lock():
-                        self.collection.end_write()
+                        self.collection.finish_writes()
         return self.written
 
     def _flush(self) -> None:
         taken, self._batch = list(self._batch.values()), {}
         if self._pending is not None and not self._pending.doc_ids.isdisjoint(d.id for d in taken):
             self._write_pending()  # the same document again: what is stored must be read after that write
-        with self.write_lock():
-            heads = self.collection.payloads([chunk_id(d.id, 0) for d in taken])
+        # Read without the lock: a document another writer changes meanwhile is replaced whole when written.
+        heads = self.collection.payloads([chunk_id(d.id, 0) for d in taken])
         digests = {d.id: content_hash(d) for d in taken}
         changed = [d for d in taken if (heads.get(chunk_id(d.id, 0)) or {}).get("content_hash") != digests[d.id]]
         self.unchanged += len(taken) - len(changed)
@@ -104,10 +105,6 @@ class Ingest:
             if self.progress is not None:
                 self.progress.update(len(taken))
             return
-        if not self._marked:
-            with self.write_lock():
-                self.collection.begin_write()
-            self._marked = True
         chunked = self._chunk(changed, digests)
         chunked.documents_read = len(taken)
         # The stage's span and metrics belong to this call's context, not the thread's.
@@ -123,6 +120,7 @@ class Ingest:
             vectors = chunked.vectors.result()  # waited for before the lock: searches never wait for encoding
             with self.write_lock():
                 self.collection.put_documents(chunked.doc_ids, chunked.ids, chunked.texts, chunked.payloads, vectors)
+            self._wrote = True
             self.written += len(chunked.doc_ids)
         except BaseException:
             self._store_failed = True

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -171,3 +172,57 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
         yield server.host, server.port
     finally:
         server.stop()
+
+
+TOKEN = "s3cret-token-for-tests"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+LIMITS = {
+    "max_request_bytes": 200_000,
+    "max_k": 50,
+    "max_query_chars": 500,
+    "max_documents": 20,
+    "write_token_env": "VECGUARD_TEST_WRITE_TOKEN",
+}
+
+
+class Server:
+    def __init__(self, cfg: dict[str, Any], folder: Path, **server: Any) -> None:
+        self.port = free_port()
+        cfg = {**cfg, "server": {**LIMITS, "port": self.port, **server}}
+        (folder / "serve.toml").write_text(toml(cfg))
+        self.log = open(folder / "serve.log", "w")
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", LIMITS["write_token_env"]: TOKEN}
+        self.process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "vecguard"), "serve", "--config", str(folder / "serve.toml")],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.folder = folder
+
+    def wait_until(self, wanted: int, timeout: float = 120) -> list[int]:
+        """Poll /readyz until it answers ``wanted``; the statuses seen, in order (0: connection refused)."""
+        statuses: list[int] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                status = httpx.get(f"{self.url}/readyz", timeout=5).status_code
+            except httpx.TransportError:
+                status = 0
+            if not statuses or statuses[-1] != status:
+                statuses.append(status)
+            if status == wanted:
+                return statuses
+            time.sleep(0.05)
+        pytest.fail(f"/readyz never answered {wanted}: {statuses}\n{(self.folder / 'serve.log').read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+        self.log.close()

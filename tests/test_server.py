@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,17 +15,8 @@ import httpx
 import pytest
 import vecguard
 import yaml
-from conftest import ROOT, config, corpus, free_port, toml
+from conftest import AUTH, ROOT, TOKEN, Server, config, corpus
 
-TOKEN = "s3cret-token-for-tests"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-LIMITS = {
-    "max_request_bytes": 200_000,
-    "max_k": 50,
-    "max_query_chars": 500,
-    "max_documents": 20,
-    "write_token_env": "VECGUARD_TEST_WRITE_TOKEN",
-}
 QUERIES = [
     ("ORD-2024-00017", {}),
     ("how do I get my money back", {}),
@@ -38,49 +26,6 @@ QUERIES = [
     ("security bug", {"filter": {"year": {"$gte": 2017}}}),
     ("sleep", {"min_score": 0.2, "k": 5}),
 ]
-
-
-class Server:
-    def __init__(self, cfg: dict[str, Any], folder: Path, **server: Any) -> None:
-        self.port = free_port()
-        cfg = {**cfg, "server": {**LIMITS, "port": self.port, **server}}
-        (folder / "serve.toml").write_text(toml(cfg))
-        self.log = open(folder / "serve.log", "w")
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", LIMITS["write_token_env"]: TOKEN}
-        self.process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "vecguard"), "serve", "--config", str(folder / "serve.toml")],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.folder = folder
-
-    def wait_until(self, wanted: int, timeout: float = 120) -> list[int]:
-        """Poll /readyz until it answers ``wanted``; the statuses seen, in order (0: connection refused)."""
-        statuses: list[int] = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.process.poll() is None:
-            try:
-                status = httpx.get(f"{self.url}/readyz", timeout=5).status_code
-            except httpx.TransportError:
-                status = 0
-            if not statuses or statuses[-1] != status:
-                statuses.append(status)
-            if status == wanted:
-                return statuses
-            time.sleep(0.05)
-        pytest.fail(f"/readyz never answered {wanted}: {statuses}\n{(self.folder / 'serve.log').read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-        self.log.close()
 
 
 def hits(response: httpx.Response) -> list[tuple[str, float, dict]]:

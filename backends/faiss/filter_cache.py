@@ -88,6 +88,16 @@ class FilterCache:
                 kept.allowed = Allowed(self._faiss, np.fromiter(kept.nums, dtype=np.int64, count=len(kept.nums)))
             return kept.allowed
 
+    @property
+    def active(self) -> bool:
+        """Whether the metadata is held (a write's payloads are then needed to keep it current)."""
+        return self._metadata is not None
+
+    def forget(self) -> None:
+        """Drop the metadata and the kept filters: read again from SQLite when next needed (under the lock)."""
+        self._metadata = None
+        self._kept.clear()
+
     def update(self, removed: Sequence[int], added: Sequence[int], payloads: Sequence[Payload]) -> None:
         """Keep the metadata and the kept filters' sets current through a write (under the lock)."""
         if self._metadata is None:

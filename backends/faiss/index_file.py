@@ -42,6 +42,8 @@ class SavedIndex:
     deleted: set[int] | None
     checked_at: int
     checked_after: int | None  # None: not recorded (an earlier version): the highest num now
+    generation: int  # of SQLite, that the saved index reflects (a later one is caught up from the change feed)
+    highest_num: int | None  # the highest num it holds (None: an earlier version, saved at the current generation)
 
 
 def file_crc32(path: Path) -> int:
@@ -54,10 +56,19 @@ def file_crc32(path: Path) -> int:
 
 
 def load(
-    faiss: Any, folder: Path, *, generation: int, requested: str, collection: str | None, count: Callable[[], int]
+    faiss: Any,
+    folder: Path,
+    *,
+    generation: int,
+    feed_from: int,
+    requested: str,
+    collection: str | None,
+    count: Callable[[], int],
 ) -> SavedIndex | None:
-    """The saved index when it reflects SQLite's ``generation`` and the ``requested`` spec (``count`` stored points);
-    None when there is none or it is stale. Raises IndexFileProblem for files that are there but cannot be used."""
+    """The saved index when it was built for the ``requested`` spec and reflects SQLite's ``generation`` (then it
+    must hold ``count`` stored points), or an earlier one the change feed still covers (from ``feed_from``; the
+    caller catches it up); None when there is none or it is too stale. Raises IndexFileProblem for files that are
+    there but cannot be used."""
     index_file, state_file = folder / INDEX_FILE, folder / STATE_FILE
     if not index_file.exists() or not state_file.exists():
         return None
@@ -67,7 +78,10 @@ def load(
             raise ValueError(f"a {type(state).__name__} without a whole-number generation")
     except (OSError, ValueError) as exc:
         raise IndexFileProblem(f"{state_file} is unreadable ({exc})") from exc
-    if state.get("generation") != generation or state.get("requested") != requested:
+    saved_at = state["generation"]
+    current = saved_at == generation
+    catchable = feed_from <= saved_at < generation and isinstance(state.get("highest_num"), int)
+    if not (current or catchable) or state.get("requested") != requested:
         return None  # stale: rebuilt from SQLite on first use
     if "collection" in state and state["collection"] != collection:  # earlier versions named none
         raise IndexFileProblem(
@@ -90,8 +104,8 @@ def load(
     deleted = state.get("deleted") if isinstance(state.get("deleted"), list) else []
     spec = state.get("spec")
     hnsw = kinds.is_hnsw(str(spec))
-    stored = count()
-    if index.ntotal != stored + (len(deleted) if hnsw else 0):
+    stored = count() if current else None
+    if stored is not None and index.ntotal != stored + (len(deleted) if hnsw else 0):
         raise IndexFileProblem(f"{index_file} holds {index.ntotal} vectors, {DATABASE} {stored}")
     built_on = int(state.get("built_on") or index.ntotal)
     return SavedIndex(
@@ -102,6 +116,8 @@ def load(
         deleted=set(deleted) if hnsw else None,
         checked_at=int(state.get("checked_at") or built_on),
         checked_after=int(state["checked_after"]) if "checked_after" in state else None,
+        generation=saved_at,
+        highest_num=state.get("highest_num"),
     )
 
 
@@ -158,6 +174,7 @@ class IndexFiles:
                 self._faiss,
                 folder,
                 generation=self._points.generation,
+                feed_from=int(self._points.meta("changes_from") or 0),
                 requested=self._requested,
                 collection=self._points.meta("collection"),
                 count=self._points.count,
@@ -167,20 +184,26 @@ class IndexFiles:
             log.warning("%s; rebuilding the index from %s", exc, DATABASE)
             return None
         if saved is not None:
-            self._saved = (self._points.generation, saved.spec)
+            self._saved = (saved.generation, saved.spec)
         return saved
+
+    def problem(self, text: str) -> None:
+        """Something wrong with the loaded files found after loading them: kept for `check`, and logged."""
+        self.problems.append(f"{text}; rebuilt from {DATABASE}")
+        log.warning("%s; rebuilding the index from %s", text, DATABASE)
 
     def outdated(self) -> None:
         """The files no longer hold the index in service (or its report): the next save writes them."""
         self._saved = None
 
-    def save(self, index: Any, state: dict[str, Any]) -> None:
-        """Write ``index`` with ``state`` (its ``spec`` first), the generation, the spec asked for and the
-        collection's id, unless the files hold it already (a read-only open writes nothing)."""
+    def save(self, index: Any, state: dict[str, Any], generation: int) -> None:
+        """Write ``index`` with ``state`` (its ``spec`` first), the ``generation`` of SQLite it reflects (at least),
+        the spec asked for and the collection's id, unless the files hold it already (a read-only open writes
+        nothing)."""
         folder = self._points.path
         if folder is None:
             return
-        generation, spec = self._points.generation, state["spec"]
+        spec = state["spec"]
         if self._saved == (generation, spec):
             return
         written = {

@@ -66,6 +66,9 @@ class LiveIndex:
         self._journal: list[tuple[np.ndarray, np.ndarray | None]] | None = None
         self._checked_at = 0  # vectors when the recall was last measured (or the index built)
         self._checked_after = 0  # the highest num then: vectors added since have higher nums
+        # The highest num the index holds: nums only grow, so a write (this process's or another's, caught up
+        # from the change feed) adds only nums above it, and adding one twice is skipped.
+        self._highest = 0
         self._files = index_file.IndexFiles(faiss, points, options.index)
         self._load()
 
@@ -127,19 +130,29 @@ class LiveIndex:
     # ------------------------------------------------------------ writes
 
     def apply(self, removed: list[int], added: list[int] | None = None, vectors: np.ndarray | None = None) -> None:
-        """A committed write: ``removed`` nums out of the live index and ``added`` in, in place, or built later."""
+        """Committed writes: ``removed`` nums out of the live index and ``added`` in, in place, or built later.
+        Removing a num the index does not hold, or adding one it holds, changes nothing."""
         if self._dirty or self._index is None or not self._index.is_trained:  # an untrained index is built lazily
             self._dirty = True
             return
         with self._lock:
             if removed:
                 self._drop(np.asarray(removed, dtype=np.int64))
-            if added:
-                id_array = np.asarray(added, dtype=np.int64)
+            id_array = np.asarray(added or [], dtype=np.int64)
+            new = id_array > self._highest
+            if new.any():
+                id_array, vectors = id_array[new], np.ascontiguousarray(vectors[new])
                 self._index.add_with_ids(vectors, id_array)
+                self._highest = int(id_array.max())
                 if self._journal is not None:
                     self._journal.append((id_array, np.array(vectors, dtype=np.float32)))
         self._after_change()
+
+    def forget(self) -> None:
+        """The index no longer follows SQLite (the change feed did not reach back): built again at the next use."""
+        with self._lock:
+            self._aside_token += 1
+            self._dirty = True
 
     def _drop(self, nums: np.ndarray) -> None:
         """Take deleted nums out of the live index (under the lock); an HNSW graph keeps them, skipped."""
@@ -171,11 +184,11 @@ class LiveIndex:
 
     # ------------------------------------------------------------ building
 
-    def optimize(self) -> dict[str, Any]:
-        """Rebuild (train, tune) the index from every stored vector now and save it; returns what was built."""
+    def optimize(self, save: Callable[[], None]) -> dict[str, Any]:
+        """Rebuild (train, tune) the index from every stored vector now, then ``save``; returns what was built."""
         self._dirty = True
         self.ready()
-        self.save()
+        save()
         return {"spec": self._spec, "vectors": self._built_on, **(self._tuning or {})}
 
     def _rebuild(self) -> None:
@@ -184,15 +197,16 @@ class LiveIndex:
         snapshot = take_snapshot(self._points)
         try:
             built = build.build_best(self._faiss, snapshot, self._options)
-            self._install(built, len(snapshot), deleted=set())
+            self._install(built, len(snapshot), deleted=set(), highest=int(snapshot.nums[-1]) if len(snapshot) else 0)
         finally:
             snapshot.close()
 
     def _install(
-        self, built: build.Built, built_on: int, *, deleted: set[int], checked_after: int | None = None
+        self, built: build.Built, built_on: int, *, deleted: set[int], highest: int, checked_after: int | None = None
     ) -> None:
         with self._lock:
             self._index, self._spec, self._tuning, self._built_on = built.index, built.spec, built.tuning, built_on
+            self._highest = max(self._highest, highest) if built.index is not None else 0
             self._dirty = False
             self._files.outdated()  # a new index: the file on disk is the old one's, whatever generation it reflects
             self._deleted = deleted if kinds.is_hnsw(built.spec) else None
@@ -227,7 +241,8 @@ class LiveIndex:
                 journal, self._journal = self._journal, None
                 if token != self._aside_token or built.index is None or journal is None:
                     return  # superseded by a rebuild made in the meantime
-                self._install(built, len(snapshot), deleted=_replay(journal, built, snapshot), checked_after=newest)
+                deleted = _replay(journal, built, snapshot)
+                self._install(built, len(snapshot), deleted=deleted, highest=newest, checked_after=newest)
 
         self._aside = threading.Thread(target=run, name="vecguard-faiss-retrain", daemon=True)
         self._aside.start()
@@ -301,6 +316,7 @@ class LiveIndex:
         return self._files.problems
 
     def _load(self) -> None:
+        """The saved index, caught up from the change feed when other writes were committed after it was saved."""
         saved = self._files.load()
         if saved is None:
             return
@@ -308,10 +324,24 @@ class LiveIndex:
         self._deleted = saved.deleted
         self._checked_at = saved.checked_at
         self._checked_after = saved.checked_after if saved.checked_after is not None else self._points.highest_num()
+        self._highest = saved.highest_num if saved.highest_num is not None else self._points.highest_num()
         self._dirty = False
+        if saved.generation == self._points.generation:
+            return
+        delta = self._points.delta(saved.generation, self._highest)
+        if delta is not None:
+            self.apply(delta.removed, delta.nums, delta.vectors)
+        stored, held = self._points.count(), int(self._index.ntotal) - len(self._deleted or ())
+        if delta is None or held != stored:
+            self._files.problem(
+                f"the saved index caught up from generation {saved.generation} holds {held} vectors, "
+                f"the database {stored}"
+            )
+            self._index, self._dirty, self._highest = None, True, 0
 
-    def save(self) -> None:
-        """Write the index files (on disk only), unless nothing changed since they were written."""
+    def save(self, generation: int) -> None:
+        """Write the index files (on disk only), as reflecting SQLite's ``generation`` (at least), unless nothing
+        changed since they were written."""
         if self._dirty or self._index is None:
             return
         self._files.save(
@@ -323,17 +353,20 @@ class LiveIndex:
                 "deleted": sorted(self._deleted) if self._deleted is not None else None,
                 "checked_at": self._checked_at,
                 "checked_after": self._checked_after,
+                "highest_num": self._highest,
             },
+            generation,
         )
 
-    def close(self) -> None:
-        """Wait for background work, build what is pending or outgrown, and save (on disk only)."""
+    def close(self, save: Callable[[], None]) -> None:
+        """Wait for background work and build what is pending or outgrown; then ``save`` (on disk only: the
+        store saves under the collection's write lock, after catching up)."""
         self.wait()
         if self._points.path is not None:
             if self._outgrown(self._points.count()):
                 self._dirty = True
             self.ready()
-            self.save()
+            save()
 
 
 class _PlainParams:

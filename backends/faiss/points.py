@@ -33,7 +33,11 @@ CREATE TABLE IF NOT EXISTS points (
     payload TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS changes (generation INTEGER NOT NULL, id TEXT NOT NULL, removed_num INTEGER);
+CREATE INDEX IF NOT EXISTS changes_by_generation ON changes (generation);
 """
+CHANGES_KEPT = 200_000  # rows of the change feed kept: a process further behind rereads everything
+TRIM_EVERY = 64  # generations between trims of the change feed
 DATABASE = "points.sqlite3"
 RESTORE = "restore the folder from a backup, or delete it and index again"
 
@@ -44,6 +48,20 @@ class Written:
 
     nums: list[int]
     replaced: list[int]
+    texts: list[str]
+
+
+@dataclass(frozen=True)
+class Delta:
+    """What other writes (and this process's) committed after a generation: the nums they removed (a replaced
+    point's old num included) and every stored point with a num above a given one, in num order. Read without a
+    transaction, so it may hold some of a later generation as well: applying it twice is harmless."""
+
+    generation: int  # at least this generation is reflected
+    removed: list[int]
+    nums: list[int]
+    ids: list[str]
+    vectors: np.ndarray
     texts: list[str]
 
 
@@ -92,6 +110,11 @@ class PointTable:
                 db.execute("PRAGMA synchronous=FULL")
                 db.execute(f"PRAGMA mmap_size={MMAP_BYTES}")  # reads through a memory map skip a copy per page
             db.executescript(_SCHEMA)
+            # The change feed is complete from here on (a collection written before it existed starts it now).
+            db.execute(
+                "INSERT OR IGNORE INTO meta (key, value) SELECT 'changes_from', "
+                "COALESCE((SELECT value FROM meta WHERE key = 'generation'), '0')"
+            )
             # Names this collection in its index files, so that one copied from another collection is not taken.
             db.execute(
                 "INSERT OR IGNORE INTO meta (key, value) SELECT 'collection', ? WHERE NOT EXISTS "
@@ -105,6 +128,7 @@ class PointTable:
             ) from exc
         dim = self.meta("dimension")
         self.dimension: int | None = int(dim) if dim is not None else None
+        self._seen_data_version = -1
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -159,19 +183,71 @@ class PointTable:
     def generation(self) -> int:
         return int(self.meta("generation") or 0)
 
-    def _bump_generation(self) -> None:
-        self.set_meta("generation", str(self.generation + 1))
+    def others_committed(self) -> bool:
+        """True when another connection (another process, or a snapshot) committed since the last call: SQLite's
+        data_version, a few microseconds."""
+        version = self.db.execute("PRAGMA data_version").fetchone()[0]
+        moved, self._seen_data_version = version != self._seen_data_version, version
+        return moved
+
+    # ------------------------------------------------------------ the change feed
+
+    def changed_ids(self, generation: int) -> list[str] | None:
+        """The ids written or deleted after ``generation``, each once; None when the feed no longer reaches back."""
+        if generation < int(self.meta("changes_from") or 0):
+            return None
+        return [
+            key for (key,) in self.db.execute("SELECT DISTINCT id FROM changes WHERE generation > ?", (generation,))
+        ]
+
+    def delta(self, generation: int, above_num: int) -> Delta | None:
+        """What was committed after ``generation``: removed nums, and the points stored with a num above
+        ``above_num`` (nums only grow, so those are every point added since). None when the feed no longer reaches
+        back that far."""
+        current = self.generation  # read first: whatever is read after it is at least as new
+        if generation < int(self.meta("changes_from") or 0):
+            return None
+        removed = [
+            num
+            for (num,) in self.db.execute(
+                "SELECT removed_num FROM changes WHERE generation > ? AND removed_num IS NOT NULL", (generation,)
+            )
+        ]
+        rows = self.db.execute(
+            "SELECT num, id, vector, payload FROM points WHERE num > ? ORDER BY num", (above_num,)
+        ).fetchall()
+        vectors = np.frombuffer(b"".join(r[2] for r in rows), dtype="<f4").reshape(len(rows), self.dimension or 0)
+        return Delta(current, removed, [r[0] for r in rows], [r[1] for r in rows], vectors, [r[3] for r in rows])
+
+    def _trim_changes(self, generation: int) -> None:
+        """Keep the last CHANGES_KEPT rows of the feed (every TRIM_EVERY generations, inside a write)."""
+        if generation % TRIM_EVERY:
+            return
+        row = self.db.execute(
+            "SELECT generation FROM changes ORDER BY generation DESC LIMIT 1 OFFSET ?", (CHANGES_KEPT,)
+        ).fetchone()
+        if row is not None:
+            self.db.execute("DELETE FROM changes WHERE generation <= ?", (row[0],))
+            self.set_meta("changes_from", str(row[0]))
 
     # ------------------------------------------------------------ writes
 
     @contextmanager
-    def _write_transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write: committed with the next generation, or rolled back whole."""
+    def _write_transaction(self) -> Iterator[list[tuple[str, int | None]]]:
+        """One write: committed with the next generation and its changes (the list it yields: (id, removed num)),
+        or rolled back whole."""
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
-            yield db
-            self._bump_generation()
+            changes: list[tuple[str, int | None]] = []
+            yield changes
+            generation = self.generation + 1
+            self.set_meta("generation", str(generation))
+            db.executemany(
+                "INSERT INTO changes (generation, id, removed_num) VALUES (?, ?, ?)",
+                [(generation, key, num) for key, num in changes],
+            )
+            self._trim_changes(generation)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:  # SQLite may have rolled back itself (a full disk)
@@ -184,11 +260,13 @@ class PointTable:
         texts = [canonical_json(p) for p in payloads]
         nums: list[int] = []
         replaced: list[int] = []
-        with self._write_transaction() as db:
+        db = self.db
+        with self._write_transaction() as changes:
             if self.dimension is None:
                 self.set_meta("dimension", str(vectors.shape[1]))
             existing = self.nums(ids)
             for key, blob, text in zip(ids, blobs, texts):
+                changes.append((key, existing.get(key)))
                 if key in existing:  # a new num: an HNSW graph cannot change or drop a node, only skip it
                     db.execute("DELETE FROM points WHERE num = ?", (existing[key],))
                     replaced.append(existing[key])
@@ -200,13 +278,15 @@ class PointTable:
 
     def delete(self, ids: Sequence[str]) -> list[int]:
         """Delete the stored ones among ``ids`` in one transaction; their nums (none: nothing was written)."""
-        nums = list(self.nums(list(ids)).values())
+        stored = self.nums(list(ids))
+        nums = list(stored.values())
         if not nums:
             return nums
-        with self._write_transaction() as db:
+        with self._write_transaction() as changes:
+            changes.extend(stored.items())
             for start in range(0, len(nums), SQL_BATCH):
                 part = nums[start : start + SQL_BATCH]
-                db.execute(f"DELETE FROM points WHERE num IN ({','.join('?' * len(part))})", part)
+                self.db.execute(f"DELETE FROM points WHERE num IN ({','.join('?' * len(part))})", part)
         return nums
 
     # ------------------------------------------------------------ reads
@@ -335,9 +415,11 @@ class PointTable:
             ) from exc
 
     def write_manifest(self, manifest: Mapping[str, Any]) -> None:
+        """Write the manifest, then commit a generation for it: a process that sees the generation move reads it."""
         path = self._manifest_file()
         if path is None:
-            self.set_meta("manifest", canonical_json(dict(manifest)))
+            with self._write_transaction():
+                self.set_meta("manifest", canonical_json(dict(manifest)))
             return
         try:
             write_json_atomically(path, dict(manifest))
@@ -346,3 +428,5 @@ class PointTable:
                 f"cannot write {path} ({exc.strerror or exc}); everything committed before is kept: "
                 f"fix the cause and run the same command again"
             ) from exc
+        with self._write_transaction():
+            pass

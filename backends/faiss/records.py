@@ -82,8 +82,14 @@ class PayloadRecords:
     def drop(self, nums: Sequence[int]) -> None:
         """Keep the records current through a delete (under the lock)."""
         if self._records is not None:
+            size = len(self._records)
             for num in nums:
-                self._records[num] = None
+                if num < size:  # another process may have added and removed it before this one looked
+                    self._records[num] = None
+
+    def forget(self) -> None:
+        """Drop the records: read again from SQLite when next needed (under the lock)."""
+        self._records = None
 
 
 def hits(

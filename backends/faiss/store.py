@@ -11,11 +11,14 @@ import functools
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from vecguard.backends.base import BaseVectorStore
+from vecguard.errors import CollectionBusyError
+from vecguard.file_lock import ThreadLock, describe_this_process, hold_file_lock
 from vecguard.protocols import Payload, RankedList
 
 from . import records, search
@@ -56,7 +59,12 @@ class FaissStore(BaseVectorStore):
         self._points = PointTable(path)
         self._records = records.PayloadRecords(self._points, self._lock, on_disk_payload=chosen.on_disk_payload)
         self._filters = FilterCache(faiss, self._points, self._lock)
+        # What the records, filters and live index reflect: every write up to this generation, every point up to
+        # this num (the parts built later read SQLite as it is then, which is newer).
+        self._synced, self._synced_num = self._points.generation, self._points.highest_num()
+        self._points.others_committed()
         self._live = LiveIndex(faiss, self._points, chosen, self._lock)
+        self._thread_lock = ThreadLock("the in-memory FAISS store") if path is None else None
 
     # ------------------------------------------------------------ reports
 
@@ -86,6 +94,7 @@ class FaissStore(BaseVectorStore):
         first when the store is kept on disk (closing would build it anyway)."""
         if not self._points.is_open:
             return None
+        self._sync()
         if self._points.path is not None:
             self._live.ready()
         return self._live.report()
@@ -93,11 +102,13 @@ class FaissStore(BaseVectorStore):
     @_sqlite_errors
     def optimize(self) -> dict[str, Any]:
         """Rebuild (train, tune) the index from every stored vector now and save it; returns what was built."""
-        return self._live.optimize()
+        self._sync()
+        return self._live.optimize(self._save_index)
 
     def raw_search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The FAISS call alone on the index in service, at its tuned setting: (scores, nums) as ``index.search``
         returns them, nums not mapped to ids and no payload read. What benchmarks compare ``search`` with."""
+        self._sync()
         index = self._live.ready()
         return index.search(np.asarray(vector, dtype=np.float32).reshape(1, -1), k, params=self._live.params(k))
 
@@ -106,6 +117,60 @@ class FaissStore(BaseVectorStore):
         left."""
         return self._live.wait(timeout)
 
+    # ------------------------------------------------------------ several processes (SharesCollection)
+
+    def lock_writes(self, timeout: float, holder: str) -> AbstractContextManager[None]:
+        """``write.lock`` in the folder (flock: released by the kernel when the holder dies); in memory, a lock
+        between threads."""
+        if self._thread_lock is not None:
+            return self._thread_lock.hold(timeout, holder)
+        return hold_file_lock(self._points.path, timeout, holder, where=str(self._points.path))
+
+    @_sqlite_errors
+    def change_token(self) -> int:
+        """SQLite's write generation, which every upsert, delete and manifest write commits."""
+        return self._points.generation
+
+    @_sqlite_errors
+    def changes_since(self, token: int) -> list[str] | None:
+        return self._points.changed_ids(token)
+
+    def _sync(self, *, wrote: bool = False) -> None:
+        """Bring the records, the kept filters and the live index up to date with what other processes (or this
+        one, ``wrote``) committed since they were: in proportion to the change, from the change feed. Checking
+        costs one PRAGMA when nothing changed."""
+        if not self._points.others_committed() and not wrote:
+            return
+        with self._lock:
+            delta = self._points.delta(self._synced, self._synced_num)
+            if delta is None:  # the feed no longer reaches back: everything is read again when next needed
+                self._records.forget()
+                self._filters.forget()
+                self._live.forget()
+                self._synced, self._synced_num = self._points.generation, self._points.highest_num()
+                return
+            payloads = (
+                [self._points.payload(k, t) for k, t in zip(delta.ids, delta.texts)] if self._filters.active else []
+            )
+            self._filters.update(delta.removed, delta.nums if payloads else [], payloads)
+            self._records.drop(delta.removed)
+            if delta.nums:
+                self._records.put(delta.nums, delta.ids, delta.texts, [])
+            self._live.apply(delta.removed, delta.nums, delta.vectors)
+            self._synced = delta.generation
+            self._synced_num = max(self._synced_num, delta.nums[-1] if delta.nums else 0)
+
+    def _save_index(self) -> None:
+        """Save the live index as reflecting the generation it was caught up to, under the collection's write
+        lock: a process saving what it holds can then never label an older index as current. Skipped (the next
+        open catches up or rebuilds) while another process holds the lock."""
+        try:
+            with self.lock_writes(0, describe_this_process()):
+                self._sync()
+                self._live.save(self._synced)
+        except CollectionBusyError:
+            pass
+
     # ------------------------------------------------------------ VectorStore (BaseVectorStore checks the input)
 
     def dimension(self) -> int | None:
@@ -113,21 +178,15 @@ class FaissStore(BaseVectorStore):
 
     @_sqlite_errors
     def _upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[Payload]) -> None:
-        written = self._points.write(ids, vectors, payloads)  # the durable truth, committed
-        with self._lock:
-            self._filters.update(written.replaced, written.nums, payloads)
-            self._records.put(written.nums, ids, written.texts, written.replaced)
-        self._live.apply(written.replaced, written.nums, vectors)
+        with self._lock:  # the connection is shared: a search's catch-up must not read inside this transaction
+            self._points.write(ids, vectors, payloads)  # the durable truth, committed
+            self._sync(wrote=True)
 
     @_sqlite_errors
     def _delete(self, ids: list[str]) -> None:
-        nums = self._points.delete(ids)
-        if not nums:
-            return
         with self._lock:
-            self._filters.update(nums, (), ())
-            self._records.drop(nums)
-        self._live.apply(nums)
+            if self._points.delete(ids):
+                self._sync(wrote=True)
 
     @_sqlite_errors
     def _get(self, ids: list[str]) -> dict[str, tuple[np.ndarray, Payload]]:
@@ -135,6 +194,7 @@ class FaissStore(BaseVectorStore):
 
     @_sqlite_errors
     def _search(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None) -> RankedList:
+        self._sync()
         nums, scores = search.search_nums(self._live, self._filters, self._points, vector, k, filter)
         return records.names(self._records.ready(), self._points, nums, scores) if nums else []
 
@@ -142,6 +202,7 @@ class FaissStore(BaseVectorStore):
     def _search_with_payloads(
         self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None
     ) -> list[tuple[str, float, Payload]]:
+        self._sync()
         nums, scores = search.search_nums(self._live, self._filters, self._points, vector, k, filter)
         return records.hits(self._records.ready(), self._points, nums, scores) if nums else []
 
@@ -163,11 +224,14 @@ class FaissStore(BaseVectorStore):
 
     @_sqlite_errors
     def write_manifest(self, manifest: Mapping[str, Any]) -> None:
-        self._points.write_manifest(manifest)
+        with self._lock:
+            self._points.write_manifest(manifest)
+            self._sync(wrote=True)
 
     @_sqlite_errors
     def close(self) -> None:
         if not self._points.is_open:
             return
-        self._live.close()
+        self._sync()
+        self._live.close(self._save_index)
         self._points.close()

@@ -68,6 +68,7 @@ def search(body: Any, service: CurrentService) -> JSONResponse:
         raise RequestRefused(
             422, ["body", "min_score"], "min_score is a floor on the dense cosine; keyword mode has no cosine"
         )
+    service.refresh()
     with service.lock.reading():
         engine = engine_or_503(service)
         started = time.perf_counter()
@@ -116,6 +117,7 @@ def delete_documents(body: DeleteRequest, service: CurrentService) -> dict[str, 
 
 
 def get_document(doc_id: str, service: CurrentService) -> dict[str, Any]:
+    service.refresh()
     with service.lock.reading():
         found = engine_or_503(service).get([doc_id])
     if not found:

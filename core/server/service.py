@@ -99,6 +99,7 @@ class Service:
             self._warm_up_vector = engine.encoder.encode_queries([WARM_UP_QUERY])[0]
             engine.instrument = self.instrument
             engine.write_lock = self.lock.writing
+            engine.refresh_before_reads = False  # refresh() runs before the read lock is taken
             recall = ((engine.manifest.get("measurements") or {}).get("recall") or {}).get("value")
             if isinstance(recall, (int, float)):
                 self.metrics.recall.set(recall)
@@ -133,6 +134,14 @@ class Service:
         if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.write_token):
             return 401, "writes need 'Authorization: Bearer <token>' with the configured token"
         return None
+
+    def refresh(self) -> None:
+        """Catch up with what other processes (a CLI, another replica) committed, before a read takes the read
+        lock: catching up takes the write side. One cheap read when nothing changed."""
+        engine = self.engine
+        if engine is not None and engine.refresh():
+            with self.lock.writing():
+                self.after_write()
 
     def after_write(self) -> None:
         """Refresh the gauges and readiness after the collection changed; the caller holds the write lock."""

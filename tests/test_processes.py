@@ -1,0 +1,250 @@
+"""Several processes on one FAISS collection, for real: `vecguard serve`, the CLI and Python processes, some
+killed with SIGKILL. Every process sees every committed write at its next request; no write is lost or counted
+twice; a crash is repaired by whoever writes or opens next."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import vecguard
+from conftest import AUTH, Server, config, corpus, toml
+
+VECGUARD = str(Path(sys.executable).parent / "vecguard")
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+NEW = {
+    "id": "new-zx",
+    "text": "Glacier meltwater carves turquoise pools in the limestone. Permit ZX-9931-QK covers the trail.",
+    "metadata": {"year": 2026},
+}
+
+
+def vecguard_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [VECGUARD, *args], capture_output=True, text=True, env={**ENV, **(env or {})}, timeout=timeout
+    )
+
+
+def write_jsonl(path: Path, documents: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(d) + "\n" for d in documents))
+    return path
+
+
+def ids_of(response: httpx.Response) -> list[str]:
+    assert response.status_code == 200, response.text
+    return [hit["id"] for hit in response.json()["hits"]]
+
+
+def documents(prefix: str, count: int) -> list[dict[str, Any]]:
+    """``count`` distinct documents, each long enough for several chunks at 64 tokens."""
+    words = "river stone lantern orchard copper meadow harbour violin thistle ember quartz falcon".split()
+    return [
+        {
+            "id": f"{prefix}-{i:03d}",
+            "text": " ".join(f"{words[(i + j) % len(words)]}{i}" for j in range(90)) + f" Marker {prefix.upper()}{i}X.",
+            "metadata": {"batch": prefix, "n": i},
+        }
+        for i in range(count)
+    ]
+
+
+def sound(cfg: dict[str, Any]) -> vecguard.Engine:
+    """The collection opened afresh, after asserting that check finds nothing wrong and the counts are exact."""
+    engine = vecguard.open(cfg, create=False)
+    assert engine.check_integrity() == [], engine.check_integrity()
+    heads = sum(1 for _, payloads in engine.collection.scan_payloads() for p in payloads if p["chunk"] == 0)
+    assert engine.count() == heads
+    assert engine.manifest["counts"]["chunks"] == engine.store.count() == engine.keyword.count()
+    return engine
+
+
+@pytest.fixture
+def collection(tmp_path: Path) -> tuple[dict[str, Any], Path]:
+    cfg = config("faiss", tmp_path / "index")
+    with vecguard.open(cfg) as engine:
+        engine.add(corpus())
+    path = tmp_path / "vecguard.toml"
+    path.write_text(toml(cfg))
+    return cfg, path
+
+
+def test_a_server_sees_a_cli_write_at_its_next_request_and_the_cli_never_rebuilds_after_the_server_writes(
+    collection: tuple[dict[str, Any], Path], tmp_path: Path
+) -> None:
+    cfg, _ = collection
+    server = Server(cfg, tmp_path, open_writes=True)
+    try:
+        server.wait_until(200)
+        search = f"{server.url}/search"
+        assert ids_of(httpx.post(search, json={"query": "ZX-9931-QK", "mode": "keyword"})) == []
+
+        written = vecguard_cli(
+            "index", "-c", str(tmp_path / "serve.toml"), str(write_jsonl(tmp_path / "n.jsonl", [NEW]))
+        )
+        assert written.returncode == 0, written.stderr
+
+        assert ids_of(httpx.post(search, json={"query": "ZX-9931-QK", "mode": "keyword"}))[:1] == ["new-zx"]
+        assert ids_of(
+            httpx.post(search, json={"query": "turquoise pools carved by glacier meltwater", "mode": "dense"})
+        )[:1] == ["new-zx"]
+        assert httpx.get(f"{server.url}/documents/new-zx").status_code == 200
+        assert httpx.get(f"{server.url}/readyz").json()["documents"] == len(corpus()) + 1
+
+        other = {"id": "from-server", "text": "Saffron threads colour the risotto a deep gold. Lot SF-771-B."}
+        answer = httpx.post(f"{server.url}/documents", json={"documents": [other]}, headers=AUTH)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["documents"] == len(corpus()) + 2  # the CLI's document counted, once
+
+        read = vecguard_cli("search", "-c", str(tmp_path / "serve.toml"), "SF-771-B", "--mode", "keyword", "--json")
+        assert read.returncode == 0, read.stderr
+        assert [hit["id"] for hit in json.loads(read.stdout)][:1] == ["from-server"]
+        assert "rebuilding" not in read.stderr and "repairing" not in read.stderr, read.stderr
+    finally:
+        server.stop()
+    assert "rebuilding" not in (tmp_path / "serve.log").read_text()
+    with sound(cfg) as engine:
+        assert engine.count() == len(corpus()) + 2
+
+
+READER = """
+import sys, vecguard
+engine = vecguard.open(sys.argv[1], create=False)
+engine.search("river stone", k=3, mode="dense")  # the index is built (or loaded) and held
+print("open", flush=True)
+sys.stdin.readline()  # while it waits, another process writes
+engine.search("river stone", k=3, mode="dense")
+engine.close()  # saves the index files: they must reflect the other process's writes
+"""
+
+
+def test_a_reader_that_closes_after_a_writer_never_saves_an_index_without_the_writers_points(
+    collection: tuple[dict[str, Any], Path], tmp_path: Path
+) -> None:
+    cfg, path = collection
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READER, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=ENV
+    )
+    try:
+        assert reader.stdout.readline().strip() == "open"
+        added = documents("late", 12)
+        written = vecguard_cli("index", "-c", str(path), str(write_jsonl(tmp_path / "late.jsonl", added)))
+        assert written.returncode == 0, written.stderr
+        reader.stdin.write("\n")
+        reader.stdin.flush()
+        assert reader.wait(timeout=120) == 0
+    finally:
+        reader.kill()
+    with sound(cfg) as engine:
+        found = [engine.search(d["text"], k=1, mode="dense")[0].id for d in added]
+        assert found == [d["id"] for d in added]
+        assert engine.store.index_state.vectors == engine.store.count()
+
+
+def test_two_processes_writing_at_once_store_every_document_once_with_exact_counts(
+    collection: tuple[dict[str, Any], Path], tmp_path: Path
+) -> None:
+    cfg, _ = collection
+    small_batches = {**cfg, "chunking": {**cfg["chunking"], "batch_documents": 3}}
+    path = tmp_path / "batches.toml"
+    path.write_text(toml(small_batches))
+    sets = {name: documents(name, 15) for name in ("left", "right")}
+    writers = [
+        subprocess.Popen(
+            [VECGUARD, "index", "-c", str(path), str(write_jsonl(tmp_path / f"{name}.jsonl", docs))],
+            stderr=subprocess.PIPE,
+            text=True,
+            env=ENV,
+        )
+        for name, docs in sets.items()
+    ]
+    for writer in writers:
+        assert writer.wait(timeout=300) == 0, writer.stderr.read()
+    with sound(cfg) as engine:
+        assert engine.count() == len(corpus()) + 30
+        for docs in sets.values():
+            assert [d.id for d in engine.get([d["id"] for d in docs])] == [d["id"] for d in docs]
+            marker = docs[7]["text"].split()[-1]
+            assert [h.id for h in engine.search(marker, k=1, mode="keyword")] == [docs[7]["id"]]
+
+
+def test_a_writer_killed_mid_batch_leaves_the_server_answering_and_the_next_write_repairs_it(
+    collection: tuple[dict[str, Any], Path], tmp_path: Path
+) -> None:
+    cfg, _ = collection
+    long_one = documents("long", 1)[0]
+    with vecguard.open(cfg) as engine:
+        engine.add([long_one])  # several chunks; the killed write replaces it with one
+        chunks_before = engine.store.count()
+    server = Server(cfg, tmp_path, open_writes=True)
+    try:
+        server.wait_until(200)
+        shorter = dict(long_one, text="A single short sentence now.")
+        killed = vecguard_cli(
+            "index",
+            "-c",
+            str(tmp_path / "serve.toml"),
+            str(write_jsonl(tmp_path / "short.jsonl", [shorter])),
+            env={"VECGUARD_KILL_AT": "write.batch"},
+        )
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        with vecguard.Engine(vecguard.load_config(cfg), create=False, repair=False) as peek:
+            assert peek.state["writing"] is True  # left marked, with orphans beyond the new first chunk
+            assert peek.store.count() == chunks_before
+        assert ids_of(httpx.post(f"{server.url}/search", json={"query": "Reference ORD-2024-00017"}))[:1] == ["doc-00"]
+
+        answer = httpx.post(f"{server.url}/documents", json={"documents": [NEW]}, headers=AUTH)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["documents"] == len(corpus()) + 2
+    finally:
+        server.stop()
+    with sound(cfg) as engine:
+        assert engine.state["writing"] is False
+        assert [d.text for d in engine.get([long_one["id"]])] == ["A single short sentence now."]
+
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from vecguard.file_lock import hold_file_lock
+with hold_file_lock(Path(sys.argv[1]), 5, "the test's lock holder", where=sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_second_writer_waits_then_names_the_holder_and_a_killed_holder_frees_the_collection(
+    collection: tuple[dict[str, Any], Path], tmp_path: Path
+) -> None:
+    cfg, _ = collection
+    impatient = {**cfg, "store": {**cfg["store"], "lock_timeout": 1}}
+    path = tmp_path / "impatient.toml"
+    path.write_text(toml(impatient))
+    new = str(write_jsonl(tmp_path / "n.jsonl", [NEW]))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, cfg["store"]["path"]], stdout=subprocess.PIPE, text=True, env=ENV
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        refused = vecguard_cli("index", "-c", str(path), new)
+        lines = refused.stderr.strip().splitlines()
+        assert refused.returncode == 2 and len(lines) == 1, refused.stderr
+        assert "the test's lock holder" in lines[0] and "lock_timeout" in lines[0], lines
+        assert time.monotonic() - started >= 1
+        read = vecguard_cli("search", "-c", str(path), "ZX-9931-QK", "--json")  # reads never wait for the lock
+        assert read.returncode == 0 and json.loads(read.stdout) == [] or "new-zx" not in read.stdout, read.stderr
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    written = vecguard_cli("index", "-c", str(path), new)
+    assert written.returncode == 0, written.stderr
+    with sound(cfg) as engine:
+        assert engine.count() == len(corpus()) + 1
