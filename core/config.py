@@ -46,7 +46,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 SIGNALS = ("dense", "keyword")
-STORE_ENGINE_KEYS = ("lock_timeout",)  # [store] keys the engine reads; the rest are the store plugin's
+ENGINE_KEYS = {"store": ("lock_timeout",)}  # keys the engine reads in a plugin's section, never passed to the plugin
 GUARD_MODES = ("enforce", "warn")
 
 
@@ -62,10 +62,11 @@ class Config:
         return copy.deepcopy(self.tables[name])
 
     def plugin_options(self, kind_section: str, engine_keys: Iterable[str] = ()) -> tuple[str, dict[str, Any]]:
-        """(plugin name, the keys meant for the plugin) of a section."""
+        """(plugin name, the keys meant for the plugin) of a section: without ``engine_keys``, nor the keys the
+        engine always reads there (``[store] lock_timeout``)."""
         table = self.section(kind_section)
         name = table.pop("plugin")
-        for key in engine_keys:
+        for key in (*engine_keys, *ENGINE_KEYS.get(kind_section, ())):
             table.pop(key, None)
         return name, table
 

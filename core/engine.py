@@ -20,7 +20,7 @@ from . import filters as portable_filters
 from . import guard, integrity, swap
 from .chunking import TokenChunker
 from .collection import Collection, chunk_id
-from .config import STORE_ENGINE_KEYS, Config, load_config, resolve_path
+from .config import Config, load_config, resolve_path
 from .errors import CollectionNotFoundError, InvalidArgumentError, StorageError
 from .ingest import Ingest, content_hash, validate_document
 from .protocols import (
@@ -146,7 +146,7 @@ class Engine:
         # Reads catch up with other processes' writes first; a host that holds its read lock around a search sets
         # it False and calls refresh() before taking that lock (catching up takes the write side).
         self.refresh_before_reads = True
-        self.store_plugin, store_options = config.plugin_options("store", engine_keys=STORE_ENGINE_KEYS)
+        self.store_plugin, store_options = config.plugin_options("store")
         folder = store_folder(config)
         where = str(folder) if folder is not None else _server_location(self.store_plugin, store_options)
         # Neither a folder nor a server: the store starts empty every time, so there is nothing to find.

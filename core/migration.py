@@ -34,7 +34,7 @@ from typing import Any
 
 from . import guard
 from .collection import Collection
-from .config import STORE_ENGINE_KEYS, Config, load_config
+from .config import Config, load_config
 from .engine import Components, Engine, build_parts, store_folder
 from .errors import CompatibilityError, StorageError, VecguardError
 from .evaluate import Qrels, evaluate
@@ -186,7 +186,7 @@ def _copy(
         origin = _origin(source)
         report.total = origin["chunks"]
         target_store: VectorStore = registry.build(
-            "store", *target_config.plugin_options("store", engine_keys=STORE_ENGINE_KEYS), target_config.base_dir
+            "store", *target_config.plugin_options("store"), target_config.base_dir
         )
         target = Collection(target_store, None, where=target_config.source)
         sample = Sample(VECTOR_SAMPLE, verify_queries)
@@ -438,7 +438,7 @@ def _not_yet_encoded(
 
 def _refuse_reembed_target(target_config: Config, origin: dict[str, Any], registry: Registry) -> None:
     """Re-embedding writes a new collection: never into one holding other vectors (two models never mix)."""
-    plugin, options = target_config.plugin_options("store", engine_keys=STORE_ENGINE_KEYS)
+    plugin, options = target_config.plugin_options("store")
     store: VectorStore = registry.build("store", plugin, options, target_config.base_dir)
     try:
         existing = store.read_manifest()
