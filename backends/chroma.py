@@ -3,8 +3,10 @@
 Options (``[store]``):
     path        folder for an embedded PersistentClient (none and no host: in memory)
     host, port  a Chroma server, through HttpClient
-    collection  collection name (default "vecguard")
+    collection  collection name (default "vecguard"; 3-503 characters of [a-zA-Z0-9._-], first and last a letter
+                or digit, not ending in ".vecguard")
     ef_search   HNSW search breadth (default 200)
+    lock_lease  seconds a writer that died keeps the others out of a Chroma server's collection (default 15)
 
 Chroma never embeds anything: every call passes vectors and
 ``embedding_function=None``, so no default model is loaded or fetched. The
@@ -14,13 +16,24 @@ Chroma; the rest of the payload is one JSON string in the document field. The
 manifest is one JSON string in collection metadata, beside the fingerprint.
 A filter Chroma cannot express exactly (string order, ``$not`` over an order)
 is evaluated exactly by vecguard and passed to Chroma as an id list.
+
+Several processes may share a collection on a Chroma server (``SharesCollection``, see
+``vecguard.backends.sharing``): the write lock and the change feed are records of the companion collection
+``<collection>.vecguard`` (``ChromaCompanion``). Chroma keeps the first ``add`` of an id and ignores the others, in
+the order its log receives them, which makes the lock record's insert-unless-present; its ``delete(ids, where)``
+reads the matching ids first and then deletes them, so a conditional delete can miss a renewal that lands between
+the two (one request apart; the holder finds out at release). An embedded client is one process's: two processes
+on one folder see each other's records but not each other's vectors (the HNSW index is cached per process), so
+there the lock is the threading lock alone; the change feed is kept all the same, so a change token outlives the
+process.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -28,6 +41,14 @@ from typing import Any
 import numpy as np
 from vecguard.atomic import canonical_json
 from vecguard.backends.base import BaseVectorStore, library_errors
+from vecguard.backends.sharing import (
+    COMPANION_SUFFIX,
+    DEFAULT_LEASE,
+    LockRecord,
+    SharedCollection,
+    checked_lease,
+    companion_name,
+)
 from vecguard.config import resolve_path, take_options
 from vecguard.errors import ConfigError, StorageError
 from vecguard.filters import Untranslatable
@@ -36,6 +57,9 @@ from vecguard.protocols import Payload, RankedList
 from vecguard.registry import Part, hookimpl
 
 _ORDER_NEGATION = {"$eq": "$ne", "$ne": "$eq", "$in": "$nin", "$nin": "$in"}
+# Chroma's rule for a collection name, 9 characters shorter so that the companion's name is one too.
+_LONGEST_NAME = 512 - len(COMPANION_SUFFIX)
+_COLLECTION_NAME = re.compile(rf"[a-zA-Z0-9][a-zA-Z0-9._-]{{1,{_LONGEST_NAME - 2}}}[a-zA-Z0-9]")
 
 
 def _field_clauses(field: str, condition: Any, negate: bool) -> list[dict[str, Any]]:
@@ -83,10 +107,126 @@ def to_where(flt: Mapping[str, Any], negate: bool = False) -> dict[str, Any]:
     return _join("$or" if negate else "$and", clauses)
 
 
+class ChromaCompanion:
+    """The lock and change records of one collection, in the Chroma collection ``<name>.vecguard``
+    (``vecguard.backends.sharing.CompanionRecords``).
+
+    Records: ``lock`` {owner, holder, renewals}; ``head`` {committed}; ``change-<seq>-<key>-<part>`` {seq, ids: a
+    JSON list}. Each carries the vector [1.0]: Chroma keeps no record without one, and must never embed.
+    """
+
+    LOCK, HEAD = "lock", "head"
+    RECORDS_PER_CALL = 50  # change records (up to 1000 ids each) per add request
+
+    def __init__(
+        self, client: Any, collection: str, calls: Callable[..., AbstractContextManager[None]], not_found: type
+    ) -> None:
+        self._client = client
+        self.name = companion_name(collection)
+        self._calls = calls
+        self._not_found = not_found
+        self._collection: Any = None
+
+    def _existing(self) -> Any:
+        """The companion collection, or None while no write has created it (a reader never creates it)."""
+        if self._collection is None:
+            with self._calls(reading=True):
+                try:
+                    self._collection = self._client.get_collection(self.name, embedding_function=None)
+                except self._not_found:
+                    return None
+        return self._collection
+
+    def _created(self) -> Any:
+        if self._collection is None:
+            with self._calls():
+                self._collection = self._client.get_or_create_collection(self.name, embedding_function=None)
+        return self._collection
+
+    def insert_lock(self, record: LockRecord) -> None:
+        metadata = {"owner": record.owner, "holder": record.holder, "renewals": record.renewals}
+        with self._calls():  # add keeps an existing id's record as it is
+            self._created().add(ids=[self.LOCK], embeddings=[[1.0]], metadatas=[metadata])
+
+    def read_lock(self) -> LockRecord | None:
+        collection = self._existing()
+        if collection is None:
+            return None
+        with self._calls(reading=True):
+            got = collection.get(ids=[self.LOCK], include=["metadatas"])
+        if not got["ids"]:
+            return None
+        metadata = got["metadatas"][0]
+        return LockRecord(metadata["owner"], metadata["holder"], metadata["renewals"])
+
+    def renew_lock(self, owner: str, renewals: int) -> None:
+        # Chroma cannot update on a condition: a record taken over since gets this count, which only makes its new
+        # holder look alive once; the renewer's read-back then stops it. update() never creates a missing record.
+        with self._calls():
+            self._created().update(ids=[self.LOCK], metadatas=[{"renewals": renewals}])
+
+    def delete_lock(self, owner: str, renewals: int | None) -> None:
+        collection = self._existing()
+        if collection is None:
+            return
+        where: dict[str, Any] = {"owner": owner}
+        if renewals is not None:
+            where = {"$and": [where, {"renewals": renewals}]}
+        with self._calls():
+            collection.delete(ids=[self.LOCK], where=where)
+
+    def read_head(self) -> int:
+        collection = self._existing()
+        if collection is None:
+            return 0
+        with self._calls(reading=True):
+            got = collection.get(ids=[self.HEAD], include=["metadatas"])
+        return int(got["metadatas"][0]["committed"]) if got["ids"] else 0
+
+    def write_head(self, seq: int) -> None:
+        with self._calls():
+            self._created().upsert(ids=[self.HEAD], embeddings=[[1.0]], metadatas=[{"committed": seq}])
+
+    def add_changes(self, seq: int, key: str, parts: list[list[str]]) -> None:
+        collection = self._created()
+        for start in range(0, len(parts), self.RECORDS_PER_CALL):
+            batch = parts[start : start + self.RECORDS_PER_CALL]
+            with self._calls():
+                collection.add(
+                    ids=[f"change-{seq}-{key}-{start + i}" for i in range(len(batch))],
+                    embeddings=[[1.0]] * len(batch),
+                    metadatas=[{"seq": seq, "ids": json.dumps(part)} for part in batch],
+                )
+
+    def read_changes(self, after: int, upto: int) -> Iterator[list[str]]:
+        collection = self._existing()
+        if collection is None:
+            return
+        with self._calls(reading=True):
+            got = collection.get(
+                where={"$and": [{"seq": {"$gt": after}}, {"seq": {"$lte": upto}}]}, include=["metadatas"]
+            )
+        for metadata in got["metadatas"]:
+            yield json.loads(metadata["ids"])
+
+    def delete_changes(self, upto: int) -> None:
+        with self._calls():
+            self._created().delete(where={"seq": {"$lte": upto}})
+
+
 class ChromaStore(BaseVectorStore):
     exact_search = False  # HNSW: approximate nearest neighbours
 
-    def __init__(self, *, path: Path | None, host: str | None, port: int, collection: str, ef_search: int) -> None:
+    def __init__(
+        self,
+        *,
+        path: Path | None,
+        host: str | None,
+        port: int,
+        collection: str,
+        ef_search: int,
+        lock_lease: float = DEFAULT_LEASE,
+    ) -> None:
         os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
         import chromadb
         from chromadb.config import Settings
@@ -127,10 +267,28 @@ class ChromaStore(BaseVectorStore):
                     location=self._location,
                 )
         self._stored_dimension: int | None = None  # fixed by the first vector stored; saves a request per query
+        self._sharing = SharedCollection(
+            ChromaCompanion(self._client, collection, self._library_calls, NotFoundError),
+            collection_key=f"chroma:{self._location}:{collection}",
+            across_processes=host is not None,
+            lease=lock_lease,
+            what=f"Chroma collection {collection!r}",
+            location=self._location,
+        )
 
     def _library_calls(self, *, reading: bool = False) -> AbstractContextManager[None]:
         """chromadb's exceptions as StorageError; a collection deleted under a read as CollectionNotFoundError."""
         return library_errors("Chroma", self._location, missing=(self._not_found,) if reading else ())
+
+    def _lookup(self) -> Any:
+        """The collection, looked up again while this store has none: another process may have created it since."""
+        if self._collection is None:
+            with self._library_calls():
+                try:
+                    self._collection = self._client.get_collection(self._name, embedding_function=None)
+                except self._not_found:
+                    pass
+        return self._collection
 
     def _created(self) -> Any:
         """The collection, created now if this is the first write."""
@@ -174,33 +332,35 @@ class ChromaStore(BaseVectorStore):
                     )
             metadatas.append(metadata or None)
             documents.append(canonical_json({k: v for k, v in payload.items() if k != "metadata"}))
-        collection = self._created()
-        for start in range(0, len(ids), self._max_batch):
-            end = start + self._max_batch
-            batch_ids = ids[start:end]
-            batch_metadatas = metadatas[start:end]
-            with self._library_calls():
-                # Chroma merges metadata on upsert; a key the new payload lacks must be removed (set to None).
-                previous = collection.get(ids=batch_ids, include=["metadatas"])
-                old_keys = {key: set(m or {}) for key, m in zip(previous["ids"], previous["metadatas"])}
-                for i, key in enumerate(batch_ids):
-                    dropped = old_keys.get(key, set()) - set(batch_metadatas[i] or {})
-                    if dropped:
-                        batch_metadatas[i] = {**(batch_metadatas[i] or {}), **dict.fromkeys(dropped)}
-                collection.upsert(
-                    ids=batch_ids,
-                    embeddings=vectors[start:end],
-                    metadatas=batch_metadatas,
-                    documents=documents[start:end],
-                )
+        with self._sharing.changing(ids):
+            collection = self._created()
+            for start in range(0, len(ids), self._max_batch):
+                end = start + self._max_batch
+                batch_ids = ids[start:end]
+                batch_metadatas = metadatas[start:end]
+                with self._library_calls():
+                    # Chroma merges metadata on upsert; a key the new payload lacks must be removed (set to None).
+                    previous = collection.get(ids=batch_ids, include=["metadatas"])
+                    old_keys = {key: set(m or {}) for key, m in zip(previous["ids"], previous["metadatas"])}
+                    for i, key in enumerate(batch_ids):
+                        dropped = old_keys.get(key, set()) - set(batch_metadatas[i] or {})
+                        if dropped:
+                            batch_metadatas[i] = {**(batch_metadatas[i] or {}), **dict.fromkeys(dropped)}
+                    collection.upsert(
+                        ids=batch_ids,
+                        embeddings=vectors[start:end],
+                        metadatas=batch_metadatas,
+                        documents=documents[start:end],
+                    )
         self._stored_dimension = vectors.shape[1]
 
     def _delete(self, ids: list[str]) -> None:
-        if self._collection is None:
+        if self._lookup() is None:
             return
-        for start in range(0, len(ids), self._max_batch):
-            with self._library_calls():
-                self._collection.delete(ids=ids[start : start + self._max_batch])
+        with self._sharing.changing(ids):
+            for start in range(0, len(ids), self._max_batch):
+                with self._library_calls():
+                    self._collection.delete(ids=ids[start : start + self._max_batch])
 
     @staticmethod
     def _payload(document: str | None, metadata: Mapping[str, Any] | None) -> Payload:
@@ -290,17 +450,34 @@ class ChromaStore(BaseVectorStore):
             return int(self._collection.count())
 
     def read_manifest(self) -> dict[str, Any] | None:
-        if self._collection is None:
+        if self._lookup() is None:
             return None
-        with self._library_calls(reading=True):
-            metadata = self._collection.metadata
-        return manifest_from_metadata(metadata, f"Chroma collection {self._name!r}")
+        with self._library_calls(reading=True):  # read again: another process may have written it since
+            self._collection = self._client.get_collection(self._name, embedding_function=None)
+        return manifest_from_metadata(self._collection.metadata, f"Chroma collection {self._name!r}")
 
     def write_manifest(self, manifest: Mapping[str, Any]) -> None:
-        collection = self._created()
-        with self._library_calls():
-            collection.modify(metadata=manifest_as_metadata(manifest))
-            self._collection = self._client.get_collection(self._name, embedding_function=None)
+        with self._sharing.changing([]):
+            collection = self._created()
+            with self._library_calls():
+                collection.modify(metadata=manifest_as_metadata(manifest))
+                self._collection = self._client.get_collection(self._name, embedding_function=None)
+
+    # ------------------------------------------------------------ SharesCollection
+
+    def lock_writes(self, timeout: float, holder: str) -> AbstractContextManager[None]:
+        """The collection's write lock (``vecguard.protocols.SharesCollection``): across processes on a Chroma
+        server, among this process's threads on an embedded client."""
+        return self._sharing.lock_writes(timeout, holder)
+
+    def change_token(self) -> int:
+        token = self._sharing.change_token()
+        if token and self._collection is None:
+            self._lookup()  # created by another process since this store opened
+        return token
+
+    def changes_since(self, token: int) -> list[str] | None:
+        return self._sharing.changes_since(token)
 
     def close(self) -> None:
         # Releases the embedded system Chroma caches per path: a later open in this
@@ -314,21 +491,33 @@ def _build(options: dict[str, Any], base_dir: Path) -> ChromaStore:
     opts = take_options(
         "[store] chroma",
         options,
-        {"path": None, "host": None, "port": 8000, "collection": "vecguard", "ef_search": 200},
+        {
+            "path": None,
+            "host": None,
+            "port": 8000,
+            "collection": "vecguard",
+            "ef_search": 200,
+            "lock_lease": DEFAULT_LEASE,
+        },
     )
     if opts["host"] is not None and opts["path"] is not None:
         raise ConfigError("[store] chroma: give either path (embedded) or host/port (a Chroma server), not both")
     if not isinstance(opts["port"], int) or isinstance(opts["port"], bool) or not 0 < opts["port"] < 65536:
         raise ConfigError(f"[store] chroma port must be a TCP port number, got {opts['port']!r}")
     name = opts["collection"]
-    if not isinstance(name, str) or not 3 <= len(name) <= 512:
-        raise ConfigError(f"[store] chroma collection must be a name of 3 to 512 characters, got {name!r}")
+    if not isinstance(name, str) or not _COLLECTION_NAME.fullmatch(name) or name.endswith(COMPANION_SUFFIX):
+        raise ConfigError(
+            f"[store] chroma collection must be 3 to {_LONGEST_NAME} characters of "
+            f"a-z, A-Z, 0-9, '.', '_' and '-', starting and ending with a letter or digit and not ending in "
+            f"{COMPANION_SUFFIX!r} (vecguard's name for its lock and change records), got {name!r}"
+        )
     return ChromaStore(
         path=resolve_path(opts["path"], base_dir, "[store] chroma"),
         host=opts["host"],
         port=opts["port"],
         collection=name,
         ef_search=opts["ef_search"],
+        lock_lease=checked_lease("[store] chroma", opts["lock_lease"]),
     )
 
 

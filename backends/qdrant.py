@@ -11,6 +11,7 @@ Options (``[store]``):
     hnsw_m, hnsw_ef_construct, quantization ("scalar" for int8 scalar quantization)
                             collection creation options, for a server
     payload_indexes         {field = "keyword" | "integer" | "float" | "bool"}: payload indexes to create
+    lock_lease              seconds a writer that died keeps the others out of a server's collection (default 15)
 
 Point ids are UUIDv5 of vecguard's string ids (Qdrant accepts only unsigned
 ints and UUIDs); the original id is kept in the payload. Distance is DOT, so
@@ -20,19 +21,34 @@ filter has an exact Qdrant ``Filter``: numbers compare through ``Range`` (so
 2 equals 2.0), strings and bools through ``MatchValue``/``MatchAny``, and
 ``$not`` through ``must_not``; string order, which Qdrant lacks, is evaluated
 by vecguard and passed as an id list.
+
+Several processes may share a collection on a server (``SharesCollection``, see ``vecguard.backends.sharing``): the
+write lock and the change feed are points of the companion collection ``<collection>.vecguard``
+(``QdrantCompanion``). Local mode and ":memory:" are one process's (qdrant-client locks the folder), so there the
+lock is the threading lock alone; the change feed is kept all the same, so a change token outlives the process.
+The server's side of this is untested here: no Qdrant server can be installed on our machines (see
+docs/dependencies.md); local mode runs the same records.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from vecguard.backends.base import BaseVectorStore, library_errors
+from vecguard.backends.sharing import (
+    COMPANION_SUFFIX,
+    DEFAULT_LEASE,
+    LockRecord,
+    SharedCollection,
+    checked_lease,
+    companion_name,
+)
 from vecguard.config import is_positive_int, resolve_path, take_options
 from vecguard.errors import ConfigError, StorageError
 from vecguard.filters import Untranslatable
@@ -96,6 +112,156 @@ def _condition(key: str, op: str, operand: Any, models: Any) -> Any:
     return models.FieldCondition(key=key, range=models.Range(**{bound: operand}))
 
 
+class QdrantCompanion:
+    """The lock and change records of one collection, in the Qdrant collection ``<name>.vecguard``
+    (``vecguard.backends.sharing.CompanionRecords``).
+
+    Points (UUIDv5 ids, like the data's): ``lock`` {owner, holder, renewals}; ``head`` {committed};
+    ``change-<seq>-<key>-<part>`` {seq, ids}; each with the vector [1.0]. The lock is inserted with
+    ``update_mode=insert_only`` and renewed and deleted through a filter on its owner. A server applies each in its
+    update order, so unlike Chroma's these conditions should not race (from Qdrant's documentation: no server could
+    be tested here).
+    """
+
+    LOCK, HEAD = point_id("lock"), point_id("head")
+
+    def __init__(
+        self, client: Any, models: Any, collection: str, calls: Callable[[], AbstractContextManager[None]], server: bool
+    ) -> None:
+        self._client = client
+        self._models = models
+        self.name = companion_name(collection)
+        self._calls = calls
+        self._server = server
+        # A server with replicas: writes through the leader, reads from a majority, so a lock is seen as written.
+        self._write: dict[str, Any] = {"wait": True}
+        self._read: dict[str, Any] = {}
+        if server:
+            self._write["ordering"] = models.WriteOrdering.STRONG
+            self._read["consistency"] = models.ReadConsistencyType.MAJORITY
+        self._exists = False
+
+    def _existing(self) -> bool:
+        """Whether the companion collection exists (a reader never creates it)."""
+        if not self._exists:
+            with self._calls():
+                self._exists = bool(self._client.collection_exists(self.name))
+        return self._exists
+
+    def _created(self) -> None:
+        if self._existing():
+            return
+        models = self._models
+        with self._calls():
+            try:
+                self._client.create_collection(
+                    self.name, vectors_config=models.VectorParams(size=1, distance=models.Distance.DOT)
+                )
+            except Exception:
+                if not self._client.collection_exists(self.name):
+                    raise
+                return  # another process created it first, with its index
+            if self._server:  # local mode has no payload indexes
+                self._client.create_payload_index(self.name, field_name="seq", field_schema="integer")
+        self._exists = True
+
+    def _point(self, key: str, payload: dict[str, Any]) -> Any:
+        return self._models.PointStruct(id=key, vector=[1.0], payload=payload)
+
+    def _lock_filter(self, owner: str, renewals: int | None) -> Any:
+        models = self._models
+        must = [
+            models.HasIdCondition(has_id=[self.LOCK]),
+            models.FieldCondition(key="owner", match=models.MatchValue(value=owner)),
+        ]
+        if renewals is not None:
+            must.append(models.FieldCondition(key="renewals", match=models.MatchValue(value=renewals)))
+        return models.Filter(must=must)
+
+    def insert_lock(self, record: LockRecord) -> None:
+        self._created()
+        payload = {"owner": record.owner, "holder": record.holder, "renewals": record.renewals}
+        with self._calls():
+            self._client.upsert(
+                self.name,
+                points=[self._point(self.LOCK, payload)],
+                update_mode=self._models.UpdateMode.INSERT_ONLY,
+                **self._write,
+            )
+
+    def read_lock(self) -> LockRecord | None:
+        if not self._existing():
+            return None
+        with self._calls():
+            found = self._client.retrieve(self.name, ids=[self.LOCK], with_payload=True, **self._read)
+        if not found:
+            return None
+        payload = found[0].payload
+        return LockRecord(payload["owner"], payload["holder"], payload["renewals"])
+
+    def renew_lock(self, owner: str, renewals: int) -> None:
+        with self._calls():
+            self._client.set_payload(
+                self.name, payload={"renewals": renewals}, points=self._lock_filter(owner, None), **self._write
+            )
+
+    def delete_lock(self, owner: str, renewals: int | None) -> None:
+        if not self._existing():
+            return
+        selector = self._models.FilterSelector(filter=self._lock_filter(owner, renewals))
+        with self._calls():
+            self._client.delete(self.name, points_selector=selector, **self._write)
+
+    def read_head(self) -> int:
+        if not self._existing():
+            return 0
+        with self._calls():
+            found = self._client.retrieve(self.name, ids=[self.HEAD], with_payload=True, **self._read)
+        return int(found[0].payload["committed"]) if found else 0
+
+    def write_head(self, seq: int) -> None:
+        self._created()
+        with self._calls():
+            self._client.upsert(self.name, points=[self._point(self.HEAD, {"committed": seq})], **self._write)
+
+    def add_changes(self, seq: int, key: str, parts: list[list[str]]) -> None:
+        self._created()
+        points = [
+            self._point(point_id(f"change-{seq}-{key}-{i}"), {"seq": seq, "ids": part}) for i, part in enumerate(parts)
+        ]
+        for start in range(0, len(points), 50):
+            with self._calls():
+                self._client.upsert(self.name, points=points[start : start + 50], **self._write)
+
+    def _changes(self, **bounds: int) -> Any:
+        models = self._models
+        return models.Filter(must=[models.FieldCondition(key="seq", range=models.Range(**bounds))])
+
+    def read_changes(self, after: int, upto: int) -> Iterator[list[str]]:
+        if not self._existing():
+            return
+        offset = None
+        while True:
+            with self._calls():
+                records, offset = self._client.scroll(
+                    self.name,
+                    scroll_filter=self._changes(gt=after, lte=upto),
+                    limit=50,
+                    offset=offset,
+                    with_payload=["ids"],
+                    **self._read,
+                )
+            for record in records:
+                yield record.payload["ids"]
+            if offset is None:
+                return
+
+    def delete_changes(self, upto: int) -> None:
+        selector = self._models.FilterSelector(filter=self._changes(lte=upto))
+        with self._calls():
+            self._client.delete(self.name, points_selector=selector, **self._write)
+
+
 class QdrantStore(BaseVectorStore):
     def __init__(self, options: dict[str, Any], path: Path | str | None) -> None:
         from qdrant_client import QdrantClient, models
@@ -124,6 +290,15 @@ class QdrantStore(BaseVectorStore):
         self._name = options["collection"]
         self._pending_manifest: dict[str, Any] | None = None
         self._stored_dimension: int | None = None  # fixed once the collection exists; saves a request per query
+        on_server = options["url"] is not None
+        self._sharing = SharedCollection(
+            QdrantCompanion(self._client, models, self._name, self._library_calls, on_server),
+            collection_key=f"qdrant:{self._location}:{self._name}",
+            across_processes=on_server,
+            lease=options["lock_lease"],
+            what=f"Qdrant collection {self._name!r}",
+            location=self._location,
+        )
 
     @property
     def exact_search(self) -> bool:  # type: ignore[override]
@@ -173,28 +348,30 @@ class QdrantStore(BaseVectorStore):
     # ------------------------------------------------------------ VectorStore
 
     def _upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[Payload]) -> None:
-        if not self._exists():
-            self._create(vectors.shape[1])
         models = self._models
         size = self._options["batch_size"]
-        for start in range(0, len(ids), size):
-            points = [
-                models.PointStruct(id=point_id(key), vector=vector.tolist(), payload={**payload, ID_KEY: key})
-                for key, vector, payload in zip(
-                    ids[start : start + size], vectors[start : start + size], payloads[start : start + size]
-                )
-            ]
-            with self._library_calls():
-                self._client.upsert(self._name, points=points, wait=True)
+        with self._sharing.changing(ids):
+            if not self._exists():
+                self._create(vectors.shape[1])
+            for start in range(0, len(ids), size):
+                points = [
+                    models.PointStruct(id=point_id(key), vector=vector.tolist(), payload={**payload, ID_KEY: key})
+                    for key, vector, payload in zip(
+                        ids[start : start + size], vectors[start : start + size], payloads[start : start + size]
+                    )
+                ]
+                with self._library_calls():
+                    self._client.upsert(self._name, points=points, wait=True)
 
     def _delete(self, ids: list[str]) -> None:
         if not self._exists():
             return
         size = self._options["batch_size"]
-        for start in range(0, len(ids), size):
-            selector = self._models.PointIdsList(points=[point_id(key) for key in ids[start : start + size]])
-            with self._library_calls():
-                self._client.delete(self._name, points_selector=selector, wait=True)
+        with self._sharing.changing(ids):
+            for start in range(0, len(ids), size):
+                selector = self._models.PointIdsList(points=[point_id(key) for key in ids[start : start + size]])
+                with self._library_calls():
+                    self._client.delete(self._name, points_selector=selector, wait=True)
 
     @staticmethod
     def _split(payload: Mapping[str, Any] | None) -> tuple[str, Payload]:
@@ -295,13 +472,27 @@ class QdrantStore(BaseVectorStore):
         return manifest_from_metadata(metadata, f"Qdrant collection {self._name!r}")
 
     def write_manifest(self, manifest: Mapping[str, Any]) -> None:
-        if not self._exists():
-            # Qdrant needs the dimension to create a collection: it is created, with
-            # this manifest, by the first upsert.
-            self._pending_manifest = dict(manifest)
-            return
-        with self._library_calls():
-            self._client.update_collection(self._name, metadata=manifest_as_metadata(manifest))
+        with self._sharing.changing([]):
+            if not self._exists():
+                # Qdrant needs the dimension to create a collection: it is created, with
+                # this manifest, by the first upsert.
+                self._pending_manifest = dict(manifest)
+                return
+            with self._library_calls():
+                self._client.update_collection(self._name, metadata=manifest_as_metadata(manifest))
+
+    # ------------------------------------------------------------ SharesCollection
+
+    def lock_writes(self, timeout: float, holder: str) -> AbstractContextManager[None]:
+        """The collection's write lock (``vecguard.protocols.SharesCollection``): across processes on a server,
+        among this process's threads in local mode."""
+        return self._sharing.lock_writes(timeout, holder)
+
+    def change_token(self) -> int:
+        return self._sharing.change_token()
+
+    def changes_since(self, token: int) -> list[str] | None:
+        return self._sharing.changes_since(token)
 
     def close(self) -> None:
         with self._library_calls():
@@ -328,10 +519,21 @@ def _build(options: dict[str, Any], base_dir: Path) -> QdrantStore:
             "hnsw_ef_construct": None,
             "quantization": None,
             "payload_indexes": {},
+            "lock_lease": DEFAULT_LEASE,
         },
     )
     if opts["url"] is not None and opts["path"] is not None:
         raise ConfigError("[store] qdrant: give either url (a server) or path (local mode), not both")
+    if (
+        not isinstance(opts["collection"], str)
+        or not opts["collection"]
+        or opts["collection"].endswith(COMPANION_SUFFIX)
+    ):
+        raise ConfigError(
+            f"[store] qdrant collection must be a name not ending in {COMPANION_SUFFIX!r} (vecguard's name for its "
+            f"lock and change records), got {opts['collection']!r}"
+        )
+    opts["lock_lease"] = checked_lease("[store] qdrant", opts["lock_lease"])
     if opts["quantization"] not in (None, "scalar"):
         raise ConfigError(f'[store] qdrant quantization must be "scalar" or absent, got {opts["quantization"]!r}')
     if not isinstance(opts["payload_indexes"], dict) or any(

@@ -16,6 +16,11 @@ pytest then runs every ``test_*`` below against the store, built through the
 registry exactly as ``vecguard.open`` builds it. Class attributes tune it:
 ``persistent`` (reopen in a fresh process), ``exact`` (results must equal the
 ``memory`` reference within 1e-4; approximate stores must overlap >= 0.9).
+
+A store that offers an optional capability adds its class, with the same
+``plugin`` and ``store_options``: ``SharesCollectionConformance`` for
+``SharesCollection`` (``across_processes = True`` where several processes may
+open one collection: a database server).
 """
 
 from __future__ import annotations
@@ -25,16 +30,18 @@ import random
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from .errors import DimensionError, FilterError, InvalidArgumentError
+from .errors import CollectionBusyError, DimensionError, FilterError, InvalidArgumentError
 from .filters import matches, validate
-from .protocols import DeclaresExactSearch, SearchesWithPayloads
+from .protocols import DeclaresExactSearch, SearchesWithPayloads, SharesCollection
 from .registry import Registry
 
 DIMENSION = 16
@@ -114,12 +121,10 @@ def _reference(ids: list[str], vectors: np.ndarray, payloads: list[dict[str, Any
     return reference
 
 
-class VectorStoreConformance:
-    """Subclass with ``plugin`` set and a ``store_options`` fixture; see the module docstring."""
+class StoreUnderTest:
+    """What every conformance class shares: the store, built from ``plugin`` and the ``store_options`` fixture."""
 
     plugin: str = ""
-    persistent: bool = True
-    exact: bool = True
 
     @pytest.fixture
     def store_options(self, tmp_path: Path) -> dict[str, Any]:
@@ -133,6 +138,13 @@ class VectorStoreConformance:
         built = self.build(store_options, tmp_path)
         yield built
         built.close()
+
+
+class VectorStoreConformance(StoreUnderTest):
+    """Subclass with ``plugin`` set and a ``store_options`` fixture; see the module docstring."""
+
+    persistent: bool = True
+    exact: bool = True
 
     # ------------------------------------------------------------ basics
 
@@ -377,3 +389,195 @@ class VectorStoreConformance:
         for key, (vector, payload) in reopened["points"].items():
             np.testing.assert_allclose(vector, vectors[int(key[1:])], atol=1e-6)
             assert payload == payloads[int(key[1:])]
+
+
+def _in_threads(work: Callable[[int], None], threads: int) -> None:
+    """Run ``work(i)`` in ``threads`` threads; re-raise the first failure here (an assert in a thread only warns)."""
+    failures: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            work(i)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's own thread
+            failures.append(exc)
+
+    started = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for thread in started:
+        thread.start()
+    for thread in started:
+        thread.join(timeout=120)
+    if failures:
+        raise failures[0]
+
+
+_CHILD = textwrap.dedent("""
+    import json, os, sys
+    from pathlib import Path
+    import numpy as np
+    from vecguard import Registry
+    plugin, options, base, action = json.loads(sys.argv[1])
+    store = Registry.discover().build("store", plugin, options, Path(base))
+    if action == "hold":
+        with store.lock_writes(60, f"the child process {os.getpid()}"):
+            print("held", flush=True)
+            sys.stdin.readline()
+    else:
+        vectors = np.eye(4, 16, dtype=np.float32)
+        store.upsert(["a", "b", "c"], vectors[:3], [{"text": "a"}, {"text": "b"}, {"text": "c"}])
+        store.delete(["a"])
+        store.write_manifest({"schema_version": 1, "id": "from the child"})
+        print(json.dumps(store.change_token()), flush=True)
+    store.close()
+""")
+
+
+class SharesCollectionConformance(StoreUnderTest):
+    """The checks every ``SharesCollection`` store passes: one holder of the write lock at a time, a busy error that
+    names the holder, a change token that moves with every committed change and the changed ids listed.
+
+    ``across_processes = True``: another process opens the same collection while this one has it (a database
+    server); the lock and the feed are then checked across the two processes too.
+    """
+
+    across_processes: bool = False
+
+    def _child(self, store_options: dict[str, Any], base: Path, action: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-c", _CHILD, json.dumps([self.plugin, store_options, str(base), action])],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def test_the_store_declares_the_capability(self, store: Any) -> None:
+        assert isinstance(store, SharesCollection)
+
+    def test_lock_writes_lets_one_holder_in_at_a_time(self, store: Any) -> None:
+        inside: list[int] = []
+        overlaps: list[tuple[int, ...]] = []
+
+        def writer(i: int) -> None:
+            for _ in range(4):
+                with store.lock_writes(60, f"thread {i}"):
+                    inside.append(i)
+                    if len(inside) > 1:
+                        overlaps.append(tuple(inside))
+                    time.sleep(0.02)
+                    inside.remove(i)
+
+        _in_threads(writer, 3)
+        assert not overlaps, f"holders of the write lock at the same time: {overlaps}"
+
+    def test_a_waiter_past_its_timeout_gets_a_busy_error_naming_the_holder(self, store: Any) -> None:
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with store.lock_writes(10, "the first holder (pid 1 on host h)"):
+                held.set()
+                release.wait(60)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        try:
+            assert held.wait(60)
+            started = time.monotonic()
+            with pytest.raises(CollectionBusyError) as raised:
+                with store.lock_writes(0.3, "the second"):
+                    pass
+            waited = time.monotonic() - started
+        finally:
+            release.set()
+            holder.join(60)
+        assert "the first holder (pid 1 on host h)" in str(raised.value)
+        assert raised.value.holder == "the first holder (pid 1 on host h)"
+        assert 0.3 <= waited < 10, f"a 0.3 s timeout waited {waited:.2f} s"
+        with store.lock_writes(10, "the third"):  # released once the first holder left
+            pass
+
+    def test_the_lock_is_free_again_after_a_block_that_raised(self, store: Any) -> None:
+        with pytest.raises(KeyError):
+            with store.lock_writes(10, "a failing writer"):
+                raise KeyError("the block failed")
+        with store.lock_writes(1, "the next writer"):
+            pass
+
+    def test_every_committed_change_moves_the_token_and_lists_its_ids(self, store: Any) -> None:
+        start = store.change_token()
+        ids, _, _ = _fill(store, 5)
+        after_upsert = store.change_token()
+        assert after_upsert > start
+        assert sorted(store.changes_since(start)) == ids
+        store.delete(["p1", "never-stored"])
+        after_delete = store.change_token()
+        assert after_delete > after_upsert
+        assert set(store.changes_since(after_upsert)) - {"never-stored"} == {"p1"}
+        store.write_manifest({"schema_version": 1, "id": "shared"})
+        after_manifest = store.change_token()
+        assert after_manifest > after_delete
+        assert store.changes_since(after_delete) == []
+        assert set(store.changes_since(start)) - {"never-stored"} == set(ids)
+        assert store.changes_since(after_manifest) == []
+
+    def test_the_changes_made_under_one_hold_are_listed_once_it_ends(self, store: Any) -> None:
+        ids, _, _ = _fill(store, 4)
+        start = store.change_token()
+        with store.lock_writes(10, "a batch"):
+            store.upsert(["q0"], unit_vectors(1, seed=3), [{"text": "q0"}])
+            store.delete(["p2"])
+            store.write_manifest({"schema_version": 1, "id": "batch"})
+        assert store.change_token() > start
+        assert set(store.changes_since(start)) == {"q0", "p2"}
+
+    def test_changes_since_a_token_the_store_never_gave_is_none(self, store: Any) -> None:
+        _fill(store, 3)
+        # A token ahead of the store: its collection was deleted and made again. The caller must reread everything.
+        assert store.changes_since(store.change_token() + 1000) is None
+
+    def test_the_stores_own_records_are_never_points(self, store: Any) -> None:
+        with store.lock_writes(10, "a writer"):
+            ids, _, _ = _fill(store, 30)
+            extra = ["lock", "head", "change-1-x-0"]  # names a store might give its own records
+            store.upsert(extra, unit_vectors(3, seed=1), [{"text": key} for key in extra])
+            store.write_manifest({"schema_version": 1, "id": "shared"})
+        stored = set(ids) | set(extra)
+        assert store.count() == len(stored)
+        assert {key for keys, _, _ in store.scan() for key in keys} == stored
+        assert {key for key, _ in store.search(unit_vectors(1, seed=2)[0], 100)} <= stored
+        assert set(store.get(extra)) == set(extra)
+
+    def test_a_holder_in_another_process_keeps_this_one_out(
+        self, store: Any, store_options: dict[str, Any], tmp_path: Path
+    ) -> None:
+        if not self.across_processes:
+            pytest.skip(f"{type(self).__name__}: one process opens the collection (across_processes = False)")
+        child = self._child(store_options, tmp_path, "hold")
+        try:
+            line = child.stdout.readline()
+            assert line.strip() == "held", child.stderr.read()[-3000:]
+            with pytest.raises(CollectionBusyError, match=f"the child process {child.pid}"):
+                with store.lock_writes(0.5, "the parent"):
+                    pass
+            child.stdin.write("\n")
+            child.stdin.flush()
+            assert child.wait(60) == 0, child.stderr.read()[-3000:]
+        finally:
+            if child.poll() is None:
+                child.kill()
+        with store.lock_writes(10, "the parent"):
+            pass
+
+    def test_a_change_in_another_process_moves_the_token_here(
+        self, store: Any, store_options: dict[str, Any], tmp_path: Path
+    ) -> None:
+        if not self.across_processes:
+            pytest.skip(f"{type(self).__name__}: one process opens the collection (across_processes = False)")
+        start = store.change_token()  # opened before the collection exists: the child creates it
+        child = self._child(store_options, tmp_path, "write")
+        out, err = child.communicate(timeout=300)
+        assert child.returncode == 0, err[-3000:]
+        token = store.change_token()
+        assert token == json.loads(out.strip().splitlines()[-1]) and token > start
+        assert set(store.changes_since(start)) == {"a", "b", "c"}
+        assert set(store.get(["a", "b", "c"])) == {"b", "c"}
+        assert store.read_manifest() == {"schema_version": 1, "id": "from the child"}

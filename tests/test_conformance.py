@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from vecguard.testing import VectorStoreConformance
+from vecguard.testing import SharesCollectionConformance, VectorStoreConformance
 
 
 class TestMemory(VectorStoreConformance):
@@ -57,7 +57,7 @@ class TestFaissHNSW(VectorStoreConformance):
         return {"path": str(tmp_path / "faiss"), "index": "HNSW32", "ef_search": 256}
 
 
-class TestChromaEmbedded(VectorStoreConformance):
+class TestChromaEmbedded(VectorStoreConformance, SharesCollectionConformance):
     plugin = "chroma"
 
     @pytest.fixture
@@ -65,8 +65,9 @@ class TestChromaEmbedded(VectorStoreConformance):
         return {"path": str(tmp_path / "chroma")}
 
 
-class TestChromaServer(VectorStoreConformance):
+class TestChromaServer(VectorStoreConformance, SharesCollectionConformance):
     plugin = "chroma"
+    across_processes = True
 
     @pytest.fixture
     def store_options(self, chroma_server: tuple[str, int]) -> dict[str, Any]:
@@ -74,7 +75,7 @@ class TestChromaServer(VectorStoreConformance):
         return {"host": host, "port": port, "collection": f"conformance-{uuid.uuid4().hex[:12]}"}
 
 
-class TestQdrantLocal(VectorStoreConformance):
+class TestQdrantLocal(VectorStoreConformance, SharesCollectionConformance):
     plugin = "qdrant"
 
     @pytest.fixture
@@ -82,7 +83,7 @@ class TestQdrantLocal(VectorStoreConformance):
         return {"path": str(tmp_path / "qdrant")}
 
 
-class TestQdrantMemory(VectorStoreConformance):
+class TestQdrantMemory(VectorStoreConformance, SharesCollectionConformance):
     plugin = "qdrant"
     persistent = False
 
@@ -92,8 +93,9 @@ class TestQdrantMemory(VectorStoreConformance):
 
 
 @pytest.mark.skipif(not os.environ.get("QDRANT_URL"), reason="set QDRANT_URL to run the suite against a Qdrant server")
-class TestQdrantServer(VectorStoreConformance):
+class TestQdrantServer(VectorStoreConformance, SharesCollectionConformance):
     plugin = "qdrant"
+    across_processes = True
 
     @pytest.fixture
     def store_options(self) -> Iterator[dict[str, Any]]:
@@ -106,4 +108,6 @@ class TestQdrantServer(VectorStoreConformance):
         yield options
         from qdrant_client import QdrantClient
 
-        QdrantClient(url=options["url"], api_key=options["api_key"]).delete_collection(options["collection"])
+        client = QdrantClient(url=options["url"], api_key=options["api_key"])
+        client.delete_collection(options["collection"])
+        client.delete_collection(options["collection"] + ".vecguard")  # its lock and change records
