@@ -248,3 +248,37 @@ def test_a_second_writer_waits_then_names_the_holder_and_a_killed_holder_frees_t
     assert written.returncode == 0, written.stderr
     with sound(cfg) as engine:
         assert engine.count() == len(corpus()) + 1
+
+
+def test_two_servers_over_one_chroma_server_see_each_others_adds_and_deletes_at_their_next_request(
+    chroma_server: tuple[str, int], tmp_path: Path
+) -> None:
+    host, port = chroma_server
+    cfg = config("chroma")
+    cfg["store"].update(host=host, port=port, collection=f"replicas-{os.getpid()}")
+    with vecguard.open(cfg) as engine:
+        engine.add(corpus())
+    replicas = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        replicas.append(Server(cfg, tmp_path / name, open_writes=True))
+    try:
+        for replica in replicas:
+            replica.wait_until(200)
+        one, other = replicas
+        answer = httpx.post(f"{one.url}/documents", json={"documents": [NEW]}, headers=AUTH)
+        assert answer.status_code == 200 and answer.json()["documents"] == len(corpus()) + 1, answer.text
+        dense_query = {"query": "turquoise pools carved by glacier meltwater", "mode": "dense"}
+        assert ids_of(httpx.post(f"{other.url}/search", json={"query": "ZX-9931-QK", "mode": "keyword"}))[:1] == [
+            "new-zx"
+        ]
+        assert ids_of(httpx.post(f"{other.url}/search", json=dense_query))[:1] == ["new-zx"]
+
+        gone = httpx.request("DELETE", f"{other.url}/documents", json={"ids": ["new-zx"]}, headers=AUTH)
+        assert gone.status_code == 200 and gone.json() == {"deleted": 1, "documents": len(corpus())}, gone.text
+        assert "new-zx" not in ids_of(httpx.post(f"{one.url}/search", json={"query": "ZX-9931-QK", "mode": "keyword"}))
+        assert "new-zx" not in ids_of(httpx.post(f"{one.url}/search", json=dense_query))
+        assert httpx.get(f"{one.url}/documents/new-zx").status_code == 404
+    finally:
+        for replica in replicas:
+            replica.stop()
