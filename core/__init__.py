@@ -11,6 +11,7 @@ from .engine import Engine, open
 from .errors import (
     CollectionBusyError,
     CollectionNotFoundError,
+    CollectionReplacedError,
     CompatibilityError,
     ConfigError,
     CorruptCollectionError,
@@ -50,6 +51,7 @@ from .registry import Part, Registry, hookimpl, hookspec
 __all__ = [
     "CollectionBusyError",
     "CollectionNotFoundError",
+    "CollectionReplacedError",
     "CompatibilityError",
     "Config",
     "ConfigError",

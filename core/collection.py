@@ -40,7 +40,13 @@ import numpy as np
 from . import filters as portable_filters
 from . import guard, integrity
 from .chunking import join_chunks
-from .errors import CollectionBusyError, CollectionNotFoundError, CorruptCollectionError, StorageError
+from .errors import (
+    CollectionBusyError,
+    CollectionNotFoundError,
+    CollectionReplacedError,
+    CorruptCollectionError,
+    StorageError,
+)
 from .faults import kill_point
 from .file_lock import describe_this_process
 from .keyword_files import KeywordFiles
@@ -190,7 +196,7 @@ class Collection:
                 self._read_manifest_again()
                 self.manifest.setdefault("measurements", {})[name] = value
                 self.store.write_manifest(self.manifest)
-        except CollectionBusyError as exc:
+        except (CollectionBusyError, CollectionReplacedError) as exc:
             log.info("%s: measurement %r not recorded now: %s", self.where, name, exc)
 
     def complete_migration(self) -> None:

@@ -11,6 +11,7 @@
     ├── StorageError           a store cannot read or write its data
     │   ├── CollectionNotFoundError  nothing is stored where the config points (a read never creates one)
     │   ├── CollectionBusyError      another process held the write lock past the timeout (names who)
+    │   ├── CollectionReplacedError  the collection was replaced since this process opened it (reopen it)
     │   └── CorruptCollectionError   a collection's file or record is damaged or out of step (names which)
     └── CompatibilityError     the collection was built differently from what opens it
         ├── DimensionError         vector dimension differs
@@ -100,6 +101,11 @@ class CollectionBusyError(StorageError):
     def __init__(self, message: str, *, location: str | None = None, holder: str | None = None) -> None:
         super().__init__(message, location=location)
         self.holder = holder
+
+
+class CollectionReplacedError(StorageError):
+    """The collection this process opened was replaced on disk by another (``vecguard reindex``, a restored
+    backup): what it holds is no longer the collection. Open it again."""
 
 
 class CorruptCollectionError(StorageError):

@@ -54,10 +54,13 @@ def reindex(config: str | Path | dict[str, Any] | Config, *, progress: Any = Non
     started = time.perf_counter()
     with Engine(config, check_guard=False, create=False) as old:
         old_id = old.manifest.get("id")
-        with Engine(aside_config) as new:
-            new.add(old.documents(), progress=progress)
-            documents, chunks, new_id = new.count(), new.count_chunks(), new.manifest.get("id")
-    swap.replace(replacements)
+        # Held until the swap: another process's write waits (then fails, naming this run) rather than going into
+        # the collection being retired; it sees the new one once it is live (CollectionReplacedError: reopen).
+        with old.collection.locked():
+            with Engine(aside_config) as new:
+                new.add(old.documents(), progress=progress)
+                documents, chunks, new_id = new.count(), new.count_chunks(), new.manifest.get("id")
+            swap.replace(replacements)
     return ReindexReport(documents, chunks, time.perf_counter() - started, old_id, new_id)
 
 

@@ -282,3 +282,25 @@ def test_two_servers_over_one_chroma_server_see_each_others_adds_and_deletes_at_
     finally:
         for replica in replicas:
             replica.stop()
+
+
+def test_a_write_to_a_server_after_a_reindex_goes_into_the_new_collection_not_the_retired_one(
+    collection: tuple[dict[str, Any], Path], tmp_path: Path
+) -> None:
+    cfg, _ = collection
+    server = Server(cfg, tmp_path, open_writes=True)
+    try:
+        server.wait_until(200)
+        rebuilt = vecguard_cli("reindex", "-c", str(tmp_path / "serve.toml"))
+        assert rebuilt.returncode == 0, rebuilt.stderr
+        answer = httpx.post(f"{server.url}/documents", json={"documents": [NEW]}, headers=AUTH)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["documents"] == len(corpus()) + 1
+        assert ids_of(httpx.post(f"{server.url}/search", json={"query": "ZX-9931-QK", "mode": "keyword"}))[:1] == [
+            "new-zx"
+        ]
+    finally:
+        server.stop()
+    assert "was replaced" in (tmp_path / "serve.log").read_text()
+    with sound(cfg) as engine:  # after the server is gone: the acknowledged write is in the live collection
+        assert [d.id for d in engine.get(["new-zx"])] == ["new-zx"]

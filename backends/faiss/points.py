@@ -129,6 +129,7 @@ class PointTable:
         dim = self.meta("dimension")
         self.dimension: int | None = int(dim) if dim is not None else None
         self._seen_data_version = -1
+        self._identity = self._file_identity()
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -182,6 +183,18 @@ class PointTable:
     @property
     def generation(self) -> int:
         return int(self.meta("generation") or 0)
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            found = (self.path / DATABASE).stat() if self.path is not None else None
+        except OSError:
+            return None
+        return (found.st_dev, found.st_ino) if found is not None else None
+
+    def replaced(self) -> bool:
+        """Whether the database file at the path is no longer the one this connection opened (a reindex swapped
+        the folder, or it was restored from a backup): one stat."""
+        return self.path is not None and self._file_identity() != self._identity
 
     def others_committed(self) -> bool:
         """True when another connection (another process, or a snapshot) committed since the last call: SQLite's

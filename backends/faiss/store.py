@@ -11,13 +11,13 @@ import functools
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from vecguard.backends.base import BaseVectorStore
-from vecguard.errors import CollectionBusyError
+from vecguard.errors import CollectionBusyError, CollectionReplacedError
 from vecguard.file_lock import ThreadLock, describe_this_process, hold_file_lock
 from vecguard.protocols import Payload, RankedList
 
@@ -124,11 +124,27 @@ class FaissStore(BaseVectorStore):
         between threads."""
         if self._thread_lock is not None:
             return self._thread_lock.hold(timeout, holder)
-        return hold_file_lock(self._points.path, timeout, holder, where=str(self._points.path))
+        return self._holding_file_lock(timeout, holder)
+
+    @contextmanager
+    def _holding_file_lock(self, timeout: float, holder: str) -> Iterator[None]:
+        with hold_file_lock(self._points.path, timeout, holder, where=str(self._points.path)):
+            self._refuse_if_replaced()  # a writer that waited through a reindex must not write the retired copy
+            yield
+
+    def _refuse_if_replaced(self) -> None:
+        if self._points.replaced():
+            raise CollectionReplacedError(
+                f"{self._points.path} was replaced by another collection (vecguard reindex, or a restore) since this "
+                f"process opened it; open it again",
+                location=str(self._points.path),
+            )
 
     @_sqlite_errors
     def change_token(self) -> int:
-        """SQLite's write generation, which every upsert, delete and manifest write commits."""
+        """SQLite's write generation, which every upsert, delete and manifest write commits (refused once the
+        folder holds another collection than the one opened)."""
+        self._refuse_if_replaced()
         return self._points.generation
 
     @_sqlite_errors
@@ -168,7 +184,7 @@ class FaissStore(BaseVectorStore):
             with self.lock_writes(0, describe_this_process()):
                 self._sync()
                 self._live.save(self._synced)
-        except CollectionBusyError:
+        except (CollectionBusyError, CollectionReplacedError):
             pass
 
     # ------------------------------------------------------------ VectorStore (BaseVectorStore checks the input)

@@ -17,7 +17,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import DocumentError, FilterError, InvalidArgumentError, StorageError, VecguardError
+from ..errors import (
+    CollectionBusyError,
+    DocumentError,
+    FilterError,
+    InvalidArgumentError,
+    StorageError,
+    VecguardError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +84,18 @@ async def storage_failed(request: Request, exc: StorageError) -> JSONResponse:
     )
 
 
+async def collection_busy(request: Request, exc: CollectionBusyError) -> JSONResponse:
+    """Another process (an indexer, a reindex, a replica) held the collection's write lock past lock_timeout."""
+    _count(request, type(exc).__name__)
+    log.warning("vecguard serve: %s %s: %s", request.method, request.url.path, exc)
+    return problem(
+        503,
+        [],
+        "another process is writing the collection; retry the request later (what it stored is skipped unchanged)",
+        **{"Retry-After": "5"},
+    )
+
+
 async def too_deep(request: Request, exc: RecursionError) -> JSONResponse:
     _count(request, "validation")
     return problem(422, ["body"], "the request body nests too deeply (a filter nests at most 32 levels)")
@@ -107,6 +126,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     FilterError: filter_refused,
     DocumentError: document_refused,
     InvalidArgumentError: unprocessable,
+    CollectionBusyError: collection_busy,
     StorageError: storage_failed,
     VecguardError: unprocessable,
     RecursionError: too_deep,

@@ -99,6 +99,7 @@ def add_documents(body: Any, service: CurrentService) -> dict[str, Any]:
         raise RequestRefused(
             422, ["body", "documents"], "the same id appears twice in one request; send each document once"
         )
+    service.refresh()
     engine = engine_or_503(service)
     written = engine.add(documents)  # encodes beside the searches; holds the write lock only to store
     with service.lock.writing():
@@ -109,6 +110,7 @@ def add_documents(body: Any, service: CurrentService) -> dict[str, Any]:
 def delete_documents(body: DeleteRequest, service: CurrentService) -> dict[str, Any]:
     if (body.ids is None) == (body.filter is None):
         raise RequestRefused(422, ["body"], "give exactly one of 'ids' (a list of document ids) or 'filter'")
+    service.refresh()
     engine = engine_or_503(service)
     deleted = engine.delete(body.ids) if body.ids is not None else engine.delete_matching(body.filter or {})
     with service.lock.writing():

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..config import Config
-from ..errors import CompatibilityError, VecguardError
+from ..errors import CollectionReplacedError, CompatibilityError, VecguardError
 from ..evaluate import folder_bytes
 from .metrics import Metrics, StageInstrument
 
@@ -72,6 +72,7 @@ class Service:
         self.metrics = metrics
         self.instrument = StageInstrument(metrics, tracer)
         self.lock = ReadWriteLock()
+        self._reopening = threading.Lock()
         self.engine: Any = None
         self.reason: str | None = "starting: the collection is not open yet"
         self.documents = self.chunks = 0  # as the last write left them (after_write): /readyz reads no store
@@ -139,9 +140,32 @@ class Service:
         """Catch up with what other processes (a CLI, another replica) committed, before a read takes the read
         lock: catching up takes the write side. One cheap read when nothing changed."""
         engine = self.engine
-        if engine is not None and engine.refresh():
+        if engine is None:
+            return
+        try:
+            changed = engine.refresh()
+        except CollectionReplacedError as exc:
+            self._reopen(engine, exc)
+            return
+        if changed:
             with self.lock.writing():
                 self.after_write()
+
+    def _reopen(self, replaced: Any, why: Exception) -> None:
+        """The collection was replaced on disk (a reindex): serve the new one (503 while it opens)."""
+        with self._reopening:
+            if self.engine is not replaced:
+                return  # another request reopened it
+            log.warning("vecguard serve: %s", why)
+            with self.lock.writing():
+                self.engine = None
+                self.reason = "reopening the collection, which was replaced (vecguard reindex)"
+                self.metrics.ready.set(0)
+            try:
+                replaced.close()
+            except Exception:  # the retired copy: nothing of it is kept
+                log.exception("vecguard serve: closing the replaced collection failed")
+            self.open()
 
     def after_write(self) -> None:
         """Refresh the gauges and readiness after the collection changed; the caller holds the write lock."""
