@@ -180,6 +180,28 @@ def test_save_replaces_everything_and_records_no_token_until_save_changes(tmp_pa
     assert BM25Index().saved_token(tmp_path / "nowhere") is None
 
 
+def test_a_complete_save_of_a_loaded_and_changed_index_holds_exactly_its_live_chunks(tmp_path: Path) -> None:
+    passages = _passages(400)
+    queries = _queries(passages)
+    reference = BM25Index(implementation="rank-bm25")
+    first = BM25Index()
+    for index in (first, reference):
+        index.add([p["id"] for p in passages[:250]], [p["text"] for p in passages[:250]])
+    first.save(tmp_path / "first")
+    changed = BM25Index()
+    assert changed.load(tmp_path / "first")
+    for index in (changed, reference):  # saved chunks deleted and replaced, chunks added, some of those deleted
+        index.delete([p["id"] for p in passages[:250:4]])
+        index.add([p["id"] for p in passages[1:250:4]], [p["text"][::-1] for p in passages[1:250:4]])
+        index.add([p["id"] for p in passages[250:]], [p["text"] for p in passages[250:]])
+        index.delete([p["id"] for p in passages[250::3]] + [p["id"] for p in passages[1:100:4]])
+    changed.save(tmp_path / "second")
+    assert len(_segment_files(tmp_path / "second")) == 1
+    for index in (changed, _loaded(tmp_path / "second")):  # the saver now reads that file too
+        assert index.count() == reference.count() and index.ids() == reference.ids()
+        _assert_same_answers(index, reference, queries)
+
+
 def test_an_earlier_versions_bm25_json_loads_as_nothing_saved_and_the_next_save_removes_it(tmp_path: Path) -> None:
     (tmp_path / "bm25.json").write_text(json.dumps({"settings": BM25Index().settings(), "tokens": {"a": ["x"]}}))
     index = BM25Index()

@@ -20,7 +20,7 @@ from vecguard.errors import StorageError
 
 from .digests import digests, find, union
 from .merge import merge
-from .segment import NO_KEYS, Segment, from_documents, superseded, take_ranges
+from .segment import NO_KEYS, Segment, build, stable_argsort, superseded, take_ranges
 
 
 class Vocabulary:
@@ -51,6 +51,11 @@ class Vocabulary:
                         self._df = np.concatenate([self._df, np.zeros(max(1024, len(self._df)), dtype=np.int64)])
                 self._numbers[term] = number
         return np.fromiter(map(self._numbers.__getitem__, terms), dtype=np.int64, count=len(terms))
+
+    def terms(self, numbers: np.ndarray) -> list[str]:
+        """The terms an add numbered (``numbers`` holds no other)."""
+        by_number = {number: term for term, number in self._numbers.items()}
+        return [by_number[number] for number in numbers.tolist()]
 
     def lookup(self, terms: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(numbers, -1 for a term never seen; the terms' digests hi, lo), numbering nothing new."""
@@ -229,11 +234,38 @@ class Postings:
 
     def as_segment(self) -> Segment | None:
         """Every live chunk in one segment (a complete save); None when none is held."""
-        added = from_documents({key: self.document(slot) for key, slot in self._added_slot.items()}, NO_KEYS)
+        added = self._added_segment()
         if not self.segments:  # nothing loaded: the chunks added are everything
             return added if added.docs else None
         parts = [(s, self.alive[self.starts[i] : self.starts[i + 1]]) for i, s in enumerate(self.segments)]
         return merge([*parts, (added, None)], NO_KEYS)
+
+    def _added_segment(self) -> Segment:
+        """The live chunks added since the load as a segment, from their postings (no per-token work)."""
+        keys, slots = list(self._added_slot), np.fromiter(self._added_slot.values(), dtype=np.int64)
+        doc_of_slot = np.full(self.slots - self.saved_slots, -1, dtype=np.int64)
+        doc_of_slot[slots - self.saved_slots] = np.arange(len(keys))
+        numbers = list(self._added_postings)
+        lists = [self._added_postings[number] for number in numbers]
+        counts = np.fromiter((len(postings) for postings, _ in lists), dtype=np.int64, count=len(lists))
+        entry_docs = doc_of_slot[
+            np.frombuffer(b"".join(p.tobytes() for p, _ in lists), dtype=np.int32) - self.saved_slots
+        ]
+        entry_tfs = np.frombuffer(b"".join(t.tobytes() for _, t in lists), dtype=np.int32)
+        entry_terms = np.repeat(np.arange(len(numbers)), counts)
+        live = entry_docs >= 0
+        held = np.bincount(entry_terms[live], minlength=len(numbers)) > 0  # terms a live chunk holds
+        renumber = np.cumsum(held) - 1
+        entry_docs, entry_terms, entry_tfs = entry_docs[live], renumber[entry_terms[live]], entry_tfs[live]
+        by_doc = stable_argsort(entry_docs.astype(np.uint32))  # postings come by term; a segment is built by chunk
+        return build(
+            keys,
+            np.concatenate([[0], np.cumsum(np.bincount(entry_docs, minlength=len(keys)))]),
+            entry_terms[by_doc],
+            entry_tfs[by_doc],
+            self.vocabulary.terms(np.asarray(numbers)[held]),
+            NO_KEYS,
+        )
 
     def _postings(self, number: int, local: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """(slots int64, term frequencies float64) of the term numbered ``number`` (dead slots included), whose
