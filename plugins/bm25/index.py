@@ -94,7 +94,8 @@ class BM25Index:
 
     @property
     def slots(self) -> int:
-        """Document slots the postings hold, deleted ones not yet compacted away included."""
+        """Document slots the postings hold, deleted ones included until compacted away (chunks added since the
+        load) or saved away (chunks in loaded files: the next complete ``save``)."""
         return self._postings.slots
 
     # ------------------------------------------------------------------ search
