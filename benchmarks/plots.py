@@ -1,12 +1,15 @@
-"""PNG plots of the committed results: quality per mode per set, and recall against latency per FAISS index type.
+"""PNG plots of the committed results: quality per mode per set, recall against latency per FAISS index type, and
+the keyword index's incremental saves.
 
-    .venv/bin/python benchmarks/plots.py      # reads results/quality.json and results/faiss_indexes.json
+    .venv/bin/python benchmarks/plots.py      # reads results/quality.json, faiss_indexes.json, keyword_files.json
 
 Writes results/quality.png (nDCG@10 of every method on every query set, one
 panel per backend, the issue's bar drawn on each set) and
 results/faiss_recall_latency.png (recall@10 against p50 single-query latency,
 one panel per collection size, a line per sweep, vecguard's tuned ``auto``
-index marked). Needs matplotlib (the ``bench`` extra).
+index marked) and results/keyword_saves.png (every save_changes of 320 chunks
+as a collection grows to 10k and 100k chunks; merges are the peaks). Needs
+matplotlib (the ``bench`` extra).
 """
 
 from __future__ import annotations
@@ -107,6 +110,28 @@ def recall_latency_plot(report: dict, out: Path) -> None:
     plt.close(figure)
 
 
+def keyword_saves_plot(report: dict, out: Path) -> None:
+    """Every save_changes of the keyword index as a collection grows by 320 chunks a save: merges are the peaks."""
+    import matplotlib.pyplot as plt
+
+    grown = {size: r["grown"] for size, r in report["results"].items() if "save_ms" in r.get("grown", {})}
+    figure, axis = plt.subplots(figsize=(9, 4.5))
+    for size, g in grown.items():
+        chunks = [320 * (i + 1) for i in range(len(g["save_ms"]))]
+        axis.plot(chunks, g["save_ms"], linewidth=0.8, label=f"to {int(size):,} chunks: p50 {g['save_p50_ms']:.0f} ms")
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.set_xlabel("chunks held after the save")
+    axis.set_ylabel("save_changes of 320 chunks, ms")
+    axis.legend()
+    axis.set_title(
+        f"bm25 keyword index: every incremental save ({report['date'][:10]}, {report['machine']['cpu_model']})"
+    )
+    figure.tight_layout()
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+
+
 def knob(tuning: dict) -> str:
     """The tuned knob of a vecguard index report: nprobe for IVF, efSearch for HNSW."""
     if "nprobe" in tuning:
@@ -122,6 +147,7 @@ def main() -> None:
     for source, plot, target in (
         ("quality.json", quality_plot, "quality.png"),
         ("faiss_indexes.json", recall_latency_plot, "faiss_recall_latency.png"),
+        ("keyword_files.json", keyword_saves_plot, "keyword_saves.png"),
     ):
         path = RESULTS / source
         if not path.exists():

@@ -3,11 +3,11 @@
 Options (``[keyword] plugin = "bm25s"``, ``pip install 'vecguard[bm25s]'``): ``method``
 (bm25s's variant: "lucene" (default), "robertson", "atire", "bm25l", "bm25+"), ``k1``,
 ``b``, ``lowercase``, ``stopwords``. Tokens, identifier matching, persistence (the
-tokens as JSON, never pickle) and the manifest's settings work as in the ``bm25``
-plugin; only the scores come from bm25s.
+``bm25`` plugin's segment files, never pickle) and the manifest's settings work as in
+the ``bm25`` plugin; only the scores come from bm25s.
 
 Not the default (benchmarks/results/keyword_speed.md): bm25s has no incremental add, so
-a change makes the next search rebuild its matrix from the stored tokens (7.5 s for 100
+a change makes the next search rebuild its matrix from the held tokens (7.5 s for 100
 new chunks at 100k, where the ``bm25`` plugin's postings take 12 ms), and its variants
 rank differently from rank-bm25's BM25Okapi (84 of 200 top-10 lists the same at 100k).
 Between changes its queries are fast: p50 1.4 ms at 100k chunks against the postings'
@@ -60,14 +60,12 @@ class Bm25sIndex(BM25Index):
         }
         self._method = method
 
-    def _ensure_scorer(self) -> None:
-        if self._scorer is None and self._tokens:
-            import bm25s
+    def _build_scorer(self, corpus: list[list[str]]) -> Any:
+        import bm25s
 
-            self._scorer_ids = list(self._tokens)
-            scorer = bm25s.BM25(method=self._method, k1=self._settings["k1"], b=self._settings["b"])
-            scorer.index([self._tokens[key] or [""] for key in self._scorer_ids], show_progress=False)
-            self._scorer = scorer
+        scorer = bm25s.BM25(method=self._method, k1=self._settings["k1"], b=self._settings["b"])
+        scorer.index(corpus, show_progress=False)
+        return scorer
 
 
 def _build(options: dict[str, Any], base_dir: Path) -> Bm25sIndex:

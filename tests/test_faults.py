@@ -160,8 +160,12 @@ DAMAGE: dict[str, tuple[Callable[..., None], str]] = {
         lambda index, other: (index / "index.json").write_text("[]"),
         "index.json is unreadable",
     ),
-    "bm25.json of the wrong shape": (
-        lambda index, other: (index / "keyword" / "bm25.json").write_text('{"settings": 1, "tokens": []}'),
+    "bm25-segments.json of the wrong shape": (
+        lambda index, other: (index / "keyword" / "bm25-segments.json").write_text('{"settings": 1, "segments": []}'),
+        "bm25",
+    ),
+    "a bm25 segment file cut short": (
+        lambda index, other: [path.write_bytes(path.read_bytes()[:100]) for path in (index / "keyword").glob("*.seg")],
         "bm25",
     ),
     "the keyword state of the wrong shape": (

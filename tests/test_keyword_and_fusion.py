@@ -71,11 +71,12 @@ def test_delete_and_replace() -> None:
     assert {k for k, _ in index.exact_matches("J45.909", 3)} == {"d1", "d3"}
 
 
-def test_save_and_load_round_trip_as_json(tmp_path: Path) -> None:
+def test_save_and_load_round_trip_through_a_json_manifest_and_segment_files(tmp_path: Path) -> None:
     index = _index()
     index.save(tmp_path)
-    data = json.loads((tmp_path / "bm25.json").read_text())  # plain JSON, never pickle
-    assert data["settings"] == index.settings()
+    manifest = json.loads((tmp_path / "bm25-segments.json").read_text())  # JSON and numpy arrays, never pickle
+    assert manifest["settings"] == index.settings() and manifest["token"] is None
+    assert [path.name for path in tmp_path.glob("*.seg")] == [manifest["segments"][0]["file"]]
     loaded = BM25Index()
     assert loaded.load(tmp_path)
     assert loaded.search("ORD-2024-00017 codes", 5) == index.search("ORD-2024-00017 codes", 5)
@@ -179,7 +180,7 @@ def _same_answers(fast: BM25Index, reference: BM25Index, queries: list[str]) -> 
             assert [score for _, score in got] == pytest.approx([score for _, score in want], rel=1e-9), query
 
 
-def test_postings_give_rank_bm25s_scores_through_adds_deletes_and_replacements() -> None:
+def test_postings_give_rank_bm25s_scores_through_adds_deletes_replacements_saves_and_loads(tmp_path: Path) -> None:
     passages = _cwe_passages(3000)
     queries = [p["text"].split(":")[0] for p in passages[:25]]  # CVE ids
     queries += [" ".join(p["text"].split()[:6]) for p in passages[-25:]]  # the words of sentences
@@ -188,12 +189,23 @@ def test_postings_give_rank_bm25s_scores_through_adds_deletes_and_replacements()
     for index in (fast, reference):
         index.add([p["id"] for p in passages[:2000]], [p["text"] for p in passages[:2000]])
     _same_answers(fast, reference, queries)
-    for index in (fast, reference):  # delete a third, replace some texts, add the rest
+    fast.save_changes(tmp_path, [p["id"] for p in passages[:2000]], 1)  # nothing saved yet: saves everything
+    loaded = BM25Index()
+    assert loaded.load(tmp_path)
+    _same_answers(loaded, reference, queries)
+    changed = [p["id"] for p in passages[:2000:3]] + [p["id"] for p in passages[1:300:3]]
+    changed += [p["id"] for p in passages[2000:]]
+    for index in (fast, reference, loaded):  # delete a third, replace some texts, add the rest
         index.delete([p["id"] for p in passages[:2000:3]])
         index.add([p["id"] for p in passages[1:300:3]], [p["text"].upper() + " replaced" for p in passages[1:300:3]])
         index.add([p["id"] for p in passages[2000:]], [p["text"] for p in passages[2000:]])
-    assert fast.count() == reference.count() == 3000 - 667
+    assert fast.count() == reference.count() == loaded.count() == 3000 - 667
     _same_answers(fast, reference, queries)
+    _same_answers(loaded, reference, queries)  # a loaded index changed in memory
+    loaded.save_changes(tmp_path, changed, 2)  # one segment of the changes on top of the first save
+    reloaded = BM25Index()
+    assert reloaded.load(tmp_path) and reloaded.saved_token(tmp_path) == 2
+    _same_answers(reloaded, reference, queries)
 
 
 def _tokenize_one_path(text: str, lowercase: bool, stopwords: frozenset[str]) -> list[str]:

@@ -39,7 +39,8 @@ def test_the_built_wheel_holds_only_vecguard_and_imports_from_itself(tmp_path: P
     assert {
         "vecguard/backends/faiss/__init__.py",
         "vecguard/backends/base.py",
-        "vecguard/plugins/bm25.py",
+        "vecguard/plugins/bm25/__init__.py",
+        "vecguard/plugins/bm25/segment.py",
         "vecguard/engine.py",
         "vecguard/server/app.py",
         "vecguard/py.typed",
