@@ -70,7 +70,10 @@ class KeywordFiles:
             return None, None
         # Read before loading: a save by another process in between makes what is loaded newer, never older,
         # and catching up from an older token again is harmless.
-        token = self.index.saved_token(self.folder) if self.incremental else self._state().get("token")
+        try:
+            token = self.index.saved_token(self.folder) if self.incremental else self._state().get("token")
+        except Exception as exc:  # derived data, as in _load
+            return None, f"{self.where} is unreadable ({exc})"
         loaded, problem = self._load()
         if loaded and not isinstance(token, int):
             return None, f"{self.where} does not record which change of the store it reflects"
@@ -113,7 +116,10 @@ class KeywordFiles:
         if self.folder is None or not self.incremental:
             return
         token = store.change_token()
-        saved_at = self.index.saved_token(self.folder)
+        try:
+            saved_at = self.index.saved_token(self.folder)
+        except StorageError:  # unreadable files: replaced by a whole save
+            saved_at = None
         changed = store.changes_since(saved_at) if saved_at is not None else None
         self._writing(lambda: self._save_incrementally(changed, token))
 

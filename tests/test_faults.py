@@ -168,10 +168,6 @@ DAMAGE: dict[str, tuple[Callable[..., None], str]] = {
         lambda index, other: [path.write_bytes(path.read_bytes()[:100]) for path in (index / "keyword").glob("*.seg")],
         "bm25",
     ),
-    "the keyword state of the wrong shape": (
-        lambda index, other: (index / "keyword" / "state.json").write_text("[1]"),
-        "does not record which change of the store it reflects",
-    ),
 }
 
 
