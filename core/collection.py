@@ -74,11 +74,6 @@ def chunk_id(doc_id: str, index: int) -> str:
     return f"{doc_id}#{index}"
 
 
-def document_of(chunk: str) -> str:
-    """The document id in a chunk id (``chunk_id``'s inverse: document ids may hold '#' themselves)."""
-    return chunk.rpartition("#")[0]
-
-
 class Collection:
     """One store and its manifest, and the keyword index over the same chunks.
 
@@ -306,7 +301,10 @@ class Collection:
         if not self._found(f"{self.where}: the last write did not finish; repairing it from the stored chunks"):
             return
         if isinstance(batch, dict) and isinstance(batch.get("documents"), dict):
-            self._repair_batch(batch)
+            try:
+                self._repair_batch(batch)
+            except (TypeError, ValueError, IndexError):  # a mark of another shape: read everything instead
+                self.repair()
         else:  # marked by an earlier version, which did not say what it was writing
             self.repair()
 
@@ -391,17 +389,13 @@ class Collection:
             self.store.delete(orphans)
 
     def _repair_batch(self, batch: Mapping[str, Any]) -> None:
-        """Finish a batch that a crash (or a failed write) left marked, from what it recorded before it began: the
-        chunk count of each document it touched. Reads only those documents' chunks (and those the change feed
-        names since the batch began), so it costs what the batch did, not what the collection holds."""
-        before: dict[str, int] = {str(d): int(n) for d, n in batch["documents"].items()}
-        since = batch.get("token")
-        changed = self.store.changes_since(since) if self.shared and isinstance(since, int) else None  # type: ignore[attr-defined]
-        if changed is None and self.shared:
-            self.repair()
-            return
-        candidates = {chunk_id(d, i) for d, n in before.items() for i in range(n)}
-        candidates.update(c for c in changed or () if document_of(c) in before)
+        """Finish a batch that a crash (or a failed write) left marked, from what it recorded before it began: each
+        document's chunk count before and after it. Reads only those documents' chunks, so it costs what the batch
+        did, not what the collection holds. A document keeps the chunks its stored first chunk counts (the new
+        version once its first chunk, written last, is in; else the old one, which a rerun replaces)."""
+        counted = {str(d): (int(n[0]), int(n[1])) for d, n in batch["documents"].items()}
+        before = {d: n[0] for d, n in counted.items()}
+        candidates = {chunk_id(d, i) for d, (old, new) in counted.items() for i in range(max(old, new))}
         heads = self.payloads([chunk_id(d, 0) for d in before])
         now = {p["doc_id"]: int(p["chunks"]) for p in heads.values() if p["doc_id"] in before}
         stored = self.payloads(sorted(candidates))
@@ -431,7 +425,7 @@ class Collection:
     # ------------------------------------------------------------ writing (the caller holds locked() and its own
     # write lock, and called catch_up() under them)
 
-    def _begin_batch(self, chunks_before: Mapping[str, int]) -> None:
+    def _begin_batch(self, chunks: Mapping[str, tuple[int, int]]) -> None:
         """Mark the collection mid-write with what this batch touches, before any point is written: a crash is
         then repaired (``_repair_batch``) by the next open or the next write. A mark left by a batch that failed
         or died is repaired first: whoever holds the lock now is the only writer."""
@@ -439,10 +433,7 @@ class Collection:
             log.warning("%s: the last write did not finish; repairing it before this one", self.where)
             self._settle_unfinished_write()
         self.state["writing"] = True
-        self.state["batch"] = {
-            "token": self.store.change_token() if self.shared else None,  # type: ignore[attr-defined]
-            "documents": dict(chunks_before),
-        }
+        self.state["batch"] = {"documents": {d: list(n) for d, n in chunks.items()}}  # chunks before, after
         self.manifest["write_id"] = uuid.uuid4().hex
         self.store.write_manifest(self.manifest)
 
@@ -472,7 +463,10 @@ class Collection:
         stored for these documents are read here, not when the batch was chunked: another write may have replaced
         them since."""
         existing = self.chunk_ids_of(sorted(doc_ids))
-        self._begin_batch({d: len(existing.get(d, ())) for d in sorted(doc_ids)})
+        after = {d: 0 for d in doc_ids}
+        for payload in payloads:
+            after[payload["doc_id"]] += 1
+        self._begin_batch({d: (len(existing.get(d, ())), after[d]) for d in sorted(doc_ids)})
         new_ids = set(ids)
         stale = [cid for cids in existing.values() for cid in cids if cid not in new_ids]
         # First chunks last: a crash inside the upsert (split into several calls on some stores) leaves no
@@ -497,7 +491,7 @@ class Collection:
         existing = self.chunk_ids_of(doc_ids)
         chunk_ids = [cid for cids in existing.values() for cid in cids]
         if chunk_ids:
-            self._begin_batch({d: len(c) for d, c in existing.items()})
+            self._begin_batch({d: (len(c), 0) for d, c in existing.items()})
             self.store.delete(chunk_ids)
             self.keyword.delete(chunk_ids)
             counts = self.manifest["counts"]

@@ -304,3 +304,33 @@ def test_a_write_to_a_server_after_a_reindex_goes_into_the_new_collection_not_th
     assert "was replaced" in (tmp_path / "serve.log").read_text()
     with sound(cfg) as engine:  # after the server is gone: the acknowledged write is in the live collection
         assert [d.id for d in engine.get(["new-zx"])] == ["new-zx"]
+
+
+def test_a_failed_batch_of_a_new_document_is_repaired_by_the_next_write_without_reading_the_collection(
+    collection: tuple[dict[str, Any], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg, _ = collection
+    engine = vecguard.open(cfg)
+    store = engine.store
+    real_upsert = store.upsert
+
+    def dies_before_the_first_chunk(ids, vectors, payloads):  # noqa: ANN001, ANN202
+        rest = [i for i, p in enumerate(payloads) if p["chunk"] != 0]
+        real_upsert([ids[i] for i in rest], vectors[rest], [payloads[i] for i in rest])
+        raise vecguard.StorageError("the disk went away")
+
+    monkeypatch.setattr(store, "upsert", dies_before_the_first_chunk)
+    with pytest.raises(vecguard.StorageError, match="went away"):
+        engine.add(documents("torn", 1))
+    monkeypatch.undo()
+    assert engine.state["writing"] is True and engine.store.count() > engine.manifest["counts"]["chunks"]
+
+    scans = []
+    monkeypatch.setattr(engine.collection, "scan_payloads", lambda *a, **k: scans.append(1) or iter(()))
+    engine.add([NEW])
+    monkeypatch.undo()
+    assert scans == []  # the repair read the torn document's chunks only
+    engine.close()
+    with sound(cfg) as reopened:
+        assert reopened.count() == len(corpus()) + 1
+        assert reopened.get(["torn-000"]) == []
