@@ -212,7 +212,7 @@ class Collection:
             )
         manifest = guard.check_manifest(manifest, f"the manifest of {self.where}")
         if self.manifest and manifest.get("id") != self.manifest.get("id"):
-            raise StorageError(
+            raise CollectionReplacedError(
                 f"{self.where} was replaced by another process with a collection of another vector space "
                 f"(manifest {manifest.get('id')!r:.20}, opened as {self.manifest.get('id')!r:.20}); open it again",
                 location=self.where,
@@ -430,7 +430,6 @@ class Collection:
         then repaired (``_repair_batch``) by the next open or the next write. A mark left by a batch that failed
         or died is repaired first: whoever holds the lock now is the only writer."""
         if self.state.get("writing"):
-            log.warning("%s: the last write did not finish; repairing it before this one", self.where)
             self._settle_unfinished_write()
         self.state["writing"] = True
         self.state["batch"] = {"documents": {d: list(n) for d, n in chunks.items()}}  # chunks before, after

@@ -406,6 +406,7 @@ class Engine:
         nothing passes returns []. In hybrid mode keyword-only matches are kept
         (an exact identifier has no meaningful cosine).
         """
+        self._fresh()
         run = Query(
             self.collection,
             self.encoder,

@@ -334,3 +334,46 @@ def test_a_failed_batch_of_a_new_document_is_repaired_by_the_next_write_without_
     with sound(cfg) as reopened:
         assert reopened.count() == len(corpus()) + 1
         assert reopened.get(["torn-000"]) == []
+
+
+class WholeFileKeywordIndex:
+    """A third party's keyword index that saves itself whole (no SavesIncrementally): BM25 underneath."""
+
+    def __init__(self) -> None:
+        from vecguard.plugins.bm25 import BM25Index
+
+        self._index = BM25Index()
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("settings", "add", "delete", "search", "exact_matches", "count", "ids"):
+            return getattr(self._index, name)
+        raise AttributeError(name)
+
+    def save(self, directory: Path) -> None:
+        self._index.save(directory)
+
+    def load(self, directory: Path) -> bool:
+        return self._index.load(directory)
+
+
+def test_two_engines_on_one_folder_see_each_others_writes_with_a_keyword_index_saved_whole(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two engines in one process hold two SQLite connections and two lock files, as two processes would."""
+    registry = vecguard.Registry.discover()
+    registry.add(vecguard.Part("keyword", "whole-file", lambda options, base: WholeFileKeywordIndex()))
+    assert not isinstance(WholeFileKeywordIndex(), vecguard.SavesIncrementally)
+    cfg = vecguard.load_config(config("faiss", tmp_path / "index", keyword={"plugin": "whole-file"}))
+    with vecguard.Engine(cfg, registry=registry) as one, vecguard.Engine(cfg, registry=registry) as other:
+        one.add(corpus())
+        assert [h.id for h in other.search("CVE-2022-24045", k=1, mode="keyword")] == ["doc-01"]
+        other.add([NEW])
+        assert [h.id for h in one.search("ZX-9931-QK", k=1, mode="keyword")] == ["new-zx"]
+        assert one.count() == other.count() == len(corpus()) + 1
+        one.delete(["new-zx"])
+        assert other.search("ZX-9931-QK", k=1, mode="keyword") == [] and other.count() == len(corpus())
+    saved = json.loads((tmp_path / "index" / "keyword" / "state.json").read_text())
+    assert isinstance(saved["token"], int)
+    with caplog.at_level("WARNING"), vecguard.Engine(cfg, registry=registry, create=False) as reopened:
+        assert [h.id for h in reopened.search("CVE-2022-24045", k=1, mode="keyword")] == ["doc-01"]
+    assert "rebuilding" not in caplog.text

@@ -126,10 +126,17 @@ class PointTable:
                 f"{self.database} is not a readable SQLite database ({exc}); it holds the collection's vectors and "
                 f"payloads: {RESTORE}"
             ) from exc
-        dim = self.meta("dimension")
-        self.dimension: int | None = int(dim) if dim is not None else None
+        self._dimension: int | None = None
         self._seen_data_version = -1
         self._identity = self._file_identity()
+
+    @property
+    def dimension(self) -> int | None:
+        """Fixed by the first write, this process's or another's (read again until then)."""
+        if self._dimension is None:
+            dim = self.meta("dimension")
+            self._dimension = int(dim) if dim is not None else None
+        return self._dimension
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -286,7 +293,7 @@ class PointTable:
                 nums.append(
                     db.execute("INSERT INTO points (id, vector, payload) VALUES (?, ?, ?)", (key, blob, text)).lastrowid
                 )
-        self.dimension = vectors.shape[1]
+        self._dimension = vectors.shape[1]
         return Written(nums, replaced, texts)
 
     def delete(self, ids: Sequence[str]) -> list[int]:
