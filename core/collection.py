@@ -103,7 +103,9 @@ class Collection:
         self.where = where
         self.open_problems: list[str] = []
         self.manifest: dict[str, Any] = {}
-        self._keyword = KeywordFiles(keyword, keyword_dir, new_index=new_keyword_index, collection_where=where)
+        self._keyword = KeywordFiles(
+            keyword, keyword_dir, new_index=new_keyword_index, collection_where=where, shared=self.shared
+        )
         self._repair = repair
         self._lock_timeout = lock_timeout
         self._token: int | None = None  # the store change the manifest and the keyword index in memory reflect

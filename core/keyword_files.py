@@ -35,9 +35,11 @@ class KeywordFiles:
         *,
         new_index: Callable[[], KeywordIndex] | None,
         collection_where: str,
+        shared: bool = False,
     ) -> None:
         self.index = index
         self.folder = folder
+        self._shared = shared  # the store SharesCollection: files record its change token
         self.where = str(folder) if folder is not None else f"the keyword index of {collection_where}"
         self._new_index = new_index
         self.unsaved = False  # changed since saved whole (a keyword index that does not save incrementally)
@@ -105,15 +107,15 @@ class KeywordFiles:
             self.save(reflects)
 
     def changed(self) -> None:
-        """The index in memory changed through a write."""
-        if not self.incremental:
+        """The index in memory changed through a write: saved at the end of the call unless the batch saves it."""
+        if not (self._shared and self.incremental):
             self.unsaved = True
 
     def save_changes(self, store: Any) -> None:
         """After a batch on a shared store, under its write lock: save the chunks the change feed names since the
         files were last saved (by any process), as reflecting the store's token now. Saved whole instead when the
         index does not save incrementally (at the end of the call), or the feed does not reach back."""
-        if self.folder is None or not self.incremental:
+        if self.folder is None or not (self._shared and self.incremental):
             return
         token = store.change_token()
         try:

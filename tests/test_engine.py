@@ -258,5 +258,5 @@ def test_a_home_relative_store_keeps_its_keyword_index_in_the_same_folder(
     with vecguard.open(config("faiss", Path("~/coll"))) as engine:
         engine.add(corpus()[:3])
     assert (tmp_path / "home" / "coll" / "points.sqlite3").exists()
-    assert (tmp_path / "home" / "coll" / "keyword" / "state.json").exists()
+    assert (tmp_path / "home" / "coll" / "keyword" / "bm25-segments.json").exists()
     assert not (tmp_path / "~").exists()
