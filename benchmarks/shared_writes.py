@@ -949,7 +949,8 @@ def notes(report: dict[str, Any]) -> list[str]:
     out.append(
         f"Opening {size:,} chunks: the store's {o['parts_s']['store']:.2f} s reads index.faiss "
         f"({d['parts']['index.faiss + index.json'] / 2**20:,.0f} MiB) twice, once for its CRC-32 and once to load it; "
-        f"settle's {o['parts_s'].get('settle', 0):.2f} s loads the keyword files. The first search then takes "
+        f"settle's {o['parts_s'].get('settle', 0):.2f} s loads the keyword files, catches them up and counts the "
+        "points. The first search then takes "
         f"{o['first_search_s']:.1f} s, its dense part {o['first_search_stages_s'].get('dense', 0):.1f} s: the FAISS "
         "store builds its payload records (every point's id and payload JSON read from SQLite and held in memory, "
         "`records.PayloadRecords.ready`). A cProfile of one such first search at 1M (2026-12-01) put ~58% of it in "
