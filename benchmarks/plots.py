@@ -1,15 +1,18 @@
-"""PNG plots of the committed results: quality per mode per set, recall against latency per FAISS index type, and
-the keyword index's incremental saves.
+"""PNG plots of the committed results: quality per mode per set, recall against latency per FAISS index type, the
+keyword index's incremental saves, and writes to a shared collection by size.
 
-    .venv/bin/python benchmarks/plots.py      # reads results/quality.json, faiss_indexes.json, keyword_files.json
+    .venv/bin/python benchmarks/plots.py      # reads results/quality.json, faiss_indexes.json, keyword_files.json,
+                                              # shared_writes.json
 
 Writes results/quality.png (nDCG@10 of every method on every query set, one
 panel per backend, the issue's bar drawn on each set) and
 results/faiss_recall_latency.png (recall@10 against p50 single-query latency,
 one panel per collection size, a line per sweep, vecguard's tuned ``auto``
 index marked) and results/keyword_saves.png (every save_changes of 320 chunks
-as a collection grows to 10k and 100k chunks; merges are the peaks). Needs
-matplotlib (the ``bench`` extra).
+as a collection grows to 10k and 100k chunks; merges are the peaks) and
+results/shared_writes.png (one document added, p50 with the encoder apart, and
+the time to open, against the collection's size). Needs matplotlib (the
+``bench`` extra).
 """
 
 from __future__ import annotations
@@ -132,6 +135,59 @@ def keyword_saves_plot(report: dict, out: Path) -> None:
     plt.close(figure)
 
 
+def shared_writes_plot(report: dict, out: Path) -> None:
+    """One document added (p50: the encode and vecguard's write cost stacked, p90 marked) and the time to open
+    (vecguard.open, its encoder load apart, and the first search) against the collection's size."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    results = report["results"]
+    sizes = [int(s) for s in results]
+    labels = [f"{s:,}" for s in sizes]
+    x = np.arange(len(sizes))
+    figure, (adds, opens) = plt.subplots(1, 2, figsize=(12, 4.8))
+    encode = [results[str(s)]["add"]["encode"]["p50_ms"] for s in sizes]
+    write = [results[str(s)]["add"]["write"]["p50_ms"] for s in sizes]
+    p90 = [results[str(s)]["add"]["total"]["p90_ms"] for s in sizes]
+    adds.bar(x, encode, 0.6, label="encode (p50)", color="tab:gray")
+    adds.bar(x, write, 0.6, bottom=encode, label="vecguard's write cost (p50)", color="tab:blue")
+    adds.plot(x, p90, "k_", markersize=24, label="total p90")
+    small = results[str(sizes[0])]["add"]["total"]["p50_ms"]
+    adds.axhline(2 * small, color="black", linestyle="dashed", linewidth=1, label=f"goal: 2x the {labels[0]} p50")
+    adds.set_ylim(0, 1.35 * max(2 * small, *p90))
+    adds.set_xticks(x, labels)
+    adds.set_xlabel("chunks in the collection")
+    adds.set_ylabel("engine.add([one document]), ms")
+    adds.set_title("Adding one document")
+    adds.legend(fontsize="small")
+    engine = [results[str(s)]["open"]["open_s"] for s in sizes]
+    encoder = [results[str(s)]["open"]["encoder_s"] for s in sizes]
+    first = [results[str(s)]["open"]["first_search_s"] for s in sizes]
+    opens.bar(x, encoder, 0.6, label="encoder: libraries imported, model loaded", color="tab:gray")
+    opens.bar(
+        x,
+        [e - m for e, m in zip(engine, encoder)],
+        0.6,
+        bottom=encoder,
+        label="the rest of vecguard.open",
+        color="tab:blue",
+    )
+    opens.bar(x, first, 0.6, bottom=engine, label="first search (payload records built)", color="tab:orange")
+    opens.axhline(5, color="black", linestyle="dashed", linewidth=1, label="goal: open in 5 s")
+    opens.set_xticks(x, labels)
+    opens.set_xlabel("chunks in the collection")
+    opens.set_ylabel("seconds, in a fresh process (median of 3)")
+    opens.set_title("Opening the collection")
+    opens.legend(fontsize="small")
+    figure.suptitle(
+        f"Writes to a shared FAISS collection, synthetic chunks, IVF ({report['date'][:10]}, "
+        f"{report['machine']['nproc']} CPUs)"
+    )
+    figure.tight_layout()
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+
+
 def knob(tuning: dict) -> str:
     """The tuned knob of a vecguard index report: nprobe for IVF, efSearch for HNSW."""
     if "nprobe" in tuning:
@@ -148,6 +204,7 @@ def main() -> None:
         ("quality.json", quality_plot, "quality.png"),
         ("faiss_indexes.json", recall_latency_plot, "faiss_recall_latency.png"),
         ("keyword_files.json", keyword_saves_plot, "keyword_saves.png"),
+        ("shared_writes.json", shared_writes_plot, "shared_writes.png"),
     ):
         path = RESULTS / source
         if not path.exists():
