@@ -19,7 +19,7 @@ from typing import Any
 
 from vecguard.atomic import fsync_directory, write_json_atomically
 
-from . import kinds
+from . import kinds, policy
 from .points import DATABASE, PointTable
 
 log = logging.getLogger("vecguard.backends.faiss")
@@ -204,8 +204,14 @@ class IndexFiles:
         if folder is None:
             return
         spec = state["spec"]
-        if self._saved == (generation, spec):
-            return
+        if self._saved is not None and self._saved[1] == spec:
+            saved_at = self._saved[0]
+            if saved_at == generation or (
+                saved_at < generation
+                and saved_at >= int(self._points.meta("changes_from") or 0)
+                and not policy.save_due(self._points.changes_after(saved_at), self._points.count())
+            ):
+                return  # these files, of this build, are caught up from the change feed when loaded
         written = {
             "generation": generation,
             "spec": spec,

@@ -239,6 +239,10 @@ class PointTable:
         vectors = np.frombuffer(b"".join(r[2] for r in rows), dtype="<f4").reshape(len(rows), self.dimension or 0)
         return Delta(current, removed, [r[0] for r in rows], [r[1] for r in rows], vectors, [r[3] for r in rows])
 
+    def changes_after(self, generation: int) -> int:
+        """How many point changes (writes and deletes) the feed lists after ``generation``."""
+        return int(self.db.execute("SELECT COUNT(*) FROM changes WHERE generation > ?", (generation,)).fetchone()[0])
+
     def _trim_changes(self, generation: int) -> None:
         """Keep the last CHANGES_KEPT rows of the feed (every TRIM_EVERY generations, inside a write)."""
         if generation % TRIM_EVERY:
@@ -327,6 +331,11 @@ class PointTable:
     def each_row(self) -> Iterator[tuple[int, str, str]]:
         """(num, id, payload JSON) of every point, by num."""
         return self.db.execute("SELECT num, id, payload FROM points ORDER BY num")
+
+    def each_record(self) -> Iterator[tuple[int, bytes]]:
+        """(num, ``"id",{payload}`` as UTF-8) of every point, by num, joined by SQLite rather than in Python (what
+        the payload records in memory are built from, at the first search after an open)."""
+        return self.db.execute("SELECT num, CAST(json_quote(id) || ',' || payload AS BLOB) FROM points ORDER BY num")
 
     def rows(self, nums: list[int]) -> dict[int, tuple[str, str]]:
         """num -> (id, payload JSON) of the stored points among ``nums`` (-1 fills a short answer: skipped)."""

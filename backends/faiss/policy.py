@@ -19,6 +19,12 @@ RECALL_CHECK_GROWTH = (
     1.25  # an "auto" index measures its recall on new vectors each time the collection grows this much
 )
 DELETED_SHARE = 0.1  # an HNSW index is rebuilt once this share of its nodes are deleted points
+# The saved index files of the build in service are rewritten at close only once this many points changed since
+# they were saved (a share of the collection, at least SAVE_AFTER_CHANGES): an open catches up from the change feed
+# (which keeps 200,000 rows, more than this at any size the feed holds), so a process that adds one document to 1M
+# chunks does not rewrite a 1.5 GB file when it closes.
+SAVE_AFTER_SHARE = 0.01
+SAVE_AFTER_CHANGES = 1000
 
 
 def candidates(options: FaissOptions, n: int) -> list[str]:
@@ -65,3 +71,9 @@ def too_many_deleted(deleted: int, nodes: int) -> str | None:
     if deleted > DELETED_SHARE * nodes:
         return f"{deleted} of the HNSW graph's {nodes} nodes are deleted points"
     return None
+
+
+def save_due(changed_since_saved: int, stored: int) -> bool:
+    """Whether the index files of the build in service are worth rewriting, ``changed_since_saved`` point changes
+    behind it."""
+    return changed_since_saved > max(SAVE_AFTER_CHANGES, SAVE_AFTER_SHARE * stored)
