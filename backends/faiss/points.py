@@ -334,7 +334,8 @@ class PointTable:
 
     def each_record(self) -> Iterator[tuple[int, bytes]]:
         """(num, ``"id",{payload}`` as UTF-8) of every point, by num, joined by SQLite rather than in Python (what
-        the payload records in memory are built from, at the first search after an open)."""
+        the payload records in memory are built from, at the first search after an open: 3.3 s at 1M points,
+        results/shared_writes.md)."""
         return self.db.execute("SELECT num, CAST(json_quote(id) || ',' || payload AS BLOB) FROM points ORDER BY num")
 
     def rows(self, nums: list[int]) -> dict[int, tuple[str, str]]:
