@@ -367,8 +367,10 @@ def test_two_engines_on_one_folder_see_each_others_writes_with_a_keyword_index_s
     with vecguard.Engine(cfg, registry=registry) as one, vecguard.Engine(cfg, registry=registry) as other:
         one.add(corpus())
         assert [h.id for h in other.search("CVE-2022-24045", k=1, mode="keyword")] == ["doc-01"]
+        assert one.search("glacier meltwater", k=3, mode="dense", filter={"year": 2026}) == []  # a filter kept
         other.add([NEW])
         assert [h.id for h in one.search("ZX-9931-QK", k=1, mode="keyword")] == ["new-zx"]
+        assert [h.id for h in one.search("glacier meltwater", k=3, mode="dense", filter={"year": 2026})] == ["new-zx"]
         assert one.count() == other.count() == len(corpus()) + 1
         one.delete(["new-zx"])
         assert other.search("ZX-9931-QK", k=1, mode="keyword") == [] and other.count() == len(corpus())

@@ -165,10 +165,9 @@ class FaissStore(BaseVectorStore):
                 self._live.forget()
                 self._synced, self._synced_num = self._points.generation, self._points.highest_num()
                 return
-            payloads = (
-                [self._points.payload(k, t) for k, t in zip(delta.ids, delta.texts)] if self._filters.active else []
-            )
-            self._filters.update(delta.removed, delta.nums if payloads else [], payloads)
+            if self._filters.active:  # the metadata is held: the new points' payloads keep it current
+                payloads = [self._points.payload(key, text) for key, text in zip(delta.ids, delta.texts)]
+                self._filters.update(delta.removed, delta.nums, payloads)
             self._records.drop(delta.removed)
             if delta.nums:
                 self._records.put(delta.nums, delta.ids, delta.texts, [])
