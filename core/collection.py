@@ -322,9 +322,9 @@ class Collection:
         """Bring the collection back in step from its stored chunks alone: remove chunks a crashed replace left
         beyond their document's chunk count, rebuild the keyword index from the stored texts and recount. Needs
         no encoder work, so it is cheap next to re-embedding; it reads the whole collection."""
-        token = self.store.change_token() if self.shared else None  # type: ignore[attr-defined]
+        reflects = self._reflects()  # read before the texts: what is rebuilt is at least as new
         self._remove_orphan_chunks()
-        self._keyword.rebuild(self._stored_texts(), token if self.shared else self.manifest.get("write_id"))
+        self._keyword.rebuild(self._stored_texts(), reflects)
         self.state["writing"] = False
         self.state.pop("batch", None)
         self._recount()
