@@ -1,0 +1,345 @@
+"""Qdrant's own engine in this process, through qdrant-edge-py: ``[store] plugin = "qdrant"`` with ``path``.
+
+A collection is the folder ``<path>/<collection>/``:
+
+    shard/          the Qdrant shard (segments, WAL, edge_config.json): Qdrant's files, read by Qdrant only
+    manifest.json   vecguard's manifest (written atomically), since a shard has no collection metadata
+    open.lock       held (flock) by the one process that has the collection open, with a line naming it
+
+Points are laid out as on a Qdrant server (``vecguard.backends.qdrant.points``): the same ids, payloads and
+filters, DOT distance on the unnamed dense vector, so ``vecguard migrate`` moves a collection between this and a
+server unchanged. Searches run Qdrant's HNSW with ``hnsw_ef``; points written since the last optimize sit in a
+plain segment that is searched exactly. The HNSW graph is built by ``optimize()``, which the engine runs when it
+closes after writes (``index_report``) and ``vecguard optimize`` runs on demand; Qdrant's optimizers decide what
+is worth rebuilding, so a close after a small write costs little.
+
+An embedded shard belongs to one process: Qdrant locks its write-ahead log, and there is no way to see another
+process's writes short of reopening. A second process is refused in one line naming the holder; several
+processes (a server and an indexer, replicas) need a Qdrant server (``url``).
+"""
+
+from __future__ import annotations
+
+import json
+import types
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from vecguard.atomic import write_json_atomically
+from vecguard.backends.base import BaseVectorStore, library_errors
+from vecguard.errors import StorageError
+from vecguard.file_lock import FolderClaim
+from vecguard.filters import Untranslatable
+from vecguard.protocols import Payload, RankedList
+
+from .points import ID_KEY, point_id, to_qdrant_filter
+
+DENSE = ""  # Qdrant's name for a collection's unnamed vector
+PROBES = 100  # stored vectors the recall of a new HNSW graph is measured with
+MANIFEST_FILE = "manifest.json"
+SHARD_FOLDER = "shard"
+
+
+def edge_models() -> Any:
+    """qdrant_edge's filter classes under qdrant-client's names, for ``to_qdrant_filter``."""
+    import qdrant_edge as q
+
+    def match_value(value: Any) -> Any:
+        # qdrant-edge-py 0.9.0 turns a Python bool into an integer (False matches 0, never false); numpy's bool
+        # reaches Qdrant as a bool (docs/dependencies.md).
+        return q.MatchValue(np.bool_(value) if isinstance(value, bool) else value)
+
+    return types.SimpleNamespace(
+        Filter=q.Filter,
+        FieldCondition=q.FieldCondition,
+        Range=q.RangeFloat,
+        MatchValue=match_value,
+        MatchAny=q.MatchAny,
+    )
+
+
+class EdgeQdrantStore(BaseVectorStore):
+    def __init__(self, options: dict[str, Any], path: Path) -> None:
+        import qdrant_edge
+
+        self._q = qdrant_edge
+        self._models = edge_models()
+        self._options = options
+        self._folder = Path(path) / options["collection"]
+        self._location = str(self._folder)
+        self._folder.mkdir(parents=True, exist_ok=True)
+        self._claim = FolderClaim(
+            self._folder,
+            where=f"the embedded Qdrant collection {self._location}",
+            remedy="an embedded Qdrant collection is one process's: send the other process's requests to the one "
+            "that holds it (vecguard serve), or put the collection on a Qdrant server ([store] url)",
+        )
+        self._shard: Any = None
+        self._dimension: int | None = None
+        self._written = False  # points changed since the HNSW graph was last built
+        self._report: dict[str, Any] | None = None
+        shard_folder = self._folder / SHARD_FOLDER
+        if (shard_folder / "edge_config.json").exists():
+            with self._library_calls():
+                self._shard = self._q.EdgeShard.load(str(shard_folder))
+            self._dimension = _stored_dimension(shard_folder, self._location)
+
+    @property
+    def exact_search(self) -> bool:  # type: ignore[override]
+        return bool(self._options["exact"])
+
+    def _library_calls(self) -> AbstractContextManager[None]:
+        return library_errors("Qdrant (embedded)", self._location)
+
+    # ------------------------------------------------------------ collection
+
+    def dimension(self) -> int | None:
+        return self._dimension
+
+    def _create(self, dimension: int) -> None:
+        q, o = self._q, self._options
+        memory = q.Memory.Cold if o["on_disk"] else None
+        quantization = None
+        if o["quantization"] == "scalar":
+            quantization = q.ScalarQuantizationConfig(type=q.ScalarType.Int8, always_ram=True)
+        hnsw = q.HnswIndexConfig(
+            m=o["hnsw_m"] or 16, ef_construct=o["hnsw_ef_construct"] or 100, full_scan_threshold=10_000
+        )
+        config = q.EdgeConfig(
+            vectors=q.EdgeVectorParams(size=dimension, distance=q.Distance.Dot, memory=memory),
+            hnsw_config=hnsw,
+            quantization_config=quantization,
+        )
+        schema = {
+            "keyword": q.PayloadSchemaType.Keyword,
+            "integer": q.PayloadSchemaType.Integer,
+            "float": q.PayloadSchemaType.Float,
+            "bool": q.PayloadSchemaType.Bool,
+        }
+        with self._library_calls():
+            self._shard = q.EdgeShard.create(str(self._folder / SHARD_FOLDER), config)
+            for field, kind in o["payload_indexes"].items():
+                self._shard.update(q.UpdateOperation.create_field_index(f"metadata.{field}", schema[kind]))
+        self._dimension = dimension
+
+    # ------------------------------------------------------------ VectorStore
+
+    def _upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[Payload]) -> None:
+        q = self._q
+        if self._shard is None:
+            self._create(vectors.shape[1])
+        size = self._options["batch_size"]
+        for start in range(0, len(ids), size):
+            points = [
+                q.Point(point_id(key), vector.tolist(), {**payload, ID_KEY: key})
+                for key, vector, payload in zip(
+                    ids[start : start + size], vectors[start : start + size], payloads[start : start + size]
+                )
+            ]
+            with self._library_calls():
+                self._shard.update(q.UpdateOperation.upsert_points(points))
+        self._written = True
+
+    def _delete(self, ids: list[str]) -> None:
+        if self._shard is None:
+            return
+        with self._library_calls():
+            self._shard.update(self._q.UpdateOperation.delete_points([point_id(key) for key in ids]))
+        self._written = True
+
+    @staticmethod
+    def _split(payload: Mapping[str, Any] | None) -> tuple[str, Payload]:
+        payload = dict(payload or {})
+        return payload.pop(ID_KEY), payload
+
+    @staticmethod
+    def _dense(vector: Any) -> np.ndarray:
+        return np.asarray(vector[DENSE] if isinstance(vector, dict) else vector, dtype=np.float32)
+
+    def _get(self, ids: list[str]) -> dict[str, tuple[np.ndarray, Payload]]:
+        if self._shard is None:
+            return {}
+        with self._library_calls():
+            records = self._shard.retrieve([point_id(key) for key in ids], with_payload=True, with_vector=[DENSE])
+        found: dict[str, tuple[np.ndarray, Payload]] = {}
+        for record in records:
+            key, payload = self._split(record.payload)
+            found[key] = (self._dense(record.vector), payload)
+        return found
+
+    def _search(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None) -> RankedList:
+        return [(point.payload[ID_KEY], float(point.score)) for point in self._query(vector, k, filter, [ID_KEY])]
+
+    def _search_with_payloads(
+        self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None
+    ) -> list[tuple[str, float, Payload]]:
+        hits = []
+        for point in self._query(vector, k, filter, True):
+            key, payload = self._split(point.payload)
+            hits.append((key, float(point.score), payload))
+        return hits
+
+    def _filter(self, filter: Mapping[str, Any] | None) -> Any:
+        """Qdrant's filter for a portable one; False when nothing can match."""
+        if not filter:
+            return None
+        try:
+            return to_qdrant_filter(filter, self._models)
+        except Untranslatable:
+            allowed = [point_id(key) for key in self.matching_ids(filter)]
+            return self._q.Filter(must=[self._q.HasIdCondition(set(allowed))]) if allowed else False
+
+    def _params(self, k: int, exact: bool | None = None) -> Any:
+        exact = self._options["exact"] if exact is None else exact
+        return self._q.SearchParams(hnsw_ef=max(self._options["hnsw_ef"], k), exact=exact)
+
+    def _query(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None, with_payload: Any) -> list[Any]:
+        if self._shard is None:
+            return []
+        query_filter = self._filter(filter)
+        if query_filter is False:
+            return []
+        request = self._q.QueryRequest(
+            limit=k,
+            query=self._q.Query.Nearest(vector.tolist()),
+            filter=query_filter,
+            with_payload=with_payload,
+            params=self._params(k),
+        )
+        with self._library_calls():
+            return self._shard.query(request)
+
+    def _pages(self, batch_size: int, with_vectors: bool) -> Iterator[tuple[list[str], list[Any], list[Payload]]]:
+        """Every stored point in id order: ids, the records (vectors when asked for) and payloads."""
+        if self._shard is None:
+            return
+        offset = None
+        while True:
+            request = self._q.ScrollRequest(
+                offset=offset, limit=batch_size, with_payload=True, with_vector=[DENSE] if with_vectors else False
+            )
+            with self._library_calls():
+                records, offset = self._shard.scroll(request)
+            if records:
+                keys, payloads = zip(*(self._split(record.payload) for record in records))
+                yield list(keys), records, list(payloads)
+            if offset is None:
+                return
+
+    def scan(self, batch_size: int = 1000) -> Iterator[tuple[list[str], np.ndarray, list[Payload]]]:
+        for ids, records, payloads in self._pages(batch_size, with_vectors=True):
+            yield ids, np.stack([self._dense(record.vector) for record in records]), payloads
+
+    def _scan_payloads(self) -> Iterator[tuple[list[str], list[Payload]]]:
+        for ids, _, payloads in self._pages(1000, with_vectors=False):
+            yield ids, payloads
+
+    def count(self) -> int:
+        if self._shard is None:
+            return 0
+        with self._library_calls():
+            return int(self._shard.count(self._q.CountRequest(exact=True)))
+
+    def read_manifest(self) -> dict[str, Any] | None:
+        path = self._folder / MANIFEST_FILE
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot read {path} ({exc.strerror or exc})", location=str(path)) from exc
+        try:
+            manifest = json.loads(text)
+        except ValueError as exc:
+            raise StorageError(
+                f"{path} is not valid JSON ({exc}); restore it from a backup, or rebuild the collection",
+                location=str(path),
+            ) from exc
+        if not isinstance(manifest, dict):
+            raise StorageError(f"{path} holds no manifest object; restore it from a backup", location=str(path))
+        return manifest
+
+    def write_manifest(self, manifest: Mapping[str, Any]) -> None:
+        path = self._folder / MANIFEST_FILE
+        try:
+            write_json_atomically(path, dict(manifest))
+        except OSError as exc:
+            raise StorageError(f"cannot write {path} ({exc.strerror or exc})", location=str(path)) from exc
+
+    # ------------------------------------------------------------ MaintainsIndex
+
+    def optimize(self) -> dict[str, Any]:
+        """Build the HNSW graph over every point written since the last build, then measure its recall."""
+        self._optimize(measure=True)
+        return self._report or {}
+
+    def index_report(self) -> dict[str, Any] | None:
+        """What the HNSW graph measured about itself, building it first after writes (closing would anyway)."""
+        if self._written:
+            self._optimize(measure=False)
+        return self._report
+
+    def _optimize(self, measure: bool) -> None:
+        if self._shard is None:
+            return
+        with self._library_calls():
+            rebuilt = self._shard.optimize()
+            self._shard.flush()
+        self._written = False
+        if rebuilt or measure or self._report is None:
+            self._report = self._measure()
+
+    def _measure(self) -> dict[str, Any] | None:
+        """Recall@10 of the HNSW search against exact search, on up to PROBES stored vectors."""
+        q = self._q
+        total = self.count()
+        if not total:
+            return None
+        with self._library_calls():
+            sampled = self._shard.query(
+                q.QueryRequest(limit=min(PROBES, total), query=q.Sample.Random, with_vector=[DENSE])
+            )
+        probes = [self._dense(point.vector).tolist() for point in sampled]
+        k = min(10, total)
+
+        def top(exact: bool) -> list[set[Any]]:
+            requests = [
+                q.QueryRequest(limit=k, query=q.Query.Nearest(probe), params=self._params(k, exact)) for probe in probes
+            ]
+            with self._library_calls():
+                return [{point.id for point in hits} for hits in self._shard.query_batch(q.QueryBatchRequest(requests))]
+
+        found, truth = top(False), top(True)
+        recall = sum(len(a & b) for a, b in zip(found, truth)) / max(1, sum(len(b) for b in truth))
+        o = self._options
+        return {
+            "spec": f"HNSW m={o['hnsw_m'] or 16} ef_construct={o['hnsw_ef_construct'] or 100}",
+            "hnsw_ef": o["hnsw_ef"],
+            "points": total,
+            "probes": len(probes),
+            "recall_at_10": round(recall, 4),
+        }
+
+    def close(self) -> None:
+        try:
+            if self._shard is not None:
+                with self._library_calls():
+                    self._shard.close()
+                self._shard = None
+        finally:
+            self._claim.release()
+
+
+def _stored_dimension(shard_folder: Path, location: str) -> int:
+    path = shard_folder / "edge_config.json"
+    try:
+        return int(json.loads(path.read_text(encoding="utf-8"))["vectors"][DENSE]["size"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StorageError(
+            f"{path} does not say the vector size ({type(exc).__name__}: {exc}); the shard is damaged: restore it "
+            f"from a backup or rebuild the collection",
+            location=location,
+        ) from exc
