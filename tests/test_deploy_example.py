@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 
 import pytest
 import yaml
-from vecguard.config import load_config
+from vecguard.config import is_positive_int, load_config
 from vecguard.errors import VecguardError
 from vecguard.registry import Registry
 
@@ -161,6 +161,13 @@ def example_problems(folder: Path) -> list[str]:
         if peer is not None and (urlparse(peer).hostname not in first or urlparse(peer).port != 6335):
             problems.append(f"{name}: --bootstrap {peer!r} is not the first node's peer-to-peer address")
 
+    # The qdrant plugin passes its creation options to the server unchecked, when the first write creates the
+    # collection: a wrong type would surface there, so the example's are checked here.
+    for key in ("shard_number", "replication_factor", "write_consistency_factor", "hnsw_m", "hnsw_ef_construct"):
+        if store.get(key) is not None and not is_positive_int(store[key]):
+            return [*problems, f"[store] {key} must be a whole number >= 1, got {store[key]!r}"]
+    if store.get("on_disk") not in (None, True, False):
+        return [*problems, f"[store] on_disk must be true or false, got {store['on_disk']!r}"]
     rf = store.get("replication_factor") or 1
     if rf > len(nodes):
         problems.append(f"[store] replication_factor {rf} is more than the {len(nodes)} Qdrant nodes can hold")
@@ -301,6 +308,14 @@ BROKEN = {
     "write consistency beyond the replicas": (
         lambda f: _edit(f / "vecguard.toml", "write_consistency_factor = 2", "write_consistency_factor = 3"),
         "no write could succeed",
+    ),
+    "a shard count in quotes": (
+        lambda f: _edit(f / "vecguard.toml", "shard_number = 6", 'shard_number = "6"'),
+        "shard_number must be a whole number",
+    ),
+    "on_disk as a string": (
+        lambda f: _edit(f / "vecguard.toml", "on_disk = true", 'on_disk = "yes"'),
+        "on_disk must be true or false",
     ),
     "a misspelt store option": (
         lambda f: _edit(f / "vecguard.toml", "shard_number = 6", "shards = 6"),
