@@ -199,7 +199,6 @@ def test_without_creation_options_the_collection_gets_the_server_defaults(
     try:
         assert info.config.quantization_config is None
         assert info.payload_schema == {}
-        assert info.config.params.replication_factor == 1 and info.config.params.write_consistency_factor == 1
     finally:
         store.close()
 
