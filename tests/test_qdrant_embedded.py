@@ -78,6 +78,11 @@ def test_a_damaged_manifest_is_one_line_naming_the_file(tmp_path: Path) -> None:
         ({"shard_number": 2}, "shard_number is a server's"),
         ({"collection": "../out"}, "must be a folder name"),
         ({"local_mode": "yes"}, "local_mode must be true or false"),
+        ({"hnsw_m": "16"}, "hnsw_m must be a whole number"),
+        ({"url": "http://127.0.0.1:1", "path": None, "shard_number": 0}, "shard_number must be a whole number"),
+        ({"url": "http://127.0.0.1:1", "path": None, "replication_factor": True}, "replication_factor must be"),
+        ({"on_disk": "yes"}, "on_disk must be true or false"),
+        ({"payload_indexes": {"a.b": "keyword"}}, "payload_indexes keys must be metadata fields"),
     ],
 )
 def test_options_an_embedded_collection_cannot_take_are_refused(options: dict, message: str, tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ from vecguard.errors import ConfigError
 from vecguard.registry import Part, hookimpl
 
 from .client import QdrantCompanion, QdrantStore
-from .points import ID_KEY, INDEX_TYPES, point_id, to_qdrant_filter
+from .points import ID_KEY, INDEX_TYPES, PLAIN_KEY, point_id, to_qdrant_filter
 
 SERVER_ONLY = ("shard_number", "replication_factor", "write_consistency_factor")
 _FOLDER_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
@@ -88,6 +88,16 @@ def _build(options: dict[str, Any], base_dir: Path) -> BaseVectorStore:
     for key in ("hnsw_ef", "batch_size"):
         if not is_positive_int(opts[key]):
             raise ConfigError(f"[store] qdrant {key} must be a whole number >= 1, got {opts[key]!r}")
+    for key in (*SERVER_ONLY, "hnsw_m", "hnsw_ef_construct"):
+        if opts[key] is not None and not is_positive_int(opts[key]):
+            raise ConfigError(f"[store] qdrant {key} must be a whole number >= 1 (or absent), got {opts[key]!r}")
+    if opts["on_disk"] is not None and not isinstance(opts["on_disk"], bool):
+        raise ConfigError(f"[store] qdrant on_disk must be true or false, got {opts['on_disk']!r}")
+    if any(not isinstance(field, str) or not PLAIN_KEY.fullmatch(field) for field in opts["payload_indexes"]):
+        raise ConfigError(
+            f"[store] qdrant payload_indexes keys must be metadata fields of letters, digits, '_' and '-' (the "
+            f"fields a filter can name), got {sorted(map(str, opts['payload_indexes']))}"
+        )
     if opts["url"] is not None or opts["path"] == ":memory:" or opts["local_mode"]:
         path = opts["path"] if opts["path"] == ":memory:" else resolve_path(opts["path"], base_dir, "[store] qdrant")
         return QdrantStore(opts, path)

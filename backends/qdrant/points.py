@@ -19,7 +19,7 @@ from vecguard.filters import Untranslatable
 ID_NAMESPACE = uuid.UUID("6f1c9a52-7d0b-5c8e-9a3e-2b1f4d6c8e10")
 ID_KEY = "vecguard_id"
 INDEX_TYPES = ("keyword", "integer", "float", "bool")
-_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def point_id(key: str) -> str:
@@ -43,7 +43,7 @@ def to_qdrant_filter(flt: Mapping[str, Any], models: Any) -> Any:
         elif key == "$not":
             must.append(models.Filter(must_not=[to_qdrant_filter(value, models)]))
         else:
-            if not _PLAIN_KEY.fullmatch(key):
+            if not PLAIN_KEY.fullmatch(key):
                 raise Untranslatable  # Qdrant would parse dots, brackets, spaces or quotes as a path
             ops = value.items() if isinstance(value, Mapping) else (("$eq", value),)
             must.extend(_condition(f"metadata.{key}", op, operand, models) for op, operand in ops)
