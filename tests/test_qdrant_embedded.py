@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from vecguard import ConfigError, Registry
+from vecguard import ConfigError, Registry, StorageError
 from vecguard.backends.qdrant.edge import EdgeQdrantStore
 
 
@@ -88,3 +88,15 @@ def test_a_damaged_manifest_is_one_line_naming_the_file(tmp_path: Path) -> None:
 def test_options_an_embedded_collection_cannot_take_are_refused(options: dict, message: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=message):
         _build(options, tmp_path)
+
+
+def test_a_damaged_shard_is_one_line_and_leaves_the_folder_free(tmp_path: Path) -> None:
+    store = _build({}, tmp_path)
+    store.upsert(["a"], clustered(1), [{}])
+    store.close()
+    config = tmp_path / "qdrant" / "vecguard" / "shard" / "edge_config.json"
+    config.write_text("{}")
+    for _ in range(2):  # the second open finds the folder unclaimed, not "open in" this very process
+        with pytest.raises(StorageError, match="does not say the vector size .*restore it from a backup") as raised:
+            _build({}, tmp_path)
+        assert "\n" not in str(raised.value)

@@ -83,9 +83,13 @@ class EdgeQdrantStore(BaseVectorStore):
         self._report: dict[str, Any] | None = None
         shard_folder = self._folder / SHARD_FOLDER
         if (shard_folder / "edge_config.json").exists():
-            with self._library_calls():
-                self._shard = self._q.EdgeShard.load(str(shard_folder))
-            self._dimension = _stored_dimension(shard_folder, self._location)
+            try:
+                self._dimension = _stored_dimension(shard_folder, self._location)
+                with self._library_calls():
+                    self._shard = self._q.EdgeShard.load(str(shard_folder))
+            except BaseException:
+                self._claim.release()  # a shard that cannot be opened must not stay claimed by this process
+                raise
 
     @property
     def exact_search(self) -> bool:  # type: ignore[override]
