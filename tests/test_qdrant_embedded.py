@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -100,3 +101,101 @@ def test_a_damaged_shard_is_one_line_and_leaves_the_folder_free(tmp_path: Path) 
         with pytest.raises(StorageError, match="does not say the vector size .*restore it from a backup") as raised:
             _build({}, tmp_path)
         assert "\n" not in str(raised.value)
+
+
+# ------------------------------------------------------------------ the keyword signal inside Qdrant
+
+CORPUS = {
+    "lease": "The tenant must give the landlord 30 days notice before moving out of the flat.",
+    "ship": "My parcel is late because of the weather; order ORD-2024-00017 left the depot on Monday.",
+    "cve": "CVE-2021-29447 lets an attacker read files through an XML external entity in a media upload.",
+    "flood": "Heavy weather flooded the depot, so every parcel in the region is late this week.",
+    "deposit": "The landlord keeps the deposit when the tenant leaves the flat damaged.",
+}
+
+
+def test_keyword_scores_from_qdrant_are_bm25_with_qdrants_idf(tmp_path: Path) -> None:
+    """Each chunk's sparse vector holds BM25Okapi's term-frequency part; Qdrant multiplies in its IDF
+    ln(1 + (N - n + 0.5) / (n + 0.5)): the scores are BM25's, computed here by hand from the same tokenizer."""
+    from vecguard.plugins.bm25 import BM25Index
+
+    index = BM25Index()
+    store = _build({}, tmp_path)
+    assert store.hold_keywords(index.sparse_weights())
+    ids = list(CORPUS)
+    store.upsert(ids, clustered(len(ids)), [{"text": text, "metadata": {}} for text in CORPUS.values()])
+    tokens = {key: index.tokenize(text) for key, text in CORPUS.items()}
+    average = sum(map(len, tokens.values())) / len(tokens)
+    for query in ("landlord tenant flat", "late parcel weather weather", "ORD-2024-00017"):
+        expected = {}
+        for key, terms in tokens.items():
+            score = 0.0
+            for term in index.tokenize(query):
+                n = sum(term in other for other in tokens.values())
+                if term in terms:
+                    tf = terms.count(term)
+                    idf = math.log(1 + (len(tokens) - n + 0.5) / (n + 0.5))
+                    score += idf * tf * 2.5 / (tf + 1.5 * (0.25 + 0.75 * len(terms) / average))
+            if score:
+                expected[key] = score
+        found = store.search_signals(None, index.sparse_weights().query(query), 10, None)["keyword"]
+        assert {key for key, _, _ in found} == set(expected), query
+        for key, score, payload in found:
+            assert score == pytest.approx(expected[key], rel=1e-4), (query, key)
+            assert payload["text"] == CORPUS[key]
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def engine_config(tmp_path_factory: pytest.TempPathFactory):
+    def config(folder: str, **store: object) -> dict:
+        path = tmp_path_factory.getbasetemp() / folder
+        return {
+            "encoder": {"plugin": "sentence-transformers", "model": "bundled"},
+            "store": {"plugin": "qdrant", "path": str(path), **store},
+        }
+
+    return config
+
+
+def _documents() -> list[dict]:
+    return [
+        {"id": key, "text": text, "metadata": {"topic": "home" if key in ("lease", "deposit") else "other"}}
+        for key, text in CORPUS.items()
+    ]
+
+
+def test_an_embedded_collection_keeps_the_keyword_signal_inside_qdrant(engine_config) -> None:
+    import vecguard
+
+    config = engine_config("inside")
+    with vecguard.open(config) as engine:
+        engine.add(_documents())
+        assert engine.collection.keyword_in_store and engine.keyword.count() == len(CORPUS)
+        first = engine.search("ORD-2024-00017", k=3)[0]
+        assert first.id == "ship" and "identifier" in first.signals and "keyword" in first.signals
+        assert {h.id for h in engine.search("landlord", k=5, mode="keyword")} == {"deposit", "lease"}
+        # The filter applies inside Qdrant to both signals.
+        assert engine.search("landlord", k=5, mode="keyword", filter={"topic": "other"}) == []
+        assert {h.id for h in engine.search("late parcel", k=5, filter={"topic": "home"})} <= {"lease", "deposit"}
+        engine.delete(["ship"])
+        assert engine.search("ORD-2024-00017", k=3, mode="keyword") == []
+    folder = Path(config["store"]["path"])
+    assert not (folder / "keyword").exists(), "no keyword index may live outside Qdrant"
+    with vecguard.open(config) as engine:  # reopened: nothing to load or rebuild
+        assert engine.collection.keyword_in_store
+        assert [h.id for h in engine.search("CVE-2021-29447", k=1)] == ["cve"]
+
+
+def test_keyword_vectors_false_keeps_vecguards_bm25_files_and_the_collection_remembers(engine_config) -> None:
+    import vecguard
+
+    config = engine_config("files", keyword_vectors=False)
+    with vecguard.open(config) as engine:
+        engine.add(_documents())
+        assert not engine.collection.keyword_in_store
+    assert (Path(config["store"]["path"]) / "keyword").is_dir()
+    del config["store"]["keyword_vectors"]  # the default would keep new collections' keywords in Qdrant
+    with vecguard.open(config) as engine:
+        assert not engine.collection.keyword_in_store, "a collection built without keyword vectors has none"
+        assert [h.id for h in engine.search("ORD-2024-00017", k=1)] == ["ship"]

@@ -4,6 +4,7 @@ A collection is the folder ``<path>/<collection>/``:
 
     shard/          the Qdrant shard (segments, WAL, edge_config.json): Qdrant's files, read by Qdrant only
     manifest.json   vecguard's manifest (written atomically), since a shard has no collection metadata
+    keywords.json   the average chunk length the keyword vectors are weighed with (with keyword_vectors)
     open.lock       held (flock) by the one process that has the collection open, with a line naming it
 
 Points are laid out as on a Qdrant server (``vecguard.backends.qdrant.points``): the same ids, payloads and
@@ -12,6 +13,11 @@ server unchanged. Searches run Qdrant's HNSW with ``hnsw_ef``; points written si
 plain segment that is searched exactly. The HNSW graph is built by ``optimize()``, which the engine runs when it
 closes after writes (``index_report``) and ``vecguard optimize`` runs on demand; Qdrant's optimizers decide what
 is worth rebuilding, so a close after a small write costs little.
+
+With ``keyword_vectors`` (the default) the collection also keeps the keyword signal (``HoldsKeywords``): each point
+carries the sparse vector ``bm25`` of its text's BM25 term weights, weighed by the engine's keyword index
+(``plugins/bm25/sparse.py``) in the same write as the point, and Qdrant's IDF modifier supplies the document
+frequencies. Both signals are searched in one ``query_batch`` call, the filter inside each.
 
 An embedded shard belongs to one process: Qdrant locks its write-ahead log, and there is no way to see another
 process's writes short of reopening. A second process is refused in one line naming the holder; several
@@ -22,7 +28,7 @@ from __future__ import annotations
 
 import json
 import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -33,14 +39,16 @@ from vecguard.backends.base import BaseVectorStore, library_errors
 from vecguard.errors import StorageError
 from vecguard.file_lock import FolderClaim
 from vecguard.filters import Untranslatable
-from vecguard.protocols import Payload, RankedList
+from vecguard.protocols import Payload, RankedList, SparseVector, SparseWeights
 
 from .points import ID_KEY, point_id, to_qdrant_filter
 
 DENSE = ""  # Qdrant's name for a collection's unnamed vector
 PROBES = 100  # stored vectors the recall of a new HNSW graph is measured with
 MANIFEST_FILE = "manifest.json"
+KEYWORDS_FILE = "keywords.json"  # the keyword vectors' fixed average chunk length, decided by the first batch
 SHARD_FOLDER = "shard"
+SPARSE = "bm25"  # the sparse vector holding each chunk's keyword weights
 
 
 def edge_models() -> Any:
@@ -81,10 +89,13 @@ class EdgeQdrantStore(BaseVectorStore):
         self._dimension: int | None = None
         self._written = False  # points changed since the HNSW graph was last built
         self._report: dict[str, Any] | None = None
+        self._weights: SparseWeights | None = None  # set by hold_keywords: points carry keyword vectors
+        self._average_length: float | None = None
+        self._has_keywords = False  # the shard holds the sparse vector
         shard_folder = self._folder / SHARD_FOLDER
         if (shard_folder / "edge_config.json").exists():
             try:
-                self._dimension = _stored_dimension(shard_folder, self._location)
+                self._dimension, self._has_keywords = _stored_vectors(shard_folder, self._location)
                 with self._library_calls():
                     self._shard = self._q.EdgeShard.load(str(shard_folder))
             except BaseException:
@@ -103,7 +114,7 @@ class EdgeQdrantStore(BaseVectorStore):
     def dimension(self) -> int | None:
         return self._dimension
 
-    def _create(self, dimension: int) -> None:
+    def _create(self, dimension: int, texts: list[str]) -> None:
         q, o = self._q, self._options
         memory = q.Memory.Cold if o["on_disk"] else None
         quantization = None
@@ -112,8 +123,15 @@ class EdgeQdrantStore(BaseVectorStore):
         hnsw = q.HnswIndexConfig(
             m=o["hnsw_m"] or 16, ef_construct=o["hnsw_ef_construct"] or 100, full_scan_threshold=10_000
         )
+        sparse = None
+        if self._weights is not None:
+            sparse = {SPARSE: q.EdgeSparseVectorParams(modifier=q.Modifier.Idf)}
+            lengths = [self._weights.length(text) for text in texts]
+            self._average_length = max(1.0, sum(lengths) / max(1, len(lengths)))
+            write_json_atomically(self._folder / KEYWORDS_FILE, {"average_length": self._average_length})
         config = q.EdgeConfig(
             vectors=q.EdgeVectorParams(size=dimension, distance=q.Distance.Dot, memory=memory),
+            sparse_vectors=sparse,
             hnsw_config=hnsw,
             quantization_config=quantization,
         )
@@ -127,18 +145,18 @@ class EdgeQdrantStore(BaseVectorStore):
             self._shard = q.EdgeShard.create(str(self._folder / SHARD_FOLDER), config)
             for field, kind in o["payload_indexes"].items():
                 self._shard.update(q.UpdateOperation.create_field_index(f"metadata.{field}", schema[kind]))
-        self._dimension = dimension
+        self._dimension, self._has_keywords = dimension, sparse is not None
 
     # ------------------------------------------------------------ VectorStore
 
     def _upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[Payload]) -> None:
         q = self._q
         if self._shard is None:
-            self._create(vectors.shape[1])
+            self._create(vectors.shape[1], [str(payload.get("text", "")) for payload in payloads])
         size = self._options["batch_size"]
         for start in range(0, len(ids), size):
             points = [
-                q.Point(point_id(key), vector.tolist(), {**payload, ID_KEY: key})
+                q.Point(point_id(key), self._vectors(vector, payload), {**payload, ID_KEY: key})
                 for key, vector, payload in zip(
                     ids[start : start + size], vectors[start : start + size], payloads[start : start + size]
                 )
@@ -146,6 +164,13 @@ class EdgeQdrantStore(BaseVectorStore):
             with self._library_calls():
                 self._shard.update(q.UpdateOperation.upsert_points(points))
         self._written = True
+
+    def _vectors(self, vector: np.ndarray, payload: Payload) -> Any:
+        """A point's vectors: the dense one, and its text's keyword weights when the collection keeps them."""
+        if not (self._has_keywords and self._weights is not None and self._average_length is not None):
+            return vector.tolist()
+        indices, values = self._weights.document(str(payload.get("text", "")), self._average_length)
+        return {DENSE: vector.tolist(), SPARSE: self._q.SparseVector(indices, values)}
 
     def _delete(self, ids: list[str]) -> None:
         if self._shard is None:
@@ -273,6 +298,63 @@ class EdgeQdrantStore(BaseVectorStore):
         except OSError as exc:
             raise StorageError(f"cannot write {path} ({exc.strerror or exc})", location=str(path)) from exc
 
+    # ------------------------------------------------------------ HoldsKeywords
+
+    def hold_keywords(self, weights: SparseWeights) -> bool:
+        """Keep the keyword signal: a collection created from now on with ``keyword_vectors``, or one that was."""
+        if self._shard is None:
+            if self._options["keyword_vectors"] is False:
+                return False
+        elif not self._has_keywords:
+            return False
+        else:
+            self._average_length = _stored_average_length(self._folder / KEYWORDS_FILE, self._location)
+        self._weights = weights
+        return True
+
+    def search_signals(
+        self,
+        vector: np.ndarray | None,
+        terms: SparseVector | None,
+        depth: int,
+        filter: Mapping[str, Any] | None,
+        ids: Sequence[str] | None = None,
+    ) -> dict[str, list[tuple[str, float, Payload]]]:
+        q = self._q
+        asked = {name: query for name, query in (("dense", vector), ("keyword", terms)) if query is not None}
+        query_filter = self._filter(filter)
+        if self._shard is None or query_filter is False or not asked:
+            return {name: [] for name in asked}
+        if ids is not None:
+            allowed = q.HasIdCondition({point_id(key) for key in ids})
+            query_filter = q.Filter(must=[allowed, query_filter] if query_filter is not None else [allowed])
+        requests = []
+        for name, query in asked.items():
+            if name == "dense":
+                nearest, params = q.Query.Nearest(np.asarray(query).tolist()), self._params(depth)
+            else:
+                nearest, params = q.Query.Nearest(q.SparseVector(*query), using=SPARSE), None
+            requests.append(
+                q.QueryRequest(limit=depth, query=nearest, filter=query_filter, with_payload=True, params=params)
+            )
+        with self._library_calls():
+            results = self._shard.query_batch(q.QueryBatchRequest(requests))
+        found: dict[str, list[tuple[str, float, Payload]]] = {}
+        for name, points in zip(asked, results):
+            found[name] = []
+            for point in points:
+                key, payload = self._split(point.payload)
+                found[name].append((key, float(point.score), payload))
+        return found
+
+    def term_holders(self, term: int, limit: int) -> int:
+        if self._shard is None:
+            return 0
+        q = self._q
+        request = q.QueryRequest(limit=limit, query=q.Query.Nearest(q.SparseVector([term], [1.0]), using=SPARSE))
+        with self._library_calls():
+            return len(self._shard.query(request))
+
     # ------------------------------------------------------------ MaintainsIndex
 
     def optimize(self) -> dict[str, Any]:
@@ -337,13 +419,29 @@ class EdgeQdrantStore(BaseVectorStore):
             self._claim.release()
 
 
-def _stored_dimension(shard_folder: Path, location: str) -> int:
+def _stored_vectors(shard_folder: Path, location: str) -> tuple[int, bool]:
+    """The dense vectors' size, and whether the points carry keyword vectors, from the shard's config."""
     path = shard_folder / "edge_config.json"
     try:
-        return int(json.loads(path.read_text(encoding="utf-8"))["vectors"][DENSE]["size"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        config = json.loads(path.read_text(encoding="utf-8"))
+        return int(config["vectors"][DENSE]["size"]), SPARSE in (config.get("sparse_vectors") or {})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise StorageError(
             f"{path} does not say the vector size ({type(exc).__name__}: {exc}); the shard is damaged: restore it "
             f"from a backup or rebuild the collection",
+            location=location,
+        ) from exc
+
+
+def _stored_average_length(path: Path, location: str) -> float:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))["average_length"]
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return float(value)
+        raise ValueError(f"average_length {value!r} is not a positive number")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StorageError(
+            f"{path} does not say the keyword vectors' average chunk length ({type(exc).__name__}: {exc}); "
+            f"restore it from a backup, or rebuild the collection",
             location=location,
         ) from exc
