@@ -165,10 +165,12 @@ def _documents() -> list[dict]:
     ]
 
 
-def test_an_embedded_collection_keeps_the_keyword_signal_inside_qdrant(engine_config) -> None:
+@pytest.mark.parametrize("client", [{}, {"local_mode": True}], ids=["embedded", "qdrant-client"])
+def test_a_qdrant_collection_keeps_the_keyword_signal_inside_qdrant(engine_config, client: dict) -> None:
+    """Embedded, and through qdrant-client (what a server runs; here its local mode)."""
     import vecguard
 
-    config = engine_config("inside")
+    config = engine_config(f"inside-{len(client)}", **client)
     with vecguard.open(config) as engine:
         engine.add(_documents())
         assert engine.collection.keyword_in_store and engine.keyword.count() == len(CORPUS)

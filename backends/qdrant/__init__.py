@@ -14,8 +14,8 @@ Options (``[store]``):
     shard_number, replication_factor, write_consistency_factor
                             collection creation options for a server
     payload_indexes         {field = "keyword" | "integer" | "float" | "bool"}: payload indexes to create
-    keyword_vectors         embedded: a new collection keeps the keyword signal as sparse BM25 vectors inside
-                            Qdrant, so no keyword index lives outside it (default true; false: vecguard's BM25 files)
+    keyword_vectors         a new collection keeps the keyword signal as sparse BM25 vectors inside Qdrant, so no
+                            keyword index lives outside it (default true; false: vecguard's BM25 files)
     lock_lease              seconds a writer that died keeps the others out of a server's collection (default 15)
 
 ``path = ":memory:"`` is qdrant-client's in-memory mode, for tests. Choosing among them: README "Qdrant".
@@ -103,12 +103,8 @@ def _build(options: dict[str, Any], base_dir: Path) -> BaseVectorStore:
         )
     if opts["keyword_vectors"] not in (None, True, False):
         raise ConfigError(f"[store] qdrant keyword_vectors must be true or false, got {opts['keyword_vectors']!r}")
+    opts["keyword_vectors"] = opts["keyword_vectors"] is not False
     if opts["url"] is not None or opts["path"] == ":memory:" or opts["local_mode"]:
-        if opts["keyword_vectors"]:
-            raise ConfigError(
-                "[store] qdrant keyword_vectors is the embedded engine's (path) for now; a server or local mode "
-                "keeps the keyword signal in vecguard's BM25 files: remove it"
-            )
         path = opts["path"] if opts["path"] == ":memory:" else resolve_path(opts["path"], base_dir, "[store] qdrant")
         return QdrantStore(opts, path)
     if opts["path"] is None:

@@ -33,7 +33,7 @@ docs/dependencies.md); local mode runs the same records.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -48,9 +48,9 @@ from vecguard.backends.sharing import (
 from vecguard.errors import ConfigError, StorageError
 from vecguard.filters import Untranslatable
 from vecguard.guard import manifest_as_metadata, manifest_from_metadata
-from vecguard.protocols import Payload, RankedList
+from vecguard.protocols import Payload, RankedList, SparseVector, SparseWeights
 
-from .points import ID_KEY, point_id, to_qdrant_filter
+from .points import AVERAGE_LENGTH_KEY, ID_KEY, SPARSE, average_length, dense_of, point_id, to_qdrant_filter
 
 
 class QdrantCompanion:
@@ -231,6 +231,8 @@ class QdrantStore(BaseVectorStore):
         self._name = options["collection"]
         self._pending_manifest: dict[str, Any] | None = None
         self._stored_dimension: int | None = None  # fixed once the collection exists; saves a request per query
+        self._weights: SparseWeights | None = None  # set by hold_keywords: points carry keyword vectors
+        self._average_length: float | None = None
         on_server = options["url"] is not None
         self._sharing = SharedCollection(
             QdrantCompanion(self._client, models, self._name, self._library_calls, on_server),
@@ -262,25 +264,31 @@ class QdrantStore(BaseVectorStore):
                 self._stored_dimension = int(self._client.get_collection(self._name).config.params.vectors.size)
         return self._stored_dimension
 
-    def _create(self, dimension: int) -> None:
+    def _create(self, dimension: int, texts: list[str]) -> None:
         models, o = self._models, self._options
         quantization = None
         if o["quantization"] == "scalar":
             quantization = models.ScalarQuantization(
                 scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, always_ram=True)
             )
-        metadata = manifest_as_metadata(self._pending_manifest) if self._pending_manifest else None
+        metadata = manifest_as_metadata(self._pending_manifest) if self._pending_manifest else {}
+        sparse = None
+        if self._weights is not None:
+            self._average_length = average_length(self._weights, texts)
+            metadata[AVERAGE_LENGTH_KEY] = self._average_length
+            sparse = {SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)}
         with self._library_calls():
             self._client.create_collection(
                 self._name,
                 vectors_config=models.VectorParams(size=dimension, distance=models.Distance.DOT, on_disk=o["on_disk"]),
+                sparse_vectors_config=sparse,
                 shard_number=o["shard_number"],
                 replication_factor=o["replication_factor"],
                 write_consistency_factor=o["write_consistency_factor"],
                 on_disk_payload=o["on_disk"],
                 hnsw_config=models.HnswConfigDiff(m=o["hnsw_m"], ef_construct=o["hnsw_ef_construct"]),
                 quantization_config=quantization,
-                metadata=metadata,
+                metadata=metadata or None,
             )
             for field, kind in o["payload_indexes"].items():
                 self._client.create_payload_index(self._name, field_name=f"metadata.{field}", field_schema=kind)
@@ -293,16 +301,25 @@ class QdrantStore(BaseVectorStore):
         size = self._options["batch_size"]
         with self._sharing.changing(ids):
             if not self._exists():
-                self._create(vectors.shape[1])
+                self._create(vectors.shape[1], [str(payload.get("text", "")) for payload in payloads])
             for start in range(0, len(ids), size):
                 points = [
-                    models.PointStruct(id=point_id(key), vector=vector.tolist(), payload={**payload, ID_KEY: key})
+                    models.PointStruct(
+                        id=point_id(key), vector=self._vectors(vector, payload), payload={**payload, ID_KEY: key}
+                    )
                     for key, vector, payload in zip(
                         ids[start : start + size], vectors[start : start + size], payloads[start : start + size]
                     )
                 ]
                 with self._library_calls():
                     self._client.upsert(self._name, points=points, wait=True)
+
+    def _vectors(self, vector: np.ndarray, payload: Payload) -> Any:
+        """A point's vectors: the dense one, and its text's keyword weights when the collection keeps them."""
+        if self._weights is None or self._average_length is None:
+            return vector.tolist()
+        indices, values = self._weights.document(str(payload.get("text", "")), self._average_length)
+        return {"": vector.tolist(), SPARSE: self._models.SparseVector(indices=indices, values=values)}
 
     def _delete(self, ids: list[str]) -> None:
         if not self._exists():
@@ -334,7 +351,7 @@ class QdrantStore(BaseVectorStore):
                 )
             for record in records:
                 key, payload = self._split(record.payload)
-                found[key] = (np.asarray(record.vector, dtype=np.float32), payload)
+                found[key] = (np.asarray(dense_of(record.vector), dtype=np.float32), payload)
         return found
 
     def _search(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None) -> RankedList:
@@ -350,16 +367,9 @@ class QdrantStore(BaseVectorStore):
         return hits
 
     def _query(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None, with_payload: Any) -> list[Any]:
-        models = self._models
-        query_filter = None
-        if filter:
-            try:
-                query_filter = to_qdrant_filter(filter, models)
-            except Untranslatable:
-                allowed = [point_id(key) for key in self.matching_ids(filter)]
-                if not allowed:
-                    return []
-                query_filter = models.Filter(must=[models.HasIdCondition(has_id=allowed)])
+        query_filter = self._query_filter(filter)
+        if query_filter is False:
+            return []
         with self._library_calls():
             return self._client.query_points(
                 self._name,
@@ -367,13 +377,97 @@ class QdrantStore(BaseVectorStore):
                 limit=k,
                 query_filter=query_filter,
                 with_payload=with_payload,
-                # Local mode is brute force and warns about search parameters it ignores.
-                search_params=(
-                    models.SearchParams(exact=self._options["exact"], hnsw_ef=max(self._options["hnsw_ef"], k))
-                    if self._options["url"] is not None
-                    else None
-                ),
+                search_params=self._search_params(k),
             ).points
+
+    def _search_params(self, k: int) -> Any:
+        # Local mode is brute force and warns about search parameters it ignores.
+        if self._options["url"] is None:
+            return None
+        return self._models.SearchParams(exact=self._options["exact"], hnsw_ef=max(self._options["hnsw_ef"], k))
+
+    def _query_filter(self, filter: Mapping[str, Any] | None) -> Any:
+        """Qdrant's filter for a portable one; False when nothing can match."""
+        if not filter:
+            return None
+        try:
+            return to_qdrant_filter(filter, self._models)
+        except Untranslatable:
+            allowed = [point_id(key) for key in self.matching_ids(filter)]
+            return self._models.Filter(must=[self._models.HasIdCondition(has_id=allowed)]) if allowed else False
+
+    # ------------------------------------------------------------ HoldsKeywords
+
+    def hold_keywords(self, weights: SparseWeights) -> bool:
+        """Keep the keyword signal: a collection created from now on with ``keyword_vectors``, or one that was."""
+        if not self._exists():
+            if not self._options["keyword_vectors"]:
+                return False
+        else:
+            with self._library_calls():
+                config = self._client.get_collection(self._name).config
+            if SPARSE not in (config.params.sparse_vectors or {}):
+                return False
+            stored = (config.metadata or {}).get(AVERAGE_LENGTH_KEY)
+            if not isinstance(stored, (int, float)) or isinstance(stored, bool) or stored <= 0:
+                raise StorageError(
+                    f"Qdrant collection {self._name!r} keeps keyword vectors but its metadata does not say their "
+                    f"average chunk length ({AVERAGE_LENGTH_KEY} = {stored!r}); rebuild the collection",
+                    location=self._location,
+                )
+            self._average_length = float(stored)
+        self._weights = weights
+        return True
+
+    def search_signals(
+        self,
+        vector: np.ndarray | None,
+        terms: SparseVector | None,
+        depth: int,
+        filter: Mapping[str, Any] | None,
+        ids: Sequence[str] | None = None,
+    ) -> dict[str, list[tuple[str, float, Payload]]]:
+        models = self._models
+        asked = {name: query for name, query in (("dense", vector), ("keyword", terms)) if query is not None}
+        query_filter = self._query_filter(filter)
+        if query_filter is False or not asked or not self._exists():
+            return {name: [] for name in asked}
+        if ids is not None:
+            allowed = models.HasIdCondition(has_id=[point_id(key) for key in ids])
+            query_filter = models.Filter(must=[allowed, query_filter] if query_filter is not None else [allowed])
+        requests = []
+        for name, query in asked.items():
+            if name == "dense":
+                requests.append(
+                    models.QueryRequest(
+                        query=np.asarray(query).tolist(),
+                        limit=depth,
+                        filter=query_filter,
+                        with_payload=True,
+                        params=self._search_params(depth),
+                    )
+                )
+            else:
+                sparse = models.SparseVector(indices=query[0], values=query[1])
+                requests.append(
+                    models.QueryRequest(query=sparse, using=SPARSE, limit=depth, filter=query_filter, with_payload=True)
+                )
+        with self._library_calls():
+            responses = self._client.query_batch_points(self._name, requests=requests)
+        found: dict[str, list[tuple[str, float, Payload]]] = {}
+        for name, response in zip(asked, responses):
+            found[name] = []
+            for point in response.points:
+                key, payload = self._split(point.payload)
+                found[name].append((key, float(point.score), payload))
+        return found
+
+    def term_holders(self, term: int, limit: int) -> int:
+        if not self._exists():
+            return 0
+        sparse = self._models.SparseVector(indices=[term], values=[1.0])
+        with self._library_calls():
+            return len(self._client.query_points(self._name, query=sparse, using=SPARSE, limit=limit).points)
 
     def _pages(self, batch_size: int, with_vectors: bool) -> Iterator[tuple[list[str], list[Any], list[Payload]]]:
         """Every stored point in a stable order: ids, the records (vectors when asked for) and payloads."""
@@ -393,7 +487,7 @@ class QdrantStore(BaseVectorStore):
 
     def scan(self, batch_size: int = 1000) -> Iterator[tuple[list[str], np.ndarray, list[Payload]]]:
         for ids, records, payloads in self._pages(batch_size, with_vectors=True):
-            yield ids, np.asarray([record.vector for record in records], dtype=np.float32), payloads
+            yield ids, np.asarray([dense_of(record.vector) for record in records], dtype=np.float32), payloads
 
     def _scan_payloads(self) -> Iterator[tuple[list[str], list[Payload]]]:
         for ids, _, payloads in self._pages(1000, with_vectors=False):

@@ -41,14 +41,13 @@ from vecguard.file_lock import FolderClaim
 from vecguard.filters import Untranslatable
 from vecguard.protocols import Payload, RankedList, SparseVector, SparseWeights
 
-from .points import ID_KEY, point_id, to_qdrant_filter
+from .points import ID_KEY, SPARSE, average_length, point_id, to_qdrant_filter
 
 DENSE = ""  # Qdrant's name for a collection's unnamed vector
 PROBES = 100  # stored vectors the recall of a new HNSW graph is measured with
 MANIFEST_FILE = "manifest.json"
 KEYWORDS_FILE = "keywords.json"  # the keyword vectors' fixed average chunk length, decided by the first batch
 SHARD_FOLDER = "shard"
-SPARSE = "bm25"  # the sparse vector holding each chunk's keyword weights
 
 
 def edge_models() -> Any:
@@ -126,8 +125,7 @@ class EdgeQdrantStore(BaseVectorStore):
         sparse = None
         if self._weights is not None:
             sparse = {SPARSE: q.EdgeSparseVectorParams(modifier=q.Modifier.Idf)}
-            lengths = [self._weights.length(text) for text in texts]
-            self._average_length = max(1.0, sum(lengths) / max(1, len(lengths)))
+            self._average_length = average_length(self._weights, texts)
             write_json_atomically(self._folder / KEYWORDS_FILE, {"average_length": self._average_length})
         config = q.EdgeConfig(
             vectors=q.EdgeVectorParams(size=dimension, distance=q.Distance.Dot, memory=memory),
@@ -303,7 +301,7 @@ class EdgeQdrantStore(BaseVectorStore):
     def hold_keywords(self, weights: SparseWeights) -> bool:
         """Keep the keyword signal: a collection created from now on with ``keyword_vectors``, or one that was."""
         if self._shard is None:
-            if self._options["keyword_vectors"] is False:
+            if not self._options["keyword_vectors"]:
                 return False
         elif not self._has_keywords:
             return False

@@ -18,12 +18,25 @@ from vecguard.filters import Untranslatable
 
 ID_NAMESPACE = uuid.UUID("6f1c9a52-7d0b-5c8e-9a3e-2b1f4d6c8e10")
 ID_KEY = "vecguard_id"
+SPARSE = "bm25"  # the sparse vector holding each chunk's keyword weights (``HoldsKeywords``)
+AVERAGE_LENGTH_KEY = "vecguard_keyword_average_length"  # a server collection's metadata key
 INDEX_TYPES = ("keyword", "integer", "float", "bool")
 PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def point_id(key: str) -> str:
     return str(uuid.uuid5(ID_NAMESPACE, key))
+
+
+def average_length(weights: Any, texts: list[str]) -> float:
+    """The average chunk length a new collection's keyword vectors are weighed with: its first batch's."""
+    lengths = [weights.length(text) for text in texts]
+    return max(1.0, sum(lengths) / max(1, len(lengths)))
+
+
+def dense_of(vector: Any) -> list[float]:
+    """A point's dense vector, from a record that may carry its keyword vector too (a dict by vector name)."""
+    return vector[""] if isinstance(vector, dict) else vector
 
 
 def _is_number(value: Any) -> bool:
