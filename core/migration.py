@@ -3,7 +3,8 @@
 Copy (the default) streams the source store's ``scan()`` into the target
 store's ``upsert()``: vectors, ids, chunk texts, metadata and the manifest
 travel as they are; the keyword index is built from the copied texts as they
-stream, with the recorded settings (tokenising, no encoding). Before anything is written,
+stream, with the recorded settings (tokenising, no encoding), unless the target
+keeps the keyword signal itself (Qdrant weighs each point as it is written). Before anything is written,
 the target config's encoder and settings must accept the source's manifest.
 
 Resuming: the target's manifest carries ``state.migration`` with the number of
@@ -41,6 +42,7 @@ from .evaluate import Qrels, evaluate
 from .faults import kill_point
 from .protocols import Document, VectorStore
 from .registry import Registry
+from .store_keywords import keyword_signal
 from .verification import VECTOR_SAMPLE, Check, Sample, scan_batches, verify_copy, verify_reembed
 
 log = logging.getLogger(__name__)
@@ -188,6 +190,8 @@ def _copy(
         target_store: VectorStore = registry.build(
             "store", *target_config.plugin_options("store"), target_config.base_dir
         )
+        # A target that keeps the keyword signal (Qdrant) weighs each point as it is written: no index to build here.
+        keywords_in_target = keyword_signal(target_store, parts.keyword) is not parts.keyword
         target = Collection(target_store, None, where=target_config.source)
         sample = Sample(VECTOR_SAMPLE, verify_queries)
         try:
@@ -203,7 +207,7 @@ def _copy(
             position = 0
             for ids, vectors, payloads in scan_batches(source.store, batch_size, f"source ({source_config.source})"):
                 sample.offer(ids, payloads)
-                if not contains_only:
+                if not contains_only and not keywords_in_target:
                     # Built as the texts stream past, so the target is not rescanned at the end (tokenising only).
                     parts.keyword.add(ids, [payload["text"] for payload in payloads])
                 skip = min(len(ids), max(0, start - position))
