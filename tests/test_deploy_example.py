@@ -3,14 +3,17 @@
 The compose file, vecguard.toml (through vecguard's config loader and the qdrant plugin's option checks, with the
 client replaced so nothing connects) and haproxy.cfg are read together: the store's url leads to Qdrant, two or more
 `vecguard serve` replicas sit behind the balancer, its upstreams are exactly those replicas, health-checked on
-/readyz, the replication factor fits the nodes, and no replica shares its keyword files with another. Each check is
-shown to fail on a copy of the example with that one thing broken.
+/readyz, the replication factor fits the nodes, the keyword signal stays in Qdrant (``keyword_vectors`` not turned
+off, no ``[keyword] path`` for keyword files nobody keeps), and every vecguard process mounts a volume where the
+Dockerfile's VECGUARD_CACHE_DIR points. Each check is shown to fail on a copy of the example with that one thing
+broken.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -41,14 +44,28 @@ def command_words(service: dict[str, Any]) -> list[str]:
     return shlex.split(command) if isinstance(command, str) else [str(word) for word in command]
 
 
-def dockerfile_command(folder: Path, service: dict[str, Any]) -> list[str]:
-    """The CMD of the Dockerfile a service builds from ([] when it builds none)."""
+def dockerfile(folder: Path, service: dict[str, Any]) -> Path | None:
+    """The Dockerfile a service builds from (None when it builds none)."""
     build = service.get("build")
     if not isinstance(build, dict):
+        return None
+    return (folder / build.get("context", ".") / build.get("dockerfile", "Dockerfile")).resolve()
+
+
+def dockerfile_command(folder: Path, service: dict[str, Any]) -> list[str]:
+    """The CMD of the Dockerfile a service builds from ([] when it builds none)."""
+    path = dockerfile(folder, service)
+    if path is None:
         return []
-    dockerfile = (folder / build.get("context", ".") / build.get("dockerfile", "Dockerfile")).resolve()
-    commands = [line[4:] for line in dockerfile.read_text().splitlines() if line.startswith("CMD ")]
+    commands = [line[4:] for line in path.read_text().splitlines() if line.startswith("CMD ")]
     return json.loads(commands[-1]) if commands else []
+
+
+def dockerfile_env(folder: Path, service: dict[str, Any], name: str) -> str | None:
+    """The value the Dockerfile a service builds from gives ``name`` (``ENV name=value``, continued lines too)."""
+    path = dockerfile(folder, service)
+    found = re.findall(rf"(?:^|\s){re.escape(name)}=(\S+)", path.read_text()) if path is not None else []
+    return found[-1] if found else None
 
 
 def runs_serve(folder: Path, service: dict[str, Any]) -> bool:
@@ -209,22 +226,30 @@ def example_problems(folder: Path) -> list[str]:
     elif url.hostname not in nodes or url.port != QDRANT_PORT:
         problems.append(f"[store] url {store['url']!r} is not a Qdrant node's REST port {QDRANT_PORT}")
 
-    # Every vecguard process reads this toml, and keeps its keyword files in a volume of its own.
+    # The keyword signal lives in Qdrant as sparse vectors (keyword_vectors, true by default): no process keeps
+    # keyword files, and a collection created without them would be rebuilt in every replica at every start.
+    if store.get("keyword_vectors") is False:
+        problems.append(
+            "[store] keyword_vectors = false: every replica would hold and rebuild a BM25 index of the whole "
+            "collection, which this example gives no volume; leave it out (true)"
+        )
+    if "path" in config.section("keyword"):
+        problems.append(
+            f"[keyword] path {config.section('keyword')['path']!r} names keyword files nobody keeps: the keyword "
+            "signal is in Qdrant; remove it"
+        )
+
+    # Every vecguard process reads this toml, and keeps its caches in a volume where VECGUARD_CACHE_DIR points.
     processes = [name for name, service in services.items() if "build" in service]  # built from the Dockerfile
-    keyword = str(config.section("keyword").get("path", ""))
-    seen: dict[str, str] = {}
     for name in processes:
         volumes = mounts(services[name])
         if volumes.get(CONFIG_IN_CONTAINER) != "./vecguard.toml":
             problems.append(f"{name}: ./vecguard.toml is not mounted at {CONFIG_IN_CONTAINER}")
-        holder = next((target for target in volumes if keyword == target or keyword.startswith(target + "/")), None)
-        if keyword and holder is None:
-            problems.append(f"{name}: no volume holds [keyword] path {keyword}")
-        elif keyword:
-            source = volumes[holder]
-            if source in seen:
-                problems.append(f"{name} and {seen[source]} share the volume {source!r} for their keyword files")
-            seen[source] = name
+        cache = dockerfile_env(folder, services[name], "VECGUARD_CACHE_DIR")
+        if cache is None:
+            problems.append(f"{name}: its Dockerfile sets no VECGUARD_CACHE_DIR")
+        elif not any(cache == target or cache.startswith(target + "/") for target in volumes):
+            problems.append(f"{name}: no volume holds VECGUARD_CACHE_DIR {cache} (the encoder's measurements)")
         token_env = config.tables["server"]["write_token_env"]
         if token_env and name in replicas and token_env not in services[name].get("environment", {}):
             problems.append(f"{name}: [server] write_token_env {token_env} is not in its environment")
@@ -342,9 +367,27 @@ BROKEN = {
         "exactly one Qdrant node",
     ),
     "two nodes": (_drop_service("qdrant-3"), "3 Qdrant nodes or more"),
-    "replicas sharing keyword files": (
-        lambda f: _edit(f / "docker-compose.yml", "- keyword-2:/var/lib/vecguard", "- keyword-1:/var/lib/vecguard"),
-        "share the volume",
+    "keyword vectors turned off": (
+        lambda f: _edit(f / "vecguard.toml", "on_disk = true", "on_disk = true\nkeyword_vectors = false"),
+        "keyword_vectors = false",
+    ),
+    "keyword files again": (
+        lambda f: _edit(f / "vecguard.toml", 'plugin = "bm25"', 'plugin = "bm25"\npath = "/var/lib/vecguard/keyword"'),
+        "[keyword] path",
+    ),
+    "a replica's cache volume elsewhere": (
+        lambda f: _edit(
+            f / "docker-compose.yml", "- cache-2:/var/lib/vecguard/cache", "- cache-2:/var/lib/vecguard/keyword"
+        ),
+        "vecguard-2: no volume holds VECGUARD_CACHE_DIR",
+    ),
+    "the cache moved in the Dockerfile only": (
+        lambda f: _edit(f / "Dockerfile", "VECGUARD_CACHE_DIR=/var/lib/vecguard/cache", "VECGUARD_CACHE_DIR=/cache"),
+        "no volume holds VECGUARD_CACHE_DIR /cache",
+    ),
+    "no cache directory": (
+        lambda f: _edit(f / "Dockerfile", "VECGUARD_CACHE_DIR=/var/lib/vecguard/cache", "VECGUARD_HOME=/cache"),
+        "sets no VECGUARD_CACHE_DIR",
     ),
     "the indexer waiting for too few nodes": (
         lambda f: _edit(f / "docker-compose.yml", "vecguard.toml 3 &&", "vecguard.toml 2 &&"),
