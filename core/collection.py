@@ -249,11 +249,12 @@ class Collection:
         token = self.store.change_token()  # type: ignore[attr-defined]
         if token == self._token:
             return
-        changed = self.store.changes_since(self._token) if self._token is not None else None  # type: ignore[attr-defined]
         self._read_manifest_again()
         if self._keyword.kept_in_store:
-            pass  # the store's keyword signal changed with its points
-        elif changed is None:
+            self._token = token  # the store's keyword signal changed with its points: nothing to catch up
+            return
+        changed = self.store.changes_since(self._token) if self._token is not None else None  # type: ignore[attr-defined]
+        if changed is None:
             log.warning(
                 "%s changed more than its change feed keeps since this process looked; rebuilding the "
                 "keyword index from the stored texts",

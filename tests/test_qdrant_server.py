@@ -301,3 +301,24 @@ def test_the_deploy_examples_config_creates_the_collection_it_describes(
         f"metadata.{field}": models.PayloadSchemaType(kind) for field, kind in store_options["payload_indexes"].items()
     }
     assert {field: index.data_type for field, index in info.payload_schema.items()} == expected
+
+
+def test_two_replicas_share_the_keyword_signal_kept_in_the_server(client: Any, names: Callable[[str], str]) -> None:
+    """Two engines on one server collection (two `vecguard serve` replicas): the keyword vectors live in Qdrant, so
+    what one writes the other finds by keyword and identifier at once, with no keyword index of its own."""
+    import vecguard
+
+    collection = names("replicas")
+    config = {
+        "encoder": {"plugin": "sentence-transformers", "model": "bundled"},
+        "store": {"plugin": "qdrant", "url": URL, "api_key": API_KEY, "collection": collection},
+    }
+    with vecguard.open(config) as first, vecguard.open(config) as second:
+        first.add([{"id": "order", "text": "Order ORD-2024-00017 left the depot late because of the weather."}])
+        assert first.collection.keyword_in_store and second.collection.keyword_in_store
+        hit = second.search("ORD-2024-00017", k=1)[0]
+        assert hit.id == "order" and "identifier" in hit.signals
+        assert [h.id for h in second.search("depot weather", k=1, mode="keyword")] == ["order"]
+        second.delete(["order"])
+        assert first.search("ORD-2024-00017", k=1, mode="keyword") == []
+    assert "bm25" in (client.get_collection(collection).config.params.sparse_vectors or {})

@@ -276,7 +276,8 @@ class QdrantStore(BaseVectorStore):
         if self._weights is not None:
             self._average_length = average_length(self._weights, texts)
             metadata[AVERAGE_LENGTH_KEY] = self._average_length
-            sparse = {SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)}
+            index = models.SparseIndexParams(on_disk=o["on_disk"]) if o["on_disk"] is not None else None
+            sparse = {SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF, index=index)}
         with self._library_calls():
             self._client.create_collection(
                 self._name,

@@ -124,7 +124,7 @@ class EdgeQdrantStore(BaseVectorStore):
         )
         sparse = None
         if self._weights is not None:
-            sparse = {SPARSE: q.EdgeSparseVectorParams(modifier=q.Modifier.Idf)}
+            sparse = {SPARSE: q.EdgeSparseVectorParams(modifier=q.Modifier.Idf, memory=memory)}
             self._average_length = average_length(self._weights, texts)
             write_json_atomically(self._folder / KEYWORDS_FILE, {"average_length": self._average_length})
         config = q.EdgeConfig(
