@@ -50,7 +50,18 @@ from vecguard.filters import Untranslatable
 from vecguard.guard import manifest_as_metadata, manifest_from_metadata
 from vecguard.protocols import Payload, RankedList, SparseVector, SparseWeights
 
-from .points import AVERAGE_LENGTH_KEY, ID_KEY, SPARSE, average_length, dense_of, point_id, to_qdrant_filter
+from .points import (
+    AVERAGE_LENGTH_KEY,
+    ID_KEY,
+    SPARSE,
+    asked_signals,
+    average_length,
+    dense_of,
+    point_id,
+    signal_hits,
+    split_payload,
+    to_qdrant_filter,
+)
 
 
 class QdrantCompanion:
@@ -332,11 +343,6 @@ class QdrantStore(BaseVectorStore):
                 with self._library_calls():
                     self._client.delete(self._name, points_selector=selector, wait=True)
 
-    @staticmethod
-    def _split(payload: Mapping[str, Any] | None) -> tuple[str, Payload]:
-        payload = dict(payload or {})
-        return payload.pop(ID_KEY), payload
-
     def _get(self, ids: list[str]) -> dict[str, tuple[np.ndarray, Payload]]:
         if not self._exists():
             return {}
@@ -351,7 +357,7 @@ class QdrantStore(BaseVectorStore):
                     with_payload=True,
                 )
             for record in records:
-                key, payload = self._split(record.payload)
+                key, payload = split_payload(record.payload)
                 found[key] = (np.asarray(dense_of(record.vector), dtype=np.float32), payload)
         return found
 
@@ -361,11 +367,7 @@ class QdrantStore(BaseVectorStore):
     def _search_with_payloads(
         self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None
     ) -> list[tuple[str, float, Payload]]:
-        hits = []
-        for point in self._query(vector, k, filter, True):
-            key, payload = self._split(point.payload)
-            hits.append((key, float(point.score), payload))
-        return hits
+        return signal_hits(self._query(vector, k, filter, True))
 
     def _query(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None, with_payload: Any) -> list[Any]:
         query_filter = self._query_filter(filter)
@@ -429,7 +431,7 @@ class QdrantStore(BaseVectorStore):
         ids: Sequence[str] | None = None,
     ) -> dict[str, list[tuple[str, float, Payload]]]:
         models = self._models
-        asked = {name: query for name, query in (("dense", vector), ("keyword", terms)) if query is not None}
+        asked = asked_signals(vector, terms)
         query_filter = self._query_filter(filter)
         if query_filter is False or not asked or not self._exists():
             return {name: [] for name in asked}
@@ -455,13 +457,7 @@ class QdrantStore(BaseVectorStore):
                 )
         with self._library_calls():
             responses = self._client.query_batch_points(self._name, requests=requests)
-        found: dict[str, list[tuple[str, float, Payload]]] = {}
-        for name, response in zip(asked, responses):
-            found[name] = []
-            for point in response.points:
-                key, payload = self._split(point.payload)
-                found[name].append((key, float(point.score), payload))
-        return found
+        return {name: signal_hits(response.points) for name, response in zip(asked, responses)}
 
     def term_holders(self, term: int, limit: int) -> int:
         if not self._exists():
@@ -481,7 +477,7 @@ class QdrantStore(BaseVectorStore):
                     self._name, limit=batch_size, offset=offset, with_vectors=with_vectors, with_payload=True
                 )
             if records:
-                keys, payloads = zip(*(self._split(record.payload) for record in records))
+                keys, payloads = zip(*(split_payload(record.payload) for record in records))
                 yield list(keys), records, list(payloads)
             if offset is None:
                 return

@@ -41,7 +41,16 @@ from vecguard.file_lock import FolderClaim
 from vecguard.filters import Untranslatable
 from vecguard.protocols import Payload, RankedList, SparseVector, SparseWeights
 
-from .points import ID_KEY, SPARSE, average_length, point_id, to_qdrant_filter
+from .points import (
+    ID_KEY,
+    SPARSE,
+    asked_signals,
+    average_length,
+    point_id,
+    signal_hits,
+    split_payload,
+    to_qdrant_filter,
+)
 
 DENSE = ""  # Qdrant's name for a collection's unnamed vector
 PROBES = 100  # stored vectors the recall of a new HNSW graph is measured with
@@ -178,11 +187,6 @@ class EdgeQdrantStore(BaseVectorStore):
         self._written = True
 
     @staticmethod
-    def _split(payload: Mapping[str, Any] | None) -> tuple[str, Payload]:
-        payload = dict(payload or {})
-        return payload.pop(ID_KEY), payload
-
-    @staticmethod
     def _dense(vector: Any) -> np.ndarray:
         return np.asarray(vector[DENSE] if isinstance(vector, dict) else vector, dtype=np.float32)
 
@@ -193,7 +197,7 @@ class EdgeQdrantStore(BaseVectorStore):
             records = self._shard.retrieve([point_id(key) for key in ids], with_payload=True, with_vector=[DENSE])
         found: dict[str, tuple[np.ndarray, Payload]] = {}
         for record in records:
-            key, payload = self._split(record.payload)
+            key, payload = split_payload(record.payload)
             found[key] = (self._dense(record.vector), payload)
         return found
 
@@ -203,11 +207,7 @@ class EdgeQdrantStore(BaseVectorStore):
     def _search_with_payloads(
         self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None
     ) -> list[tuple[str, float, Payload]]:
-        hits = []
-        for point in self._query(vector, k, filter, True):
-            key, payload = self._split(point.payload)
-            hits.append((key, float(point.score), payload))
-        return hits
+        return signal_hits(self._query(vector, k, filter, True))
 
     def _filter(self, filter: Mapping[str, Any] | None) -> Any:
         """Qdrant's filter for a portable one; False when nothing can match."""
@@ -251,7 +251,7 @@ class EdgeQdrantStore(BaseVectorStore):
             with self._library_calls():
                 records, offset = self._shard.scroll(request)
             if records:
-                keys, payloads = zip(*(self._split(record.payload) for record in records))
+                keys, payloads = zip(*(split_payload(record.payload) for record in records))
                 yield list(keys), records, list(payloads)
             if offset is None:
                 return
@@ -319,7 +319,7 @@ class EdgeQdrantStore(BaseVectorStore):
         ids: Sequence[str] | None = None,
     ) -> dict[str, list[tuple[str, float, Payload]]]:
         q = self._q
-        asked = {name: query for name, query in (("dense", vector), ("keyword", terms)) if query is not None}
+        asked = asked_signals(vector, terms)
         query_filter = self._filter(filter)
         if self._shard is None or query_filter is False or not asked:
             return {name: [] for name in asked}
@@ -337,13 +337,7 @@ class EdgeQdrantStore(BaseVectorStore):
             )
         with self._library_calls():
             results = self._shard.query_batch(q.QueryBatchRequest(requests))
-        found: dict[str, list[tuple[str, float, Payload]]] = {}
-        for name, points in zip(asked, results):
-            found[name] = []
-            for point in points:
-                key, payload = self._split(point.payload)
-                found[name].append((key, float(point.score), payload))
-        return found
+        return {name: signal_hits(points) for name, points in zip(asked, results)}
 
     def term_holders(self, term: int, limit: int) -> int:
         if self._shard is None:

@@ -34,6 +34,26 @@ def average_length(weights: Any, texts: list[str]) -> float:
     return max(1.0, sum(lengths) / max(1, len(lengths)))
 
 
+def split_payload(payload: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """A stored payload as vecguard's id and the engine's payload."""
+    payload = dict(payload or {})
+    return payload.pop(ID_KEY), payload
+
+
+def asked_signals(vector: Any, terms: Any) -> dict[str, Any]:
+    """The signals a ``search_signals`` call asks for: "dense" (a vector) and "keyword" (sparse terms)."""
+    return {name: query for name, query in (("dense", vector), ("keyword", terms)) if query is not None}
+
+
+def signal_hits(points: Any) -> list[tuple[str, float, dict[str, Any]]]:
+    """Scored points as ``search_signals`` returns them: (id, score, payload)."""
+    hits = []
+    for point in points:
+        key, payload = split_payload(point.payload)
+        hits.append((key, float(point.score), payload))
+    return hits
+
+
 def dense_of(vector: Any) -> list[float]:
     """A point's dense vector, from a record that may carry its keyword vector too (a dict by vector name)."""
     return vector[""] if isinstance(vector, dict) else vector
