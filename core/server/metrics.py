@@ -8,7 +8,8 @@ from typing import Any
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 COSINE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(-4, 21))
-QUERY_STAGES = ("encode", "dense", "keyword", "fuse")
+# "signals": both lists in one call to a store that keeps the keyword signal (Qdrant), instead of dense + keyword.
+QUERY_STAGES = ("encode", "dense", "keyword", "signals", "fuse")
 
 
 class Metrics:
