@@ -1,7 +1,7 @@
 """Hybrid quality on real judged collections: BM25, dense, plain RRF, score fusion and vecguard's default.
 
     .venv/bin/python benchmarks/quality.py                       # FAISS, every query
-    .venv/bin/python benchmarks/quality.py --backends faiss qdrant --max-queries 300
+    .venv/bin/python benchmarks/quality.py --backends faiss qdrant --save-as quality-qdrant
     .venv/bin/python benchmarks/quality.py --export data/quality   # + JSONL for `vecguard eval`
 
 Four query sets over two real corpora that come inside registry packages:
@@ -143,6 +143,22 @@ def fuse_dbsf(lists: Mapping[str, list[tuple[str, float]]]) -> list[str]:
     return [hit.id for hit in distribution_based_score_fusion(lists, {"dense": 1.0, "keyword": 1.0})]
 
 
+def qdrant_fused(engine, query: str, fusion: str) -> list[str]:
+    """Documents in the order Qdrant's own fusion of the dense and the sparse prefetch puts their chunks (one
+    query call, no identifier routing): what issue 18 compares vecguard's fusion with."""
+    q, store = engine.store._q, engine.store
+    vector = engine.encoder.encode_queries([query])[0]
+    indices, values = engine.keyword.weights.query(query)
+    prefetches = [q.Prefetch(limit=DEPTH, query=q.Query.Nearest(vector.tolist()))]
+    if indices:
+        prefetches.append(q.Prefetch(limit=DEPTH, query=q.Query.Nearest(q.SparseVector(indices, values), using="bm25")))
+    fused = q.Fusion.Rrf(k=60) if fusion == "rrf" else q.Fusion.Dbsf()
+    points = store._shard.query(
+        q.QueryRequest(limit=DEPTH, prefetches=prefetches, query=fused, with_payload=["doc_id"])
+    )
+    return list(dict.fromkeys(point.payload["doc_id"] for point in points))
+
+
 def score_set(
     engine, queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, float]], label: str, ablation: bool
 ) -> dict[str, dict[str, float]]:
@@ -158,6 +174,11 @@ def score_set(
             "plain RRF (k=60, top 100 each)": lambda q, lists: fuse_rrf(lists),
             "plain DBSF (top 100 each)": lambda q, lists: fuse_dbsf(lists),
         }
+        if engine.collection.keyword_in_store and hasattr(engine.store, "_shard"):  # the embedded Qdrant
+            methods |= {
+                "Qdrant's own RRF (prefetch, top 100 each)": lambda q, lists: qdrant_fused(engine, q, "rrf"),
+                "Qdrant's own DBSF (prefetch, top 100 each)": lambda q, lists: qdrant_fused(engine, q, "dbsf"),
+            }
     totals = {name: {"ndcg@10": 0.0, "recall@10": 0.0, "mrr": 0.0} for name in methods}
     for qid, query in queries.items():
         lists = (
@@ -217,6 +238,7 @@ def main() -> None:
         help="also write each set's documents, queries and qrels as JSONL here, "
         "for `vecguard index` and `vecguard eval --queries Q --qrels R`",
     )
+    parser.add_argument("--save-as", default="quality", help="results name under benchmarks/results/")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -263,7 +285,7 @@ def main() -> None:
         "settings": {"k": K, "depth": DEPTH, "max_queries": args.max_queries, "backends": args.backends},
         "results": results,
     }
-    save("quality", report, markdown(report))
+    save(args.save_as, report, markdown(report))
     print(markdown(report))
 
 
@@ -296,6 +318,22 @@ def markdown(report: dict) -> str:
                 + " | ".join(cells)
                 + f" | {'met' if met else 'MISSED'} (>= {bar:.3f}) |"
             )
+        lines.append("")
+    faiss, qdrant = report["results"].get("faiss"), report["results"].get("qdrant")
+    if faiss and qdrant:
+        lines += [
+            "## Qdrant's keyword signal (sparse vectors inside Qdrant) beside vecguard's BM25 files (FAISS)",
+            "",
+            "| set | BM25 files | Qdrant sparse | difference | default on FAISS | default on Qdrant | difference |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name in faiss:
+            if name not in qdrant:
+                continue
+            f_row, q_row = faiss[name]["methods"], qdrant[name]["methods"]
+            pairs = [(f_row[m]["ndcg@10"], q_row[m]["ndcg@10"]) for m in ("BM25", report["default"])]
+            cells = [f"{a:.3f} | {b:.3f} | {b - a:+.3f}" for a, b in pairs]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
