@@ -49,7 +49,7 @@ STORES = {
     "memory": {"plugin": "memory"},
     "faiss": {"plugin": "faiss", "index": "Flat"},
     "chroma": {"plugin": "chroma"},
-    "qdrant": {"plugin": "qdrant"},
+    "qdrant": {"plugin": "qdrant", "local_mode": True},  # what results/backend_equivalence.md measured
 }
 K, DEPTH, ROUNDS = 10, 100, 3
 

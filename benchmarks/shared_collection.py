@@ -154,7 +154,9 @@ def main() -> None:
         store = registry.build("store", "chroma", {"path": str(Path(folder) / "embedded")}, Path(folder))
         rows += measure("Chroma embedded", store, None)
         store.close()
-        store = registry.build("store", "qdrant", {"path": str(Path(folder) / "qdrant")}, Path(folder))
+        store = registry.build(
+            "store", "qdrant", {"path": str(Path(folder) / "qdrant"), "local_mode": True}, Path(folder)
+        )
         rows += measure("Qdrant local", store, None)
         store.close()
     report = {

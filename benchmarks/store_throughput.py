@@ -43,7 +43,8 @@ def one_run(plugin: str, n: int, folder: Path) -> dict:
     ids, vectors, payloads = synthetic_points(n)
     generated_kib = _status_kib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # resets the peak (VmHWM) to the current RSS
-    store = Registry.discover().build("store", plugin, {"path": str(folder / plugin)}, folder)
+    options = {"path": str(folder / plugin), **({"local_mode": True} if plugin == "qdrant" else {})}
+    store = Registry.discover().build("store", plugin, options, folder)  # embedded Qdrant: qdrant_embedded.py
     started = time.perf_counter()
     for start in range(0, n, BATCH):
         store.upsert(ids[start : start + BATCH], vectors[start : start + BATCH], payloads[start : start + BATCH])

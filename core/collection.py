@@ -116,6 +116,11 @@ class Collection:
         return self._keyword.index
 
     @property
+    def keyword_in_store(self) -> bool:
+        """The store keeps the keyword signal and searches it (``HoldsKeywords``)."""
+        return self._keyword.kept_in_store
+
+    @property
     def keyword_where(self) -> str:
         """How messages name the keyword index: its folder, or the collection's."""
         return self._keyword.where
@@ -246,7 +251,9 @@ class Collection:
             return
         changed = self.store.changes_since(self._token) if self._token is not None else None  # type: ignore[attr-defined]
         self._read_manifest_again()
-        if changed is None:
+        if self._keyword.kept_in_store:
+            pass  # the store's keyword signal changed with its points
+        elif changed is None:
             log.warning(
                 "%s changed more than its change feed keeps since this process looked; rebuilding the "
                 "keyword index from the stored texts",
@@ -259,6 +266,8 @@ class Collection:
 
     def _apply_to_keyword(self, changed: Sequence[str]) -> None:
         """The keyword index holds the stored text of each chunk in ``changed``, and none of the deleted ones."""
+        if self._keyword.kept_in_store:
+            return  # the store changed it with the points
         stored = self.payloads(list(changed))
         self.keyword.delete(list(changed))
         present = [key for key in changed if key in stored]
@@ -349,7 +358,7 @@ class Collection:
         return self.store.change_token() if self.shared else self.manifest.get("write_id")  # type: ignore[attr-defined]
 
     def _load_keyword_index(self) -> None:
-        if self._keyword.ready:  # rebuilt by a repair while settling
+        if self._keyword.ready or self._keyword.kept_in_store:  # rebuilt by a repair while settling; or the store's
             return
         stored_chunks = self.store.count()
         if self.shared:

@@ -36,6 +36,7 @@ from .protocols import (
 )
 from .query import MODES, Query
 from .registry import Registry
+from .store_keywords import keyword_signal
 
 __all__ = [
     "MODES",
@@ -175,7 +176,7 @@ class Engine:
             self.last_add = {"written": 0, "unchanged": 0}  # what the last add() wrote and skipped as already stored
             self.collection = Collection(
                 store,
-                parts.keyword,
+                keyword_signal(store, parts.keyword),
                 where=where,
                 keyword_dir=_keyword_dir(config),
                 new_keyword_index=lambda: new_keyword_index(config, self.registry),

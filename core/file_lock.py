@@ -107,3 +107,41 @@ class ThreadLock:
         finally:
             self._holder = None
             self._lock.release()
+
+
+class FolderClaim:
+    """A folder held by this process for as long as it is open (``open.lock``, flock): for stores whose files one
+    process at a time may open. A second process is refused at once, in one line naming the holder and the
+    remedy; the kernel releases the claim when the holder dies."""
+
+    FILE = "open.lock"
+
+    def __init__(self, folder: Path, *, where: str, remedy: str) -> None:
+        path = folder / self.FILE
+        try:
+            self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot open {path} ({exc.strerror or exc}); the folder must be writable", location=str(path)
+            ) from exc
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            self._fd = None
+            holder = _read_holder(path)
+            raise StorageError(
+                f"{where} is open in {holder or 'another process'}; {remedy}", location=str(path)
+            ) from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{describe_this_process()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            os.close(self._fd)
+            self._fd = None

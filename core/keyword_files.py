@@ -21,6 +21,7 @@ from typing import Any
 from .atomic import write_json_atomically
 from .errors import StorageError
 from .protocols import KeywordIndex, SavesIncrementally
+from .store_keywords import StoreKeywords
 
 KEYWORD_STATE = "state.json"
 
@@ -38,7 +39,7 @@ class KeywordFiles:
         shared: bool = False,
     ) -> None:
         self.index = index
-        self.folder = folder
+        self.folder = folder if not isinstance(index, StoreKeywords) else None
         self._shared = shared  # the store SharesCollection: files record its change token
         self.where = str(folder) if folder is not None else f"the keyword index of {collection_where}"
         self._new_index = new_index
@@ -94,9 +95,17 @@ class KeywordFiles:
             return {}
         return state if isinstance(state, dict) else {}
 
+    @property
+    def kept_in_store(self) -> bool:
+        """The store keeps the keyword signal (``store_keywords.StoreKeywords``): nothing to load, rebuild or save."""
+        return isinstance(self.index, StoreKeywords)
+
     def rebuild(self, chunks: Iterable[tuple[list[str], list[str]]], reflects: int | str | None) -> None:
         """A fresh index of ``chunks`` ((ids, texts) batches), saved as reflecting ``reflects`` (a change token, a
         write_id; None: kept in memory only until the next save)."""
+        if self.kept_in_store:
+            self.ready = True
+            return
         self.index = self._new_index()
         for ids, texts in chunks:
             self.index.add(ids, texts)

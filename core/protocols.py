@@ -230,6 +230,63 @@ class SharesCollection(Protocol):
         ...
 
 
+SparseVector = tuple[list[int], list[float]]  # (indices, values): a chunk's or a query's term weights
+
+
+class SparseWeights(Protocol):
+    """A keyword scorer's term weights as sparse vectors: what a store that keeps the keyword signal holds."""
+
+    def length(self, text: str) -> int:
+        """A chunk's length in terms (a collection's average length is fixed when its first batch is written)."""
+        ...
+
+    def document(self, text: str, average_length: float) -> SparseVector: ...
+
+    def query(self, text: str) -> SparseVector: ...
+
+    def identifiers(self, text: str) -> list[int]:
+        """The indices of the query's identifier-shaped terms, for identifier routing."""
+        ...
+
+
+@runtime_checkable
+class KeywordVectors(Protocol):
+    """A keyword index whose scores a store can compute from sparse vectors (``HoldsKeywords``)."""
+
+    def sparse_weights(self) -> SparseWeights: ...
+
+
+@runtime_checkable
+class HoldsKeywords(Protocol):
+    """A store that keeps each chunk's keyword weights as a sparse vector beside its dense one, and searches both
+    signals itself, filters inside, in one round trip (Qdrant). Then there is no keyword state outside the store:
+    every process and replica shares it.
+
+    The engine calls ``hold_keywords`` once at open; from then on the store weighs every upserted chunk's
+    ``payload["text"]`` itself, in the same write as the point.
+    """
+
+    def hold_keywords(self, weights: SparseWeights) -> bool:
+        """Keep the keyword signal with ``weights``; False when this collection does not (built without it)."""
+        ...
+
+    def search_signals(
+        self,
+        vector: np.ndarray | None,
+        terms: SparseVector | None,
+        depth: int,
+        filter: Mapping[str, Any] | None,
+        ids: Sequence[str] | None = None,
+    ) -> dict[str, list[tuple[str, float, Payload]]]:
+        """The best ``depth`` chunks by the dense ``vector`` ("dense") and by the ``terms`` ("keyword"), each
+        signal asked for only when given, under ``filter`` and among ``ids`` when given: (id, score, payload)."""
+        ...
+
+    def term_holders(self, term: int, limit: int) -> int:
+        """How many chunks hold the term ``term``, counted up to ``limit``."""
+        ...
+
+
 @runtime_checkable
 class TokenizesInBatches(Protocol):
     """An encoder whose tokenizer works faster on many texts at once."""

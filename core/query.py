@@ -29,6 +29,7 @@ from .protocols import (
     stage,
     unicode_problem,
 )
+from .store_keywords import StoreKeywords
 
 MODES = ("hybrid", "dense", "keyword")
 
@@ -98,6 +99,8 @@ class Query:
         min_score: float | None,
         payloads: dict[str, Payload],
     ) -> dict[str, RankedList]:
+        if self.collection.keyword_in_store:
+            return self._ranked_in_store(query, depth, mode, filter, min_score, payloads)
         ranked: dict[str, RankedList] = {}
         if mode in ("hybrid", "dense"):
             with stage(self.instrument, "encode"):
@@ -116,6 +119,41 @@ class Query:
                 ranked["identifier"] = self._keyword(query, depth, matches, keyword.exact_matches, payloads)
             if mode in ("hybrid", "keyword"):
                 ranked["keyword"] = self._keyword(query, depth, matches, keyword.search, payloads)
+        return ranked
+
+    def _ranked_in_store(
+        self,
+        query: str,
+        depth: int,
+        mode: str,
+        filter: Mapping[str, Any] | None,
+        min_score: float | None,
+        payloads: dict[str, Payload],
+    ) -> dict[str, RankedList]:
+        """Both signals from the store in one call, the filter applied inside it (``HoldsKeywords``)."""
+        keyword: StoreKeywords = self.collection.keyword  # type: ignore[assignment]
+        vector, terms = None, None
+        if mode in ("hybrid", "dense"):
+            with stage(self.instrument, "encode"):
+                vector = self.encoder.encode_queries([query])[0]
+        if mode in ("hybrid", "keyword"):
+            terms = keyword.weights.query(query)
+        with stage(self.instrument, "signals"):
+            found = keyword.store.search_signals(vector, terms if terms and terms[0] else None, depth, filter)
+        ranked: dict[str, RankedList] = {}
+        for signal in [name for name, asked in (("dense", vector), ("keyword", terms)) if asked is not None]:
+            hits = found.get(signal, [])
+            payloads.update((key, payload) for key, _, payload in hits)
+            # Identical chunks tie exactly; break ties by id so every backend ranks them alike.
+            ranked[signal] = sorted(((key, score) for key, score, _ in hits), key=lambda pair: (-pair[1], pair[0]))
+        if "dense" in ranked:
+            if ranked["dense"] and self.instrument is not None:
+                self.instrument.observe("top1_cosine", ranked["dense"][0][1])
+            if min_score is not None:
+                ranked["dense"] = [(i, s) for i, s in ranked["dense"] if s >= min_score]
+        if mode == "hybrid":
+            with stage(self.instrument, "keyword"):
+                ranked["identifier"] = keyword.exact_matches(query, depth, filter)
         return ranked
 
     def _dense(

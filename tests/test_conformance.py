@@ -75,12 +75,20 @@ class TestChromaServer(VectorStoreConformance, SharesCollectionConformance):
         return {"host": host, "port": port, "collection": f"conformance-{uuid.uuid4().hex[:12]}"}
 
 
-class TestQdrantLocal(VectorStoreConformance, SharesCollectionConformance):
+class TestQdrantEmbedded(VectorStoreConformance):
     plugin = "qdrant"
 
     @pytest.fixture
     def store_options(self, tmp_path: Path) -> dict[str, Any]:
         return {"path": str(tmp_path / "qdrant")}
+
+
+class TestQdrantLocalMode(VectorStoreConformance, SharesCollectionConformance):
+    plugin = "qdrant"
+
+    @pytest.fixture
+    def store_options(self, tmp_path: Path) -> dict[str, Any]:
+        return {"path": str(tmp_path / "qdrant"), "local_mode": True}
 
 
 class TestQdrantMemory(VectorStoreConformance, SharesCollectionConformance):

@@ -27,7 +27,7 @@ import pytest
 import vecguard
 from vecguard.plugins.sentence_transformers import bundled_model_path
 
-STORES = ["faiss", "memory"]
+STORES = ["faiss", "memory", "qdrant"]  # qdrant: the embedded engine, its manifest in manifest.json
 CHUNKING = {"tokens": 64, "overlap": 8}
 
 DOCS = [
@@ -287,7 +287,7 @@ def built(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> dict[str
         # (f) same vectors, but the manifest says other library versions and another fingerprint.
         harmless = root / "harmless"
         shutil.copytree(path, harmless)
-        manifest_file = harmless / "manifest.json"
+        manifest_file = harmless / ("vecguard/manifest.json" if store == "qdrant" else "manifest.json")
         manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
         assert manifest["libraries"], "the manifest should record library versions"
         manifest["libraries"] = {name: "0.0.0+simulated" for name in manifest["libraries"]}

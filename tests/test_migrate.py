@@ -87,7 +87,7 @@ def qdrant_copy(source, tmp_path_factory: pytest.TempPathFactory):
     return target, migrate(source, target, batch_size=64)
 
 
-def test_faiss_to_qdrant_local_copies_every_point_exactly_and_answers_the_same(
+def test_faiss_to_embedded_qdrant_copies_every_point_exactly_and_answers_the_same(
     source, source_points, qdrant_copy
 ) -> None:
     target, report = qdrant_copy
@@ -95,7 +95,8 @@ def test_faiss_to_qdrant_local_copies_every_point_exactly_and_answers_the_same(
     assert report.written == report.total == len(source_points) > DOCUMENTS
     assert report.resumed_from == 0 and report.batches == -(-report.total // 64)
     queries = next(c for c in report.checks if c.name == "queries").detail
-    assert queries["exact"] and queries["queries"] == 50 and queries["identical"] == 50
+    # HNSW is not declared exact, but a collection this small is below Qdrant's full-scan threshold: same answers.
+    assert not queries["exact"] and queries["queries"] == 50 and queries["identical"] == 50
     assert next(c for c in report.checks if c.name == "vectors").detail["max_abs_difference"] == 0.0
     assert_same_points(source_points, points(target))
     with vecguard.open(source) as old, vecguard.open(target) as new:

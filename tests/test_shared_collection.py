@@ -135,7 +135,7 @@ def test_a_holder_stopped_past_its_lease_is_told_at_release_that_it_lost_the_loc
 def test_a_writer_killed_between_announcing_and_writing_is_listed_by_the_next_commit(
     plugin: str, chroma: dict[str, Any], tmp_path: Path
 ) -> None:
-    options = chroma if plugin == "chroma" else {"path": "qdrant"}  # Qdrant local mode: one process at a time
+    options = chroma if plugin == "chroma" else {"path": "qdrant", "local_mode": True}  # one process at a time
     store = build(plugin, options, tmp_path)
     store.upsert(["first"], VECTORS[:1], [{"text": "first"}])
     before = store.change_token()

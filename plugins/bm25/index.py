@@ -14,6 +14,7 @@ from vecguard.protocols import RankedList
 from .files import SegmentFiles
 from .postings import Postings
 from .segment import Segment
+from .sparse import SparseBM25
 from .tokenizer import ENGLISH_STOPWORDS, TOKENIZER_VERSION, identifier_terms, tokenize
 
 IMPLEMENTATIONS = ("postings", "rank-bm25")
@@ -69,6 +70,12 @@ class BM25Index:
 
     def tokenize(self, text: str) -> list[str]:
         return tokenize(text, lowercase=self._settings["lowercase"], stopwords=self._stopwords)
+
+    def sparse_weights(self) -> SparseBM25:
+        """This index's scores as sparse vectors, for a store that keeps the keyword signal (``KeywordVectors``)."""
+        k1, b, _ = self._parameters
+        lowercase = self._settings["lowercase"]
+        return SparseBM25(self.tokenize, lambda text: identifier_terms(text, lowercase=lowercase), k1, b)
 
     def add(self, ids: Sequence[str], texts: Sequence[str]) -> None:
         ids, texts = list(ids), list(texts)

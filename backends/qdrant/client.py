@@ -1,8 +1,9 @@
-"""Qdrant store through qdrant-client: a server or cluster (``url``), local mode (``path``) or ``":memory:"``.
+"""Qdrant store through qdrant-client: a server or cluster (``url``), qdrant-client's local mode
+(``path`` with ``local_mode = true``) or ``":memory:"``.
 
 Options (``[store]``):
     url, api_key            a Qdrant server or cluster
-    path                    qdrant-client local mode folder, or ":memory:" (tests)
+    path, local_mode        qdrant-client local mode folder (local_mode = true), or ":memory:" (tests)
     collection              collection name (default "vecguard")
     exact                   exact search instead of HNSW (default false; a server only, local mode is always exact)
     hnsw_ef                 HNSW search breadth (default 128; a server only)
@@ -32,8 +33,6 @@ docs/dependencies.md); local mode runs the same records.
 
 from __future__ import annotations
 
-import re
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -42,74 +41,16 @@ from typing import Any
 import numpy as np
 from vecguard.backends.base import BaseVectorStore, library_errors
 from vecguard.backends.sharing import (
-    COMPANION_SUFFIX,
-    DEFAULT_LEASE,
     LockRecord,
     SharedCollection,
-    checked_lease,
     companion_name,
 )
-from vecguard.config import is_positive_int, resolve_path, take_options
 from vecguard.errors import ConfigError, StorageError
 from vecguard.filters import Untranslatable
 from vecguard.guard import manifest_as_metadata, manifest_from_metadata
 from vecguard.protocols import Payload, RankedList
-from vecguard.registry import Part, hookimpl
 
-ID_NAMESPACE = uuid.UUID("6f1c9a52-7d0b-5c8e-9a3e-2b1f4d6c8e10")
-ID_KEY = "vecguard_id"
-INDEX_TYPES = ("keyword", "integer", "float", "bool")
-_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def point_id(key: str) -> str:
-    return str(uuid.uuid5(ID_NAMESPACE, key))
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def to_qdrant_filter(flt: Mapping[str, Any], models: Any) -> Any:
-    """Translate a validated portable filter into an equivalent ``models.Filter`` (or raise Untranslatable)."""
-    must: list[Any] = []
-    for key, value in flt.items():
-        if key == "$and":
-            must.append(models.Filter(must=[to_qdrant_filter(sub, models) for sub in value]))
-        elif key == "$or":
-            must.append(models.Filter(should=[to_qdrant_filter(sub, models) for sub in value]))
-        elif key == "$not":
-            must.append(models.Filter(must_not=[to_qdrant_filter(value, models)]))
-        else:
-            if not _PLAIN_KEY.fullmatch(key):
-                raise Untranslatable  # Qdrant would parse dots, brackets, spaces or quotes as a path
-            ops = value.items() if isinstance(value, Mapping) else (("$eq", value),)
-            must.extend(_condition(f"metadata.{key}", op, operand, models) for op, operand in ops)
-    return models.Filter(must=must)
-
-
-def _equals(key: str, value: Any, models: Any) -> Any:
-    if _is_number(value):
-        return models.FieldCondition(key=key, range=models.Range(gte=value, lte=value))
-    return models.FieldCondition(key=key, match=models.MatchValue(value=value))
-
-
-def _condition(key: str, op: str, operand: Any, models: Any) -> Any:
-    if op == "$eq":
-        return _equals(key, operand, models)
-    if op == "$ne":
-        return models.Filter(must_not=[_equals(key, operand, models)])
-    if op in ("$in", "$nin"):
-        strings = [v for v in operand if isinstance(v, str)]
-        others = [_equals(key, v, models) for v in operand if not isinstance(v, str)]
-        if strings:
-            others.append(models.FieldCondition(key=key, match=models.MatchAny(any=strings)))
-        any_of = models.Filter(should=others)
-        return any_of if op == "$in" else models.Filter(must_not=[any_of])
-    if not _is_number(operand):
-        raise Untranslatable  # Qdrant ranges are numeric
-    bound = {"$gt": "gt", "$gte": "gte", "$lt": "lt", "$lte": "lte"}[op]
-    return models.FieldCondition(key=key, range=models.Range(**{bound: operand}))
+from .points import ID_KEY, point_id, to_qdrant_filter
 
 
 class QdrantCompanion:
@@ -497,59 +438,3 @@ class QdrantStore(BaseVectorStore):
     def close(self) -> None:
         with self._library_calls():
             self._client.close()
-
-
-def _build(options: dict[str, Any], base_dir: Path) -> QdrantStore:
-    opts = take_options(
-        "[store] qdrant",
-        options,
-        {
-            "url": None,
-            "api_key": None,
-            "path": None,
-            "collection": "vecguard",
-            "exact": False,
-            "hnsw_ef": 128,
-            "batch_size": 256,
-            "shard_number": None,
-            "replication_factor": None,
-            "write_consistency_factor": None,
-            "on_disk": None,
-            "hnsw_m": None,
-            "hnsw_ef_construct": None,
-            "quantization": None,
-            "payload_indexes": {},
-            "lock_lease": DEFAULT_LEASE,
-        },
-    )
-    if opts["url"] is not None and opts["path"] is not None:
-        raise ConfigError("[store] qdrant: give either url (a server) or path (local mode), not both")
-    if (
-        not isinstance(opts["collection"], str)
-        or not opts["collection"]
-        or opts["collection"].endswith(COMPANION_SUFFIX)
-    ):
-        raise ConfigError(
-            f"[store] qdrant collection must be a name not ending in {COMPANION_SUFFIX!r} (vecguard's name for its "
-            f"lock and change records), got {opts['collection']!r}"
-        )
-    opts["lock_lease"] = checked_lease("[store] qdrant", opts["lock_lease"])
-    if opts["quantization"] not in (None, "scalar"):
-        raise ConfigError(f'[store] qdrant quantization must be "scalar" or absent, got {opts["quantization"]!r}')
-    if not isinstance(opts["payload_indexes"], dict) or any(
-        v not in INDEX_TYPES for v in opts["payload_indexes"].values()
-    ):
-        raise ConfigError(
-            f"[store] qdrant payload_indexes must map fields to one of {', '.join(INDEX_TYPES)}, "
-            f"got {opts['payload_indexes']!r}"
-        )
-    for key in ("hnsw_ef", "batch_size"):
-        if not is_positive_int(opts[key]):
-            raise ConfigError(f"[store] qdrant {key} must be a whole number >= 1, got {opts[key]!r}")
-    path = opts["path"] if opts["path"] == ":memory:" else resolve_path(opts["path"], base_dir, "[store] qdrant")
-    return QdrantStore(opts, path)
-
-
-@hookimpl
-def vecguard_parts() -> list[Part]:
-    return [Part("store", "qdrant", _build, extra="qdrant", description="Qdrant server, local mode or :memory: (DOT)")]

@@ -1,0 +1,447 @@
+"""Qdrant's own engine in this process, through qdrant-edge-py: ``[store] plugin = "qdrant"`` with ``path``.
+
+A collection is the folder ``<path>/<collection>/``:
+
+    shard/          the Qdrant shard (segments, WAL, edge_config.json): Qdrant's files, read by Qdrant only
+    manifest.json   vecguard's manifest (written atomically), since a shard has no collection metadata
+    keywords.json   the average chunk length the keyword vectors are weighed with (with keyword_vectors)
+    open.lock       held (flock) by the one process that has the collection open, with a line naming it
+
+Points are laid out as on a Qdrant server (``vecguard.backends.qdrant.points``): the same ids, payloads and
+filters, DOT distance on the unnamed dense vector, so ``vecguard migrate`` moves a collection between this and a
+server unchanged. Searches run Qdrant's HNSW with ``hnsw_ef``; points written since the last optimize sit in a
+plain segment that is searched exactly. The HNSW graph is built by ``optimize()``, which the engine runs when it
+closes after writes (``index_report``) and ``vecguard optimize`` runs on demand; Qdrant's optimizers decide what
+is worth rebuilding, so a close after a small write costs little.
+
+With ``keyword_vectors`` (the default) the collection also keeps the keyword signal (``HoldsKeywords``): each point
+carries the sparse vector ``bm25`` of its text's BM25 term weights, weighed by the engine's keyword index
+(``plugins/bm25/sparse.py``) in the same write as the point, and Qdrant's IDF modifier supplies the document
+frequencies. Both signals are searched in one ``query_batch`` call, the filter inside each.
+
+An embedded shard belongs to one process: Qdrant locks its write-ahead log, and there is no way to see another
+process's writes short of reopening. A second process is refused in one line naming the holder; several
+processes (a server and an indexer, replicas) need a Qdrant server (``url``).
+"""
+
+from __future__ import annotations
+
+import json
+import types
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from vecguard.atomic import write_json_atomically
+from vecguard.backends.base import BaseVectorStore, library_errors
+from vecguard.errors import StorageError
+from vecguard.file_lock import FolderClaim
+from vecguard.filters import Untranslatable
+from vecguard.protocols import Payload, RankedList, SparseVector, SparseWeights
+
+from .points import ID_KEY, point_id, to_qdrant_filter
+
+DENSE = ""  # Qdrant's name for a collection's unnamed vector
+PROBES = 100  # stored vectors the recall of a new HNSW graph is measured with
+MANIFEST_FILE = "manifest.json"
+KEYWORDS_FILE = "keywords.json"  # the keyword vectors' fixed average chunk length, decided by the first batch
+SHARD_FOLDER = "shard"
+SPARSE = "bm25"  # the sparse vector holding each chunk's keyword weights
+
+
+def edge_models() -> Any:
+    """qdrant_edge's filter classes under qdrant-client's names, for ``to_qdrant_filter``."""
+    import qdrant_edge as q
+
+    def match_value(value: Any) -> Any:
+        # qdrant-edge-py 0.9.0 turns a Python bool into an integer (False matches 0, never false); numpy's bool
+        # reaches Qdrant as a bool (docs/dependencies.md).
+        return q.MatchValue(np.bool_(value) if isinstance(value, bool) else value)
+
+    return types.SimpleNamespace(
+        Filter=q.Filter,
+        FieldCondition=q.FieldCondition,
+        Range=q.RangeFloat,
+        MatchValue=match_value,
+        MatchAny=q.MatchAny,
+    )
+
+
+class EdgeQdrantStore(BaseVectorStore):
+    def __init__(self, options: dict[str, Any], path: Path) -> None:
+        import qdrant_edge
+
+        self._q = qdrant_edge
+        self._models = edge_models()
+        self._options = options
+        self._folder = Path(path) / options["collection"]
+        self._location = str(self._folder)
+        self._folder.mkdir(parents=True, exist_ok=True)
+        self._claim = FolderClaim(
+            self._folder,
+            where=f"the embedded Qdrant collection {self._location}",
+            remedy="an embedded Qdrant collection is one process's: send the other process's requests to the one "
+            "that holds it (vecguard serve), or put the collection on a Qdrant server ([store] url)",
+        )
+        self._shard: Any = None
+        self._dimension: int | None = None
+        self._written = False  # points changed since the HNSW graph was last built
+        self._report: dict[str, Any] | None = None
+        self._weights: SparseWeights | None = None  # set by hold_keywords: points carry keyword vectors
+        self._average_length: float | None = None
+        self._has_keywords = False  # the shard holds the sparse vector
+        shard_folder = self._folder / SHARD_FOLDER
+        if (shard_folder / "edge_config.json").exists():
+            try:
+                self._dimension, self._has_keywords = _stored_vectors(shard_folder, self._location)
+                with self._library_calls():
+                    self._shard = self._q.EdgeShard.load(str(shard_folder))
+            except BaseException:
+                self._claim.release()  # a shard that cannot be opened must not stay claimed by this process
+                raise
+
+    @property
+    def exact_search(self) -> bool:  # type: ignore[override]
+        return bool(self._options["exact"])
+
+    def _library_calls(self) -> AbstractContextManager[None]:
+        return library_errors("Qdrant (embedded)", self._location)
+
+    # ------------------------------------------------------------ collection
+
+    def dimension(self) -> int | None:
+        return self._dimension
+
+    def _create(self, dimension: int, texts: list[str]) -> None:
+        q, o = self._q, self._options
+        memory = q.Memory.Cold if o["on_disk"] else None
+        quantization = None
+        if o["quantization"] == "scalar":
+            quantization = q.ScalarQuantizationConfig(type=q.ScalarType.Int8, always_ram=True)
+        hnsw = q.HnswIndexConfig(
+            m=o["hnsw_m"] or 16, ef_construct=o["hnsw_ef_construct"] or 100, full_scan_threshold=10_000
+        )
+        sparse = None
+        if self._weights is not None:
+            sparse = {SPARSE: q.EdgeSparseVectorParams(modifier=q.Modifier.Idf)}
+            lengths = [self._weights.length(text) for text in texts]
+            self._average_length = max(1.0, sum(lengths) / max(1, len(lengths)))
+            write_json_atomically(self._folder / KEYWORDS_FILE, {"average_length": self._average_length})
+        config = q.EdgeConfig(
+            vectors=q.EdgeVectorParams(size=dimension, distance=q.Distance.Dot, memory=memory),
+            sparse_vectors=sparse,
+            hnsw_config=hnsw,
+            quantization_config=quantization,
+        )
+        schema = {
+            "keyword": q.PayloadSchemaType.Keyword,
+            "integer": q.PayloadSchemaType.Integer,
+            "float": q.PayloadSchemaType.Float,
+            "bool": q.PayloadSchemaType.Bool,
+        }
+        with self._library_calls():
+            self._shard = q.EdgeShard.create(str(self._folder / SHARD_FOLDER), config)
+            for field, kind in o["payload_indexes"].items():
+                self._shard.update(q.UpdateOperation.create_field_index(f"metadata.{field}", schema[kind]))
+        self._dimension, self._has_keywords = dimension, sparse is not None
+
+    # ------------------------------------------------------------ VectorStore
+
+    def _upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[Payload]) -> None:
+        q = self._q
+        if self._shard is None:
+            self._create(vectors.shape[1], [str(payload.get("text", "")) for payload in payloads])
+        size = self._options["batch_size"]
+        for start in range(0, len(ids), size):
+            points = [
+                q.Point(point_id(key), self._vectors(vector, payload), {**payload, ID_KEY: key})
+                for key, vector, payload in zip(
+                    ids[start : start + size], vectors[start : start + size], payloads[start : start + size]
+                )
+            ]
+            with self._library_calls():
+                self._shard.update(q.UpdateOperation.upsert_points(points))
+        self._written = True
+
+    def _vectors(self, vector: np.ndarray, payload: Payload) -> Any:
+        """A point's vectors: the dense one, and its text's keyword weights when the collection keeps them."""
+        if not (self._has_keywords and self._weights is not None and self._average_length is not None):
+            return vector.tolist()
+        indices, values = self._weights.document(str(payload.get("text", "")), self._average_length)
+        return {DENSE: vector.tolist(), SPARSE: self._q.SparseVector(indices, values)}
+
+    def _delete(self, ids: list[str]) -> None:
+        if self._shard is None:
+            return
+        with self._library_calls():
+            self._shard.update(self._q.UpdateOperation.delete_points([point_id(key) for key in ids]))
+        self._written = True
+
+    @staticmethod
+    def _split(payload: Mapping[str, Any] | None) -> tuple[str, Payload]:
+        payload = dict(payload or {})
+        return payload.pop(ID_KEY), payload
+
+    @staticmethod
+    def _dense(vector: Any) -> np.ndarray:
+        return np.asarray(vector[DENSE] if isinstance(vector, dict) else vector, dtype=np.float32)
+
+    def _get(self, ids: list[str]) -> dict[str, tuple[np.ndarray, Payload]]:
+        if self._shard is None:
+            return {}
+        with self._library_calls():
+            records = self._shard.retrieve([point_id(key) for key in ids], with_payload=True, with_vector=[DENSE])
+        found: dict[str, tuple[np.ndarray, Payload]] = {}
+        for record in records:
+            key, payload = self._split(record.payload)
+            found[key] = (self._dense(record.vector), payload)
+        return found
+
+    def _search(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None) -> RankedList:
+        return [(point.payload[ID_KEY], float(point.score)) for point in self._query(vector, k, filter, [ID_KEY])]
+
+    def _search_with_payloads(
+        self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None
+    ) -> list[tuple[str, float, Payload]]:
+        hits = []
+        for point in self._query(vector, k, filter, True):
+            key, payload = self._split(point.payload)
+            hits.append((key, float(point.score), payload))
+        return hits
+
+    def _filter(self, filter: Mapping[str, Any] | None) -> Any:
+        """Qdrant's filter for a portable one; False when nothing can match."""
+        if not filter:
+            return None
+        try:
+            return to_qdrant_filter(filter, self._models)
+        except Untranslatable:
+            allowed = [point_id(key) for key in self.matching_ids(filter)]
+            return self._q.Filter(must=[self._q.HasIdCondition(set(allowed))]) if allowed else False
+
+    def _params(self, k: int, exact: bool | None = None) -> Any:
+        exact = self._options["exact"] if exact is None else exact
+        return self._q.SearchParams(hnsw_ef=max(self._options["hnsw_ef"], k), exact=exact)
+
+    def _query(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None, with_payload: Any) -> list[Any]:
+        if self._shard is None:
+            return []
+        query_filter = self._filter(filter)
+        if query_filter is False:
+            return []
+        request = self._q.QueryRequest(
+            limit=k,
+            query=self._q.Query.Nearest(vector.tolist()),
+            filter=query_filter,
+            with_payload=with_payload,
+            params=self._params(k),
+        )
+        with self._library_calls():
+            return self._shard.query(request)
+
+    def _pages(self, batch_size: int, with_vectors: bool) -> Iterator[tuple[list[str], list[Any], list[Payload]]]:
+        """Every stored point in id order: ids, the records (vectors when asked for) and payloads."""
+        if self._shard is None:
+            return
+        offset = None
+        while True:
+            request = self._q.ScrollRequest(
+                offset=offset, limit=batch_size, with_payload=True, with_vector=[DENSE] if with_vectors else False
+            )
+            with self._library_calls():
+                records, offset = self._shard.scroll(request)
+            if records:
+                keys, payloads = zip(*(self._split(record.payload) for record in records))
+                yield list(keys), records, list(payloads)
+            if offset is None:
+                return
+
+    def scan(self, batch_size: int = 1000) -> Iterator[tuple[list[str], np.ndarray, list[Payload]]]:
+        for ids, records, payloads in self._pages(batch_size, with_vectors=True):
+            yield ids, np.stack([self._dense(record.vector) for record in records]), payloads
+
+    def _scan_payloads(self) -> Iterator[tuple[list[str], list[Payload]]]:
+        for ids, _, payloads in self._pages(1000, with_vectors=False):
+            yield ids, payloads
+
+    def count(self) -> int:
+        if self._shard is None:
+            return 0
+        with self._library_calls():
+            return int(self._shard.count(self._q.CountRequest(exact=True)))
+
+    def read_manifest(self) -> dict[str, Any] | None:
+        path = self._folder / MANIFEST_FILE
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot read {path} ({exc.strerror or exc})", location=str(path)) from exc
+        try:
+            manifest = json.loads(text)
+        except ValueError as exc:
+            raise StorageError(
+                f"{path} is not valid JSON ({exc}); restore it from a backup, or rebuild the collection",
+                location=str(path),
+            ) from exc
+        if not isinstance(manifest, dict):
+            raise StorageError(f"{path} holds no manifest object; restore it from a backup", location=str(path))
+        return manifest
+
+    def write_manifest(self, manifest: Mapping[str, Any]) -> None:
+        path = self._folder / MANIFEST_FILE
+        try:
+            write_json_atomically(path, dict(manifest))
+        except OSError as exc:
+            raise StorageError(f"cannot write {path} ({exc.strerror or exc})", location=str(path)) from exc
+
+    # ------------------------------------------------------------ HoldsKeywords
+
+    def hold_keywords(self, weights: SparseWeights) -> bool:
+        """Keep the keyword signal: a collection created from now on with ``keyword_vectors``, or one that was."""
+        if self._shard is None:
+            if self._options["keyword_vectors"] is False:
+                return False
+        elif not self._has_keywords:
+            return False
+        else:
+            self._average_length = _stored_average_length(self._folder / KEYWORDS_FILE, self._location)
+        self._weights = weights
+        return True
+
+    def search_signals(
+        self,
+        vector: np.ndarray | None,
+        terms: SparseVector | None,
+        depth: int,
+        filter: Mapping[str, Any] | None,
+        ids: Sequence[str] | None = None,
+    ) -> dict[str, list[tuple[str, float, Payload]]]:
+        q = self._q
+        asked = {name: query for name, query in (("dense", vector), ("keyword", terms)) if query is not None}
+        query_filter = self._filter(filter)
+        if self._shard is None or query_filter is False or not asked:
+            return {name: [] for name in asked}
+        if ids is not None:
+            allowed = q.HasIdCondition({point_id(key) for key in ids})
+            query_filter = q.Filter(must=[allowed, query_filter] if query_filter is not None else [allowed])
+        requests = []
+        for name, query in asked.items():
+            if name == "dense":
+                nearest, params = q.Query.Nearest(np.asarray(query).tolist()), self._params(depth)
+            else:
+                nearest, params = q.Query.Nearest(q.SparseVector(*query), using=SPARSE), None
+            requests.append(
+                q.QueryRequest(limit=depth, query=nearest, filter=query_filter, with_payload=True, params=params)
+            )
+        with self._library_calls():
+            results = self._shard.query_batch(q.QueryBatchRequest(requests))
+        found: dict[str, list[tuple[str, float, Payload]]] = {}
+        for name, points in zip(asked, results):
+            found[name] = []
+            for point in points:
+                key, payload = self._split(point.payload)
+                found[name].append((key, float(point.score), payload))
+        return found
+
+    def term_holders(self, term: int, limit: int) -> int:
+        if self._shard is None:
+            return 0
+        q = self._q
+        request = q.QueryRequest(limit=limit, query=q.Query.Nearest(q.SparseVector([term], [1.0]), using=SPARSE))
+        with self._library_calls():
+            return len(self._shard.query(request))
+
+    # ------------------------------------------------------------ MaintainsIndex
+
+    def optimize(self) -> dict[str, Any]:
+        """Build the HNSW graph over every point written since the last build, then measure its recall."""
+        self._optimize(measure=True)
+        return self._report or {}
+
+    def index_report(self) -> dict[str, Any] | None:
+        """What the HNSW graph measured about itself, building it first after writes (closing would anyway)."""
+        if self._written:
+            self._optimize(measure=False)
+        return self._report
+
+    def _optimize(self, measure: bool) -> None:
+        if self._shard is None:
+            return
+        with self._library_calls():
+            rebuilt = self._shard.optimize()
+            self._shard.flush()
+        self._written = False
+        if rebuilt or measure or self._report is None:
+            self._report = self._measure()
+
+    def _measure(self) -> dict[str, Any] | None:
+        """Recall@10 of the HNSW search against exact search, on up to PROBES stored vectors."""
+        q = self._q
+        total = self.count()
+        if not total:
+            return None
+        with self._library_calls():
+            sampled = self._shard.query(
+                q.QueryRequest(limit=min(PROBES, total), query=q.Sample.Random, with_vector=[DENSE])
+            )
+        probes = [self._dense(point.vector).tolist() for point in sampled]
+        k = min(10, total)
+
+        def top(exact: bool) -> list[set[Any]]:
+            requests = [
+                q.QueryRequest(limit=k, query=q.Query.Nearest(probe), params=self._params(k, exact)) for probe in probes
+            ]
+            with self._library_calls():
+                return [{point.id for point in hits} for hits in self._shard.query_batch(q.QueryBatchRequest(requests))]
+
+        found, truth = top(False), top(True)
+        recall = sum(len(a & b) for a, b in zip(found, truth)) / max(1, sum(len(b) for b in truth))
+        o = self._options
+        return {
+            "spec": f"HNSW m={o['hnsw_m'] or 16} ef_construct={o['hnsw_ef_construct'] or 100}",
+            "hnsw_ef": o["hnsw_ef"],
+            "points": total,
+            "probes": len(probes),
+            "recall_at_10": round(recall, 4),
+        }
+
+    def close(self) -> None:
+        try:
+            if self._shard is not None:
+                with self._library_calls():
+                    self._shard.close()
+                self._shard = None
+        finally:
+            self._claim.release()
+
+
+def _stored_vectors(shard_folder: Path, location: str) -> tuple[int, bool]:
+    """The dense vectors' size, and whether the points carry keyword vectors, from the shard's config."""
+    path = shard_folder / "edge_config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+        return int(config["vectors"][DENSE]["size"]), SPARSE in (config.get("sparse_vectors") or {})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise StorageError(
+            f"{path} does not say the vector size ({type(exc).__name__}: {exc}); the shard is damaged: restore it "
+            f"from a backup or rebuild the collection",
+            location=location,
+        ) from exc
+
+
+def _stored_average_length(path: Path, location: str) -> float:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))["average_length"]
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return float(value)
+        raise ValueError(f"average_length {value!r} is not a positive number")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StorageError(
+            f"{path} does not say the keyword vectors' average chunk length ({type(exc).__name__}: {exc}); "
+            f"restore it from a backup, or rebuild the collection",
+            location=location,
+        ) from exc
