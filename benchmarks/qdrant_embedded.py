@@ -73,7 +73,7 @@ BATCH = 1_000
 K = 10
 SEED = 18
 SELECTIVITY = {"1%": 1, "10%": 10, "50%": 50}  # metadata.sel = i % 100; the filter is sel < limit
-STORES = ("faiss", "chroma", "qdrant-local", "qdrant-edge")
+STORES = ("faiss", "chroma", "qdrant-local", "qdrant-edge", "qdrant-edge-direct")
 EDGE_VECTOR = "dense"
 EDGE_HNSW_EF = 128
 EDGE_ID_NAMESPACE = uuid.UUID("6f1c9a52-7d0b-5c8e-9a3e-2b1f4d6c8e10")  # vecguard's Qdrant point ids (UUIDv5)
@@ -212,6 +212,7 @@ class EdgeDirect:
 
     def optimize(self) -> None:
         self._shard.optimize()
+        self._shard.flush()
 
     def search(self, vector: np.ndarray, k: int, filter: dict | None = None) -> list[tuple[str, float]]:
         qe = self._qe
@@ -239,7 +240,7 @@ class EdgeDirect:
 
 def open_store(store: str, folder: Path, edge: str):
     path = folder / store
-    if store == "qdrant-edge" and edge == "direct":
+    if store == "qdrant-edge-direct" or (store == "qdrant-edge" and edge == "direct"):
         return EdgeDirect(path)
     from vecguard.registry import Registry
 
@@ -247,7 +248,7 @@ def open_store(store: str, folder: Path, edge: str):
         "faiss": ("faiss", {"path": str(path), "index": "auto"}),
         "chroma": ("chroma", {"path": str(path)}),
         "qdrant-local": ("qdrant", {"path": str(path), **({"local_mode": True} if edge == "plugin" else {})}),
-        "qdrant-edge": ("qdrant", {"path": str(path)}),
+        "qdrant-edge": ("qdrant", {"path": str(path), "payload_indexes": {"sel": "integer"}}),
     }[store]
     return Registry.discover().build("store", plugin, options, folder)
 
@@ -279,11 +280,14 @@ def load(store: str, n: int, folder: Path, edge: str) -> dict:
         began = time.perf_counter()
         s.upsert(*batch)
         upsert_s += time.perf_counter() - began
-    optimize_s = None
-    if store == "qdrant-edge" and hasattr(s, "optimize"):
+        if stop % 100_000 == 0:
+            print(f"{store}: {stop:,} upserted, {upsert_s:.1f} s", file=sys.stderr, flush=True)
+    optimize_s = optimize_report = None
+    if store.startswith("qdrant-edge"):
         began = time.perf_counter()
-        s.optimize()
+        optimize_report = s.optimize()
         optimize_s = time.perf_counter() - began
+        print(f"{store}: optimize {optimize_s:.1f} s: {optimize_report}", file=sys.stderr, flush=True)
     began = time.perf_counter()
     s.close()
     close_s = time.perf_counter() - began
@@ -291,6 +295,7 @@ def load(store: str, n: int, folder: Path, edge: str) -> dict:
     return {
         "upsert_s": upsert_s,
         "optimize_s": optimize_s,
+        "optimize_report": optimize_report,
         "close_s": close_s,
         "load_s": total_s,
         "points_per_s": n / total_s,
@@ -302,7 +307,7 @@ def load(store: str, n: int, folder: Path, edge: str) -> dict:
 
 def query(store: str, folder: Path, edge: str, queries: int, filtered: int) -> dict:
     qs = np.load(folder / "queries.npy")[:queries]
-    if store != "qdrant-edge" or edge == "plugin":
+    if store != "qdrant-edge-direct" and (store != "qdrant-edge" or edge == "plugin"):
         from vecguard.registry import Registry
 
         Registry.discover()  # the entry points and plugin modules imported outside the timing
@@ -376,9 +381,9 @@ def disk_bytes(path: Path) -> tuple[int, int]:
 
 
 def run_child(args: list[str]) -> dict:
-    done = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(f"{' '.join(args[:2])} failed: {done.stderr[-3000:]}")
+    done = subprocess.run([sys.executable, __file__, "--child", *args], stdout=subprocess.PIPE, text=True)
+    if done.returncode:  # its stderr (progress, the traceback) went to ours
+        raise RuntimeError(f"{' '.join(args[:2])} failed")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -426,7 +431,10 @@ def measure_size(n: int, stores: list[str], args, edge: str, report: dict) -> No
                 "store": store,
                 "points": n,
                 "repeats": len(runs),
-                "via": "qdrant_edge directly" if store == "qdrant-edge" and edge == "direct" else "vecguard store",
+                "commit": report["commit"],
+                "via": "qdrant_edge directly"
+                if store == "qdrant-edge-direct" or (store == "qdrant-edge" and edge == "direct")
+                else "vecguard store",
                 "runs": runs,
             }
         )
@@ -442,7 +450,8 @@ def median_row(runs: list[dict]) -> dict:
         values = [v for v in values if v is not None]
         return statistics.median(values) if values else None
 
-    row = {k: med([r[k] for r in runs]) for k in runs[0] if k != "filtered"}
+    row = {k: med([r[k] for r in runs]) for k in runs[0] if k not in ("filtered", "optimize_report")}
+    row["optimize_report"] = runs[0].get("optimize_report")
     row["filtered"] = {
         label: {k: med([r["filtered"][label][k] for r in runs]) for k in runs[0]["filtered"][label]}
         for label in runs[0]["filtered"]
@@ -466,10 +475,14 @@ def goals(report: dict) -> list[str]:
     out = []
     for n in sorted({r["points"] for r in report["rows"]}):
         by = {r["store"]: r for r in report["rows"] if r["points"] == n}
-        edge, faiss = by.get("qdrant-edge"), by.get("faiss")
+        edge, faiss = by.get("qdrant-edge") or by.get("qdrant-edge-direct"), by.get("faiss")
         if edge is None:
             out.append(f"- {n:,}: embedded Qdrant not measured at this size.")
             continue
+        if edge["store"] == "qdrant-edge-direct":
+            out.append(
+                f"- {n:,}: only measured directly through qdrant_edge (qdrant-edge-direct), not vecguard's store."
+            )
 
         def verdict(ok: bool) -> str:
             return "**met**" if ok else "**not met**"
@@ -511,7 +524,8 @@ def markdown(report: dict) -> str:
         f"# Embedded Qdrant beside FAISS auto, Chroma and qdrant-client local mode ({report['date']})",
         "",
         f"Machine: {m['nproc']} CPUs ({m['cpu_model']}), shared with other work; Python {m['python']}; "
-        f"{m['platform']}. Commit {report['commit']}. Libraries: "
+        f"{m['platform']}. Commit per row, after the store (`git describe --always --dirty` when it ran). "
+        "Libraries: "
         + ", ".join(f"{k} {v}" for k, v in {**m["libraries"], **report.get("store_libraries", {})}.items() if v)
         + ".",
         "",
@@ -532,16 +546,26 @@ def markdown(report: dict) -> str:
         f"medians over the queries; {s['repeats']} run(s) per store and size, medians across runs.",
         "",
     ]
-    if any(r["via"] != "vecguard store" for r in report["rows"]):
-        lines += [
-            "**Embedded Qdrant was measured directly through `qdrant_edge` (qdrant-edge-py "
-            f"{report.get('qdrant_edge_version')}), not through a vecguard store**: vecguard's embedded Qdrant store "
-            "(backends/qdrant/edge.py) had not landed on main when this ran. Same layout as vecguard's Qdrant store: "
-            f"a named dense vector `{EDGE_VECTOR}` with Distance.Dot, UUIDv5 point ids, the payload with "
-            "`vecguard_id`, an integer payload index on `metadata.sel`, HNSW (defaults m 16, ef_construct 100) built "
-            f"by `shard.optimize()` after the upserts, searched with SearchParams(hnsw_ef={EDGE_HNSW_EF}).",
-            "",
-        ]
+    lines += [
+        'Stores, `[store]` options through vecguard\'s registry: `faiss` (`index = "auto"`), `chroma` (`path`: '
+        "PersistentClient), `qdrant-local` (qdrant-client local mode: `path`, `local_mode = true`), `qdrant-edge` "
+        '(embedded Qdrant, Qdrant\'s own engine through qdrant-edge-py: `plugin = "qdrant"`, `path`, '
+        '`payload_indexes = {sel = "integer"}`; defaults hnsw_ef 128, HNSW m 16, ef_construct 100; its '
+        "`optimize()` builds the graph and measures its recall on 100 stored vectors, timed as the HNSW build; "
+        "built bare like store_throughput.py, no engine hands it BM25 weights (`hold_keywords`), so its points carry "
+        "the dense vector only, as the other stores' do: with `keyword_vectors` (the default since 1093c8b) an engine's "
+        "writes also carry each text's sparse BM25 vector, not measured here)."
+        + (
+            " `qdrant-edge-direct`: the same engine measured directly through `qdrant_edge` before vecguard's store "
+            "landed, with the same layout (a dense vector with Distance.Dot, named `dense` there, UUIDv5 ids, the "
+            "payload with `vecguard_id`, an integer payload index on `metadata.sel`, HNSW built by "
+            f"`shard.optimize()` after the upserts, SearchParams(hnsw_ef={EDGE_HNSW_EF})): vecguard's store "
+            "beside it is what the store adds."
+            if any(r["via"] != "vecguard store" for r in report["rows"])
+            else ""
+        ),
+        "",
+    ]
     for n in sorted({r["points"] for r in report["rows"]}):
         rows = [r for r in report["rows"] if r["points"] == n]
         lines += [
@@ -555,7 +579,7 @@ def markdown(report: dict) -> str:
         for r in rows:
             f = r["filtered"]
             lines.append(
-                f"| {r['store']} | {r['points_per_s']:,.0f} | {r['upsert_s']:.1f} | "
+                f"| {r['store']} ({r.get('commit', '?')}) | {r['points_per_s']:,.0f} | {r['upsert_s']:.1f} | "
                 f"{'-' if r['optimize_s'] is None else format(r['optimize_s'], '.1f')} | {r['close_s']:.1f} | "
                 f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['recall_at_10']:.3f} | "
                 + " / ".join(f"{f[label]['p50_ms']:.2f}" for label in SELECTIVITY)
@@ -612,7 +636,7 @@ def main() -> None:
     edge = args.edge if args.edge != "auto" else ("plugin" if edge_on_main() else "direct")
     path = RESULTS / f"{NAME}.json"
     report = json.loads(path.read_text(encoding="utf-8")) if path.exists() and not args.fresh else {"rows": []}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True)
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=HERE, capture_output=True, text=True)
     versions = {}
     for package in ("chromadb", "qdrant-client", "qdrant-edge-py"):
         try:
