@@ -1,8 +1,8 @@
 """PNG plots of the committed results: quality per mode per set, recall against latency per FAISS index type, the
-keyword index's incremental saves, and writes to a shared collection by size.
+keyword index's incremental saves, writes to a shared collection by size, and embedded Qdrant beside the other stores.
 
     .venv/bin/python benchmarks/plots.py      # reads results/quality.json, faiss_indexes.json, keyword_files.json,
-                                              # shared_writes.json
+                                              # shared_writes.json, qdrant_embedded.json
 
 Writes results/quality.png (nDCG@10 of every method on every query set, one
 panel per backend, the issue's bar drawn on each set) and
@@ -11,8 +11,9 @@ one panel per collection size, a line per sweep, vecguard's tuned ``auto``
 index marked) and results/keyword_saves.png (every save_changes of 320 chunks
 as a collection grows to 10k and 100k chunks; merges are the peaks) and
 results/shared_writes.png (one document added, p50 with the encoder apart, and
-the time to open, against the collection's size). Needs matplotlib (the
-``bench`` extra).
+the time to open, against the collection's size) and results/qdrant_embedded.png
+(load rate, query p50 unfiltered and filtered with recall@10, peak RSS and disk
+per store and size). Needs matplotlib (the ``bench`` extra).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ sys.path.insert(0, str(HERE))
 from common import RESULTS  # noqa: E402
 
 QUALITY_BAR_SLACK = 0.02  # the goal: >= the better of BM25 and dense minus this
+SELECTIVITY_LABELS = ("1%", "10%", "50%")  # qdrant_embedded.py's filters
 
 
 def quality_plot(report: dict, out: Path) -> None:
@@ -188,6 +190,87 @@ def shared_writes_plot(report: dict, out: Path) -> None:
     plt.close(figure)
 
 
+def qdrant_embedded_plot(report: dict, out: Path) -> None:
+    """Embedded Qdrant beside FAISS auto, Chroma and qdrant-client local mode: load rate, query p50 (unfiltered and
+    filtered, recall@10 over each unfiltered bar) per size, and peak memory and disk."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = report["rows"]
+    sizes = sorted({r["points"] for r in rows})
+    stores = list(dict.fromkeys(r["store"] for r in rows))
+    by = {(r["store"], r["points"]): r for r in rows}
+    figure, axes = plt.subplots(1, len(sizes) + 2, figsize=(5.2 * (len(sizes) + 2), 4.8), squeeze=False)
+    load, *latency, memory = axes[0]
+    width = 0.8 / len(sizes)
+    x = np.arange(len(stores))
+    for i, n in enumerate(sizes):
+        rates = [by[(s, n)]["points_per_s"] if (s, n) in by else 0 for s in stores]
+        load.bar(x + (i - (len(sizes) - 1) / 2) * width, rates, width, label=f"{n:,} points")
+        if ("faiss", n) in by:
+            quarter = by[("faiss", n)]["points_per_s"] / 4
+            load.axhline(quarter, color=f"C{i}", linestyle="dashed", linewidth=1, label=f"goal at {n:,}: FAISS / 4")
+    load.set_xticks(x, stores, rotation=15)
+    load.set_yscale("log")
+    load.set_ylabel("points/s, upserts + close (+ HNSW build)")
+    load.set_title("Loading")
+    load.legend(fontsize="x-small")
+    kinds = ["unfiltered", *SELECTIVITY_LABELS]
+    kind_width = 0.8 / len(kinds)
+    for axis, n in zip(latency, sizes):
+        for j, kind in enumerate(kinds):
+            values = []
+            for s in stores:
+                r = by.get((s, n))
+                values.append(
+                    0 if r is None else r["p50_ms"] if kind == "unfiltered" else r["filtered"][kind]["p50_ms"]
+                )
+            bars = axis.bar(x + (j - (len(kinds) - 1) / 2) * kind_width, values, kind_width, label=kind)
+            if kind == "unfiltered":
+                for bar, s in zip(bars, stores):
+                    if (s, n) in by:
+                        axis.annotate(
+                            f"{by[(s, n)]['recall_at_10']:.3f}",
+                            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                            fontsize=6,
+                            ha="center",
+                            xytext=(0, 2),
+                            textcoords="offset points",
+                        )
+        if n <= 100_000:
+            axis.axhline(5, color="black", linestyle="dashed", linewidth=1, label="goal: filtered 5 ms")
+        axis.set_xticks(x, stores, rotation=15)
+        axis.set_yscale("log")
+        axis.set_ylabel("p50 single-query latency, ms (log)")
+        axis.set_title(f"{n:,} points: query p50 (recall@10 over the unfiltered bar)")
+        axis.legend(fontsize="x-small")
+    for i, n in enumerate(sizes):
+        offset = (i - (len(sizes) - 1) / 2) * width
+        peaks = [
+            max(by[(s, n)]["load_peak_rss_mib"], by[(s, n)]["query_peak_rss_mib"]) if (s, n) in by else 0
+            for s in stores
+        ]
+        disks = [by[(s, n)]["disk_mib"] if (s, n) in by else 0 for s in stores]
+        memory.bar(x + offset - width / 4, peaks, width / 2, color=f"C{i}", label=f"{n:,}: peak RSS")
+        memory.bar(
+            x + offset + width / 4, disks, width / 2, color=f"C{i}", alpha=0.45, hatch="//", label=f"{n:,}: disk"
+        )
+    memory.set_xticks(x, stores, rotation=15)
+    memory.set_yscale("log")
+    memory.set_ylabel("MiB (log)")
+    memory.set_title("Peak RSS (load or query) and disk")
+    memory.legend(fontsize="x-small")
+    via = {r["via"] for r in rows if r["store"] == "qdrant-edge"}
+    note = " (embedded Qdrant through qdrant_edge directly)" if "qdrant_edge directly" in via else ""
+    figure.suptitle(
+        f"Embedded Qdrant beside FAISS auto, Chroma, qdrant-client local mode: clustered synthetic 384-d{note} "
+        f"({report['date'][:10]}, {report['machine']['nproc']} CPUs)"
+    )
+    figure.tight_layout()
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+
+
 def knob(tuning: dict) -> str:
     """The tuned knob of a vecguard index report: nprobe for IVF, efSearch for HNSW."""
     if "nprobe" in tuning:
@@ -205,6 +288,7 @@ def main() -> None:
         ("faiss_indexes.json", recall_latency_plot, "faiss_recall_latency.png"),
         ("keyword_files.json", keyword_saves_plot, "keyword_saves.png"),
         ("shared_writes.json", shared_writes_plot, "shared_writes.png"),
+        ("qdrant_embedded.json", qdrant_embedded_plot, "qdrant_embedded.png"),
     ):
         path = RESULTS / source
         if not path.exists():
