@@ -190,7 +190,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def _knob(measured: dict) -> str:
     """The tuned search setting in an index report, like "nprobe 4" ("" when none was tuned)."""
-    return next((f"{name} {measured[name]}" for name in ("nprobe", "ef_search") if name in measured), "")
+    return next((f"{name} {measured[name]}" for name in ("nprobe", "ef_search", "hnsw_ef") if name in measured), "")
 
 
 def cmd_optimize(args: argparse.Namespace) -> int:
@@ -207,7 +207,8 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         print(f"the {plugin} store keeps its own index: nothing to optimize")
     else:
         tuned = (
-            f", {_knob(report)} (recall@10 {report['recall_at_10']} on held-out stored vectors)"
+            f", {_knob(report)} (recall@10 {report['recall_at_10']} on "
+            f"{report.get('measured_on', 'held-out stored vectors')})"
             if _knob(report)
             else ""
         )
