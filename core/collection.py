@@ -267,8 +267,6 @@ class Collection:
 
     def _apply_to_keyword(self, changed: Sequence[str]) -> None:
         """The keyword index holds the stored text of each chunk in ``changed``, and none of the deleted ones."""
-        if self._keyword.kept_in_store:
-            return  # the store changed it with the points
         stored = self.payloads(list(changed))
         self.keyword.delete(list(changed))
         present = [key for key in changed if key in stored]

@@ -174,7 +174,7 @@ class EdgeQdrantStore(BaseVectorStore):
 
     def _vectors(self, vector: np.ndarray, payload: Payload) -> Any:
         """A point's vectors: the dense one, and its text's keyword weights when the collection keeps them."""
-        if not (self._has_keywords and self._weights is not None and self._average_length is not None):
+        if self._weights is None or self._average_length is None:  # set together, by hold_keywords or _create
             return vector.tolist()
         indices, values = self._weights.document(str(payload.get("text", "")), self._average_length)
         return {DENSE: vector.tolist(), SPARSE: self._q.SparseVector(indices, values)}
