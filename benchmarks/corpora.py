@@ -1,10 +1,19 @@
 """Real corpora that come inside registry packages (no download at run time).
 
-    python benchmarks/corpora.py cwe OUT.jsonl     MITRE CWE v4.14 (PyPI cwe2), one document per weakness
+    python benchmarks/corpora.py cwe OUT.jsonl       MITRE CWE v4.14 (PyPI cwe2), one document per weakness
+    python benchmarks/corpora.py icd10cm OUT.jsonl   ICD-10-CM (PyPI simple-icd-10-cm 1.5.0), one per leaf code
 
 Each CWE document holds the weakness's name, descriptions and its observed
 examples (real CVE ids with their summaries), so both meaning ("a cookie
 without HttpOnly") and identifiers ("CVE-2022-24045") have an answer.
+
+ICD-10-CM: a document per leaf (billable) code, "A00.0 Cholera due to Vibrio
+cholerae 01, biovar cholerae", id the dotted code (74,731: the package lists
+five leaf codes twice, once as a block and once as a category, kept once).
+Its real queries are the publisher's inclusion terms (CDC/CMS; 12,574 once
+duplicated codes are kept once), each judged relevant to the code it is listed
+under, or to that code's leaf descendants when it is not a leaf
+("Infection due to Salmonella typhi" under A01.0: A01.00 ... A01.09).
 """
 
 from __future__ import annotations
@@ -90,6 +99,42 @@ def cwe_passages() -> Iterator[dict[str, Any]]:
                 yield {"id": f"CWE-{w.get('ID')}/s{i}", "text": sentence, "metadata": {"cwe": f"CWE-{w.get('ID')}"}}
 
 
+def _icd10cm_codes() -> list[str]:
+    """Every code of the classification once (chapters, blocks, categories, subcategories), undotted, in order."""
+    import simple_icd_10_cm as cm
+
+    return list(dict.fromkeys(cm.get_all_codes(False)))
+
+
+def icd10cm_documents() -> Iterator[dict[str, Any]]:
+    """One document per leaf code: id the dotted code, text the dotted code and its description."""
+    import simple_icd_10_cm as cm
+
+    for code in _icd10cm_codes():
+        if cm.is_leaf(code):
+            dotted = cm.add_dot(code)
+            yield {"id": dotted, "text": f"{dotted} {cm.get_description(code)}"}
+
+
+def icd10cm_queries() -> tuple[dict[str, str], dict[str, dict[str, float]]]:
+    """The inclusion terms as queries ({query id: text}, id "<dotted code>/<n>") and their judgments ({query id:
+    {leaf code: 1.0}}): the code the term is listed under if it is a leaf, else its leaf descendants."""
+    import simple_icd_10_cm as cm
+
+    queries: dict[str, str] = {}
+    qrels: dict[str, dict[str, float]] = {}
+    for code in _icd10cm_codes():
+        terms = cm.get_inclusion_term(code)
+        if not terms:
+            continue
+        dotted = cm.add_dot(code)
+        leaves = [dotted] if cm.is_leaf(code) else [d for d in cm.get_descendants(code) if cm.is_leaf(d)]
+        for i, term in enumerate(terms):
+            queries[f"{dotted}/{i}"] = term
+            qrels[f"{dotted}/{i}"] = dict.fromkeys(leaves, 1.0)
+    return queries, qrels
+
+
 def write_jsonl(documents: Iterator[dict[str, Any]], path: Path) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     count = 0
@@ -101,6 +146,8 @@ def write_jsonl(documents: Iterator[dict[str, Any]], path: Path) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] != "cwe":
-        sys.exit("usage: python benchmarks/corpora.py cwe OUT.jsonl")
-    print(f"wrote {write_jsonl(cwe_documents(), Path(sys.argv[2]))} CWE weaknesses to {sys.argv[2]}")
+    corpora = {"cwe": (cwe_documents, "CWE weaknesses"), "icd10cm": (icd10cm_documents, "ICD-10-CM leaf codes")}
+    if len(sys.argv) != 3 or sys.argv[1] not in corpora:
+        sys.exit("usage: python benchmarks/corpora.py {cwe,icd10cm} OUT.jsonl")
+    documents, what = corpora[sys.argv[1]]
+    print(f"wrote {write_jsonl(documents(), Path(sys.argv[2]))} {what} to {sys.argv[2]}")

@@ -2,7 +2,7 @@
 keyword index's incremental saves, writes to a shared collection by size, and embedded Qdrant beside the other stores.
 
     .venv/bin/python benchmarks/plots.py      # reads results/quality.json, faiss_indexes.json, keyword_files.json,
-                                              # shared_writes.json, qdrant_embedded.json
+                                              # shared_writes.json, qdrant_embedded.json, query_recall*.json
 
 Writes results/quality.png (nDCG@10 of every method on every query set, one
 panel per backend, the issue's bar drawn on each set) and
@@ -13,7 +13,9 @@ as a collection grows to 10k and 100k chunks; merges are the peaks) and
 results/shared_writes.png (one document added, p50 with the encoder apart, and
 the time to open, against the collection's size) and results/qdrant_embedded.png
 (load rate, query p50 unfiltered and filtered with recall@10, peak RSS and disk
-per store and size). Needs matplotlib (the ``bench`` extra).
+per store and size) and results/query_recall.png (and query_recall-before.png:
+recall@10 against nprobe / efSearch for stored vectors, query-encoded spans and
+real queries, and recall while serving). Needs matplotlib (the ``bench`` extra).
 """
 
 from __future__ import annotations
@@ -271,6 +273,70 @@ def qdrant_embedded_plot(report: dict, out: Path) -> None:
     plt.close(figure)
 
 
+def query_recall_plot(report: dict, out: Path) -> None:
+    """Per set and index kind: recall@10 against the knob for stored vectors, query-encoded spans and unseen real
+    queries (the target dashed, the tuned value dotted); below, the served phase where there is one."""
+    import matplotlib.pyplot as plt
+
+    panels = [(name, kind, r) for name, row in report["results"].items() for kind, r in row["kinds"].items()]
+    served = any(len(r["served_phase"]) > 1 for _, _, r in panels)
+    figure, axes = plt.subplots(
+        2 if served else 1, len(panels), figsize=(4.6 * len(panels), 8.4 if served else 4.4), squeeze=False
+    )
+    target = report["settings"]["target_recall"]
+    for column, (name, kind, r) in enumerate(panels):
+        axis, curve, tuned = axes[0][column], r["curve"], r["index"]["knob"]
+        for probe, label, style in (
+            ("stored", "stored vectors", "s--"),
+            ("spans", "query-encoded spans", "^-"),
+            ("real", "unseen real queries", "o-"),
+        ):
+            axis.plot(curve["values"], curve[probe], style, label=label, markersize=4)
+        axis.axhline(target, color="black", linestyle="dashed", linewidth=1)
+        if tuned:
+            reported = r["index"]["recall_at_10"]
+            axis.axvline(tuned, color="grey", linestyle="dotted", linewidth=1)
+            if reported is not None:
+                axis.plot([tuned], [reported], "k*", markersize=10, label="reported by the index")
+        axis.set_xscale("log", base=2)
+        axis.set_xlabel("nprobe" if r.get("knob_kind", kind) == "IVF" else "efSearch")
+        axis.set_title(f"{name}, {kind}: {r['index']['spec']}", fontsize="medium")
+        axis.set_ylim(min(0.5, min(min(curve[p]) for p in ("stored", "spans", "real"))), 1.01)
+        axis.grid(alpha=0.3)
+        if served:
+            phase, below = r["served_phase"], axes[1][column]
+            counts = [s["served"] for s in phase]
+            below.plot(counts, [s["unseen_recall"] for s in phase], "o-", label="unseen real queries")
+            measured = [
+                (s["served"], s["served_recall"]["recall_at_10"]) for s in phase if isinstance(s["served_recall"], dict)
+            ]
+            if measured:
+                below.plot(*zip(*measured), "^-", label="store.served_recall()")
+            below.axhline(target, color="black", linestyle="dashed", linewidth=1)
+            for s in phase:
+                below.annotate(
+                    str(s["knob"]),
+                    (s["served"], s["unseen_recall"]),
+                    fontsize="x-small",
+                    xytext=(0, 5),
+                    textcoords="offset points",
+                    ha="center",
+                )
+            below.set_xlabel("queries served (knob annotated)")
+            below.set_ylim(min(0.5, min(s["unseen_recall"] for s in phase)), 1.01)
+            below.grid(alpha=0.3)
+    axes[0][0].set_ylabel("recall@10 against exact (dashed: target)")
+    if served:
+        axes[1][0].set_ylabel("recall@10 while serving")
+        axes[1][0].legend(fontsize="small")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=4, fontsize="small")
+    figure.suptitle(f"Recall@10 that real queries get beside what predicts it ({report['date'][:10]})")
+    figure.tight_layout(rect=(0, 0.05, 1, 0.96))
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+
+
 def knob(tuning: dict) -> str:
     """The tuned knob of a vecguard index report: nprobe for IVF, efSearch for HNSW."""
     if "nprobe" in tuning:
@@ -289,6 +355,8 @@ def main() -> None:
         ("keyword_files.json", keyword_saves_plot, "keyword_saves.png"),
         ("shared_writes.json", shared_writes_plot, "shared_writes.png"),
         ("qdrant_embedded.json", qdrant_embedded_plot, "qdrant_embedded.png"),
+        ("query_recall.json", query_recall_plot, "query_recall.png"),
+        ("query_recall-before.json", query_recall_plot, "query_recall-before.png"),
     ):
         path = RESULTS / source
         if not path.exists():

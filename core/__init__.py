@@ -46,6 +46,7 @@ from .protocols import (
     SharesCollection,
     SignalEvidence,
     TokenizesInBatches,
+    TunesOnQueries,
     VectorStore,
 )
 from .registry import Part, Registry, hookimpl, hookspec
@@ -89,6 +90,7 @@ __all__ = [
     "SignalEvidence",
     "StorageError",
     "TokenizesInBatches",
+    "TunesOnQueries",
     "VecguardError",
     "VectorStore",
     "hookimpl",

@@ -193,6 +193,15 @@ def _knob(measured: dict) -> str:
     return next((f"{name} {measured[name]}" for name in ("nprobe", "ef_search", "hnsw_ef") if name in measured), "")
 
 
+def _measured_on(report: dict) -> str:
+    """What an index report's recall was measured on, like "400 query-like probes"."""
+    if "measured_on" in report:
+        return str(report["measured_on"])
+    return (
+        f"{report.get('queries', '')} {report.get('retuned_on') or report.get('tuned_on') or 'held-out stored vectors'}"
+    )
+
+
 def cmd_optimize(args: argparse.Namespace) -> int:
     from .engine import open as open_engine
 
@@ -207,10 +216,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         print(f"the {plugin} store keeps its own index: nothing to optimize")
     else:
         tuned = (
-            f", {_knob(report)} (recall@10 {report['recall_at_10']} on "
-            f"{report.get('measured_on', 'held-out stored vectors')})"
-            if _knob(report)
-            else ""
+            f", {_knob(report)} (recall@10 {report['recall_at_10']} on {_measured_on(report)})" if _knob(report) else ""
         )
         print(
             f"rebuilt the {plugin} index ({report.get('spec')}) on "
@@ -328,6 +334,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 measured = measure_recall(engine, list(queries.values()), k=args.k)
             measured["target_recall"] = target
             measured["index_bytes"] = folder_bytes(engine.config)
+            own = engine.recall()  # the store's own measure on served queries, what /metrics reports
+            measured["served"] = own if own and own["measured_on"] == "served queries" else None
             result["recall"] = measured
             # Kept in the manifest: `vecguard serve` exports it as vecguard_recall_at_k, and the next run compares.
             previous = (engine.manifest.get("measurements") or {}).get("recall")
@@ -360,6 +368,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"queries and {r['points']} vectors; store search p50 "
             f"{r['latency_p50_ms']:.2f} ms, p99 {r['latency_p99_ms']:.2f} ms{size}"
         )
+        if r["served"]:
+            print(
+                f"the index's own measure on {r['served']['queries']} served queries (vecguard_recall_at_k): "
+                f"{r['served']['value']:.4f}"
+            )
         if r["previous"]:
             print(f"previous measurement: {r['previous']['value']:.4f} at {r['previous']['measured_at']}")
         if "optimized" in result:

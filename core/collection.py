@@ -50,7 +50,15 @@ from .errors import (
 from .faults import kill_point
 from .file_lock import describe_this_process
 from .keyword_files import KeywordFiles
-from .protocols import Document, KeywordIndex, Payload, SearchesWithPayloads, SharesCollection, VectorStore
+from .protocols import (
+    Document,
+    KeywordIndex,
+    Payload,
+    SearchesWithPayloads,
+    SharesCollection,
+    TunesOnQueries,
+    VectorStore,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +108,7 @@ class Collection:
         # Asked once here, not per search: a runtime Protocol check inspects the object's members every time.
         self.searches_with_payloads = isinstance(store, SearchesWithPayloads)
         self.shared = isinstance(store, SharesCollection)
+        self.tunes_on_queries = isinstance(store, TunesOnQueries)
         self.where = where
         self.open_problems: list[str] = []
         self.manifest: dict[str, Any] = {}

@@ -9,6 +9,7 @@ index, and their repair), ``Ingest`` (core/ingest.py: one ``add``) and
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -23,6 +24,7 @@ from .collection import Collection, chunk_id
 from .config import Config, load_config, resolve_path
 from .errors import CollectionNotFoundError, InvalidArgumentError, StorageError
 from .ingest import Ingest, content_hash, validate_document
+from .probes import query_like_probes
 from .protocols import (
     DeclaresBatchSize,
     Document,
@@ -32,6 +34,7 @@ from .protocols import (
     Instrument,
     KeywordIndex,
     MaintainsIndex,
+    TunesOnQueries,
     VectorStore,
 )
 from .query import MODES, Query
@@ -183,6 +186,8 @@ class Engine:
                 repair=repair,
                 lock_timeout=float(config.section("store")["lock_timeout"]),
             )
+            if isinstance(store, TunesOnQueries):  # its ANN index is tuned on what queries look like
+                store.probe_with(functools.partial(query_like_probes, self.encoder))
             self.guard_report: guard.GuardReport | None = None
             self._open(check_guard=check_guard, open_unfinished=open_unfinished, create=create, in_memory=in_memory)
         except BaseException:
@@ -280,6 +285,24 @@ class Engine:
         report = self.store.optimize()
         self._record_index_report()
         return report
+
+    def recall(self) -> dict[str, Any] | None:
+        """The ANN index's recall@10 against exact search as last measured (``value``, ``queries``, ``measured_on``):
+        on the queries it served, by the store itself (``TunesOnQueries``), else by the last `vecguard eval --exact`;
+        None when nothing measured it. What `vecguard serve` exports as vecguard_recall_at_k."""
+        if self.collection.tunes_on_queries:
+            served = self.store.served_recall()  # type: ignore[attr-defined]
+            if served:
+                return {
+                    "value": served["recall_at_10"],
+                    "queries": served["queries"],
+                    "measured_on": "served queries",
+                    "measured_at": served.get("measured_at"),
+                }
+        measured = (self.manifest.get("measurements") or {}).get("recall")
+        if isinstance(measured, dict) and isinstance(measured.get("value"), (int, float)):
+            return {**measured, "measured_on": "vecguard eval --exact"}
+        return None
 
     def _record_index_report(self) -> None:
         measured = self.store.index_report() if isinstance(self.store, MaintainsIndex) else None

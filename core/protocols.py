@@ -6,7 +6,7 @@ arrays, ids are str, metadata and payloads are JSON-compatible dicts.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,8 +138,9 @@ class VectorStore(Protocol):
     unchanged: a resumed migration skips what it already copied by position.
 
     Optional capabilities, each a Protocol below that the engine tests with
-    ``isinstance``: ``DeclaresExactSearch``, ``SearchesWithPayloads`` and
-    ``MaintainsIndex``. ``vecguard.backends.base.BaseVectorStore`` is an optional
+    ``isinstance``: ``DeclaresExactSearch``, ``SearchesWithPayloads``,
+    ``MaintainsIndex`` and ``TunesOnQueries``, among others.
+    ``vecguard.backends.base.BaseVectorStore`` is an optional
     base class that applies the contract checks and offers the first two.
     """
 
@@ -199,6 +200,28 @@ class MaintainsIndex(Protocol):
 
         The engine keeps it in ``manifest.measurements.index`` when it closes.
         """
+        ...
+
+
+@runtime_checkable
+class TunesOnQueries(Protocol):
+    """A store whose ANN index is tuned and measured on query vectors rather than on the vectors it stores (those
+    flatter an index: a stored vector sits where its own neighbours are densest, a query between documents).
+
+    The engine hands it a way to make query-like probes before any query has been served, and the vector of every
+    query it serves; the store samples those, measures its recall on them and retunes itself.
+    """
+
+    def probe_with(self, make_probes: Callable[[Sequence[Payload]], np.ndarray]) -> None:
+        """``make_probes(payloads)``: query vectors that look like what users would ask of those stored chunks."""
+        ...
+
+    def record_query(self, vector: np.ndarray) -> None:
+        """A served query's vector (never its text); cheap: sampling, measuring and retuning happen aside."""
+        ...
+
+    def served_recall(self) -> dict[str, Any] | None:
+        """The last recall@10 measured on served queries (``recall_at_10``, ``queries``, ``measured_at``), or None."""
         ...
 
 

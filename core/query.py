@@ -105,6 +105,7 @@ class Query:
         if mode in ("hybrid", "dense"):
             with stage(self.instrument, "encode"):
                 vector = self.encoder.encode_queries([query])[0]
+            self._served(vector)
             with stage(self.instrument, "dense"):
                 dense = self._dense(vector, depth, filter, payloads)
             if dense and self.instrument is not None:
@@ -136,6 +137,7 @@ class Query:
         if mode in ("hybrid", "dense"):
             with stage(self.instrument, "encode"):
                 vector = self.encoder.encode_queries([query])[0]
+            self._served(vector)
         if mode in ("hybrid", "keyword"):
             terms = keyword.weights.query(query)
         with stage(self.instrument, "signals"):
@@ -155,6 +157,11 @@ class Query:
             with stage(self.instrument, "keyword"):
                 ranked["identifier"] = keyword.exact_matches(query, depth, filter)
         return ranked
+
+    def _served(self, vector: np.ndarray) -> None:
+        """Hand the query's vector to a store that tunes its index on the queries it serves."""
+        if self.collection.tunes_on_queries:
+            self.collection.store.record_query(vector)  # type: ignore[attr-defined]
 
     def _dense(
         self, vector: np.ndarray, depth: int, filter: Mapping[str, Any] | None, payloads: dict[str, Payload]

@@ -32,7 +32,8 @@ def test_closing_after_writes_builds_the_hnsw_graph_and_measures_its_recall(tmp_
     assert store.index_report() is None  # nothing stored, nothing built
     store.upsert(ids, vectors, [{"metadata": {"n": i % 7}} for i in range(len(ids))])
     report = store.index_report()  # what Engine.close records in the manifest
-    assert report is not None and report["vectors"] == 4000 and report["probes"] == 100
+    assert report is not None and report["vectors"] == 4000 and report["queries"] == 100
+    assert report["measured_on"] == "100 sampled stored vectors, against Qdrant's exact search"  # no engine: no probes
     assert report["spec"] == "HNSW m=16 ef_construct=100" and report["hnsw_ef"] == 64
     assert 0.9 <= report["recall_at_10"] <= 1.0
     assert store.index_report() == report  # no write since: nothing rebuilt or measured again

@@ -23,12 +23,14 @@ _NOTHING = np.zeros(0, np.int64)
 @dataclass(frozen=True)
 class Built:
     """A built index (None: nothing to build it from), the spec it was built from, its tuning report (None: not
-    tuned), and the snapshot rows that tuned it and are not in it yet."""
+    tuned), the snapshot rows that tuned it and are not in it yet (held-out stored vectors), and the query vectors
+    that tuned it."""
 
     index: Any
     spec: str
     tuning: dict[str, Any] | None
     held: np.ndarray
+    probes: tuning.Probes | None = None
 
 
 def training_sample(faiss: Any, base: Any, snapshot: Snapshot) -> np.ndarray:
@@ -41,9 +43,12 @@ def training_sample(faiss: Any, base: Any, snapshot: Snapshot) -> np.ndarray:
     return snapshot.take(rows)
 
 
-def build_index(faiss: Any, spec: str, snapshot: Snapshot, options: FaissOptions) -> Built:
-    """One index of ``spec`` from a snapshot, trained, filled and (unless its knob is fixed) tuned; the held rows
-    tuned it and are not in it yet."""
+def build_index(
+    faiss: Any, spec: str, snapshot: Snapshot, options: FaissOptions, probes: tuning.Probes | None = None
+) -> Built:
+    """One index of ``spec`` from a snapshot, trained, filled and (unless its knob is fixed) tuned: on ``probes``
+    (query vectors, measured against every stored vector), else on held-out stored vectors, which are not in the
+    index yet (``held``)."""
     started = time.perf_counter()
     nums = snapshot.nums
     n = len(nums)
@@ -65,33 +70,47 @@ def build_index(faiss: Any, spec: str, snapshot: Snapshot, options: FaissOptions
                 'add more documents or use index = "auto"'
             ) from exc
     tunable = (kinds.is_ivf(spec) and options.nprobe is None) or (kinds.is_hnsw(spec) and options.ef_search is None)
-    held = (
-        np.sort(np.random.default_rng(0).choice(n, size=min(tuning.TUNING_QUERIES, n // 4), replace=False))
-        if tunable
-        else _NOTHING
-    )
-    if not len(held):
+    held = _NOTHING
+    if tunable and probes is None:
+        held = np.sort(np.random.default_rng(0).choice(n, size=min(tuning.TUNING_QUERIES, n // 4), replace=False))
+    if not tunable or (probes is None and not len(held)):
         for start, block in snapshot.blocks():
             index.add_with_ids(block, nums[start : start + len(block)])
         return Built(index, spec, None, _NOTHING)
-    # Tuned on stored vectors kept out of the index until it is tuned: a vector already in the index finds
-    # its neighbours far more easily than a new query (an HNSW node is linked to them).
+    # Held-out stored vectors stay out of the index until it is tuned: a vector already in the index finds its
+    # neighbours far more easily than a new query (an HNSW node is linked to them).
     rest = np.ones(n, dtype=bool)
     rest[held] = False
     for start, block in snapshot.blocks():
         keep = rest[start : start + len(block)]
         index.add_with_ids(block[keep], nums[start : start + len(block)][keep])
-    report = tuning.tune(faiss, index, spec, snapshot, held, options.target_recall)
+    if probes is None:
+        probes = tuning.probes_of(faiss, snapshot.take(held), tuning.HELD_OUT, snapshot, left_out=~rest)
+    report = tuning.tune(faiss, index, spec, snapshot, probes, options.target_recall)
     report["build_s"] = round(time.perf_counter() - started, 2)
-    return Built(index, spec, report, held)
+    return Built(index, spec, report, held, probes)
 
 
-def build_best(faiss: Any, snapshot: Snapshot, options: FaissOptions, reason: str | None = None) -> Built:
-    """Every candidate for the snapshot built and tuned, the fastest at the aim kept, its held rows added back;
-    ``held`` of the result is empty."""
+def build_best(
+    faiss: Any,
+    snapshot: Snapshot,
+    options: FaissOptions,
+    reason: str | None = None,
+    queries: tuple[np.ndarray, str] | None = None,
+) -> Built:
+    """Every candidate for the snapshot built and tuned (on ``queries``, (vectors, what they are), when given), the
+    fastest at the aim kept, its held rows added back; ``held`` of the result is empty."""
     started = time.perf_counter()
-    built = [build_index(faiss, spec, snapshot, options) for spec in policy.candidates(options, len(snapshot))]
-    best = built[0] if len(built) == 1 else tuning.fastest(faiss, built, snapshot, options)
+    specs = policy.candidates(options, len(snapshot))
+    probes = None
+    if queries is not None and len(queries[0]) and any(kinds.is_approximate(spec) for spec in specs):
+        probes = tuning.probes_of(faiss, queries[0], queries[1], snapshot)  # measured once for every candidate
+    built = [build_index(faiss, spec, snapshot, options, probes) for spec in specs]
+    if len(built) == 1:
+        best = built[0]
+    else:
+        timed = built[0].probes.vectors if built[0].probes is not None else np.zeros((0, snapshot.dimension))
+        best = tuning.fastest(faiss, built, timed, options)
     if len(best.held):
         best.index.add_with_ids(snapshot.take(best.held), snapshot.nums[best.held])
     report = best.tuning

@@ -34,6 +34,22 @@ def holds_its_own_ids(faiss: Any, index: Any) -> bool:
     return faiss.try_extract_index_ivf(index) is not None
 
 
+def knob_value(
+    faiss: Any,
+    spec: str | None,
+    index: Any,
+    tuning: dict[str, Any] | None,
+    *,
+    nprobe: int | None,
+    ef_search: int | None,
+) -> int:
+    """The nprobe (IVF) or efSearch (HNSW) a plain search uses: the fixed one if set, else the tuned one."""
+    if is_ivf(spec):
+        nlist = faiss.extract_index_ivf(index).nlist
+        return min(nlist, nprobe or (tuning or {}).get("nprobe") or max(16, nlist // 8))
+    return ef_search or (tuning or {}).get("ef_search") or DEFAULT_EF_SEARCH
+
+
 def search_parameters(
     faiss: Any,
     spec: str | None,
@@ -51,10 +67,10 @@ def search_parameters(
     kwargs: dict[str, Any] = {} if selector is None else {"sel": selector}
     if is_ivf(spec):
         nlist = faiss.extract_index_ivf(index).nlist
-        probes = nprobe or (tuning or {}).get("nprobe") or min(nlist, max(16, nlist // 8))
+        probes = knob_value(faiss, spec, index, tuning, nprobe=nprobe, ef_search=ef_search)
         return faiss.SearchParametersIVF(nprobe=min(nlist, math.ceil(probes * widen)), **kwargs)
     if is_hnsw(spec):
-        breadth = max(ef_search or (tuning or {}).get("ef_search") or DEFAULT_EF_SEARCH, k)
+        breadth = max(knob_value(faiss, spec, index, tuning, nprobe=nprobe, ef_search=ef_search), k)
         widened = min(max(breadth, FILTER_MAX_EF_SEARCH), math.ceil(breadth * widen))
         return faiss.SearchParametersHNSW(efSearch=widened, **kwargs)
     return faiss.SearchParameters(**kwargs) if kwargs else None

@@ -1,5 +1,12 @@
 """The index in service: kept in step with every write, rebuilt when it no longer fits, saved beside SQLite.
 
+Queries: a build is tuned on query vectors (``tuning``): the served queries once the sample holds MIN_SERVED of
+them, else query-like probes the engine makes of sampled stored chunks (``probe_with``). Each query the engine
+serves is added to the sample (``record_query``); as they arrive (``query_sample.measure_due``), the index in service
+is measured on them in a background thread and its nprobe / efSearch moved to the smallest value that reaches the
+aim (a setting: nothing is rebuilt). Only an index that no setting brings to the aim, and that was not already built
+on served queries, is retrained. ``served_recall()`` is that measure.
+
 Growth: an "auto" index is retrained when ``policy`` says it no longer fits, or when its recall, measured on new
 vectors (``tuning.recall_on_new``), falls below ``target_recall``. The new index is built in a background thread
 from a snapshot while the current one keeps answering; writes made meanwhile go to both (journaled, then replayed
@@ -16,11 +23,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+from vecguard.backends import query_sample
+from vecguard.backends.query_sample import QuerySample
+from vecguard.protocols import Payload
 
 from . import build, index_file, kinds, policy, tuning
 from .options import FaissOptions
@@ -28,6 +39,8 @@ from .points import PointTable
 from .snapshot import Snapshot, take_snapshot
 
 log = logging.getLogger("vecguard.backends.faiss")
+MIN_PROBES = 50  # fewer query-like probes than this (a small collection): tuned on held-out stored vectors
+TuningQueries = Callable[[], "tuple[np.ndarray, str] | None"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +83,10 @@ class LiveIndex:
         # from the change feed) adds only nums above it, and adding one twice is skipped.
         self._highest = 0
         self._files = index_file.IndexFiles(faiss, points, options.index)
+        self._sample = QuerySample(points.path, options.query_sample)
+        self._make_probes: Callable[[Sequence[Payload]], np.ndarray] | None = None
+        self._served: threading.Thread | None = None  # a measure on served queries running in the background
+        self._measuring = threading.Lock()  # held by the one measure on served queries running
         self._load()
 
     # ------------------------------------------------------------ reading it
@@ -196,7 +213,8 @@ class LiveIndex:
         self._aside_token += 1
         snapshot = take_snapshot(self._points)
         try:
-            built = build.build_best(self._faiss, snapshot, self._options)
+            queries = self._tuning_queries(snapshot)
+            built = build.build_best(self._faiss, snapshot, self._options, queries=queries())
             self._install(built, len(snapshot), deleted=set(), highest=int(snapshot.nums[-1]) if len(snapshot) else 0)
         finally:
             snapshot.close()
@@ -204,8 +222,12 @@ class LiveIndex:
     def _install(
         self, built: build.Built, built_on: int, *, deleted: set[int], highest: int, checked_after: int | None = None
     ) -> None:
+        report = built.tuning
+        if report is not None and report.get("tuned_on") == tuning.SERVED:
+            served = {key: report[key] for key in ("recall_at_10", "queries", "nprobe", "ef_search") if key in report}
+            report = dict(report, served={**served, "recorded": self._sample.recorded(), "measured_at": _now()})
         with self._lock:
-            self._index, self._spec, self._tuning, self._built_on = built.index, built.spec, built.tuning, built_on
+            self._index, self._spec, self._tuning, self._built_on = built.index, built.spec, report, built_on
             self._highest = max(self._highest, highest) if built.index is not None else 0
             self._dirty = False
             self._files.outdated()  # a new index: the file on disk is the old one's, whatever generation it reflects
@@ -226,10 +248,11 @@ class LiveIndex:
             self._journal = []  # started before the snapshot: a write in both is replayed, which leaves it single
             snapshot = take_snapshot(self._points)
             newest = int(snapshot.nums[-1]) if len(snapshot) else 0
+            queries = self._tuning_queries(snapshot)
 
         def run() -> None:
             try:
-                built = build.build_best(self._faiss, snapshot, self._options, reason)
+                built = build.build_best(self._faiss, snapshot, self._options, reason, queries())
             except Exception as exc:  # the old index keeps serving; a later growth or optimize() tries again
                 log.warning("retraining the FAISS index aside failed (%s); the current index keeps serving", exc)
                 with self._lock:
@@ -248,9 +271,17 @@ class LiveIndex:
         self._aside.start()
 
     def _measure_recall_aside(self) -> None:
-        """Measure the live index's recall@10 on the vectors stored since the last measure, in a thread, and record
-        it in the tuning report; retrain aside (at the next write or search) when it is below target_recall."""
-        if any(thread is not None and thread.is_alive() for thread in (self._aside, self._checking)):
+        """The collection grew: measure the live index's recall@10 in a thread, on the served queries once the sample
+        holds MIN_SERVED (and retune), else on the vectors stored since the last measure, recorded in the tuning
+        report; retrain aside (at the next write or search) when it is below target_recall."""
+        if any(thread is not None and thread.is_alive() for thread in (self._aside, self._checking, self._served)):
+            return
+        if self._sample.recorded() >= query_sample.MIN_SERVED:  # what users ask is the better measure: taken on that
+            self._checked_at = self._points.count()
+            self._served = threading.Thread(
+                target=self._check_served, kwargs={"grown": True}, name="vecguard-faiss-served", daemon=True
+            )
+            self._served.start()
             return
         snapshot = take_snapshot(self._points)
         after, self._checked_after = self._checked_after, int(snapshot.nums[-1]) if len(snapshot) else 0
@@ -296,8 +327,11 @@ class LiveIndex:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until a retraining running aside has been swapped in (or ``timeout`` seconds); True when none is
-        left. A recall measure is waited for first: it may want a retraining."""
+        left. Recall measures are waited for first: they may want a retraining."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        if not _join(self._served, deadline):
+            return False
+        self._check_served()  # the queries still buffered written, and measured now if that makes a measure due
         if not _join(self._checking, deadline):
             return False
         self._start_wanted()
@@ -307,6 +341,150 @@ class LiveIndex:
         if self._wanted is not None and not self._dirty:
             reason, self._wanted = self._wanted, None
             self._rebuild_aside(reason)
+
+    # ------------------------------------------------------------ queries
+
+    def probe_with(self, make_probes: Callable[[Sequence[Payload]], np.ndarray]) -> None:
+        """Builds from now on are tuned on ``make_probes(payloads of sampled stored chunks)`` until served queries
+        take over (the engine's query-like probes)."""
+        self._make_probes = make_probes
+
+    def record_query(self, vector: np.ndarray) -> None:
+        """Add a served query's vector to the sample; measure and retune on the sample in the background when due."""
+        if self._sample.add(vector) and not _alive(self._served):
+            self._served = threading.Thread(target=self._check_served, name="vecguard-faiss-served", daemon=True)
+            self._served.start()
+
+    def served_recall(self) -> dict[str, Any] | None:
+        """The last measure on served queries: recall@10 at the setting in service, how many queries, when."""
+        with self._lock:
+            served = (self._tuning or {}).get("served")
+            return dict(served) if served else None
+
+    def _tuning_queries(self, snapshot: Snapshot) -> TuningQueries:
+        """What a build of ``snapshot`` is tuned on, made when called (in the build's thread): the newest served
+        queries once the sample holds MIN_SERVED, else query-like probes of sampled stored chunks (read here, in the
+        caller's thread, which owns the store's connection), else None: held-out stored vectors."""
+        fixed = self._options.nprobe is not None and self._options.ef_search is not None
+        specs = policy.candidates(self._options, len(snapshot))
+        if fixed or not any(kinds.is_approximate(spec) for spec in specs):
+            return lambda: None
+        sample, dimension = self._sample, snapshot.dimension
+        if sample.recorded() >= query_sample.MIN_SERVED:
+            return lambda: (sample.newest(query_sample.MEASURED, dimension), tuning.SERVED)
+        make = self._make_probes
+        if make is None or len(snapshot) < MIN_PROBES:
+            return lambda: None
+        rows = np.random.default_rng(len(snapshot)).choice(
+            len(snapshot), min(policy.QUERY_PROBES, len(snapshot)), replace=False
+        )
+        found = self._points.rows(snapshot.nums[np.sort(rows)].tolist())
+        payloads = [self._points.payload(key, text) for key, text in found.values()]
+
+        def made() -> tuple[np.ndarray, str] | None:
+            try:
+                vectors = np.asarray(make(payloads), dtype=np.float32)
+            except Exception as exc:  # the engine's encoder failed: the build still tunes, on stored vectors
+                log.warning("query-like probes could not be made (%s); tuning on held-out stored vectors", exc)
+                return None
+            return (vectors, tuning.QUERY_LIKE) if len(vectors) >= MIN_PROBES else None
+
+        return made
+
+    def _check_served(self, *, grown: bool = False) -> None:
+        """Write the sampled queries; when a measure is due (or the collection ``grown`` since the last one),
+        measure the index in service on the newest of them and move its knob to the smallest value that reaches the
+        aim (in a thread; one measure at a time)."""
+        if not self._measuring.acquire(blocking=False):
+            return
+        try:
+            self._sample.flush()
+            recorded = self._sample.recorded()
+            with self._lock:
+                index, spec, report, token = self._index, self._spec, self._tuning, self._aside_token
+                measured_at = ((report or {}).get("served") or {}).get("recorded", 0)
+                due = recorded >= query_sample.MIN_SERVED if grown else query_sample.measure_due(recorded, measured_at)
+                if self._dirty or index is None or not kinds.is_approximate(spec) or _alive(self._aside) or not due:
+                    return
+                selector = self._plain.skipping(self._deleted)
+                # In memory the snapshot reads the store's own connection; on disk it opens one of its own.
+                snapshot = take_snapshot(self._points) if self._points.path is None else None
+            snapshot = snapshot or take_snapshot(self._points)
+            try:
+                self._retune(index, spec, token, snapshot, selector, recorded)
+            finally:
+                snapshot.close()
+        except Exception as exc:  # the index in service is untouched
+            log.warning("measuring the FAISS index on served queries failed (%s); it keeps serving", exc)
+        finally:
+            self._measuring.release()
+
+    def _retune(self, index: Any, spec: str, token: int, snapshot: Snapshot, selector: Any, recorded: int) -> None:
+        queries = self._sample.newest(query_sample.MEASURED, snapshot.dimension)
+        if len(queries) < query_sample.MIN_SERVED or not len(snapshot):
+            return
+        probes = tuning.probes_of(self._faiss, queries, tuning.SERVED, snapshot)
+        knob = "nprobe" if kinds.is_ivf(spec) else "ef_search"
+        fixed = getattr(self._options, knob)
+        current = kinds.knob_value(
+            self._faiss, spec, index, self._tuning, nprobe=self._options.nprobe, ef_search=self._options.ef_search
+        )
+
+        def search(vectors: np.ndarray, k: int, params: Any) -> np.ndarray:
+            with self._lock:  # the index takes in-place writes: searched between them
+                if self._index is not index:
+                    raise _Superseded
+                return index.search(vectors, k, params=params)[1]
+
+        try:
+            retuned, before = tuning.retune(
+                self._faiss,
+                spec,
+                index,
+                snapshot,
+                probes,
+                self._options.target_recall,
+                search,
+                selector.selector if selector is not None else None,
+                current,
+                fixed=fixed is not None,
+            )
+        except _Superseded:
+            return
+        served = {
+            "recall_at_10": retuned["recall_at_10"],
+            "queries": len(queries),
+            "recorded": recorded,
+            knob: retuned[knob],
+            "before": round(before, 4),
+            "measured_at": _now(),
+        }
+        with self._lock:
+            if self._index is not index or token != self._aside_token:
+                return
+            if fixed is not None or self._tuning is None:
+                self._tuning = dict(self._tuning or {}, served=served)
+            else:
+                retuned.pop("tuned_on")
+                self._tuning = {**self._tuning, **retuned, "retuned_on": tuning.SERVED, "served": served}
+                self._plain.clear()
+                if not tuning.reached(retuned) and self._tuning.get("tuned_on") != tuning.SERVED:
+                    self._wanted = (
+                        f"recall@10 {retuned['recall_at_10']:.3f} on {len(queries)} served queries at {knob} "
+                        f"{retuned[knob]}, short of target_recall {self._options.target_recall}"
+                    )
+            self._files.outdated()
+        log.info(
+            "FAISS index %s: recall@10 %.3f on %d served queries at %s %d, %.3f at %s %d before",
+            spec,
+            served["recall_at_10"],
+            len(queries),
+            knob,
+            retuned[knob],
+            before,
+            knob,
+            current,
+        )
 
     # ------------------------------------------------------------ the files
 
@@ -359,14 +537,15 @@ class LiveIndex:
         )
 
     def close(self, save: Callable[[], None]) -> None:
-        """Wait for background work and build what is pending or outgrown; then ``save`` (on disk only: the
-        store saves under the collection's write lock, after catching up)."""
+        """Write the sampled queries, wait for background work and build what is pending or outgrown; then ``save``
+        (on disk only: the store saves under the collection's write lock, after catching up)."""
         self.wait()
         if self._points.path is not None:
             if self._outgrown(self._points.count()):
                 self._dirty = True
             self.ready()
             save()
+        self._sample.close()
 
 
 class _PlainParams:
@@ -390,9 +569,35 @@ class _PlainParams:
         params = self._by_spec_and_k[spec, k] = build(k, selector)
         return params
 
+    def skipping(self, deleted: set[int] | None) -> Any:
+        """The selector that skips ``deleted`` (None: nothing to skip), kept alive with what it points into."""
+        if not deleted:
+            return None
+        batch = self._faiss.IDSelectorBatch(np.fromiter(deleted, np.int64, len(deleted)))
+        return _Keeping(self._faiss.IDSelectorNot(batch), batch)
+
     def clear(self) -> None:
         self._by_spec_and_k.clear()
         self._skip_deleted = None
+
+
+class _Keeping:
+    """A FAISS selector and the objects it points into (SWIG does not keep them alive)."""
+
+    def __init__(self, selector: Any, *kept: Any) -> None:
+        self.selector, self._kept = selector, kept
+
+
+class _Superseded(Exception):
+    """The index being measured was replaced (a retraining swapped in) before the measure finished."""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _alive(thread: threading.Thread | None) -> bool:
+    return thread is not None and thread.is_alive()
 
 
 def _join(thread: threading.Thread | None, deadline: float | None) -> bool:

@@ -12,6 +12,9 @@ Options (``[store]``):
     target_recall  recall@10 against exact search that the tuned nprobe must reach (default 0.95)
     ef_search      HNSW search breadth (default: tuned to ``target_recall`` when the index is built)
     ivf_threshold  vectors at which "auto" switches from Flat to an ANN index (default 50000)
+    query_sample   the newest served query vectors kept in the folder (queries.sqlite3; vectors,
+                   never texts) to measure recall on and retune nprobe / ef_search to
+                   ``target_recall`` (default 1000; 0: keep none, tune on query-like probes only)
     on_disk_payload  false (default): every point's id and payload are also held in memory,
                    as one compact JSON record each, built at the first search, so a
                    search reads its hits without touching SQLite (Qdrant's default too);
@@ -39,6 +42,7 @@ class FaissOptions:
     ef_search: int | None = None
     ivf_threshold: int = 50_000
     on_disk_payload: bool = False
+    query_sample: int = 1000
     auto_candidates: Sequence[str] = ("IVF", "HNSW")
 
 
@@ -55,6 +59,12 @@ def parse(options: Mapping[str, Any], base_dir: Path) -> tuple[Path | None, Fais
         value = opts[key]
         if value is not None and not is_positive_int(value):
             raise ConfigError(f"[store] faiss {key} must be a whole number >= 1, got {value!r}")
+    sample = opts["query_sample"]
+    if not isinstance(sample, int) or isinstance(sample, bool) or sample < 0:
+        raise ConfigError(
+            f"[store] faiss query_sample must be a whole number >= 0 (served query vectors kept; 0: none), "
+            f"got {sample!r}"
+        )
     if not isinstance(opts["on_disk_payload"], bool):
         raise ConfigError(f"[store] faiss on_disk_payload must be true or false, got {opts['on_disk_payload']!r}")
     kinds = opts["auto_candidates"]
@@ -80,5 +90,6 @@ def parse(options: Mapping[str, Any], base_dir: Path) -> tuple[Path | None, Fais
         ef_search=opts["ef_search"],
         ivf_threshold=opts["ivf_threshold"],
         on_disk_payload=opts["on_disk_payload"],
+        query_sample=sample,
         auto_candidates=tuple(kinds),
     )

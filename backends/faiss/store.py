@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -113,9 +113,20 @@ class FaissStore(BaseVectorStore):
         return index.search(np.asarray(vector, dtype=np.float32).reshape(1, -1), k, params=self._live.params(k))
 
     def wait_for_index(self, timeout: float | None = None) -> bool:
-        """Block until a retraining running aside has been swapped in (or ``timeout`` seconds); True when none is
-        left."""
+        """Block until recall measures and a retraining running aside are done (or ``timeout`` seconds); True when
+        none is left."""
         return self._live.wait(timeout)
+
+    # ------------------------------------------------------------ tuned on queries (TunesOnQueries)
+
+    def probe_with(self, make_probes: Callable[[Sequence[Payload]], np.ndarray]) -> None:
+        self._live.probe_with(make_probes)
+
+    def record_query(self, vector: np.ndarray) -> None:
+        self._live.record_query(vector)
+
+    def served_recall(self) -> dict[str, Any] | None:
+        return self._live.served_recall()
 
     # ------------------------------------------------------------ several processes (SharesCollection)
 

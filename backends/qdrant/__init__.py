@@ -17,6 +17,8 @@ Options (``[store]``):
     keyword_vectors         a new collection keeps the keyword signal as sparse BM25 vectors inside Qdrant, so no
                             keyword index lives outside it (default true; false: vecguard's BM25 files)
     lock_lease              seconds a writer that died keeps the others out of a server's collection (default 15)
+    query_sample            embedded: the newest served query vectors kept beside the shard (queries.sqlite3;
+                            vectors, never texts) that recall is measured on (default 1000; 0: keep none)
 
 ``path = ":memory:"`` is qdrant-client's in-memory mode, for tests. Choosing among them: README "Qdrant".
 """
@@ -63,6 +65,7 @@ def _build(options: dict[str, Any], base_dir: Path) -> BaseVectorStore:
             "payload_indexes": {},
             "lock_lease": DEFAULT_LEASE,
             "keyword_vectors": None,
+            "query_sample": None,
         },
     )
     if opts["url"] is not None and opts["path"] is not None:
@@ -104,7 +107,18 @@ def _build(options: dict[str, Any], base_dir: Path) -> BaseVectorStore:
     if opts["keyword_vectors"] not in (None, True, False):
         raise ConfigError(f"[store] qdrant keyword_vectors must be true or false, got {opts['keyword_vectors']!r}")
     opts["keyword_vectors"] = opts["keyword_vectors"] is not False
+    sample = opts["query_sample"]
+    if sample is not None and (not isinstance(sample, int) or isinstance(sample, bool) or sample < 0):
+        raise ConfigError(
+            f"[store] qdrant query_sample must be a whole number >= 0 (served query vectors kept; 0: none), "
+            f"got {sample!r}"
+        )
     if opts["url"] is not None or opts["path"] == ":memory:" or opts["local_mode"]:
+        if sample is not None:
+            raise ConfigError(
+                "[store] qdrant query_sample is the embedded engine's (path without local_mode): a server keeps no "
+                "served-query sample; remove it"
+            )
         path = opts["path"] if opts["path"] == ":memory:" else resolve_path(opts["path"], base_dir, "[store] qdrant")
         return QdrantStore(opts, path)
     if opts["path"] is None:
@@ -130,7 +144,9 @@ def _embedded(opts: dict[str, Any], path: Path) -> BaseVectorStore:
         )
     from .edge import EdgeQdrantStore
 
-    return EdgeQdrantStore(opts, path)
+    return EdgeQdrantStore(
+        {**opts, "query_sample": 1000 if opts["query_sample"] is None else opts["query_sample"]}, path
+    )
 
 
 @hookimpl

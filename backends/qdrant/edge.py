@@ -5,6 +5,7 @@ A collection is the folder ``<path>/<collection>/``:
     shard/          the Qdrant shard (segments, WAL, edge_config.json): Qdrant's files, read by Qdrant only
     manifest.json   vecguard's manifest (written atomically), since a shard has no collection metadata
     keywords.json   the average chunk length the keyword vectors are weighed with (with keyword_vectors)
+    queries.sqlite3 the served-query sample (``vecguard.backends.query_sample``)
     open.lock       held (flock) by the one process that has the collection open, with a line naming it
 
 Points are laid out as on a Qdrant server (``vecguard.backends.qdrant.points``): the same ids, payloads and
@@ -13,6 +14,11 @@ server unchanged. Searches run Qdrant's HNSW with ``hnsw_ef``; points written si
 plain segment that is searched exactly. The HNSW graph is built by ``optimize()``, which the engine runs when it
 closes after writes (``index_report``) and ``vecguard optimize`` runs on demand; Qdrant's optimizers decide what
 is worth rebuilding, so a close after a small write costs little.
+
+Recall@10 against Qdrant's exact search is measured on query vectors, not on stored ones (which flatter an index):
+after a build on query-like probes the engine makes of sampled stored chunks (``probe_with``), and from MIN_SERVED
+served queries on (``record_query``, kept in ``queries.sqlite3``), on the newest of those, in a background thread as
+they arrive. ``hnsw_ef`` is the user's: it is measured, not moved.
 
 With ``keyword_vectors`` (the default) the collection also keeps the keyword signal (``HoldsKeywords``): each point
 carries the sparse vector ``bm25`` of its text's BM25 term weights, weighed by the engine's keyword index
@@ -27,14 +33,18 @@ processes (a server and an indexer, replicas) need a Qdrant server (``url``).
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import types
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from vecguard.atomic import write_json_atomically
+from vecguard.backends import query_sample
 from vecguard.backends.base import BaseVectorStore, library_errors
 from vecguard.errors import StorageError
 from vecguard.file_lock import FolderClaim
@@ -53,10 +63,12 @@ from .points import (
 )
 
 DENSE = ""  # Qdrant's name for a collection's unnamed vector
-PROBES = 100  # stored vectors the recall of a new HNSW graph is measured with
+PROBES = 100  # stored vectors the recall of a new HNSW graph is measured with, without query vectors
+QUERY_PROBES = 400  # stored chunks sampled for query-like probes
 MANIFEST_FILE = "manifest.json"
 KEYWORDS_FILE = "keywords.json"  # the keyword vectors' fixed average chunk length, decided by the first batch
 SHARD_FOLDER = "shard"
+log = logging.getLogger("vecguard.backends.qdrant")
 
 
 def edge_models() -> Any:
@@ -100,6 +112,10 @@ class EdgeQdrantStore(BaseVectorStore):
         self._weights: SparseWeights | None = None  # set by hold_keywords: points carry keyword vectors
         self._average_length: float | None = None
         self._has_keywords = False  # the shard holds the sparse vector
+        self._sample = query_sample.QuerySample(self._folder, options["query_sample"])
+        self._make_probes: Callable[[Sequence[Payload]], np.ndarray] | None = None
+        self._served: threading.Thread | None = None  # a measure on served queries running in the background
+        self._measuring = threading.Lock()  # held by the one measure on served queries running
         shard_folder = self._folder / SHARD_FOLDER
         if (shard_folder / "edge_config.json").exists():
             try:
@@ -371,39 +387,122 @@ class EdgeQdrantStore(BaseVectorStore):
             self._report = self._measure()
 
     def _measure(self) -> dict[str, Any] | None:
-        """Recall@10 of the HNSW search against exact search, on up to PROBES stored vectors."""
-        q = self._q
+        """Recall@10 of the HNSW search against exact search, on the served queries once there are MIN_SERVED, else
+        on query-like probes, else on up to PROBES stored vectors."""
         total = self.count()
         if not total:
             return None
+        queries, source = self._measuring_queries(total)
+        report = {
+            "spec": f"HNSW m={self._options['hnsw_m'] or 16} ef_construct={self._options['hnsw_ef_construct'] or 100}",
+            "hnsw_ef": self._options["hnsw_ef"],
+            "vectors": total,
+            "queries": len(queries),
+            "measured_on": f"{len(queries)} {source}, against Qdrant's exact search",
+            "recall_at_10": round(self._recall_on(queries, total), 4),
+        }
+        if source == "served queries":
+            report["served"] = self._served_report(report["recall_at_10"], len(queries), self._sample.recorded())
+        return report
+
+    def _measuring_queries(self, total: int) -> tuple[list[list[float]], str]:
+        if self._sample.recorded() >= query_sample.MIN_SERVED:
+            return self._sample.newest(query_sample.MEASURED, self._dimension or 0).tolist(), "served queries"
+        q = self._q
         with self._library_calls():
             sampled = self._shard.query(
-                q.QueryRequest(limit=min(PROBES, total), query=q.Sample.Random, with_vector=[DENSE])
+                q.QueryRequest(
+                    limit=min(QUERY_PROBES if self._make_probes else PROBES, total),
+                    query=q.Sample.Random,
+                    with_vector=[DENSE],
+                    with_payload=self._make_probes is not None,
+                )
             )
-        probes = [self._dense(point.vector).tolist() for point in sampled]
-        k = min(10, total)
+        if self._make_probes is not None:
+            try:
+                probes = np.asarray(self._make_probes([split_payload(p.payload)[1] for p in sampled]), np.float32)
+                if len(probes) >= query_sample.MIN_SERVED // 2:
+                    return probes.tolist(), "query-like probes"
+            except Exception as exc:  # the engine's encoder failed: measured on stored vectors instead
+                log.warning("query-like probes could not be made (%s); recall measured on stored vectors", exc)
+        return [self._dense(point.vector).tolist() for point in sampled[:PROBES]], "sampled stored vectors"
+
+    def _recall_on(self, queries: list[list[float]], total: int) -> float:
+        q, k = self._q, min(10, total)
 
         def top(exact: bool) -> list[set[Any]]:
             requests = [
-                q.QueryRequest(limit=k, query=q.Query.Nearest(probe), params=self._params(k, exact)) for probe in probes
+                q.QueryRequest(limit=k, query=q.Query.Nearest(query), params=self._params(k, exact))
+                for query in queries
             ]
             with self._library_calls():
                 return [{point.id for point in hits} for hits in self._shard.query_batch(q.QueryBatchRequest(requests))]
 
         found, truth = top(False), top(True)
-        recall = sum(len(a & b) for a, b in zip(found, truth)) / max(1, sum(len(b) for b in truth))
-        o = self._options
+        return sum(len(a & b) for a, b in zip(found, truth)) / max(1, sum(len(b) for b in truth))
+
+    def _served_report(self, recall: float, queries: int, recorded: int) -> dict[str, Any]:
         return {
-            "spec": f"HNSW m={o['hnsw_m'] or 16} ef_construct={o['hnsw_ef_construct'] or 100}",
-            "hnsw_ef": o["hnsw_ef"],
-            "vectors": total,
-            "probes": len(probes),
-            "measured_on": f"{len(probes)} sampled stored vectors, against Qdrant's exact search",
-            "recall_at_10": round(recall, 4),
+            "recall_at_10": recall,
+            "queries": queries,
+            "recorded": recorded,
+            "hnsw_ef": self._options["hnsw_ef"],
+            "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
+
+    # ------------------------------------------------------------ measured on queries (TunesOnQueries)
+
+    def probe_with(self, make_probes: Callable[[Sequence[Payload]], np.ndarray]) -> None:
+        self._make_probes = make_probes
+
+    def record_query(self, vector: np.ndarray) -> None:
+        if self._sample.add(vector) and not (self._served is not None and self._served.is_alive()):
+            self._served = threading.Thread(target=self._check_served, name="vecguard-qdrant-served", daemon=True)
+            self._served.start()
+
+    def served_recall(self) -> dict[str, Any] | None:
+        served = (self._report or {}).get("served")
+        return dict(served) if served else None
+
+    def wait_for_index(self, timeout: float | None = None) -> bool:
+        """Block until a measure on served queries is done, then measure now if the queries still buffered make
+        one due; True when none is left."""
+        if self._served is not None:
+            self._served.join(timeout)
+            if self._served.is_alive():
+                return False
+        self._check_served()
+        return True
+
+    def _check_served(self) -> None:
+        """Write the sampled queries; when a measure is due, measure recall@10 on the newest of them (thread)."""
+        if not self._measuring.acquire(blocking=False):
+            return
+        try:
+            self._sample.flush()
+            recorded = self._sample.recorded()
+            measured_at = ((self._report or {}).get("served") or {}).get("recorded", 0)
+            total = self.count()
+            if self._shard is None or self._options["exact"] or not query_sample.measure_due(recorded, measured_at):
+                return
+            queries = self._sample.newest(query_sample.MEASURED, self._dimension or 0).tolist()
+            recall = round(self._recall_on(queries, total), 4)
+            self._report = dict(
+                self._report or {},
+                recall_at_10=recall,
+                queries=len(queries),
+                measured_on=f"{len(queries)} served queries, against Qdrant's exact search",
+                served=self._served_report(recall, len(queries), recorded),
+            )
+        except Exception as exc:
+            log.warning("measuring the embedded Qdrant's recall on served queries failed (%s)", exc)
+        finally:
+            self._measuring.release()
 
     def close(self) -> None:
         try:
+            self.wait_for_index()
+            self._sample.close()
             if self._shard is not None:
                 with self._library_calls():
                     self._shard.close()

@@ -57,8 +57,12 @@ class Metrics:
         )
         self.recall = prometheus.Gauge(
             "vecguard_recall_at_k",
-            "Last measured recall@k of the ANN index against exact search (from the manifest)",
+            "Last measured recall@10 of the ANN index against exact search: on the queries it served, else by "
+            "vecguard eval --exact",
             registry=r,
+        )
+        self.recall_queries = prometheus.Gauge(
+            "vecguard_recall_queries", "How many queries vecguard_recall_at_k was measured on", registry=r
         )
 
 

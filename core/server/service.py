@@ -89,6 +89,8 @@ class Service:
                 )
             self.write_token = token.encode("utf-8")  # compared with the header's bytes: a UTF-8 token works as sent
         metrics.index_bytes.set_function(self._index_bytes)
+        metrics.recall.set_function(lambda: self._recall("value"))
+        metrics.recall_queries.set_function(lambda: self._recall("queries"))
 
     def open(self) -> None:
         from ..engine import Engine
@@ -101,9 +103,6 @@ class Service:
             engine.instrument = self.instrument
             engine.write_lock = self.lock.writing
             engine.refresh_before_reads = False  # refresh() runs before the read lock is taken
-            recall = ((engine.manifest.get("measurements") or {}).get("recall") or {}).get("value")
-            if isinstance(recall, (int, float)):
-                self.metrics.recall.set(recall)
             with self.lock.writing():
                 self.engine = engine
                 self.after_write()
@@ -180,6 +179,13 @@ class Service:
         self.metrics.chunks.set(self.chunks)
         self.reason = None if documents else "the collection is empty; add documents with POST /documents"
         self.metrics.ready.set(1 if self.reason is None else 0)
+
+    def _recall(self, key: str) -> float:
+        """The index's last measured recall (or the queries it was measured on), read when /metrics is scraped."""
+        engine = self.engine
+        measured = engine.recall() if engine is not None else None
+        value = (measured or {}).get(key)
+        return float(value) if isinstance(value, (int, float)) else math.nan
 
     def _index_bytes(self) -> float:
         size = folder_bytes(self.config)
