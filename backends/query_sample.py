@@ -49,8 +49,9 @@ class QuerySample:
         self._path = folder / FILE if folder is not None else None
         self._lock = threading.Lock()  # the buffer, the connection and the in-memory ring
         self._buffer: list[np.ndarray] = []
-        self._db: sqlite3.Connection | None = None  # opened at the first write or read: a store never searched
-        self._ring: deque[np.ndarray] = deque(maxlen=max(capacity, 1))  # leaves no file
+        # Opened at the first write (or a read of a file that exists): a collection never searched gets no file.
+        self._db: sqlite3.Connection | None = None
+        self._ring: deque[np.ndarray] = deque(maxlen=max(capacity, 1))  # in memory only
         self._recorded = 0  # in memory only; on disk the count is in the file
         self._broken = capacity == 0
 

@@ -468,6 +468,7 @@ class Engine:
             "libraries": self.manifest.get("libraries"),
             "created_at": self.manifest.get("created_at"),
             "guard": self.guard_report.status if self.guard_report else "new collection",
+            "recall": self.recall(),
         }
 
 

@@ -3,11 +3,12 @@
 An ANN index tuned on its own stored vectors is flattered: a stored vector sits where its neighbours are densest,
 while a query sits between documents. A few consecutive words of a stored chunk, encoded as a query, land where
 queries do, or a little further out. On ICD-10-CM (74,731 codes, the publisher's synonyms as real queries) stored
-vectors read recall@10 0.98 at the nprobe held-out tuning picked (6) while real queries got 0.84; spans read at or
-below the real queries at every nprobe and asked for the same nprobe (64) to reach 0.95. On the three other
-set/index pairs measured, spans asked for one doubling more than real queries needed: the safe side, paid in
-latency until served queries take over (benchmarks/results/query_recall.md). Random perturbations of stored
-vectors did not track real queries: they stay near their source.
+vectors read recall@10 0.98 at the nprobe held-out tuning picked (6) while real queries got 0.84
+(benchmarks/results/query_recall-before.md); spans read at or below the real queries at every nprobe and reached
+0.95 at the same one (56). On the other set/index pairs measured, spans asked for the same setting or up to one
+doubling more than real queries needed: the safe side, paid in latency until served queries take over
+(benchmarks/results/query_recall.md). Random perturbations of stored vectors did not track real queries: they stay
+near their source.
 """
 
 from __future__ import annotations

@@ -206,6 +206,8 @@ def test_an_engine_tunes_on_query_like_probes_then_on_what_it_serves(tmp_path: P
     assert recall["served"]["measured_on"] == "served queries" and recall["served"]["queries"] >= 100
     assert recall["served"]["value"] == exported["vecguard_recall_at_k"]  # what /metrics said, kept with the index
     assert abs(recall["recall"] - recall["served"]["value"]) <= 0.02
+    info = json.loads(vecguard_cli("info", "--config", str(tmp_path / "c.toml")).stdout)
+    assert info["recall"]["measured_on"] == "served queries" and info["recall"]["value"] == recall["served"]["value"]
 
 
 def test_the_embedded_qdrant_measures_recall_on_query_like_probes_then_on_served_queries(tmp_path: Path) -> None:

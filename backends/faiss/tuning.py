@@ -6,8 +6,9 @@ What tunes it: query vectors that are not stored in the index (``Probes``), best
 - HELD_OUT: TUNING_QUERIES stored vectors (fixed seed; a quarter of a small collection) kept out of the index until
   it is tuned, for a store used without an engine.
 Stored vectors flatter an index: on ICD-10-CM (74,731 codes, the publisher's synonyms as queries) IVF1093 reached
-recall@10 0.98 at nprobe 6 on stored vectors and 0.84 on real queries; query-like probes read at or below real
-queries and asked for the same nprobe to reach 0.95 (benchmarks/results/query_recall.md).
+recall@10 0.98 at nprobe 6 on stored vectors and 0.84 on real queries (benchmarks/results/query_recall-before.md);
+query-like probes read at or below real queries and reached 0.95 at the same nprobe
+(benchmarks/results/query_recall.md).
 
 The rule: the smallest nprobe (IVF, 1, 2, 4, ... nlist) or efSearch (HNSW, 16 ... HNSW_MAX_EF_SEARCH), doubled
 then bisected, at which the probes' recall@10 against exact search (ties at the 10th score counted as found) reaches

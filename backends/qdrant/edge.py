@@ -482,11 +482,10 @@ class EdgeQdrantStore(BaseVectorStore):
             self._sample.flush()
             recorded = self._sample.recorded()
             measured_at = ((self._report or {}).get("served") or {}).get("recorded", 0)
-            total = self.count()
             if self._shard is None or self._options["exact"] or not query_sample.measure_due(recorded, measured_at):
                 return
             queries = self._sample.newest(query_sample.MEASURED, self._dimension or 0).tolist()
-            recall = round(self._recall_on(queries, total), 4)
+            recall = round(self._recall_on(queries, self.count()), 4)
             self._report = dict(
                 self._report or {},
                 recall_at_10=recall,
