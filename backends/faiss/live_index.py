@@ -40,6 +40,7 @@ from .snapshot import Snapshot, take_snapshot
 
 log = logging.getLogger("vecguard.backends.faiss")
 MIN_PROBES = 50  # fewer query-like probes than this (a small collection): tuned on held-out stored vectors
+MEASURE_BATCH = 32  # served queries searched per hold of the store's lock while measuring: a search waits for no more
 TuningQueries = Callable[[], "tuple[np.ndarray, str] | None"]
 
 
@@ -431,10 +432,13 @@ class LiveIndex:
         )
 
         def search(vectors: np.ndarray, k: int, params: Any) -> np.ndarray:
-            with self._lock:  # the index takes in-place writes: searched between them
-                if self._index is not index:
-                    raise _Superseded
-                return index.search(vectors, k, params=params)[1]
+            found = []
+            for start in range(0, len(vectors), MEASURE_BATCH):
+                with self._lock:  # the index takes in-place writes: searched between them, and searches between
+                    if self._index is not index:
+                        raise _Superseded
+                    found.append(index.search(vectors[start : start + MEASURE_BATCH], k, params=params)[1])
+            return np.concatenate(found)
 
         try:
             retuned, before = tuning.retune(
