@@ -231,3 +231,30 @@ def test_the_embedded_qdrant_measures_recall_on_query_like_probes_then_on_served
         for question in spans([d["text"] for d in documents], seed=11)[:40]:
             engine.search(question, k=1)
     assert QuerySample(folder, 1000).recorded() == 120
+
+
+def test_an_index_no_setting_brings_to_target_is_retrained_once_on_served_queries(tmp_path: Path, monkeypatch) -> None:
+    from vecguard.backends.faiss import tuning
+
+    monkeypatch.setattr(tuning, "HNSW_MAX_EF_SEARCH", 16)  # a ceiling the queries between clusters cannot reach under
+    store, vectors = _store(tmp_path, 4000, auto_candidates=["HNSW"])
+    assert store.index_report()["tuned_on"] == "held-out stored vectors"
+    first = store.index_state
+    for query in _between(vectors, 200, seed=7):
+        store.record_query(query)
+        store.search(query, 10)
+    assert store.wait_for_index(120)  # the measure wanted a retraining; started by wait(), then waited for
+    retrained = store.index_report()
+    assert retrained["tuned_on"] == "served queries" and retrained["reason"].startswith("recall@10 ")
+    assert "served queries" in retrained["reason"] and retrained["served"]["queries"] >= 100
+    second = store.index_state
+    assert second.spec == first.spec and second.tuning != first.tuning
+
+    for query in _between(vectors, 200, seed=8):  # still short of the target: measured, not retrained again
+        store.record_query(query)
+        store.search(query, 10)
+    assert store.wait_for_index(120)
+    again = store.index_report()
+    assert again["build_s"] == retrained["build_s"] and again["served"]["recorded"] > retrained["served"]["recorded"]
+    assert again["retuned_on"] == "served queries"
+    store.close()
