@@ -10,6 +10,9 @@ ring is this process's alone.
 
 A sample that cannot be written (a read-only folder, a damaged file) is logged once and switched off: searches never
 fail because of it.
+
+``ServedQueries`` is what a store holds: the sample, and the one background measure on it at a time. The store
+decides from its own state whether a measure is due (``measure_due``) and takes it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import logging
 import sqlite3
 import threading
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +30,8 @@ log = logging.getLogger("vecguard.backends.query_sample")
 FILE = "queries.sqlite3"
 MIN_SERVED = 100  # served queries in the sample before they, not query-like probes, tune and measure an index
 MEASURED = 500  # the newest served queries a measure (or a build) uses
+QUERY_PROBES = 400  # stored chunks sampled for query-like probes before any query was served
+MIN_PROBES = 50  # fewer distinct probes than this (a small collection): measured on stored vectors instead
 FLUSH_EVERY = 16  # queries buffered in memory before they are written
 BUFFER_LIMIT = 1024  # queries buffered at most while a write is pending: the rest of a burst is not sampled
 _SCHEMA = """
@@ -34,11 +40,67 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 
-def measure_due(recorded: int, measured_at: int) -> bool:
+def measure_due(recorded: int, measured_at: int, *, grown: bool = False) -> bool:
     """Whether the served queries are due a measure, ``recorded`` having arrived in all and ``measured_at`` at the
     last one: at MIN_SERVED, then each time half as many again arrived (MIN_SERVED at least, MEASURED at most), so
-    a new collection is measured within a few hundred queries and a busy one a few times a thousand."""
+    a new collection is measured within a few hundred queries and a busy one a few times a thousand; whenever there
+    are MIN_SERVED once the collection has ``grown``."""
+    if grown:
+        return recorded >= MIN_SERVED
     return recorded >= MIN_SERVED and recorded - measured_at >= max(MIN_SERVED, min(measured_at // 2, MEASURED))
+
+
+class ServedQueries:
+    """A store's served-query sample and its background measure, one at a time: ``record`` buffers a query's vector
+    and, once a batch is waiting, writes it in a thread and calls ``measure(recorded, grown)``, which measures when
+    the store finds it due. A measure that fails is logged: the index in service is left as it is."""
+
+    def __init__(self, folder: Path | None, capacity: int, measure: Callable[[int, bool], None], name: str) -> None:
+        self.sample = QuerySample(folder, capacity)
+        self._measure, self._name = measure, name
+        self._thread: threading.Thread | None = None
+        self._measuring = threading.Lock()
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def record(self, vector: np.ndarray) -> None:
+        if self.sample.add(vector):
+            self.start()
+
+    def start(self, *, grown: bool = False) -> None:
+        """Write the waiting queries and measure if due, in a thread (none when one runs already)."""
+        if not self.busy:
+            self._thread = threading.Thread(
+                target=self.check, kwargs={"grown": grown}, name="vecguard-served-queries", daemon=True
+            )
+            self._thread.start()
+
+    def check(self, *, grown: bool = False) -> None:
+        """Write the waiting queries, then measure if due, in this thread (skipped while another measure runs)."""
+        if not self._measuring.acquire(blocking=False):
+            return
+        try:
+            self.sample.flush()
+            self._measure(self.sample.recorded(), grown)
+        except Exception as exc:
+            log.warning("%s: measuring recall on served queries failed (%s); the index keeps serving", self._name, exc)
+        finally:
+            self._measuring.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the running measure is done, then write what is still buffered and measure now if that makes
+        one due; False when ``timeout`` seconds passed first."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                return False
+        self.check()
+        return True
+
+    def close(self) -> None:
+        self.sample.close()
 
 
 class QuerySample:

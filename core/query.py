@@ -103,16 +103,10 @@ class Query:
             return self._ranked_in_store(query, depth, mode, filter, min_score, payloads)
         ranked: dict[str, RankedList] = {}
         if mode in ("hybrid", "dense"):
-            with stage(self.instrument, "encode"):
-                vector = self.encoder.encode_queries([query])[0]
-            self._served(vector)
+            vector = self._encode(query)
             with stage(self.instrument, "dense"):
                 dense = self._dense(vector, depth, filter, payloads)
-            if dense and self.instrument is not None:
-                self.instrument.observe("top1_cosine", dense[0][1])
-            if min_score is not None:
-                dense = [(i, s) for i, s in dense if s >= min_score]
-            ranked["dense"] = dense
+            ranked["dense"] = self._above(dense, min_score)
         keyword = self.collection.keyword
         matches = portable_filters.compile(filter) if filter else None
         with stage(self.instrument, "keyword"):
@@ -135,9 +129,7 @@ class Query:
         keyword: StoreKeywords = self.collection.keyword  # type: ignore[assignment]
         vector, terms = None, None
         if mode in ("hybrid", "dense"):
-            with stage(self.instrument, "encode"):
-                vector = self.encoder.encode_queries([query])[0]
-            self._served(vector)
+            vector = self._encode(query)
         if mode in ("hybrid", "keyword"):
             terms = keyword.weights.query(query)
         with stage(self.instrument, "signals"):
@@ -149,19 +141,25 @@ class Query:
             # Identical chunks tie exactly; break ties by id so every backend ranks them alike.
             ranked[signal] = sorted(((key, score) for key, score, _ in hits), key=lambda pair: (-pair[1], pair[0]))
         if "dense" in ranked:
-            if ranked["dense"] and self.instrument is not None:
-                self.instrument.observe("top1_cosine", ranked["dense"][0][1])
-            if min_score is not None:
-                ranked["dense"] = [(i, s) for i, s in ranked["dense"] if s >= min_score]
+            ranked["dense"] = self._above(ranked["dense"], min_score)
         if mode == "hybrid":
             with stage(self.instrument, "keyword"):
                 ranked["identifier"] = keyword.exact_matches(query, depth, filter)
         return ranked
 
-    def _served(self, vector: np.ndarray) -> None:
-        """Hand the query's vector to a store that tunes its index on the queries it serves."""
+    def _encode(self, query: str) -> np.ndarray:
+        """The query's vector, handed to a store that tunes its index on the queries it serves."""
+        with stage(self.instrument, "encode"):
+            vector = self.encoder.encode_queries([query])[0]
         if self.collection.tunes_on_queries:
             self.collection.store.record_query(vector)  # type: ignore[attr-defined]
+        return vector
+
+    def _above(self, dense: RankedList, min_score: float | None) -> RankedList:
+        """The dense list (its best cosine observed: the drift signal) without chunks under ``min_score``."""
+        if dense and self.instrument is not None:
+            self.instrument.observe("top1_cosine", dense[0][1])
+        return dense if min_score is None else [(i, s) for i, s in dense if s >= min_score]
 
     def _dense(
         self, vector: np.ndarray, depth: int, filter: Mapping[str, Any] | None, payloads: dict[str, Payload]

@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 from vecguard.backends import query_sample
-from vecguard.backends.query_sample import QuerySample
 from vecguard.protocols import Payload
 
 from . import build, index_file, kinds, policy, tuning
@@ -39,7 +38,6 @@ from .points import PointTable
 from .snapshot import Snapshot, take_snapshot
 
 log = logging.getLogger("vecguard.backends.faiss")
-MIN_PROBES = 50  # fewer query-like probes than this (a small collection): tuned on held-out stored vectors
 MEASURE_BATCH = 32  # served queries searched per hold of the store's lock while measuring: a search waits for no more
 TuningQueries = Callable[[], "tuple[np.ndarray, str] | None"]
 
@@ -84,10 +82,8 @@ class LiveIndex:
         # from the change feed) adds only nums above it, and adding one twice is skipped.
         self._highest = 0
         self._files = index_file.IndexFiles(faiss, points, options.index)
-        self._sample = QuerySample(points.path, options.query_sample)
+        self._served = query_sample.ServedQueries(points.path, options.query_sample, self._measure_served, "FAISS")
         self._make_probes: Callable[[Sequence[Payload]], np.ndarray] | None = None
-        self._served: threading.Thread | None = None  # a measure on served queries running in the background
-        self._measuring = threading.Lock()  # held by the one measure on served queries running
         self._load()
 
     # ------------------------------------------------------------ reading it
@@ -226,7 +222,7 @@ class LiveIndex:
         report = built.tuning
         if report is not None and report.get("tuned_on") == tuning.SERVED:
             served = {key: report[key] for key in ("recall_at_10", "queries", "nprobe", "ef_search") if key in report}
-            report = dict(report, served={**served, "recorded": self._sample.recorded(), "measured_at": _now()})
+            report = dict(report, served={**served, "recorded": self._served.sample.recorded(), "measured_at": _now()})
         with self._lock:
             self._index, self._spec, self._tuning, self._built_on = built.index, built.spec, report, built_on
             self._highest = max(self._highest, highest) if built.index is not None else 0
@@ -275,14 +271,13 @@ class LiveIndex:
         """The collection grew: measure the live index's recall@10 in a thread, on the served queries once the sample
         holds MIN_SERVED (and retune), else on the vectors stored since the last measure, recorded in the tuning
         report; retrain aside (at the next write or search) when it is below target_recall."""
-        if any(thread is not None and thread.is_alive() for thread in (self._aside, self._checking, self._served)):
+        if self._served.busy or any(
+            thread is not None and thread.is_alive() for thread in (self._aside, self._checking)
+        ):
             return
-        if self._sample.recorded() >= query_sample.MIN_SERVED:  # what users ask is the better measure: taken on that
+        if self._served.sample.recorded() >= query_sample.MIN_SERVED:  # what users ask is the better measure
             self._checked_at = self._points.count()
-            self._served = threading.Thread(
-                target=self._check_served, kwargs={"grown": True}, name="vecguard-faiss-served", daemon=True
-            )
-            self._served.start()
+            self._served.start(grown=True)
             return
         snapshot = take_snapshot(self._points)
         after, self._checked_after = self._checked_after, int(snapshot.nums[-1]) if len(snapshot) else 0
@@ -330,9 +325,8 @@ class LiveIndex:
         """Block until a retraining running aside has been swapped in (or ``timeout`` seconds); True when none is
         left. Recall measures are waited for first: they may want a retraining."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        if not _join(self._served, deadline):
+        if not self._served.wait(timeout):
             return False
-        self._check_served()  # the queries still buffered written, and measured now if that makes a measure due
         if not _join(self._checking, deadline):
             return False
         self._start_wanted()
@@ -352,9 +346,7 @@ class LiveIndex:
 
     def record_query(self, vector: np.ndarray) -> None:
         """Add a served query's vector to the sample; measure and retune on the sample in the background when due."""
-        if self._sample.add(vector) and not _alive(self._served):
-            self._served = threading.Thread(target=self._check_served, name="vecguard-faiss-served", daemon=True)
-            self._served.start()
+        self._served.record(vector)
 
     def served_recall(self) -> dict[str, Any] | None:
         """The last measure on served queries: recall@10 at the setting in service, how many queries, when."""
@@ -370,14 +362,14 @@ class LiveIndex:
         specs = policy.candidates(self._options, len(snapshot))
         if fixed or not any(kinds.is_approximate(spec) for spec in specs):
             return lambda: None
-        sample, dimension = self._sample, snapshot.dimension
+        sample, dimension = self._served.sample, snapshot.dimension
         if sample.recorded() >= query_sample.MIN_SERVED:
             return lambda: (sample.newest(query_sample.MEASURED, dimension), tuning.SERVED)
         make = self._make_probes
-        if make is None or len(snapshot) < MIN_PROBES:
+        if make is None or len(snapshot) < query_sample.MIN_PROBES:
             return lambda: None
         rows = np.random.default_rng(len(snapshot)).choice(
-            len(snapshot), min(policy.QUERY_PROBES, len(snapshot)), replace=False
+            len(snapshot), min(query_sample.QUERY_PROBES, len(snapshot)), replace=False
         )
         found = self._points.rows(snapshot.nums[np.sort(rows)].tolist())
         payloads = [self._points.payload(key, text) for key, text in found.values()]
@@ -388,40 +380,31 @@ class LiveIndex:
             except Exception as exc:  # the engine's encoder failed: the build still tunes, on stored vectors
                 log.warning("query-like probes could not be made (%s); tuning on held-out stored vectors", exc)
                 return None
-            return (vectors, tuning.QUERY_LIKE) if len(vectors) >= MIN_PROBES else None
+            return (vectors, tuning.QUERY_LIKE) if len(vectors) >= query_sample.MIN_PROBES else None
 
         return made
 
-    def _check_served(self, *, grown: bool = False) -> None:
-        """Write the sampled queries; when a measure is due (or the collection ``grown`` since the last one),
-        measure the index in service on the newest of them and move its knob to the smallest value that reaches the
-        aim (in a thread; one measure at a time)."""
-        if not self._measuring.acquire(blocking=False):
-            return
+    def _measure_served(self, recorded: int, grown: bool) -> None:
+        """When a measure is due (or the collection ``grown`` since the last one), measure the index in service on
+        the newest served queries and move its knob to the smallest value that reaches the aim (``ServedQueries``'
+        thread)."""
+        with self._lock:
+            index, spec, report, token = self._index, self._spec, self._tuning, self._aside_token
+            measured_at = ((report or {}).get("served") or {}).get("recorded", 0)
+            due = query_sample.measure_due(recorded, measured_at, grown=grown)
+            if self._dirty or index is None or not kinds.is_approximate(spec) or _alive(self._aside) or not due:
+                return
+            selector = self._plain.skipping(self._deleted)
+            # In memory the snapshot reads the store's own connection; on disk it opens one of its own.
+            snapshot = take_snapshot(self._points) if self._points.path is None else None
+        snapshot = snapshot or take_snapshot(self._points)
         try:
-            self._sample.flush()
-            recorded = self._sample.recorded()
-            with self._lock:
-                index, spec, report, token = self._index, self._spec, self._tuning, self._aside_token
-                measured_at = ((report or {}).get("served") or {}).get("recorded", 0)
-                due = recorded >= query_sample.MIN_SERVED if grown else query_sample.measure_due(recorded, measured_at)
-                if self._dirty or index is None or not kinds.is_approximate(spec) or _alive(self._aside) or not due:
-                    return
-                selector = self._plain.skipping(self._deleted)
-                # In memory the snapshot reads the store's own connection; on disk it opens one of its own.
-                snapshot = take_snapshot(self._points) if self._points.path is None else None
-            snapshot = snapshot or take_snapshot(self._points)
-            try:
-                self._retune(index, spec, token, snapshot, selector, recorded)
-            finally:
-                snapshot.close()
-        except Exception as exc:  # the index in service is untouched
-            log.warning("measuring the FAISS index on served queries failed (%s); it keeps serving", exc)
+            self._retune(index, spec, token, snapshot, selector, recorded)
         finally:
-            self._measuring.release()
+            snapshot.close()
 
     def _retune(self, index: Any, spec: str, token: int, snapshot: Snapshot, selector: Any, recorded: int) -> None:
-        queries = self._sample.newest(query_sample.MEASURED, snapshot.dimension)
+        queries = self._served.sample.newest(query_sample.MEASURED, snapshot.dimension)
         if len(queries) < query_sample.MIN_SERVED or not len(snapshot):
             return
         probes = tuning.probes_of(self._faiss, queries, tuning.SERVED, snapshot)
@@ -549,7 +532,7 @@ class LiveIndex:
                 self._dirty = True
             self.ready()
             save()
-        self._sample.close()
+        self._served.close()
 
 
 class _PlainParams:

@@ -19,7 +19,6 @@ RECALL_CHECK_GROWTH = (
     1.25  # an "auto" index measures its recall on new vectors each time the collection grows this much
 )
 DELETED_SHARE = 0.1  # an HNSW index is rebuilt once this share of its nodes are deleted points
-QUERY_PROBES = 400  # query-like probes a build is tuned on (stored chunks sampled, a few words of each)
 # The saved index files of the build in service are rewritten at close only once this many points changed since
 # they were saved (a share of the collection, at least SAVE_AFTER_CHANGES): an open catches up from the change feed
 # (which keeps 200,000 rows, more than this at any size the feed holds), so a process that adds one document to 1M

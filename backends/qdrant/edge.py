@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -64,7 +63,6 @@ from .points import (
 
 DENSE = ""  # Qdrant's name for a collection's unnamed vector
 PROBES = 100  # stored vectors the recall of a new HNSW graph is measured with, without query vectors
-QUERY_PROBES = 400  # stored chunks sampled for query-like probes
 MANIFEST_FILE = "manifest.json"
 KEYWORDS_FILE = "keywords.json"  # the keyword vectors' fixed average chunk length, decided by the first batch
 SHARD_FOLDER = "shard"
@@ -112,10 +110,13 @@ class EdgeQdrantStore(BaseVectorStore):
         self._weights: SparseWeights | None = None  # set by hold_keywords: points carry keyword vectors
         self._average_length: float | None = None
         self._has_keywords = False  # the shard holds the sparse vector
-        self._sample = query_sample.QuerySample(self._folder, options["query_sample"])
+        self._served = query_sample.ServedQueries(
+            self._folder,
+            options["query_sample"],
+            self._measure_served,
+            f"the embedded Qdrant collection {self._location}",
+        )
         self._make_probes: Callable[[Sequence[Payload]], np.ndarray] | None = None
-        self._served: threading.Thread | None = None  # a measure on served queries running in the background
-        self._measuring = threading.Lock()  # held by the one measure on served queries running
         shard_folder = self._folder / SHARD_FOLDER
         if (shard_folder / "edge_config.json").exists():
             try:
@@ -402,17 +403,17 @@ class EdgeQdrantStore(BaseVectorStore):
             "recall_at_10": round(self._recall_on(queries, total), 4),
         }
         if source == "served queries":
-            report["served"] = self._served_report(report["recall_at_10"], len(queries), self._sample.recorded())
+            report["served"] = self._served_report(report["recall_at_10"], len(queries), self._served.sample.recorded())
         return report
 
     def _measuring_queries(self, total: int) -> tuple[list[list[float]], str]:
-        if self._sample.recorded() >= query_sample.MIN_SERVED:
-            return self._sample.newest(query_sample.MEASURED, self._dimension or 0).tolist(), "served queries"
+        if self._served.sample.recorded() >= query_sample.MIN_SERVED:
+            return self._served.sample.newest(query_sample.MEASURED, self._dimension or 0).tolist(), "served queries"
         q = self._q
         with self._library_calls():
             sampled = self._shard.query(
                 q.QueryRequest(
-                    limit=min(QUERY_PROBES if self._make_probes else PROBES, total),
+                    limit=min(query_sample.QUERY_PROBES if self._make_probes else PROBES, total),
                     query=q.Sample.Random,
                     with_vector=[DENSE],
                     with_payload=self._make_probes is not None,
@@ -421,7 +422,7 @@ class EdgeQdrantStore(BaseVectorStore):
         if self._make_probes is not None:
             try:
                 probes = np.asarray(self._make_probes([split_payload(p.payload)[1] for p in sampled]), np.float32)
-                if len(probes) >= query_sample.MIN_SERVED // 2:
+                if len(probes) >= query_sample.MIN_PROBES:
                     return probes.tolist(), "query-like probes"
             except Exception as exc:  # the engine's encoder failed: measured on stored vectors instead
                 log.warning("query-like probes could not be made (%s); recall measured on stored vectors", exc)
@@ -456,9 +457,7 @@ class EdgeQdrantStore(BaseVectorStore):
         self._make_probes = make_probes
 
     def record_query(self, vector: np.ndarray) -> None:
-        if self._sample.add(vector) and not (self._served is not None and self._served.is_alive()):
-            self._served = threading.Thread(target=self._check_served, name="vecguard-qdrant-served", daemon=True)
-            self._served.start()
+        self._served.record(vector)
 
     def served_recall(self) -> dict[str, Any] | None:
         served = (self._report or {}).get("served")
@@ -467,41 +466,27 @@ class EdgeQdrantStore(BaseVectorStore):
     def wait_for_index(self, timeout: float | None = None) -> bool:
         """Block until a measure on served queries is done, then measure now if the queries still buffered make
         one due; True when none is left."""
-        if self._served is not None:
-            self._served.join(timeout)
-            if self._served.is_alive():
-                return False
-        self._check_served()
-        return True
+        return self._served.wait(timeout)
 
-    def _check_served(self) -> None:
-        """Write the sampled queries; when a measure is due, measure recall@10 on the newest of them (thread)."""
-        if not self._measuring.acquire(blocking=False):
+    def _measure_served(self, recorded: int, grown: bool) -> None:
+        """When due, recall@10 on the newest served queries (``ServedQueries``' thread)."""
+        measured_at = ((self._report or {}).get("served") or {}).get("recorded", 0)
+        if self._shard is None or self._options["exact"] or not query_sample.measure_due(recorded, measured_at):
             return
-        try:
-            self._sample.flush()
-            recorded = self._sample.recorded()
-            measured_at = ((self._report or {}).get("served") or {}).get("recorded", 0)
-            if self._shard is None or self._options["exact"] or not query_sample.measure_due(recorded, measured_at):
-                return
-            queries = self._sample.newest(query_sample.MEASURED, self._dimension or 0).tolist()
-            recall = round(self._recall_on(queries, self.count()), 4)
-            self._report = dict(
-                self._report or {},
-                recall_at_10=recall,
-                queries=len(queries),
-                measured_on=f"{len(queries)} served queries, against Qdrant's exact search",
-                served=self._served_report(recall, len(queries), recorded),
-            )
-        except Exception as exc:
-            log.warning("measuring the embedded Qdrant's recall on served queries failed (%s)", exc)
-        finally:
-            self._measuring.release()
+        queries = self._served.sample.newest(query_sample.MEASURED, self._dimension or 0).tolist()
+        recall = round(self._recall_on(queries, self.count()), 4)
+        self._report = dict(
+            self._report or {},
+            recall_at_10=recall,
+            queries=len(queries),
+            measured_on=f"{len(queries)} served queries, against Qdrant's exact search",
+            served=self._served_report(recall, len(queries), recorded),
+        )
 
     def close(self) -> None:
         try:
             self.wait_for_index()
-            self._sample.close()
+            self._served.close()
             if self._shard is not None:
                 with self._library_calls():
                     self._shard.close()
