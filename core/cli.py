@@ -132,7 +132,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             f"{rank:>3}  {hit.id[:28]:<28} {hit.score:>8.4f} "
             f"{dense.rank if dense else '-':>6} {f'{dense.score:.3f}' if dense else '-':>7} "
             f"{keyword.rank if keyword else '-':>5} {f'{keyword.score:.2f}' if keyword else '-':>7} "
-            f"{'yes' if 'identifier' in hit.signals else '':>5}  {snippet}"
+            f"{'yes' if {'identifier', 'verbatim'} & hit.signals.keys() else '':>5}  {snippet}"
         )
     return EXIT_OK
 

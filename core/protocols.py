@@ -271,6 +271,11 @@ class SparseWeights(Protocol):
         """The indices of the query's identifier-shaped terms, for identifier routing."""
         ...
 
+    def citation(self, text: str) -> list[int]:
+        """The indices of the query's terms when it is a citation ("GDPR Article 39": a few terms, one a number),
+        else []: chunks holding all of them, when few do, are routed like identifier holders."""
+        ...
+
 
 @runtime_checkable
 class KeywordVectors(Protocol):
@@ -377,6 +382,17 @@ class KeywordIndex(Protocol):
 
 
 @runtime_checkable
+class MeasuresCoverage(Protocol):
+    """A keyword index that tells how much of a query each chunk holds, each term weighed by how rare it is."""
+
+    def coverage(self, query: str, ids: Sequence[str]) -> list[float]:
+        """For each of ``ids``, the inverse document frequency of the query's terms it holds over that of all of
+        them, from 0 to 1. A term no chunk holds weighs as much as a term can: the query asks for something the
+        collection's words do not say. 0 for an id the index does not hold."""
+        ...
+
+
+@runtime_checkable
 class SavesIncrementally(Protocol):
     """A keyword index that saves a change at a cost in proportion to the change, not to the collection.
 
@@ -398,7 +414,16 @@ class SavesIncrementally(Protocol):
 class Fuser(Protocol):
     """Combines ranked lists from several signals into one ranking."""
 
-    def fuse(self, ranked: Mapping[str, RankedList], weights: Mapping[str, float]) -> list[FusedHit]: ...
+    def fuse(
+        self,
+        ranked: Mapping[str, RankedList],
+        weights: Mapping[str, float],
+        shares: Mapping[str, Mapping[str, float]] | None = None,
+    ) -> list[FusedHit]:
+        """``shares``: per signal, how much of a hit's part counts for this query (1 where absent): the engine
+        weighs a short query's keyword hits by the share of the query they hold (``MeasuresCoverage``). A fuser
+        whose ``fuse`` takes no ``shares`` is called without them."""
+        ...
 
 
 class Instrument(Protocol):

@@ -8,6 +8,7 @@ first on its own.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import filters as portable_filters
-from . import integrity
+from . import integrity, routing
 from .collection import Collection
 from .errors import InvalidArgumentError
 from .protocols import (
@@ -23,6 +24,7 @@ from .protocols import (
     Fuser,
     Hit,
     Instrument,
+    MeasuresCoverage,
     Payload,
     RankedList,
     SignalEvidence,
@@ -70,6 +72,7 @@ class Query:
     ) -> None:
         self.collection, self.encoder, self.fuser = collection, encoder, fuser
         self.depth, self.weights, self.instrument = depth, weights, instrument
+        self._fuser_takes_shares = "shares" in inspect.signature(fuser.fuse).parameters
 
     def __call__(
         self,
@@ -85,7 +88,7 @@ class Query:
         payloads: dict[str, Payload] = {}
         ranked = self._ranked_lists(query, depth, mode, filter or None, min_score, payloads)
         try:
-            return self._hits(ranked, payloads, mode, k, chunks)
+            return self._hits(query, ranked, payloads, mode, k, chunks)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             # A stored payload of the wrong shape, named; anything else is a bug and goes through as it is.
             raise integrity.malformed_payload(self.collection.where, payloads) or exc from exc
@@ -201,16 +204,28 @@ class Query:
             wanted *= 4
 
     def _hits(
-        self, ranked: dict[str, RankedList], payloads: dict[str, Payload], mode: str, k: int, chunks: bool
+        self,
+        query: str,
+        ranked: dict[str, RankedList],
+        payloads: dict[str, Payload],
+        mode: str,
+        k: int,
+        chunks: bool,
     ) -> list[Hit]:
         with stage(self.instrument, "fuse"):
-            missing = sorted({i for hits in ranked.values() for i, _ in hits} - payloads.keys())
-            payloads.update(self.collection.payloads(missing))
+            candidates = sorted({i for hits in ranked.values() for i, _ in hits})
+            payloads.update(self.collection.payloads([i for i in candidates if i not in payloads]))
+            shares: dict[str, dict[str, float]] = {}
+            if mode == "hybrid":
+                texts = ((key, payloads[key]["text"]) for key in candidates if key in payloads)
+                ranked["verbatim"] = [(key, 1.0) for key in routing.verbatim(query, texts)]
+                shares = self._keyword_shares(query, ranked.get("keyword", []))
             # In document mode a document shows the chunk holding the identifier, else its best dense, else keyword.
             representative: dict[str, str] = {}
             if not chunks:
+                shares = {signal: first_by_document(by_chunk, payloads) for signal, by_chunk in shares.items()}
                 ranked = {signal: collapse(hits, payloads, representative) for signal, hits in ranked.items()}
-            scored = self._fuse(ranked, mode)
+            scored = self._fuse(ranked, mode, shares)
         results = []
         for key, score, signals in scored[:k]:
             payload = payloads[representative.get(key, key)]
@@ -228,15 +243,45 @@ class Query:
             )
         return results
 
-    def _fuse(self, ranked: dict[str, RankedList], mode: str) -> list[tuple[str, float, dict[str, SignalEvidence]]]:
+    def _keyword_shares(self, query: str, keyword: RankedList) -> dict[str, dict[str, float]]:
+        """A short query's keyword hits weighed by the share of the query's term weight each holds, where the index
+        measures it (``MeasuresCoverage``): a chunk matching one common word of six does not count as one matching
+        all six. In a long query every chunk misses most words (often names the collection never saw), so its hits
+        count whole."""
+        index = self.collection.keyword
+        if not keyword or not self._fuser_takes_shares or not isinstance(index, MeasuresCoverage):
+            return {}
+        if len(set(routing.words(query))) > routing.SHORT_QUERY:
+            return {}
+        ids = [key for key, _ in keyword]
+        return {"keyword": dict(zip(ids, index.coverage(query, ids)))}
+
+    def _fuse(
+        self, ranked: dict[str, RankedList], mode: str, shares: Mapping[str, Mapping[str, float]]
+    ) -> list[tuple[str, float, dict[str, SignalEvidence]]]:
+        """The fused list; in hybrid mode verbatim citation holders first, then identifier holders (``routing``)."""
         if mode != "hybrid":
             ((signal, hits),) = ranked.items()
             return [(i, s, {signal: SignalEvidence(r, s)}) for r, (i, s) in enumerate(hits, start=1)]
-        identifier = ranked.pop("identifier")
-        fused = self.fuser.fuse(ranked, self.weights)
-        exact = {key: SignalEvidence(rank, score) for rank, (key, score) in enumerate(identifier, start=1)}
-        scored = [(f.id, f.score, {**f.signals, "identifier": exact[f.id]}) for f in fused if f.id in exact]
-        return scored + [(f.id, f.score, f.signals) for f in fused if f.id not in exact]
+        exact = {
+            signal: {key: SignalEvidence(rank, score) for rank, (key, score) in enumerate(ranked.pop(signal), start=1)}
+            for signal in ("verbatim", "identifier")
+        }
+        groups: tuple[list, list, list] = ([], [], [])
+        fused = self.fuser.fuse(ranked, self.weights, shares) if shares else self.fuser.fuse(ranked, self.weights)
+        for hit in fused:
+            signals = {**hit.signals, **{name: held[hit.id] for name, held in exact.items() if hit.id in held}}
+            group = 0 if "verbatim" in signals else 1 if "identifier" in signals else 2
+            groups[group].append((hit.id, hit.score, signals))
+        return [hit for group in groups for hit in group]
+
+
+def first_by_document(by_chunk: Mapping[str, float], payloads: Mapping[str, Payload]) -> dict[str, float]:
+    """Chunk values (in their list's order, best first) -> each document's value: its best chunk's."""
+    by_document: dict[str, float] = {}
+    for key, value in by_chunk.items():
+        by_document.setdefault(payloads[key]["doc_id"], value)
+    return by_document
 
 
 def collapse(hits: RankedList, payloads: Mapping[str, Payload], representative: dict[str, str]) -> RankedList:

@@ -9,11 +9,15 @@ filter applied inside (``search_signals``); ``search`` and ``exact_matches`` ser
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .protocols import HoldsKeywords, KeywordIndex, KeywordVectors, RankedList, SparseWeights
+from .routing import CITATION_RARE, IDENTIFIER_RARE
+
+COUNTED_HOLDERS = 1000
 
 
 def keyword_signal(store: Any, keyword: KeywordIndex) -> KeywordIndex:
@@ -63,18 +67,52 @@ class StoreKeywords:
         return sorted(((key, score) for key, score, _ in hits), key=lambda pair: (-pair[1], pair[0]))
 
     def exact_matches(self, query: str, k: int, filter: Mapping[str, Any] | None = None) -> RankedList:
-        """Chunks holding an identifier-shaped term of the query that few chunks hold, best BM25 first (as
-        ``BM25Index.exact_matches``: an "identifier" most of the corpus holds identifies nothing)."""
-        identifiers = self.weights.identifiers(query)
-        if not identifiers:
+        """Chunks holding an identifier-shaped term of the query that few chunks hold, or every term of a citation
+        when few chunks do, best BM25 first (as ``BM25Index.exact_matches``: an "identifier" most of the corpus
+        holds identifies nothing)."""
+        identifiers, citation = self.weights.identifiers(query), self.weights.citation(query)
+        if not identifiers and not citation:
             return []
-        rare = max(10, int(0.01 * self.count()))
+        rare = max(10, int(IDENTIFIER_RARE * self.count()))
         holders: set[str] = set()
         for term in identifiers:
             if self.store.term_holders(term, rare + 1) <= rare:
-                found = self.store.search_signals(None, ([term], [1.0]), rare, None)["keyword"]
-                holders.update(key for key, _, _ in found)
+                holders.update(self._holders(term, rare))
+        if citation:
+            holders.update(self._holders_of_all(citation, max(10, int(CITATION_RARE * self.count()))))
         if not holders:
             return []
         # Every holder shares a term with the query, so each scores above 0 unless the filter drops it.
         return self.ranked(query, min(k, len(holders)), filter, sorted(holders))
+
+    def coverage(self, query: str, ids: Sequence[str]) -> list[float]:
+        """Each id's share of the query's term weight (``MeasuresCoverage``), idf as ``BM25Index.coverage``'s with
+        each term's holders counted up to ``COUNTED_HOLDERS`` (a term held more often weighs as one held that
+        often: the store has no document frequencies to read, only holders to count)."""
+        indices, _ = self.weights.query(query)
+        live = self.count()
+        held, total = dict.fromkeys(ids, 0.0), 0.0
+        for term in indices:
+            holders = self.store.term_holders(term, COUNTED_HOLDERS)
+            weight = max(0.0, math.log(live - holders + 0.5) - math.log(holders + 0.5)) if live else 0.0
+            if weight > 0:
+                total += weight
+                for key in self._holders(term, len(held), list(held)) if holders else ():
+                    held[key] += weight
+        return [held[key] / total if total > 0 else 0.0 for key in ids]
+
+    def _holders(self, term: int, limit: int, among: Sequence[str] | None = None) -> set[str]:
+        found = self.store.search_signals(None, ([term], [1.0]), limit, None, among)["keyword"]
+        return {key for key, _, _ in found}
+
+    def _holders_of_all(self, terms: list[int], rare: int) -> set[str]:
+        """The chunks holding every one of ``terms``, when the rarest is held by at most ``rare``; else none."""
+        counts = {term: self.store.term_holders(term, rare + 1) for term in terms}
+        rarest = min(terms, key=counts.__getitem__)
+        if counts[rarest] > rare:
+            return set()
+        together = self._holders(rarest, rare)
+        for term in terms:
+            if term != rarest and together:
+                together = self._holders(term, len(together), sorted(together))
+        return together

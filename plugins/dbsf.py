@@ -28,15 +28,20 @@ from vecguard.registry import Part, hookimpl
 MIN_SAMPLE = 10
 
 
-def distribution_based_score_fusion(ranked: Mapping[str, RankedList], weights: Mapping[str, float]) -> list[FusedHit]:
-    """Fuse ranked lists; a signal missing from ``weights`` counts with weight 1.
+def distribution_based_score_fusion(
+    ranked: Mapping[str, RankedList],
+    weights: Mapping[str, float],
+    shares: Mapping[str, Mapping[str, float]] | None = None,
+) -> list[FusedHit]:
+    """Fuse ranked lists; a signal missing from ``weights`` counts with weight 1, and a hit's scaled score counts
+    in the share ``shares[signal][id]`` gives it (1 where absent).
 
     Ties are broken by the best single-signal rank, then by id, as in RRF.
     """
     scores: dict[str, float] = {}
     evidence: dict[str, dict[str, SignalEvidence]] = {}
     for signal, hits in ranked.items():
-        weight = float(weights.get(signal, 1.0))
+        weight, share = float(weights.get(signal, 1.0)), (shares or {}).get(signal, {})
         first: dict[str, tuple[int, float]] = {}
         for rank, (key, score) in enumerate(hits, start=1):
             first.setdefault(key, (rank, float(score)))  # a signal counts each id once, at its best rank
@@ -49,15 +54,20 @@ def distribution_based_score_fusion(ranked: Mapping[str, RankedList], weights: M
         low = mean - 3 * spread
         for key, (rank, score) in first.items():
             normalised = (score - low) / (6 * spread) if spread > 0 else 1.0
-            scores[key] = scores.get(key, 0.0) + weight * normalised
+            scores[key] = scores.get(key, 0.0) + weight * share.get(key, 1.0) * normalised
             evidence.setdefault(key, {})[signal] = SignalEvidence(rank, score)
     order = sorted(scores, key=lambda key: (-scores[key], min(e.rank for e in evidence[key].values()), key))
     return [FusedHit(key, scores[key], evidence[key]) for key in order]
 
 
 class DistributionBasedScoreFusion:
-    def fuse(self, ranked: Mapping[str, RankedList], weights: Mapping[str, float]) -> list[FusedHit]:
-        return distribution_based_score_fusion(ranked, weights)
+    def fuse(
+        self,
+        ranked: Mapping[str, RankedList],
+        weights: Mapping[str, float],
+        shares: Mapping[str, Mapping[str, float]] | None = None,
+    ) -> list[FusedHit]:
+        return distribution_based_score_fusion(ranked, weights, shares)
 
 
 def _build(options: dict[str, Any], base_dir: Path) -> DistributionBasedScoreFusion:

@@ -59,7 +59,7 @@ def test_every_hit_explains_itself(engine) -> None:
     for hit in engine.search("attackers run code through untrusted input", k=5):
         assert hit.signals, hit
         for name, evidence in hit.signals.items():
-            assert name in ("dense", "keyword", "identifier")
+            assert name in ("dense", "keyword", "identifier", "verbatim")
             assert evidence.rank >= 1
         assert hit.text and hit.metadata["topic"]
 

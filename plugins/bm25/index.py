@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 import numpy as np
 from vecguard.errors import ConfigError, StorageError
 from vecguard.protocols import RankedList
+from vecguard.routing import CITATION_RARE, IDENTIFIER_RARE, is_citation
 
 from .files import SegmentFiles
 from .postings import Postings
@@ -149,23 +151,51 @@ class BM25Index:
         return [(key, score) for _, key, score in self._ranked(terms, k, allowed)]
 
     def exact_matches(self, query: str, k: int) -> RankedList:
-        """Ids holding an identifier-shaped term of the query (CVE-2022-24045, 21A), best BM25 first."""
-        terms = identifier_terms(query, lowercase=self._settings["lowercase"])
+        """Ids holding an identifier-shaped term of the query (CVE-2022-24045, 21A) or, for a citation ("GDPR Article
+        39": a few terms, one of them a number), every term of it, best BM25 first."""
+        query_terms = self.tokenize(query)
         # An "identifier" most of the corpus holds (e.g., "e.g") identifies nothing.
-        rare = max(10, int(0.01 * self.count()))
+        rare = max(10, int(IDENTIFIER_RARE * self.count()))
         holders = [np.zeros(0, dtype=np.int64)]
-        for term in terms:
+        for term in identifier_terms(query, lowercase=self._settings["lowercase"]):
             df, slots = self._postings.holders(term)
             if df <= rare:
                 holders.append(slots)
+        if query_terms and is_citation(query):
+            together = self._holders_of_all(set(query_terms))
+            if len(together) <= max(10, int(CITATION_RARE * self.count())):
+                holders.append(together)
         held = np.unique(np.concatenate(holders))
         if not len(held):
             return []
-        query_terms = self.tokenize(query)
         scored = self._ranked(query_terms, len(held), held) if query_terms else []
         # In a tiny corpus BM25's idf of a term half the documents hold is 0: a holder is still a match.
         unscored = sorted(self._postings.ids_of(np.setdiff1d(held, [slot for slot, _, _ in scored])))
         return ([(key, score) for _, key, score in scored] + [(key, 0.0) for key in unscored])[:k]
+
+    def coverage(self, query: str, ids: Sequence[str]) -> list[float]:
+        """Each id's share of the query's term weight (``MeasuresCoverage``): the idf of the query's terms it holds
+        over that of all of them, idf as BM25Okapi's without its floor (a term half the chunks hold weighs 0)."""
+        terms = set(self.tokenize(query))
+        slots = self._postings.slots_of(list(ids))
+        held = np.zeros(len(slots))
+        total, live = 0.0, self.count()
+        for term in terms:
+            df, holders = self._postings.holders(term)
+            weight = max(0.0, math.log(live - df + 0.5) - math.log(df + 0.5)) if live else 0.0
+            total += weight
+            held += weight * np.isin(slots, holders)
+        if total <= 0:
+            return [0.0] * len(slots)
+        return (np.where(slots >= 0, held, 0.0) / total).tolist()
+
+    def _holders_of_all(self, terms: set[str]) -> np.ndarray:
+        """The live slots holding every one of ``terms``, rarest term first."""
+        found = sorted((self._postings.holders(term) for term in terms), key=lambda holding: holding[0])
+        together = found[0][1]
+        for _, slots in found[1:]:
+            together = np.intersect1d(together, slots, assume_unique=True)
+        return together
 
     # ------------------------------------------------------------------ files
 

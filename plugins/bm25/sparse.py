@@ -17,6 +17,8 @@ import hashlib
 from collections import Counter
 from collections.abc import Callable
 
+from vecguard.routing import is_citation
+
 SparseVector = tuple[list[int], list[float]]
 
 
@@ -47,6 +49,9 @@ class SparseBM25:
     def identifiers(self, text: str) -> list[int]:
         """The indices of the query's identifier-shaped terms (CVE-2022-24045, 21A)."""
         return sorted({term_index(term) for term in self._identifiers(text)})
+
+    def citation(self, text: str) -> list[int]:
+        return sorted({term_index(term) for term in self._tokenize(text)}) if is_citation(text) else []
 
 
 def _vector(weights: dict[str, float]) -> SparseVector:
