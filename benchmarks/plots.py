@@ -2,7 +2,8 @@
 keyword index's incremental saves, writes to a shared collection by size, and embedded Qdrant beside the other stores.
 
     .venv/bin/python benchmarks/plots.py      # reads results/quality.json, faiss_indexes.json, keyword_files.json,
-                                              # shared_writes.json, qdrant_embedded.json, query_recall*.json
+                                              # shared_writes.json, qdrant_embedded.json, query_recall*.json,
+                                              # query_latency.json
 
 Writes results/quality.png (nDCG@10 of every method on every query set, one
 panel per backend, the issue's bar drawn on each set) and
@@ -15,7 +16,8 @@ the time to open, against the collection's size) and results/qdrant_embedded.png
 (load rate, query p50 unfiltered and filtered with recall@10, peak RSS and disk
 per store and size) and results/query_recall.png (and query_recall-before.png:
 recall@10 against nprobe / efSearch for stored vectors, query-encoded spans and
-real queries, and recall while serving). Needs matplotlib (the ``bench`` extra).
+real queries, and recall while serving) and results/query_latency.png (hybrid p50/p99 quiet and beside an
+ingesting process per thread policy, and the neighbour's documents/s). Needs matplotlib (the ``bench`` extra).
 """
 
 from __future__ import annotations
@@ -192,6 +194,45 @@ def shared_writes_plot(report: dict, out: Path) -> None:
     plt.close(figure)
 
 
+def query_latency_plot(report: dict, out: Path) -> None:
+    """Hybrid p50 (bars) and p99 (marks) quiet and beside an ingesting neighbour per thread policy, log scale, with
+    3x each policy's quiet p50 dashed; and the neighbour's documents/s alone and beside the queries."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = report["rows"]
+    names = [r["policy"] for r in rows]
+    x = np.arange(len(rows))
+    figure, (latency, ingest) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [3, 2]})
+    for offset, condition, colour in ((-0.2, "quiet", "tab:blue"), (0.2, "loaded", "tab:red")):
+        latency.bar(x + offset, [r[condition]["p50_ms"] for r in rows], 0.4, color=colour, label=f"{condition} p50")
+        latency.plot(x + offset, [r[condition]["p99_ms"] for r in rows], "k_", markersize=14)
+    latency.plot([], [], "k_", markersize=14, label="p99")
+    for i, r in enumerate(rows):
+        goal = 3 * r["quiet"]["p50_ms"]
+        latency.plot([i - 0.4, i + 0.4], [goal, goal], color="black", linestyle="dashed", linewidth=1)
+    latency.plot([], [], color="black", linestyle="dashed", linewidth=1, label="goal: loaded p50 <= 3x quiet")
+    latency.set_yscale("log")
+    latency.set_xticks(x, names, rotation=20, ha="right")
+    latency.set_ylabel("engine.search(q, k=10) hybrid, ms")
+    latency.set_title("Query latency, quiet and beside an ingesting process")
+    latency.legend(fontsize="small")
+    ingest.bar(x - 0.2, [r["neighbour_alone_docs_per_s"] for r in rows], 0.4, color="tab:gray", label="alone")
+    ingest.bar(
+        x + 0.2, [r["loaded"]["neighbour_docs_per_s"] for r in rows], 0.4, color="tab:orange", label="beside queries"
+    )
+    ingest.set_xticks(x, names, rotation=20, ha="right")
+    ingest.set_ylabel("neighbour's engine.add, documents/s")
+    ingest.set_title("The neighbour's ingest")
+    ingest.legend(fontsize="small")
+    figure.suptitle(
+        f"Thread policies on {report['machine']['nproc']} CPUs, CWE collection, FAISS auto + BM25 ({report['date'][:10]})"
+    )
+    figure.tight_layout()
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+
+
 def qdrant_embedded_plot(report: dict, out: Path) -> None:
     """Embedded Qdrant beside FAISS auto, Chroma and qdrant-client local mode: load rate, query p50 (unfiltered and
     filtered, recall@10 over each unfiltered bar) per size, and peak memory and disk."""
@@ -357,6 +398,7 @@ def main() -> None:
         ("qdrant_embedded.json", qdrant_embedded_plot, "qdrant_embedded.png"),
         ("query_recall.json", query_recall_plot, "query_recall.png"),
         ("query_recall-before.json", query_recall_plot, "query_recall-before.png"),
+        ("query_latency.json", query_latency_plot, "query_latency.png"),
     ):
         path = RESULTS / source
         if not path.exists():

@@ -51,6 +51,10 @@ from .protocols import (
     VectorStore,
 )
 from .registry import Part, Registry, hookimpl, hookspec
+from .threads import prefer_passive_waiting
+
+# Before anything loads torch's or FAISS's OpenMP runtime (none of the modules above does): core/threads.py.
+prefer_passive_waiting()
 
 __all__ = [
     "CollectionBusyError",

@@ -23,6 +23,7 @@ Models are never fetched from a hub: HF_HUB_OFFLINE is set before the library lo
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.metadata
 import json
 import logging
@@ -54,6 +55,12 @@ MEMORY_SHARE = 0.7  # of the device's free memory, for one batch's activations
 # in fp16.
 BATCH_CEILING = {"cpu": 16, "cuda": 512}
 TRIAL_TEXTS = {"cpu": 16, "cuda": 64}  # full-length texts the measurement encodes in one batch
+# torch threads for encoding one text on a CPU (a search's query), None: the batches' count. A short query's matrices
+# gain nothing from a second thread, and every parallel region waits for all of its team: on busy cores each costs a
+# scheduler time slice. On 2 cores beside an ingesting process, hybrid p50 786 ms (3.7x quiet) with torch's defaults,
+# 55 ms (1.8x) with this alone, 61 ms (2.0x) with OMP_WAIT_POLICY=PASSIVE too (core/threads.py), the default
+# (benchmarks/results/query_latency.md).
+QUERY_THREADS: int | None = 1
 log = logging.getLogger(__name__)
 
 
@@ -117,6 +124,8 @@ class SentenceTransformerEncoder:
         spans.no_padding()
         self._span_tokenizer = spans
         self._device_type = device.split(":")[0]
+        # Batches run on the count torch had here (torch.set_num_threads before vecguard.open changes it).
+        self._batch_threads = torch_threads_now() if self._device_type == "cpu" else None
         self.probe_cosine: float | None = None  # what "auto" measured at open
         self._precision = self._resolve_precision(precision)
         self._identity = self._build_identity(name, revision, device)
@@ -310,9 +319,12 @@ class SentenceTransformerEncoder:
         if not texts:
             return np.zeros((0, int(self._model.get_embedding_dimension())), dtype=np.float32)
         texts = list(texts)
+        threads = self._batch_threads
+        if threads is not None and len(texts) == 1 and QUERY_THREADS is not None:
+            threads = QUERY_THREADS
         while True:
             try:
-                with autocast(self._device_type, precision):
+                with torch_threads(threads, restore=len(texts) == 1), autocast(self._device_type, precision):
                     if batch_size is not None or len(texts) <= self._batch_size:
                         vectors = self._model.encode(
                             texts,
@@ -387,6 +399,45 @@ def autocast(device_type: str, precision: str) -> Iterator[None]:
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     with torch.autocast(device_type=device_type, dtype=dtype):
         yield
+
+
+def torch_threads_now() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+@functools.cache
+def _threads_per_caller() -> bool:
+    """Whether torch's thread count belongs to the calling thread: with its OpenMP backend (the PyPI wheels') it is
+    libgomp's and MKL's per-thread setting, so one search's count leaves other threads' encodes alone."""
+    import torch
+
+    return "parallel backend: OpenMP" in torch.__config__.parallel_info()
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None, *, restore: bool) -> Iterator[None]:
+    """Run the calling thread's torch work on ``n`` threads (None: as it is); ``restore`` the thread's count after.
+
+    The count is per thread, but torch also keeps the last one set as the count of threads that have not run torch
+    yet (an add's new encoding thread, born while a search holds 1): so batches set theirs rather than inherit it,
+    and do not restore. Without the OpenMP backend the count is the process's and nothing is changed."""
+    if n is None or not _threads_per_caller():
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    if before == n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if restore:
+            torch.set_num_threads(before)
 
 
 def _out_of_memory(exc: BaseException) -> bool:
