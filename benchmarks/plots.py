@@ -40,8 +40,11 @@ def quality_plot(report: dict, out: Path) -> None:
     import numpy as np
 
     backends = list(report["results"])
-    figure, axes = plt.subplots(1, len(backends), figsize=(6 * len(backends), 4.8), sharey=True, squeeze=False)
-    for axis, backend in zip(axes[0], backends):
+    most_sets = max(len(sets) for sets in report["results"].values())
+    figure, axes = plt.subplots(
+        len(backends), 1, figsize=(max(8.0, 1.4 * most_sets), 4.2 * len(backends) + 1), sharey=True, squeeze=False
+    )
+    for axis, backend in zip(axes[:, 0], backends):
         sets = report["results"][backend]
         names = list(sets)
         methods = list(next(iter(sets.values()))["methods"])
@@ -58,11 +61,12 @@ def quality_plot(report: dict, out: Path) -> None:
         axis.set_title(backend)
         axis.set_ylim(0, 1.05)
         axis.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel("nDCG@10 (dashed: better of BM25 and dense - 0.02)")
+        axis.set_ylabel("nDCG@10")
+    axes[-1][0].set_xlabel("dashed: the goal, the better of BM25 and dense - 0.02")
     handles, labels = axes[0][0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="lower center", ncol=3, fontsize="small")
     figure.suptitle(f"Retrieval quality per method ({report['date'][:10]})")
-    figure.tight_layout(rect=(0, 0.12, 1, 0.95))
+    figure.tight_layout(rect=(0, 0.06, 1, 0.97))
     figure.savefig(out, dpi=110)
     plt.close(figure)
 

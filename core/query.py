@@ -1,9 +1,11 @@
-"""One ``Engine.search``: the dense list, the keyword lists under a filter, identifier routing, fusion, hits.
+"""One ``Engine.search``: the dense list, the keyword lists under a filter, routing, fusion, hits.
 
-Hybrid mode fuses the top ``depth`` candidates of each signal. Chunks that hold
-an identifier of the query verbatim rank first, among themselves by the fused
-score, and carry an ``identifier`` signal: neither fusion keeps an exact hit
-first on its own.
+Hybrid mode fuses the top ``depth`` candidates of each signal, a short query's
+keyword hits weighed by the share of the query each holds (``MeasuresCoverage``).
+Chunks that hold a citation query verbatim rank first (a ``verbatim`` signal),
+then chunks that hold a rare identifier of the query or every term of a
+citation (an ``identifier`` signal), each group in fused order: neither fusion
+keeps an exact hit first on its own (``routing``).
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ class Query:
     ) -> None:
         self.collection, self.encoder, self.fuser = collection, encoder, fuser
         self.depth, self.weights, self.instrument = depth, weights, instrument
-        self._fuser_takes_shares = "shares" in inspect.signature(fuser.fuse).parameters
+        self._fuser_takes_shares = fuser_takes_shares(fuser)
 
     def __call__(
         self,
@@ -213,18 +215,22 @@ class Query:
         chunks: bool,
     ) -> list[Hit]:
         with stage(self.instrument, "fuse"):
-            candidates = sorted({i for hits in ranked.values() for i, _ in hits})
+            # Keyword candidates first: a verbatim holder's rank is its keyword rank among the holders.
+            order = ("keyword", "identifier", "dense")
+            candidates = list(dict.fromkeys(i for signal in order for i, _ in ranked.get(signal, [])))
             payloads.update(self.collection.payloads([i for i in candidates if i not in payloads]))
             shares: dict[str, dict[str, float]] = {}
             if mode == "hybrid":
                 texts = ((key, payloads[key]["text"]) for key in candidates if key in payloads)
-                ranked["verbatim"] = [(key, 1.0) for key in routing.verbatim(query, texts)]
+                ranked = {"verbatim": [(key, 1.0) for key in routing.verbatim(query, texts)], **ranked}
                 shares = self._keyword_shares(query, ranked.get("keyword", []))
-            # In document mode a document shows the chunk holding the identifier, else its best dense, else keyword.
+            # In document mode a document shows the chunk holding the citation or the identifier, else its best dense
+            # chunk, else its best keyword chunk: the first list that names it, in this order.
             representative: dict[str, str] = {}
             if not chunks:
                 shares = {signal: first_by_document(by_chunk, payloads) for signal, by_chunk in shares.items()}
-                ranked = {signal: collapse(hits, payloads, representative) for signal, hits in ranked.items()}
+                shown_first = sorted(ranked, key=lambda signal: signal not in ("verbatim", "identifier"))
+                ranked = {signal: collapse(ranked[signal], payloads, representative) for signal in shown_first}
             scored = self._fuse(ranked, mode, shares)
         results = []
         for key, score, signals in scored[:k]:
@@ -268,12 +274,21 @@ class Query:
             for signal in ("verbatim", "identifier")
         }
         groups: tuple[list, list, list] = ([], [], [])
-        fused = self.fuser.fuse(ranked, self.weights, shares) if shares else self.fuser.fuse(ranked, self.weights)
+        # A fuser written before shares existed is called as it was.
+        fused = (
+            self.fuser.fuse(ranked, self.weights, shares=shares) if shares else self.fuser.fuse(ranked, self.weights)
+        )
         for hit in fused:
             signals = {**hit.signals, **{name: held[hit.id] for name, held in exact.items() if hit.id in held}}
             group = 0 if "verbatim" in signals else 1 if "identifier" in signals else 2
             groups[group].append((hit.id, hit.score, signals))
         return [hit for group in groups for hit in group]
+
+
+def fuser_takes_shares(fuser: Fuser) -> bool:
+    """Whether ``fuser.fuse`` takes ``shares`` (by name, or any keyword argument); one written before it did not."""
+    parameters = inspect.signature(fuser.fuse).parameters.values()
+    return any(p.name == "shares" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 def first_by_document(by_chunk: Mapping[str, float], payloads: Mapping[str, Payload]) -> dict[str, float]:

@@ -9,13 +9,12 @@ filter applied inside (``search_signals``); ``search`` and ``exact_matches`` ser
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .protocols import HoldsKeywords, KeywordIndex, KeywordVectors, RankedList, SparseWeights
-from .routing import CITATION_RARE, IDENTIFIER_RARE
+from .routing import CITATION_RARE, IDENTIFIER_RARE, rarity_bar, term_weight
 
 COUNTED_HOLDERS = 1000
 
@@ -68,38 +67,41 @@ class StoreKeywords:
 
     def exact_matches(self, query: str, k: int, filter: Mapping[str, Any] | None = None) -> RankedList:
         """Chunks holding an identifier-shaped term of the query that few chunks hold, or every term of a citation
-        when few chunks do, best BM25 first (as ``BM25Index.exact_matches``: an "identifier" most of the corpus
-        holds identifies nothing)."""
+        whose rarest term few chunks hold, best BM25 first (as ``BM25Index.exact_matches``: an "identifier" most
+        of the corpus holds identifies nothing)."""
         identifiers, citation = self.weights.identifiers(query), self.weights.citation(query)
         if not identifiers and not citation:
             return []
-        rare = max(10, int(IDENTIFIER_RARE * self.count()))
+        live = self.count()
+        rare = rarity_bar(IDENTIFIER_RARE, live)
         holders: set[str] = set()
         for term in identifiers:
             if self.store.term_holders(term, rare + 1) <= rare:
                 holders.update(self._holders(term, rare))
         if citation:
-            holders.update(self._holders_of_all(citation, max(10, int(CITATION_RARE * self.count()))))
+            holders.update(self._holders_of_all(citation, rarity_bar(CITATION_RARE, live)))
         if not holders:
             return []
         # Every holder shares a term with the query, so each scores above 0 unless the filter drops it.
         return self.ranked(query, min(k, len(holders)), filter, sorted(holders))
 
     def coverage(self, query: str, ids: Sequence[str]) -> list[float]:
-        """Each id's share of the query's term weight (``MeasuresCoverage``), idf as ``BM25Index.coverage``'s with
-        each term's holders counted up to ``COUNTED_HOLDERS`` (a term held more often weighs as one held that
-        often: the store has no document frequencies to read, only holders to count)."""
+        """Each id's share of the query's term weight (``MeasuresCoverage``, ``routing.term_weight``), each term's
+        holders counted up to ``COUNTED_HOLDERS``: the store has no document frequencies to read, only holders to
+        count, so in a collection of more than twice as many chunks a term held more often weighs as one held that
+        often (more than ``BM25Index.coverage`` gives it). Every share is 1 when no term weighs anything."""
         indices, _ = self.weights.query(query)
         live = self.count()
-        held, total = dict.fromkeys(ids, 0.0), 0.0
-        for term in indices:
-            holders = self.store.term_holders(term, COUNTED_HOLDERS)
-            weight = max(0.0, math.log(live - holders + 0.5) - math.log(holders + 0.5)) if live else 0.0
+        weights = {term: term_weight(self.store.term_holders(term, COUNTED_HOLDERS), live) for term in indices}
+        total = sum(weights.values())
+        if total <= 0:
+            return [1.0] * len(ids)
+        held = dict.fromkeys(ids, 0.0)
+        for term, weight in weights.items():
             if weight > 0:
-                total += weight
-                for key in self._holders(term, len(held), list(held)) if holders else ():
+                for key in self._holders(term, len(held), list(held)):
                     held[key] += weight
-        return [held[key] / total if total > 0 else 0.0 for key in ids]
+        return [held[key] / total for key in ids]
 
     def _holders(self, term: int, limit: int, among: Sequence[str] | None = None) -> set[str]:
         found = self.store.search_signals(None, ([term], [1.0]), limit, None, among)["keyword"]

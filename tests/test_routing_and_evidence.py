@@ -76,6 +76,37 @@ def test_a_citation_by_name_and_number_finds_that_act_s_article_first(store: str
         assert not any({"verbatim", "identifier"} & hit.signals.keys() for hit in engine.search("39", k=5))
 
 
+@pytest.mark.parametrize("store", BACKENDS)
+def test_a_citation_whose_rarest_term_is_common_routes_nothing(store: str, tmp_path: Path) -> None:
+    """Both keyword signals apply one rule: "GDPR 5" is held together by two chunks, but each of its terms by more
+    than the bar (10 of 50 chunks here), so neither term names anything."""
+    documents = [{"id": f"g{i}", "text": f"the gdpr sets rule number {i} for controllers"} for i in range(20)]
+    documents += [{"id": f"f{i}", "text": f"form 5 asks about item {i} of the budget"} for i in range(20)]
+    documents += [{"id": f"both{i}", "text": f"gdpr form 5 note {i}"} for i in range(2)]
+    documents += [{"id": f"other{i}", "text": f"unrelated filler sentence {i}"} for i in range(8)]
+    with vecguard.open(_built(store, tmp_path / "common", documents)) as engine:
+        assert engine.keyword.exact_matches("GDPR 5", 10) == []
+        assert [key for key, _ in engine.keyword.exact_matches("gdpr note 1", 10)] == ["both1#0"]
+
+
+def test_a_number_beside_a_stopword_is_not_a_citation() -> None:
+    index = BM25Index()
+    texts = {f"d{i}": f"paragraph {i} of the rules" for i in range(40)}
+    index.add(list(texts), list(texts.values()))
+    assert index.exact_matches("the 39", 5) == []
+    assert [key for key, _ in index.exact_matches("paragraph 39", 5)] == ["d39"]
+
+
+def test_a_document_found_by_its_citation_shows_the_chunk_that_holds_it(tmp_path: Path) -> None:
+    opening = "The data protection officer advises the controller on processing and monitors compliance. " * 6
+    closing = "Under GDPR Article 39 the officer also cooperates with the supervisory authority."
+    handbook = {"id": "handbook", "text": opening + closing}
+    with vecguard.open(_built("faiss", tmp_path / "handbook", ACTS + [handbook])) as engine:
+        (hit,) = [hit for hit in engine.search("GDPR Article 39", k=10) if hit.id == "handbook"]
+        assert "verbatim" in hit.signals and hit.chunk > 0
+        assert "GDPR Article 39" in hit.text
+
+
 def test_a_cited_act_with_many_citing_chunks_routes_every_one_of_them() -> None:
     """More holders than an identifier may have (1% of the chunks), fewer than a citation may (5%)."""
     index = BM25Index()
@@ -115,6 +146,18 @@ def test_coverage_is_the_share_of_the_query_s_idf_a_chunk_holds() -> None:
     total = idf(1) + 2 * idf(0)
     shares = index.coverage("i like wine, do you?", ["do", "drink", "absent"])
     assert shares == pytest.approx([idf(1) / total, 0.0, 0.0])
+    # "electricity" is held by most chunks: it weighs nothing, so there is nothing to weigh the hits by.
+    assert index.coverage("electricity", ["other-1", "do"]) == [1.0, 1.0]
+
+
+def test_the_store_s_keyword_signal_measures_coverage_as_the_bm25_files_do(tmp_path: Path) -> None:
+    documents = [{"id": f"food-{i}", "text": text} for i, text in enumerate(FOOD)]
+    index = BM25Index()
+    index.add([f"{d['id']}#0" for d in documents], [d["text"] for d in documents])
+    with vecguard.open(_built("qdrant", tmp_path / "food", documents)) as engine:
+        ids = [f"food-{i}#0" for i in (4, 9, 13, 2)]
+        for query in ("i like wine, do you?", "can a robot get drunk?", "electricity"):
+            assert engine.keyword.coverage(query, ids) == pytest.approx(index.coverage(query, ids)), query
 
 
 def test_shares_scale_each_hit_s_part_in_both_fusers() -> None:

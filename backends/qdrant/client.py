@@ -464,7 +464,8 @@ class QdrantStore(BaseVectorStore):
             return 0
         sparse = self._models.SparseVector(indices=[term], values=[1.0])
         with self._library_calls():
-            return len(self._client.query_points(self._name, query=sparse, using=SPARSE, limit=limit).points)
+            found = self._client.query_points(self._name, query=sparse, using=SPARSE, limit=limit, with_payload=False)
+            return len(found.points)
 
     def _pages(self, batch_size: int, with_vectors: bool) -> Iterator[tuple[list[str], list[Any], list[Payload]]]:
         """Every stored point in a stable order: ids, the records (vectors when asked for) and payloads."""

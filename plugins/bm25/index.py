@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 import numpy as np
 from vecguard.errors import ConfigError, StorageError
 from vecguard.protocols import RankedList
-from vecguard.routing import CITATION_RARE, IDENTIFIER_RARE, is_citation
+from vecguard.routing import CITATION_RARE, IDENTIFIER_RARE, is_citation, rarity_bar, term_weight
 
 from .files import SegmentFiles
 from .postings import Postings
@@ -152,19 +151,18 @@ class BM25Index:
 
     def exact_matches(self, query: str, k: int) -> RankedList:
         """Ids holding an identifier-shaped term of the query (CVE-2022-24045, 21A) or, for a citation ("GDPR Article
-        39": a few terms, one of them a number), every term of it, best BM25 first."""
+        39"), every term of it, best BM25 first (the rarity bars: ``vecguard.routing``)."""
         query_terms = self.tokenize(query)
+        live = self.count()
         # An "identifier" most of the corpus holds (e.g., "e.g") identifies nothing.
-        rare = max(10, int(IDENTIFIER_RARE * self.count()))
+        rare = rarity_bar(IDENTIFIER_RARE, live)
         holders = [np.zeros(0, dtype=np.int64)]
         for term in identifier_terms(query, lowercase=self._settings["lowercase"]):
             df, slots = self._postings.holders(term)
             if df <= rare:
                 holders.append(slots)
-        if query_terms and is_citation(query):
-            together = self._holders_of_all(set(query_terms))
-            if len(together) <= max(10, int(CITATION_RARE * self.count())):
-                holders.append(together)
+        if is_citation(query, query_terms):
+            holders.append(self._holders_of_all(set(query_terms), rarity_bar(CITATION_RARE, live)))
         held = np.unique(np.concatenate(holders))
         if not len(held):
             return []
@@ -173,29 +171,34 @@ class BM25Index:
         unscored = sorted(self._postings.ids_of(np.setdiff1d(held, [slot for slot, _, _ in scored])))
         return ([(key, score) for _, key, score in scored] + [(key, 0.0) for key in unscored])[:k]
 
+    def _holders_of_all(self, terms: set[str], rare: int) -> np.ndarray:
+        """The live slots holding every one of ``terms``, when the rarest is held by at most ``rare``; else none
+        (the same rule a store that keeps the keyword signal can afford: ``StoreKeywords``)."""
+        frequencies = self._postings.vocabulary_df(sorted(terms))
+        if min(frequencies.values()) > rare:
+            return np.zeros(0, dtype=np.int64)
+        rarest, *others = sorted(terms, key=frequencies.__getitem__)
+        together = self._postings.holders(rarest)[1]
+        for term in others:
+            together = together[np.isin(together, self._postings.holders(term)[1])]
+        return together
+
     def coverage(self, query: str, ids: Sequence[str]) -> list[float]:
-        """Each id's share of the query's term weight (``MeasuresCoverage``): the idf of the query's terms it holds
-        over that of all of them, idf as BM25Okapi's without its floor (a term half the chunks hold weighs 0)."""
-        terms = set(self.tokenize(query))
+        """Each id's share of the query's term weight (``MeasuresCoverage``, ``routing.term_weight``); every share
+        is 1 when no term weighs anything (all of them held by half the chunks or more: nothing to weigh by)."""
+        live = self.count()
+        weights = {
+            term: term_weight(df, live) for term, df in self._postings.vocabulary_df(self.tokenize(query)).items()
+        }
+        total = sum(weights.values())
+        if total <= 0:
+            return [1.0] * len(ids)
         slots = self._postings.slots_of(list(ids))
         held = np.zeros(len(slots))
-        total, live = 0.0, self.count()
-        for term in terms:
-            df, holders = self._postings.holders(term)
-            weight = max(0.0, math.log(live - df + 0.5) - math.log(df + 0.5)) if live else 0.0
-            total += weight
-            held += weight * np.isin(slots, holders)
-        if total <= 0:
-            return [0.0] * len(slots)
+        for term, weight in weights.items():
+            if weight > 0:
+                held += weight * np.isin(slots, self._postings.holders(term)[1])
         return (np.where(slots >= 0, held, 0.0) / total).tolist()
-
-    def _holders_of_all(self, terms: set[str]) -> np.ndarray:
-        """The live slots holding every one of ``terms``, rarest term first."""
-        found = sorted((self._postings.holders(term) for term in terms), key=lambda holding: holding[0])
-        together = found[0][1]
-        for _, slots in found[1:]:
-            together = np.intersect1d(together, slots, assume_unique=True)
-        return together
 
     # ------------------------------------------------------------------ files
 

@@ -290,6 +290,14 @@ class Postings:
             return np.zeros((len(hi), 0), dtype=np.int64)
         return np.stack([segment.find_terms(hi, lo) for segment in self.segments], axis=1)
 
+    def vocabulary_df(self, terms: list[str]) -> dict[str, int]:
+        """Each distinct term's live document frequency (0 for a term no live chunk holds), reading no postings."""
+        distinct = list(dict.fromkeys(terms))
+        if not distinct:
+            return {}
+        numbers, _, _ = self.vocabulary.lookup(distinct)
+        return {term: int(self.vocabulary.df[n]) if n >= 0 else 0 for term, n in zip(distinct, numbers.tolist())}
+
     def holders(self, term: str) -> tuple[int, np.ndarray]:
         """(live document frequency, live slots) of ``term``."""
         numbers, hi, lo = self.vocabulary.lookup([term])

@@ -51,7 +51,9 @@ class SparseBM25:
         return sorted({term_index(term) for term in self._identifiers(text)})
 
     def citation(self, text: str) -> list[int]:
-        return sorted({term_index(term) for term in self._tokenize(text)}) if is_citation(text) else []
+        """The indices of the query's terms when it is a citation (``routing.is_citation`` on these terms)."""
+        terms = self._tokenize(text)
+        return sorted({term_index(term) for term in terms}) if is_citation(text, terms) else []
 
 
 def _vector(weights: dict[str, float]) -> SparseVector:
