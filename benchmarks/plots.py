@@ -44,6 +44,10 @@ def quality_plot(report: dict, out: Path) -> None:
     figure, axes = plt.subplots(
         len(backends), 1, figsize=(max(8.0, 1.4 * most_sets), 4.2 * len(backends) + 1), sharey=True, squeeze=False
     )
+    every_method = list(
+        dict.fromkeys(m for sets in report["results"].values() for row in sets.values() for m in row["methods"])
+    )
+    colour = {method: f"C{i}" for i, method in enumerate(every_method)}  # one colour per method on every backend
     for axis, backend in zip(axes[:, 0], backends):
         sets = report["results"][backend]
         names = list(sets)
@@ -52,7 +56,9 @@ def quality_plot(report: dict, out: Path) -> None:
         positions = np.arange(len(names))
         for i, method in enumerate(methods):
             scores = [sets[name]["methods"][method]["ndcg@10"] for name in names]
-            axis.bar(positions + (i - (len(methods) - 1) / 2) * width, scores, width, label=method)
+            axis.bar(
+                positions + (i - (len(methods) - 1) / 2) * width, scores, width, color=colour[method], label=method
+            )
         for position, name in zip(positions, names):
             methods_of_set = sets[name]["methods"]
             bar = max(methods_of_set["BM25"]["ndcg@10"], methods_of_set["dense"]["ndcg@10"]) - QUALITY_BAR_SLACK
@@ -63,8 +69,8 @@ def quality_plot(report: dict, out: Path) -> None:
         axis.grid(axis="y", alpha=0.3)
         axis.set_ylabel("nDCG@10")
     axes[-1][0].set_xlabel("dashed: the goal, the better of BM25 and dense - 0.02")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="lower center", ncol=3, fontsize="small")
+    labelled = {label: handle for axis in axes[:, 0] for handle, label in zip(*axis.get_legend_handles_labels())}
+    figure.legend(list(labelled.values()), list(labelled), loc="lower center", ncol=3, fontsize="small")
     figure.suptitle(f"Retrieval quality per method ({report['date'][:10]})")
     figure.tight_layout(rect=(0, 0.06, 1, 0.97))
     figure.savefig(out, dpi=110)
