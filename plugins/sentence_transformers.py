@@ -57,9 +57,9 @@ BATCH_CEILING = {"cpu": 16, "cuda": 512}
 TRIAL_TEXTS = {"cpu": 16, "cuda": 64}  # full-length texts the measurement encodes in one batch
 # torch threads for encoding one text on a CPU (a search's query), None: the batches' count. A short query's matrices
 # gain nothing from a second thread, and every parallel region waits for all of its team: on busy cores each costs a
-# scheduler time slice. On 2 cores beside an ingesting process, hybrid p50 786 ms (3.7x quiet) with torch's defaults,
-# 55 ms (1.8x) with this alone, 61 ms (2.0x) with OMP_WAIT_POLICY=PASSIVE too (core/threads.py), the default
-# (benchmarks/results/query_latency.md).
+# scheduler time slice. On 2 cores beside an ingesting process, hybrid p50 45 ms (3.1x quiet, p99 559 ms) with torch's
+# defaults, 18 ms (1.1x) with this alone, 25 ms (1.6x, p99 37 ms) with OMP_WAIT_POLICY=PASSIVE too (core/threads.py),
+# the default (benchmarks/results/query_latency.md).
 QUERY_THREADS: int | None = 1
 log = logging.getLogger(__name__)
 
