@@ -272,8 +272,8 @@ class SparseWeights(Protocol):
         ...
 
     def citation(self, text: str) -> list[int]:
-        """The indices of the query's terms when it is a citation ("GDPR Article 39": a few terms, one a number),
-        else []: chunks holding all of them, when few do, are routed like identifier holders."""
+        """The indices of the query's terms when it is a citation ("GDPR Article 39": ``routing.is_citation``), else
+        []: chunks holding all of them, when the rarest is held by few, are routed like identifier holders."""
         ...
 
 
