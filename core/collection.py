@@ -53,6 +53,7 @@ from .keyword_files import KeywordFiles
 from .protocols import (
     Document,
     KeywordIndex,
+    MeasuresCoverage,
     Payload,
     SearchesWithPayloads,
     SharesCollection,
@@ -115,6 +116,8 @@ class Collection:
         self._keyword = KeywordFiles(
             keyword, keyword_dir, new_index=new_keyword_index, collection_where=where, shared=self.shared
         )
+        # A rebuilt keyword index comes from the same plugin, so this holds for the collection's life.
+        self.keyword_measures_coverage = isinstance(keyword, MeasuresCoverage)
         self._repair = repair
         self._lock_timeout = lock_timeout
         self._token: int | None = None  # the store change the manifest and the keyword index in memory reflect

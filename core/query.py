@@ -26,7 +26,6 @@ from .protocols import (
     Fuser,
     Hit,
     Instrument,
-    MeasuresCoverage,
     Payload,
     RankedList,
     SignalEvidence,
@@ -254,13 +253,12 @@ class Query:
         measures it (``MeasuresCoverage``): a chunk matching one common word of six does not count as one matching
         all six. In a long query every chunk misses most words (often names the collection never saw), so its hits
         count whole."""
-        index = self.collection.keyword
-        if not keyword or not self._fuser_takes_shares or not isinstance(index, MeasuresCoverage):
+        if not keyword or not self._fuser_takes_shares or not self.collection.keyword_measures_coverage:
             return {}
         if len(set(routing.words(query))) > routing.SHORT_QUERY:
             return {}
         ids = [key for key, _ in keyword]
-        return {"keyword": dict(zip(ids, index.coverage(query, ids)))}
+        return {"keyword": dict(zip(ids, self.collection.keyword.coverage(query, ids)))}  # type: ignore[attr-defined]
 
     def _fuse(
         self, ranked: dict[str, RankedList], mode: str, shares: Mapping[str, Mapping[str, float]]
