@@ -74,10 +74,14 @@ def config(store: str, path: Path | None = None, **tables: dict[str, Any]) -> di
     return cfg
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("VECGUARD_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "vecguard-cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every test and every fixture, however long it lives, keeps the encoder's caches in this session's tmp folder
+    and never reaches a model hub."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VECGUARD_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "vecguard-cache"))
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        yield
 
 
 def run_python(code: str, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Any:
@@ -89,6 +93,46 @@ def run_python(code: str, *args: str, env: dict[str, str] | None = None, cwd: Pa
     return subprocess.run(
         [sys.executable, "-c", code, *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=300
     )
+
+
+def copy_model(pristine: Path, folder: Path) -> Path:
+    """A copy of a model folder whose weights are a hard link (copied where links fail)."""
+
+    def link_weights(src: str, dst: str) -> None:
+        if Path(src).name == "model.safetensors":
+            try:
+                os.link(src, dst)
+                return
+            except OSError:
+                pass
+        shutil.copy2(src, dst)
+
+    shutil.copytree(pristine, folder, copy_function=link_weights)
+    return folder
+
+
+def perturbed_model(pristine: Path, folder: Path) -> Path:
+    """Another model of the same dimension and files: every float weight of ``pristine`` perturbed, seed fixed."""
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    copy_model(pristine, folder)
+    weights = load_file(str(pristine / "model.safetensors"))
+    rng = np.random.default_rng(20240305)
+    for key in sorted(weights):
+        if weights[key].dtype.kind == "f":
+            weights[key] = weights[key] + rng.normal(0.0, 0.02, weights[key].shape).astype(weights[key].dtype)
+    (folder / "model.safetensors").unlink()  # a hard link: never write through it
+    save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    return folder
+
+
+@pytest.fixture(scope="session")
+def swapped_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The model swap nobody notices: the bundled model's folder with perturbed weights, same dimension (384)."""
+    from vecguard.plugins.sentence_transformers import bundled_model_path
+
+    return perturbed_model(Path(bundled_model_path()), tmp_path_factory.mktemp("swapped-model") / "model")
 
 
 def toml(cfg: dict[str, Any]) -> str:

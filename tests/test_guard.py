@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pytest
 import vecguard
+from conftest import copy_model, perturbed_model
 from vecguard.plugins.sentence_transformers import bundled_model_path
 
 STORES = ["faiss", "memory", "qdrant"]  # qdrant: the embedded engine, its manifest in manifest.json
@@ -154,22 +155,6 @@ def vecguard_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "vecguard.cli"]
 
 
-def copy_model(pristine: Path, folder: Path) -> Path:
-    """A copy of a model folder whose weights are a hard link (copied where links fail)."""
-
-    def link_weights(src: str, dst: str) -> None:
-        if Path(src).name == "model.safetensors":
-            try:
-                os.link(src, dst)
-                return
-            except OSError:
-                pass
-        shutil.copy2(src, dst)
-
-    shutil.copytree(pristine, folder, copy_function=link_weights)
-    return folder
-
-
 # ------------------------------------------------------------------ fixtures
 
 
@@ -228,16 +213,7 @@ def models(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> dict[st
     edit_json(short / "sentence_bert_config.json", max_seq_length=8)
 
     # (c) another model of the same dimension: every float weight perturbed with a fixed seed.
-    from safetensors.numpy import load_file, save_file
-
-    perturbed = variant("perturbed")
-    weights = load_file(str(pristine / "model.safetensors"))
-    rng = np.random.default_rng(20240305)
-    for key in sorted(weights):
-        if weights[key].dtype.kind == "f":
-            weights[key] = weights[key] + rng.normal(0.0, 0.02, weights[key].shape).astype(weights[key].dtype)
-    (perturbed / "model.safetensors").unlink()  # a hard link: never write through it
-    save_file(weights, str(perturbed / "model.safetensors"), metadata={"format": "pt"})
+    perturbed = perturbed_model(pristine, root / "perturbed")
 
     # (d) another dimension: a real 384 -> 128 Dense head after pooling.
     import torch
