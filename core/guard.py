@@ -34,7 +34,7 @@ import numpy as np
 
 from .atomic import canonical_json, write_json_atomically
 from .errors import CompatibilityError, CorruptCollectionError, DimensionError, EmbeddingDriftError, StorageError
-from .protocols import Encoder, EncoderIdentity
+from .protocols import Encoder, EncoderIdentity, FingerprintOmitsWeights
 
 log = logging.getLogger(__name__)
 
@@ -356,7 +356,8 @@ def check_compatibility(
 
     # The vector space first: an encoder that now truncates sooner also clamps the
     # chunker, and the cause to report then is the encoder, not the chunking.
-    if stored.get("fingerprint") != live.fingerprint:
+    unpinned = isinstance(encoder, FingerprintOmitsWeights) and encoder.fingerprint_omits_weights
+    if stored.get("fingerprint") != live.fingerprint or unpinned:
         _compare_probe(manifest, encoder, report, min_mean_cosine, min_cosine)
         if report.status == "refused":
             report.error = EmbeddingDriftError

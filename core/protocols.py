@@ -333,6 +333,16 @@ class DeclaresBatchSize(Protocol):
 
 
 @runtime_checkable
+class FingerprintOmitsWeights(Protocol):
+    """An encoder whose fingerprint covers its class and settings but not the weights behind them (a hosted model
+    can change under one name): the guard compares the probe vectors at every open, not only when the fingerprint
+    differs."""
+
+    @property
+    def fingerprint_omits_weights(self) -> bool: ...
+
+
+@runtime_checkable
 class ChecksIntegrity(Protocol):
     """A store that can check its own files (`vecguard check` calls it): pages, records, derived index files."""
 
