@@ -38,6 +38,7 @@ from .protocols import (
     VectorStore,
 )
 from .query import MODES, Query
+from .read_write_lock import ReadWriteLock
 from .registry import Registry
 from .store_keywords import keyword_signal
 
@@ -147,6 +148,9 @@ class Engine:
         # threads meanwhile (the server) sets it to its lock's writing side, so searches wait only for that. The
         # collection's own lock across processes is taken outside it (``writing``).
         self.write_lock: Callable[[], AbstractContextManager[Any]] = nullcontext
+        # Held by every read after it caught up (search, get, count, documents, ids_matching): set with write_lock
+        # to the two sides of one lock by share_between_threads(). The server holds its own read lock instead.
+        self.read_lock: Callable[[], AbstractContextManager[Any]] = nullcontext
         # Reads catch up with other processes' writes first; a host that holds its read lock around a search sets
         # it False and calls refresh() before taking that lock (catching up takes the write side).
         self.refresh_before_reads = True
@@ -346,6 +350,14 @@ class Engine:
         if self.refresh_before_reads:
             self.refresh()
 
+    def share_between_threads(self) -> None:
+        """Let several threads of this process use the engine at once (what the framework integrations do:
+        LangChain runs async calls in threads): reads run together, and a write holds them off only while it
+        changes the collection, never while it encodes. Catching up with other processes' writes takes the write
+        side, before a read takes its own."""
+        lock = ReadWriteLock()
+        self.write_lock, self.read_lock = lock.writing, lock.reading
+
     # ------------------------------------------------------------ writing
 
     def _batch_documents(self, setting: int | str) -> int:
@@ -400,19 +412,37 @@ class Engine:
     def count(self) -> int:
         """Number of documents."""
         self._fresh()
-        return int(self.manifest["counts"]["documents"])
+        with self.read_lock():
+            return int(self.manifest["counts"]["documents"])
 
     def count_chunks(self) -> int:
-        return self.store.count()
+        with self.read_lock():
+            return self.store.count()
 
     def get(self, doc_ids: Sequence[str]) -> list[Document]:
         """The stored documents among ``doc_ids``, in the order asked, rebuilt from their chunks."""
-        return self.collection.documents(_as_id_list(doc_ids))
+        doc_ids = _as_id_list(doc_ids)
+        with self.read_lock():
+            return self.collection.documents(doc_ids)
+
+    def ids_matching(self, filter: Mapping[str, Any]) -> list[str]:
+        """The ids of every document whose metadata matches the portable ``filter`` (no query, no ranking)."""
+        portable_filters.validate(filter)
+        self._fresh()
+        with self.read_lock():
+            return self.collection.matching_documents(filter)
 
     def documents(self, batch_size: int = 1000) -> Iterator[Document]:
-        """Every stored document once (for reindexing and export)."""
-        for _, payloads in self.collection.scan_payloads(batch_size):
-            yield from self.collection.documents([p["doc_id"] for p in payloads if p["chunk"] == 0])
+        """Every stored document once (for reindexing and export); the read lock is held per batch, never while
+        the caller handles what was yielded."""
+        batches = self.collection.scan_payloads(batch_size)
+        while True:
+            with self.read_lock():
+                batch = next(batches, None)
+                if batch is None:
+                    return
+                found = self.collection.documents([p["doc_id"] for p in batch[1] if p["chunk"] == 0])
+            yield from found
 
     def search(
         self,
@@ -439,7 +469,8 @@ class Engine:
             weights=self.config.fusion_weights,
             instrument=self.instrument,
         )
-        return run(query, k, mode, filter, min_score, chunks)
+        with self.read_lock():
+            return run(query, k, mode, filter, min_score, chunks)
 
     def info(self) -> dict[str, Any]:
         self._fresh()

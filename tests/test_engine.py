@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -266,3 +267,31 @@ def test_a_home_relative_store_keeps_its_keyword_index_in_the_same_folder(
     assert (tmp_path / "home" / "coll" / "points.sqlite3").exists()
     assert (tmp_path / "home" / "coll" / "keyword" / "bm25-segments.json").exists()
     assert not (tmp_path / "~").exists()
+
+
+def test_an_engine_shared_between_threads_reads_together_and_a_write_holds_reads_off_while_it_commits(
+    tmp_path: Path,
+) -> None:
+    with vecguard.open(config("faiss", tmp_path / "index")) as engine:
+        engine.add(corpus())
+        engine.share_between_threads()
+
+        def search_in_a_thread() -> tuple[threading.Thread, threading.Event]:
+            done = threading.Event()
+            thread = threading.Thread(target=lambda: (engine.search("CVE-2022-24045", k=1), done.set()))
+            thread.start()
+            return thread, done
+
+        with engine.write_lock():  # what a write holds while it changes the collection
+            thread, done = search_in_a_thread()
+            assert not done.wait(0.5), "a search ran while a write was changing the collection"
+        assert done.wait(60)
+        thread.join()
+
+        with engine.read_lock():  # another read in progress
+            thread, done = search_in_a_thread()
+            assert done.wait(60), "a search waited for another read"
+        thread.join()
+
+        engine.add([{"id": "late", "text": "A note added after sharing began.", "metadata": {}}])
+        assert engine.count() == len(corpus()) + 1

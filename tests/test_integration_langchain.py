@@ -3,6 +3,7 @@ embeddings and with the bundled model, then what the integration adds: hybrid se
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -370,3 +371,17 @@ def test_without_langchain_the_import_says_which_extra_to_install() -> None:
         "vecguard.integrations.langchain needs the langchain extra (langchain_core is missing): "
         "pip install 'vecguard[langchain]'"
     ), finished.stderr
+
+
+async def test_async_searches_and_a_write_at_once_through_one_store_answer_as_one_at_a_time(tmp_path: Path) -> None:
+    """LangChain runs async calls in threads: one store's engine is shared between them."""
+    texts = {document["id"]: document["text"] for document in corpus()}
+    with fake_store(tmp_path / "c", size=32) as store:
+        store.add_texts(list(texts.values()), ids=list(texts))
+        searches = [store.asimilarity_search(text, k=1) for text in texts.values()]
+        writes = [store.aadd_texts([f"A note written meanwhile, number {n}."], ids=[f"note-{n}"]) for n in range(4)]
+
+        results = await asyncio.gather(*searches, *writes)
+
+        assert [found[0].id for found in results[: len(texts)]] == list(texts)
+        assert len(store.get_by_ids([f"note-{n}" for n in range(4)])) == 4

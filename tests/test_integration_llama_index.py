@@ -327,7 +327,7 @@ def test_nodes_cut_from_a_document_keep_it_and_delete_ref_doc_removes_them(retri
     found = retriever.retrieve("firing clay in a kiln")[:2]
     assert {r.node.node_id for r in found} == {"manual-1", "manual-2"}
     assert all(r.node.ref_doc_id == "manual" and "ref_doc_id" not in r.node.metadata for r in found)
-    assert retriever.engine.collection.matching_documents({"ref_doc_id": "manual"}) == ["manual-1", "manual-2"]
+    assert retriever.engine.ids_matching({"ref_doc_id": "manual"}) == ["manual-1", "manual-2"]
 
     assert retriever.delete_ref_doc("manual") == 3
     assert retriever.engine.count() == len(CORPUS)

@@ -71,7 +71,8 @@ class VecguardDocumentStore:
     ``config`` is a vecguard config: a dict, or the path of a TOML file (relative paths inside it are read from
     the file's folder). Opening runs the version guard: a collection built with another encoder raises
     ``vecguard.CompatibilityError``. Nothing is cached here: every call reads the collection as it is, so several
-    stores (and processes) on one collection see each other's writes. Call ``close()`` when done.
+    stores (and processes) on one collection see each other's writes; one store may serve several threads
+    (``Engine.share_between_threads``). Call ``close()`` when done.
     """
 
     def __init__(self, config: ConfigSource) -> None:
@@ -82,6 +83,7 @@ class VecguardDocumentStore:
         # Kept as given (a path as a path, a dict as a deep copy), so to_dict() writes what reopens this collection.
         self.config: str | dict[str, Any] = str(config) if isinstance(config, (str, Path)) else _plain(config)
         self._engine = open_collection(self.config, create=True)
+        self._engine.share_between_threads()  # Haystack's async pipelines run components in threads
         self._warned_embedding = False
 
     @property
@@ -196,8 +198,7 @@ class VecguardDocumentStore:
         if plan.empty:
             return 0
         if plan.exact and plan.where is not None:
-            self._engine.refresh()
-            return len(self._engine.collection.matching_documents(plan.where))
+            return len(self._engine.ids_matching(plan.where))
         return len(self._matching(filters))
 
     def count_unique_metadata_by_filter(self, filters: dict[str, Any], metadata_fields: list[str]) -> dict[str, int]:
@@ -268,7 +269,6 @@ class VecguardDocumentStore:
             return self._found(self._engine.search(query, k=top_k, mode=mode, filter=plan.where))
         # Inexact: search the superset, keep what Haystack's reference semantics accept, and widen until top_k
         # matches are found or every chunk has been a candidate (then nothing more can match).
-        self._engine.refresh()
         every_chunk = max(self._engine.count_chunks(), 1)
         k = top_k * OVERFETCH
         while True:
@@ -335,11 +335,10 @@ class VecguardDocumentStore:
         plan = _translate_checked(filters) if filters else _EVERYTHING
         if plan.empty:
             return []
-        self._engine.refresh()
         if plan.where is None:
             documents = list(self._engine.documents())
         else:
-            documents = self._engine.get(self._engine.collection.matching_documents(plan.where))
+            documents = self._engine.get(self._engine.ids_matching(plan.where))
         if plan.exact:
             return documents
         return [d for d in documents if document_matches_filter(filters, _to_haystack(d))]  # type: ignore[arg-type]

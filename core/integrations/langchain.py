@@ -225,7 +225,8 @@ class VecguardVectorStore(VectorStore):
     ``embedding``: None encodes with the config's ``[encoder]``; a LangChain ``Embeddings`` encodes instead (the
     config then must leave ``[encoder]`` out). ``create=False`` refuses where no collection exists yet.
     Opening runs the version guard: ``vecguard.CompatibilityError`` when the collection was built by another
-    encoder. Several stores, in one process or many, may open one collection; each sees the others' writes.
+    encoder. Several stores, in one process or many, may open one collection; each sees the others' writes. One
+    store may serve several threads (LangChain runs async calls in threads; ``Engine.share_between_threads``).
 
     Documents keep their ids (``Document.id``; uuid4 ids where none is given) and their metadata, whose values must
     be flat scalars (``vecguard.DocumentError`` names the key otherwise). A document longer than ``[chunking]
@@ -243,6 +244,7 @@ class VecguardVectorStore(VectorStore):
         self._embedding = embedding
         if embedding is None:
             self.engine = Engine(loaded, create=create)
+            self.engine.share_between_threads()  # LangChain runs async calls (abatch, ainvoke) in threads
             return
         if loaded.tables["encoder"] != DEFAULTS["encoder"]:
             raise ConfigError(
@@ -254,6 +256,7 @@ class VecguardVectorStore(VectorStore):
         self.engine = Engine(
             loaded, registry=registry, parts=build_parts(loaded, registry, encoder=encoder), create=create
         )
+        self.engine.share_between_threads()
 
     # ------------------------------------------------------------ lifecycle
 

@@ -18,7 +18,6 @@ version guard that checks it. The retriever takes the query's text and lets vecg
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -129,11 +128,12 @@ class VecguardRetriever(BaseRetriever):
     is encoded by the collection's own encoder, under its version guard.
 
     Give ``config`` (a dict, a TOML path or a ``Config``: opened here, the guard runs now, closed by ``close()``) or
-    ``engine`` (an open ``vecguard.Engine``, left open). ``mode`` is "hybrid", "dense" or "keyword"; ``filters`` a
-    vecguard filter dict or LlamaIndex ``MetadataFilters`` (see ``translate_filters``); ``min_score`` a floor on the
-    dense cosine similarity. Each returned node's ``score`` is vecguard's: the fused score in hybrid mode (the
-    ``[fusion]`` plugin's scale, not a cosine), the cosine in dense mode, BM25 in keyword mode; a
-    ``SimilarityPostprocessor`` cutoff is on that scale.
+    ``engine`` (an open ``vecguard.Engine``, left open and used as it is: call its ``share_between_threads()`` if
+    several threads use it, as ``aretrieve`` does; one opened here is shared so already). ``mode`` is "hybrid",
+    "dense" or "keyword"; ``filters`` a vecguard filter dict or LlamaIndex ``MetadataFilters`` (see
+    ``translate_filters``); ``min_score`` a floor on the dense cosine similarity. Each returned node's ``score`` is
+    vecguard's: the fused score in hybrid mode (the ``[fusion]`` plugin's scale, not a cosine), the cosine in dense
+    mode, BM25 in keyword mode; a ``SimilarityPostprocessor`` cutoff is on that scale.
 
     A node is one vecguard document as stored: ``id_`` the document id, ``text`` its whole text, ``metadata`` the
     stored metadata. The evidence (the fused score, each signal's rank and score, the passage that matched: its
@@ -177,9 +177,8 @@ class VecguardRetriever(BaseRetriever):
         self.evidence_key = evidence_key
         self._owns_engine = engine is None
         self.engine: Engine = engine if engine is not None else open_engine(config, create=create)  # type: ignore[arg-type]
-        # One engine call at a time from this retriever: aretrieve runs searches in threads, and an engine's
-        # catching up with other processes' writes is not meant to run twice at once.
-        self._engine_lock = threading.Lock()
+        if self._owns_engine:
+            self.engine.share_between_threads()  # aretrieve runs searches in threads
 
     @property
     def filters(self) -> dict[str, Any]:
@@ -194,15 +193,14 @@ class VecguardRetriever(BaseRetriever):
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         # The text, never query_bundle.embedding: the collection's own encoder embeds the query, under its guard.
-        with self._engine_lock:
-            hits = self.engine.search(
-                query_bundle.query_str,
-                self.similarity_top_k,
-                mode=self.mode,
-                filter=self.filters or None,
-                min_score=self.min_score,
-            )
-            found = with_documents(self.engine, hits)
+        hits = self.engine.search(
+            query_bundle.query_str,
+            self.similarity_top_k,
+            mode=self.mode,
+            filter=self.filters or None,
+            min_score=self.min_score,
+        )
+        found = with_documents(self.engine, hits)
         return [NodeWithScore(node=self._node(hit, document), score=hit.score) for hit, document in found]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
@@ -239,20 +237,17 @@ class VecguardRetriever(BaseRetriever):
         and its metadata must be flat strings, numbers and bools. A node cut from a document keeps that document's
         id under ``ref_doc_id``; a retrieved node's evidence is left behind."""
         documents = [_as_vecguard_document(node, position, self.evidence_key) for position, node in enumerate(nodes)]
-        with self._engine_lock:
-            return self.engine.add(documents)
+        return self.engine.add(documents)
 
     def delete_nodes(self, node_ids: Sequence[str]) -> int:
         """Remove nodes by id; unknown ids are ignored. Returns how many existed."""
-        with self._engine_lock:
-            return self.engine.delete(node_ids)
+        return self.engine.delete(node_ids)
 
     def delete_ref_doc(self, ref_doc_id: str) -> int:
         """Remove a document: the node with that id and every node cut from it. Returns how many were removed."""
         if not isinstance(ref_doc_id, str) or not ref_doc_id:
             raise InvalidArgumentError(f"ref_doc_id must be a non-empty string, got {ref_doc_id!r:.60}")
-        with self._engine_lock:
-            return self.engine.delete([ref_doc_id]) + self.engine.delete_matching({REF_DOC_KEY: ref_doc_id})
+        return self.engine.delete([ref_doc_id]) + self.engine.delete_matching({REF_DOC_KEY: ref_doc_id})
 
     # ------------------------------------------------------------ lifetime
 

@@ -8,52 +8,15 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from ..config import Config
 from ..errors import CollectionReplacedError, CompatibilityError, VecguardError
 from ..evaluate import folder_bytes
+from ..read_write_lock import ReadWriteLock
 from .metrics import Metrics, StageInstrument
 
 log = logging.getLogger(__name__)
-
-
-class ReadWriteLock:
-    """Many readers or one writer; a waiting writer keeps new readers out so writes are not starved."""
-
-    def __init__(self) -> None:
-        self._condition = threading.Condition()
-        self._readers = 0
-        self._writing = False
-        self._writers_waiting = 0
-
-    @contextmanager
-    def reading(self) -> Iterator[None]:
-        with self._condition:
-            self._condition.wait_for(lambda: not self._writing and not self._writers_waiting)
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._condition:
-                self._readers -= 1
-                self._condition.notify_all()
-
-    @contextmanager
-    def writing(self) -> Iterator[None]:
-        with self._condition:
-            self._writers_waiting += 1
-            self._condition.wait_for(lambda: not self._writing and not self._readers)
-            self._writers_waiting -= 1
-            self._writing = True
-        try:
-            yield
-        finally:
-            with self._condition:
-                self._writing = False
-                self._condition.notify_all()
 
 
 WARM_UP_QUERY = "vecguard warm-up query"
