@@ -47,6 +47,62 @@ def test_closing_after_writes_builds_the_hnsw_graph_and_measures_its_recall(tmp_
     reopened.close()
 
 
+def _served_recalls(store: EdgeQdrantStore, vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Each query's recall@10 through the store's search, against numpy brute force (ties at the 10th count)."""
+    kth = -np.partition(-(queries @ vectors.T), 9, axis=1)[:, 9]
+    return np.array(
+        [
+            sum(vectors[int(key[1:])] @ query >= last - 1e-6 for key, _ in store.search(query, 10)) / 10
+            for query, last in zip(queries, kth)
+        ]
+    )
+
+
+def _lower_bound(recalls: np.ndarray) -> float:
+    return float(np.mean(recalls) - 2 * np.std(recalls, ddof=1) / math.sqrt(len(recalls)))
+
+
+def test_hnsw_ef_is_tuned_on_served_queries_to_the_smallest_that_reaches_the_target(tmp_path: Path) -> None:
+    vectors = clustered(12_000, dimension=256, centres=240)  # 12 MB: past Qdrant's threshold, a graph is built
+    pairs = np.random.default_rng(5).integers(0, len(vectors), (200, 2))
+    queries = vectors[pairs[:, 0]] + vectors[pairs[:, 1]]  # between stored points, as real queries are
+    queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+    store = _build({}, tmp_path)
+    store.upsert([f"p{i}" for i in range(len(vectors))], vectors, [{"metadata": {}}] * len(vectors))
+    built = store.optimize()
+    # Stored vectors find themselves in the graph: they measure, and never tune hnsw_ef down.
+    assert built["tuned"] is False and built["hnsw_ef"] == 128 and "tuned_on" not in built
+    for query in queries:
+        store.record_query(query)
+    assert store.wait_for_index(120)
+    report = store.index_report()
+    ef = report["hnsw_ef"]
+    assert report["tuned"] and report["retuned_on"] == "served queries" and report["served"]["hnsw_ef"] == ef
+    assert report["lower_bound"] >= report["aimed_at"] == 0.95
+    measured = queries[report["served"]["recorded"] - report["served"]["queries"] : report["served"]["recorded"]]
+    ours = _served_recalls(store, vectors, measured)
+    assert abs(float(np.mean(ours)) - report["recall_at_10"]) <= 0.01  # what searches get is what was measured
+    store.close()
+
+    below = _build({"hnsw_ef": ef - 1}, tmp_path)  # one less is short of the target on the same queries
+    assert _lower_bound(_served_recalls(below, vectors, measured)) < 0.95
+    for query in queries[:120]:
+        below.record_query(query)
+    below.wait_for_index(120)
+    assert below.index_report()["hnsw_ef"] == ef - 1 and below.index_report()["tuned"] is False  # the user's stays
+    below.close()
+
+    (tmp_path / "qdrant" / "vecguard" / "index.json").write_text(json.dumps({**report, "hnsw_ef": ef}))
+    reopened = _build({}, tmp_path)  # the tuned hnsw_ef comes back with the collection
+    assert reopened.index_report()["hnsw_ef"] == ef
+    assert np.array_equal(_served_recalls(reopened, vectors, measured), ours)
+    reopened.close()
+    (tmp_path / "qdrant" / "vecguard" / "index.json").write_text("{damaged")
+    damaged = _build({}, tmp_path)  # logged; searched at the default until the next measure
+    assert damaged.index_report() is None and len(damaged.search(queries[0], 10)) == 10
+    damaged.close()
+
+
 def test_the_manifest_lives_beside_the_shard_and_travels_with_the_folder(tmp_path: Path) -> None:
     store = _build({"collection": "docs"}, tmp_path)
     store.write_manifest({"id": "m1", "counts": {"chunks": 0}})  # before the shard exists: kept all the same
@@ -85,6 +141,9 @@ def test_a_damaged_manifest_is_one_line_naming_the_file(tmp_path: Path) -> None:
         ({"url": "http://127.0.0.1:1", "path": None, "replication_factor": True}, "replication_factor must be"),
         ({"on_disk": "yes"}, "on_disk must be true or false"),
         ({"payload_indexes": {"a.b": "keyword"}}, "payload_indexes keys must be metadata fields"),
+        ({"hnsw_ef": 0}, "hnsw_ef must be a whole number"),
+        ({"target_recall": 1.5}, r"target_recall must be a number in \(0, 1\]"),
+        ({"url": "http://127.0.0.1:1", "path": None, "target_recall": 0.9}, "target_recall is the embedded engine's"),
     ],
 )
 def test_options_an_embedded_collection_cannot_take_are_refused(options: dict, message: str, tmp_path: Path) -> None:

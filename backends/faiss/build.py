@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from vecguard.backends import recall_target
 from vecguard.errors import ConfigError, StorageError
 
 from . import kinds, policy, tuning
@@ -85,7 +86,7 @@ def build_index(
         keep = rest[start : start + len(block)]
         index.add_with_ids(block[keep], nums[start : start + len(block)][keep])
     if probes is None:
-        probes = tuning.probes_of(faiss, snapshot.take(held), tuning.HELD_OUT, snapshot, left_out=~rest)
+        probes = tuning.probes_of(faiss, snapshot.take(held), recall_target.HELD_OUT, snapshot, left_out=~rest)
     report = tuning.tune(faiss, index, spec, snapshot, probes, options.target_recall)
     report["build_s"] = round(time.perf_counter() - started, 2)
     return Built(index, spec, report, held, probes)

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from vecguard.backends import query_sample
+from vecguard.backends import query_sample, recall_target
 from vecguard.protocols import Payload
 
 from . import build, index_file, kinds, policy, tuning
@@ -220,7 +220,7 @@ class LiveIndex:
         self, built: build.Built, built_on: int, *, deleted: set[int], highest: int, checked_after: int | None = None
     ) -> None:
         report = built.tuning
-        if report is not None and report.get("tuned_on") == tuning.SERVED:
+        if report is not None and report.get("tuned_on") == recall_target.SERVED:
             served = {key: report[key] for key in ("recall_at_10", "queries", "nprobe", "ef_search") if key in report}
             report = dict(report, served={**served, "recorded": self._served.sample.recorded(), "measured_at": _now()})
         with self._lock:
@@ -364,7 +364,7 @@ class LiveIndex:
             return lambda: None
         sample, dimension = self._served.sample, snapshot.dimension
         if sample.recorded() >= query_sample.MIN_SERVED:
-            return lambda: (sample.newest(query_sample.MEASURED, dimension), tuning.SERVED)
+            return lambda: (sample.newest(query_sample.MEASURED, dimension), recall_target.SERVED)
         make = self._make_probes
         if make is None or len(snapshot) < query_sample.MIN_PROBES:
             return lambda: None
@@ -380,7 +380,7 @@ class LiveIndex:
             except Exception as exc:  # the engine's encoder failed: the build still tunes, on stored vectors
                 log.warning("query-like probes could not be made (%s); tuning on held-out stored vectors", exc)
                 return None
-            return (vectors, tuning.QUERY_LIKE) if len(vectors) >= query_sample.MIN_PROBES else None
+            return (vectors, recall_target.QUERY_LIKE) if len(vectors) >= query_sample.MIN_PROBES else None
 
         return made
 
@@ -407,7 +407,7 @@ class LiveIndex:
         queries = self._served.sample.newest(query_sample.MEASURED, snapshot.dimension)
         if len(queries) < query_sample.MIN_SERVED or not len(snapshot):
             return
-        probes = tuning.probes_of(self._faiss, queries, tuning.SERVED, snapshot)
+        probes = tuning.probes_of(self._faiss, queries, recall_target.SERVED, snapshot)
         knob = "nprobe" if kinds.is_ivf(spec) else "ef_search"
         fixed = getattr(self._options, knob)
         current = kinds.knob_value(
@@ -453,9 +453,9 @@ class LiveIndex:
                 self._tuning = dict(self._tuning or {}, served=served)
             else:
                 retuned.pop("tuned_on")
-                self._tuning = {**self._tuning, **retuned, "retuned_on": tuning.SERVED, "served": served}
+                self._tuning = {**self._tuning, **retuned, "retuned_on": recall_target.SERVED, "served": served}
                 self._plain.clear()
-                if not tuning.reached(retuned) and self._tuning.get("tuned_on") != tuning.SERVED:
+                if not recall_target.reached(retuned) and self._tuning.get("tuned_on") != recall_target.SERVED:
                     self._wanted = (
                         f"recall@10 {retuned['recall_at_10']:.3f} on {len(queries)} served queries at {knob} "
                         f"{retuned[knob]}, short of target_recall {self._options.target_recall}"

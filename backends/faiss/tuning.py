@@ -10,12 +10,10 @@ recall@10 0.98 at nprobe 6 on stored vectors and 0.84 on real queries (benchmark
 query-like probes read at or below real queries and reached 0.95 at the same nprobe
 (benchmarks/results/query_recall.md).
 
-The rule: the smallest nprobe (IVF, 1, 2, 4, ... nlist) or efSearch (HNSW, 16 ... HNSW_MAX_EF_SEARCH), doubled
-then bisected, at which the probes' recall@10 against exact search (ties at the 10th score counted as found) reaches
-the aim. For query vectors the aim is that the lower end of a 95% interval around the mean (mean - 2 standard errors
-over the queries) reaches ``target_recall``: a few hundred queries measure recall with some noise. For held-out
-stored vectors it is halfway from ``target_recall`` to 1, a margin for what they flatter. ``index_report()`` hands
-the measurement to the engine's manifest.
+The rule (``recall_target``): the smallest nprobe (IVF, 1, 2, 4, ... nlist) or efSearch (HNSW, 16 ...
+HNSW_MAX_EF_SEARCH), doubled then bisected, at which the probes' recall@10 against exact search (ties at the 10th
+score counted as found) reaches the aim: a 95% interval's lower end at ``target_recall`` for query vectors, halfway
+from it to 1 for held-out stored vectors. ``index_report()`` hands the measurement to the engine's manifest.
 
 The choice: "auto" builds each candidate (IVF, HNSW32) from the same snapshot, tunes each on the same probes, then
 times them one query at a time at their tuned settings (two rounds, each candidate in turn over all queries, the
@@ -39,6 +37,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from vecguard.backends.recall_target import (
+    aim_of,
+    measured_level,
+    reached,
+    report_of,
+    smallest_reaching,
+)
 
 from . import kinds
 from .options import FaissOptions
@@ -52,11 +57,6 @@ TUNING_QUERIES = 200
 TUNING_K = 10
 HNSW_MAX_EF_SEARCH = 1024
 HNSW_MARGIN = 0.9  # "auto" keeps HNSW only at <= 90% of IVF's latency: it holds more memory and cannot remove ids
-CONFIDENCE_Z = 2.0  # the aim on query vectors: mean recall less this many standard errors reaches target_recall
-
-SERVED = "served queries"
-QUERY_LIKE = "query-like probes"
-HELD_OUT = "held-out stored vectors"
 
 
 @dataclass(frozen=True)
@@ -114,24 +114,6 @@ def probes_of(
     return Probes(vectors, source, exact_kth(faiss, vectors, snapshot, k, left_out=left_out))
 
 
-def aim_of(probes: Probes, target_recall: float) -> float:
-    return target_recall + (1 - target_recall) / 2 if probes.source == HELD_OUT else target_recall
-
-
-def measured_level(recalls: np.ndarray, source: str) -> float:
-    """What is compared with the aim: the mean recall for held-out stored vectors; for query vectors, the lower end
-    of a 95% interval around it."""
-    mean = float(np.mean(recalls))
-    if source == HELD_OUT or len(recalls) < 2:
-        return mean
-    return mean - CONFIDENCE_Z * float(np.std(recalls, ddof=1)) / math.sqrt(len(recalls))
-
-
-def reached(report: dict[str, Any]) -> bool:
-    """Whether a tuning report says its index reached its aim."""
-    return report.get("lower_bound", report["recall_at_10"]) >= report["aimed_at"]
-
-
 def recalls_at(
     search: Callable[[np.ndarray, int, Any], np.ndarray],
     knob: Knob,
@@ -157,30 +139,6 @@ def recalls_at(
     return recalls
 
 
-def smallest_reaching(recall_of: Callable[[int], np.ndarray], knob: Knob, source: str, aim: float) -> tuple[int, dict]:
-    """The smallest knob value whose measured level reaches ``aim`` (else the best one), and every value measured:
-    value -> (mean recall, level). Doubled until the aim is met, then bisected down."""
-    measured: dict[int, tuple[float, float]] = {}
-
-    def measure(value: int) -> bool:
-        recalls = recall_of(value)
-        measured[value] = (float(np.mean(recalls)), measured_level(recalls, source))
-        return measured[value][1] >= aim
-
-    low, high = knob.floor, knob.ceiling
-    for value in knob.candidates:
-        if measure(value):
-            high = value
-            break
-        low = value
-    while high - low > 1 and high in measured and measured[high][1] >= aim:
-        middle = (low + high) // 2
-        low, high = (low, middle) if measure(middle) else (middle, high)
-    if high in measured and measured[high][1] >= aim:
-        return high, measured
-    return max(measured, key=lambda v: (measured[v][1], -v)), measured
-
-
 def tune(faiss: Any, index: Any, spec: str, snapshot: Snapshot, probes: Probes, target_recall: float) -> dict[str, Any]:
     """The smallest nprobe (IVF) or efSearch (HNSW) at which ``probes`` (none of them in the index) reach the aim,
     as the tuning report."""
@@ -191,11 +149,11 @@ def tune(faiss: Any, index: Any, spec: str, snapshot: Snapshot, probes: Probes, 
     def search(queries: np.ndarray, depth: int, params: Any) -> np.ndarray:
         return index.search(queries, depth, params=params)[1]
 
-    aim = aim_of(probes, target_recall)
+    aim = aim_of(probes.source, target_recall)
     chosen, measured = smallest_reaching(
         lambda value: recalls_at(search, knob, value, probes, snapshot, stored, k), knob, probes.source, aim
     )
-    report = _report(knob, chosen, measured[chosen], probes, aim, target_recall)
+    report = report_of(knob.name, chosen, measured[chosen], probes.source, len(probes.vectors), aim, target_recall)
     if not reached(report):
         log.warning(
             "FAISS index %s reaches recall@10 %.3f at most on %d %s (%s %d), short of %.3f (target_recall %.2f)",
@@ -209,22 +167,6 @@ def tune(faiss: Any, index: Any, spec: str, snapshot: Snapshot, probes: Probes, 
             target_recall,
         )
     return {**report, **knob.described, "vectors": len(snapshot)}
-
-
-def _report(
-    knob: Knob, value: int, measured: tuple[float, float], probes: Probes, aim: float, target_recall: float
-) -> dict[str, Any]:
-    mean, level = measured
-    bound = {} if probes.source == HELD_OUT else {"lower_bound": round(level, 4)}
-    return {
-        knob.name: value,
-        "recall_at_10": round(mean, 4),
-        **bound,
-        "aimed_at": round(aim, 4),
-        "target_recall": target_recall,
-        "queries": len(probes.vectors),
-        "tuned_on": probes.source,
-    }
 
 
 def retune(
@@ -251,12 +193,13 @@ def retune(
         return recalls_at(search, knob, value, probes, snapshot, stored, k)
 
     at_current = recall_of(current)
-    aim = aim_of(probes, target_recall)
+    aim = aim_of(probes.source, target_recall)
     if fixed:
         chosen, measured = current, {current: (float(np.mean(at_current)), measured_level(at_current, probes.source))}
     else:
         chosen, measured = smallest_reaching(recall_of, knob, probes.source, aim)
-    return _report(knob, chosen, measured[chosen], probes, aim, target_recall), float(np.mean(at_current))
+    report = report_of(knob.name, chosen, measured[chosen], probes.source, len(probes.vectors), aim, target_recall)
+    return report, float(np.mean(at_current))
 
 
 def exact_kth(

@@ -7,7 +7,8 @@ Options (``[store]``):
     local_mode              with path: qdrant-client's local mode instead of the embedded engine (default false)
     collection              collection name (default "vecguard")
     exact                   exact search instead of HNSW (default false; local mode is always exact)
-    hnsw_ef                 HNSW search breadth (default 128)
+    hnsw_ef                 HNSW search breadth (embedded: tuned to target_recall at each measure; a server: 128)
+    target_recall           embedded: the recall@10 against exact search the tuned hnsw_ef must reach (default 0.95)
     batch_size              points per upsert call (default 256)
     hnsw_m, hnsw_ef_construct, on_disk, quantization ("scalar" for int8 scalar quantization)
                             collection creation options
@@ -39,6 +40,7 @@ from .client import QdrantCompanion, QdrantStore
 from .points import ID_KEY, INDEX_TYPES, PLAIN_KEY, point_id, to_qdrant_filter
 
 SERVER_ONLY = ("shard_number", "replication_factor", "write_consistency_factor")
+DEFAULT_EF = 128  # a server's and local mode's hnsw_ef when none is set (the embedded engine tunes its own)
 _FOLDER_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 
 
@@ -53,7 +55,8 @@ def _build(options: dict[str, Any], base_dir: Path) -> BaseVectorStore:
             "local_mode": False,
             "collection": "vecguard",
             "exact": False,
-            "hnsw_ef": 128,
+            "hnsw_ef": None,
+            "target_recall": None,
             "batch_size": 256,
             "shard_number": None,
             "replication_factor": None,
@@ -91,10 +94,9 @@ def _build(options: dict[str, Any], base_dir: Path) -> BaseVectorStore:
             f"[store] qdrant payload_indexes must map fields to one of {', '.join(INDEX_TYPES)}, "
             f"got {opts['payload_indexes']!r}"
         )
-    for key in ("hnsw_ef", "batch_size"):
-        if not is_positive_int(opts[key]):
-            raise ConfigError(f"[store] qdrant {key} must be a whole number >= 1, got {opts[key]!r}")
-    for key in (*SERVER_ONLY, "hnsw_m", "hnsw_ef_construct"):
+    if not is_positive_int(opts["batch_size"]):
+        raise ConfigError(f"[store] qdrant batch_size must be a whole number >= 1, got {opts['batch_size']!r}")
+    for key in (*SERVER_ONLY, "hnsw_ef", "hnsw_m", "hnsw_ef_construct"):
         if opts[key] is not None and not is_positive_int(opts[key]):
             raise ConfigError(f"[store] qdrant {key} must be a whole number >= 1 (or absent), got {opts[key]!r}")
     if opts["on_disk"] is not None and not isinstance(opts["on_disk"], bool):
@@ -113,12 +115,20 @@ def _build(options: dict[str, Any], base_dir: Path) -> BaseVectorStore:
             f"[store] qdrant query_sample must be a whole number >= 0 (served query vectors kept; 0: none), "
             f"got {sample!r}"
         )
+    target = opts["target_recall"]
+    if target is not None and (not isinstance(target, (int, float)) or isinstance(target, bool) or not 0 < target <= 1):
+        raise ConfigError(
+            f"[store] qdrant target_recall must be a number in (0, 1], like 0.95 (recall@10 against exact search), "
+            f"got {target!r}"
+        )
     if opts["url"] is not None or opts["path"] == ":memory:" or opts["local_mode"]:
-        if sample is not None:
-            raise ConfigError(
-                "[store] qdrant query_sample is the embedded engine's (path without local_mode): a server keeps no "
-                "served-query sample; remove it"
-            )
+        for key in ("query_sample", "target_recall"):
+            if opts[key] is not None:
+                raise ConfigError(
+                    f"[store] qdrant {key} is the embedded engine's (path without local_mode): a server keeps no "
+                    f"served-query sample and its hnsw_ef is not tuned; remove it"
+                )
+        opts["hnsw_ef"] = opts["hnsw_ef"] or DEFAULT_EF
         path = opts["path"] if opts["path"] == ":memory:" else resolve_path(opts["path"], base_dir, "[store] qdrant")
         return QdrantStore(opts, path)
     if opts["path"] is None:
@@ -145,7 +155,12 @@ def _embedded(opts: dict[str, Any], path: Path) -> BaseVectorStore:
     from .edge import EdgeQdrantStore
 
     return EdgeQdrantStore(
-        {**opts, "query_sample": 1000 if opts["query_sample"] is None else opts["query_sample"]}, path
+        {
+            **opts,
+            "query_sample": 1000 if opts["query_sample"] is None else opts["query_sample"],
+            "target_recall": float(opts["target_recall"] or 0.95),
+        },
+        path,
     )
 
 

@@ -4,6 +4,7 @@ A collection is the folder ``<path>/<collection>/``:
 
     shard/          the Qdrant shard (segments, WAL, edge_config.json): Qdrant's files, read by Qdrant only
     manifest.json   vecguard's manifest (written atomically), since a shard has no collection metadata
+    index.json      what the HNSW graph last measured about itself, with the hnsw_ef tuned to target_recall
     keywords.json   the average chunk length the keyword vectors are weighed with (with keyword_vectors)
     queries.sqlite3 the served-query sample (``vecguard.backends.query_sample``)
     open.lock       held (flock) by the one process that has the collection open, with a line naming it
@@ -18,7 +19,9 @@ is worth rebuilding, so a close after a small write costs little.
 Recall@10 against Qdrant's exact search is measured on query vectors, not on stored ones (which flatter an index):
 after a build on query-like probes the engine makes of sampled stored chunks (``probe_with``), and from MIN_SERVED
 served queries on (``record_query``, kept in ``queries.sqlite3``), on the newest of those, in a background thread as
-they arrive. ``hnsw_ef`` is the user's: it is measured, not moved.
+they arrive. A measure on query vectors tunes ``hnsw_ef`` to the smallest value at which they reach
+``target_recall`` (``recall_target``'s rule, as FAISS tunes its knob): a search setting, nothing is rebuilt. Stored
+vectors (a store without an engine) only measure, and a ``hnsw_ef`` the user sets is measured, not moved.
 
 With ``keyword_vectors`` (the default) the collection also keeps the keyword signal (``HoldsKeywords``): each point
 carries the sparse vector ``bm25`` of its text's BM25 term weights, weighed by the engine's keyword index
@@ -34,16 +37,18 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from vecguard.atomic import write_json_atomically
-from vecguard.backends import query_sample
+from vecguard.backends import query_sample, recall_target
 from vecguard.backends.base import BaseVectorStore, library_errors
 from vecguard.errors import StorageError
 from vecguard.file_lock import FolderClaim
@@ -63,7 +68,11 @@ from .points import (
 
 DENSE = ""  # Qdrant's name for a collection's unnamed vector
 PROBES = 100  # stored vectors the recall of a new HNSW graph is measured with, without query vectors
+STORED = "sampled stored vectors"  # what those are called in a report
+DEFAULT_EF = 128  # hnsw_ef until a measure tunes it
+MAX_EF = 1024
 MANIFEST_FILE = "manifest.json"
+INDEX_FILE = "index.json"
 KEYWORDS_FILE = "keywords.json"  # the keyword vectors' fixed average chunk length, decided by the first batch
 SHARD_FOLDER = "shard"
 log = logging.getLogger("vecguard.backends.qdrant")
@@ -87,6 +96,15 @@ def edge_models() -> Any:
     )
 
 
+@dataclass(frozen=True)
+class EfLadder:
+    """The hnsw_ef values tried when tuning (``recall_target.Ladder``): doubling from 16, bisected between."""
+
+    floor: int
+    candidates: tuple[int, ...] = tuple(2**i for i in range(4, int(math.log2(MAX_EF)) + 1))
+    ceiling: int = MAX_EF
+
+
 class EdgeQdrantStore(BaseVectorStore):
     def __init__(self, options: dict[str, Any], path: Path) -> None:
         import qdrant_edge
@@ -106,7 +124,8 @@ class EdgeQdrantStore(BaseVectorStore):
         self._shard: Any = None
         self._dimension: int | None = None
         self._written = False  # points changed since the HNSW graph was last built
-        self._report: dict[str, Any] | None = None
+        self._report: dict[str, Any] | None = None  # the last measure (index.json), with the hnsw_ef it tuned
+        self._ef = options["hnsw_ef"] or DEFAULT_EF  # what searches run with: the user's, else the last tuned
         self._weights: SparseWeights | None = None  # set by hold_keywords: points carry keyword vectors
         self._average_length: float | None = None
         self._has_keywords = False  # the shard holds the sparse vector
@@ -121,6 +140,8 @@ class EdgeQdrantStore(BaseVectorStore):
         if (shard_folder / "edge_config.json").exists():
             try:
                 self._dimension, self._has_keywords = _stored_vectors(shard_folder, self._location)
+                self._report = _stored_report(self._folder / INDEX_FILE)
+                self._ef = options["hnsw_ef"] or (self._report or {}).get("hnsw_ef") or DEFAULT_EF
                 with self._library_calls():
                     self._shard = self._q.EdgeShard.load(str(shard_folder))
             except BaseException:
@@ -236,9 +257,9 @@ class EdgeQdrantStore(BaseVectorStore):
             allowed = [point_id(key) for key in self.matching_ids(filter)]
             return self._q.Filter(must=[self._q.HasIdCondition(set(allowed))]) if allowed else False
 
-    def _params(self, k: int, exact: bool | None = None) -> Any:
+    def _params(self, k: int, exact: bool | None = None, ef: int | None = None) -> Any:
         exact = self._options["exact"] if exact is None else exact
-        return self._q.SearchParams(hnsw_ef=max(self._options["hnsw_ef"], k), exact=exact)
+        return self._q.SearchParams(hnsw_ef=max(ef or self._ef, k), exact=exact)
 
     def _query(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None, with_payload: Any) -> list[Any]:
         if self._shard is None:
@@ -388,27 +409,84 @@ class EdgeQdrantStore(BaseVectorStore):
             self._report = self._measure()
 
     def _measure(self) -> dict[str, Any] | None:
-        """Recall@10 of the HNSW search against exact search, on the served queries once there are MIN_SERVED, else
-        on query-like probes, else on up to PROBES stored vectors."""
+        """Recall@10 of the HNSW search against exact search, and hnsw_ef tuned by it, on the served queries once
+        there are MIN_SERVED, else on query-like probes, else on up to PROBES stored vectors."""
         total = self.count()
         if not total:
             return None
         queries, source = self._measuring_queries(total)
+        tuned, _ = self._tune(queries, source, total)
         report = {
             "spec": f"HNSW m={self._options['hnsw_m'] or 16} ef_construct={self._options['hnsw_ef_construct'] or 100}",
-            "hnsw_ef": self._options["hnsw_ef"],
             "vectors": total,
-            "queries": len(queries),
             "measured_on": f"{len(queries)} {source}, against Qdrant's exact search",
-            "recall_at_10": round(self._recall_on(queries, total), 4),
+            **tuned,
         }
-        if source == "served queries":
+        if source == recall_target.SERVED:
             report["served"] = self._served_report(report["recall_at_10"], len(queries), self._served.sample.recorded())
+        self._keep_report(report)
         return report
+
+    def _tune(self, queries: list[list[float]], source: str, total: int) -> tuple[dict[str, Any], float]:
+        """Measure recall@10 at the hnsw_ef in use and, on query vectors, move it to the smallest value that reaches
+        the aim (the user's stays as set): (the tuning report, the recall at the hnsw_ef searches used until now)."""
+        k = min(10, total)
+        truth = self._top(queries, k, self._params(k, exact=True))
+
+        def recall_of(ef: int) -> np.ndarray:
+            return _recalls(self._top(queries, k, self._params(k, exact=False, ef=ef)), truth)
+
+        target = self._options["target_recall"]
+        aim = recall_target.aim_of(source, target)
+        at_current = recall_of(self._ef)
+        measured = {self._ef: (float(np.mean(at_current)), recall_target.measured_level(at_current, source))}
+        chosen, tuned = self._ef, False
+        # Stored vectors are points of the graph (each finds itself): tuned on them, hnsw_ef would fall far below
+        # what queries need, so they only measure.
+        if not (self._options["hnsw_ef"] or self._options["exact"] or recall_target.stored_vectors(source)):
+            chosen, tried = recall_target.smallest_reaching(recall_of, EfLadder(floor=k - 1), source, aim)
+            measured.update(tried)
+            tuned = True
+        report = recall_target.report_of("hnsw_ef", chosen, measured[chosen], source, len(queries), aim, target)
+        if not tuned:
+            del report["tuned_on"]
+        if (tuned or self._options["hnsw_ef"]) and not recall_target.reached(report):
+            log.warning(
+                "embedded Qdrant %s reaches recall@10 %.3f on %d %s at hnsw_ef %d, short of %.3f (target_recall %.2f): "
+                "%s",
+                self._location,
+                measured[chosen][0],
+                len(queries),
+                source,
+                chosen,
+                aim,
+                target,
+                "raise hnsw_m or hnsw_ef_construct and rebuild (vecguard optimize)"
+                if tuned
+                else "raise [store] hnsw_ef, or remove it to have it tuned",
+            )
+        self._ef = chosen
+        return {**report, "tuned": tuned}, float(np.mean(at_current))
+
+    def _top(self, queries: list[list[float]], k: int, params: Any) -> list[list[Any]]:
+        q = self._q
+        requests = [q.QueryRequest(limit=k, query=q.Query.Nearest(query), params=params) for query in queries]
+        with self._library_calls():
+            return self._shard.query_batch(q.QueryBatchRequest(requests))
+
+    def _keep_report(self, report: dict[str, Any]) -> None:
+        """The measure, kept for the next open (its hnsw_ef is what searches use); one that cannot be written is
+        logged: the next open searches at the default until it measures again."""
+        self._report = report
+        try:
+            write_json_atomically(self._folder / INDEX_FILE, report)
+        except OSError as exc:
+            log.warning("cannot write %s (%s); the tuned hnsw_ef lasts until it closes", self._folder / INDEX_FILE, exc)
 
     def _measuring_queries(self, total: int) -> tuple[list[list[float]], str]:
         if self._served.sample.recorded() >= query_sample.MIN_SERVED:
-            return self._served.sample.newest(query_sample.MEASURED, self._dimension or 0).tolist(), "served queries"
+            newest = self._served.sample.newest(query_sample.MEASURED, self._dimension or 0)
+            return newest.tolist(), recall_target.SERVED
         q = self._q
         with self._library_calls():
             sampled = self._shard.query(
@@ -423,31 +501,18 @@ class EdgeQdrantStore(BaseVectorStore):
             try:
                 probes = np.asarray(self._make_probes([split_payload(p.payload)[1] for p in sampled]), np.float32)
                 if len(probes) >= query_sample.MIN_PROBES:
-                    return probes.tolist(), "query-like probes"
+                    return probes.tolist(), recall_target.QUERY_LIKE
             except Exception as exc:  # the engine's encoder failed: measured on stored vectors instead
                 log.warning("query-like probes could not be made (%s); recall measured on stored vectors", exc)
-        return [self._dense(point.vector).tolist() for point in sampled[:PROBES]], "sampled stored vectors"
+        return [self._dense(point.vector).tolist() for point in sampled[:PROBES]], STORED
 
-    def _recall_on(self, queries: list[list[float]], total: int) -> float:
-        q, k = self._q, min(10, total)
-
-        def top(exact: bool) -> list[set[Any]]:
-            requests = [
-                q.QueryRequest(limit=k, query=q.Query.Nearest(query), params=self._params(k, exact))
-                for query in queries
-            ]
-            with self._library_calls():
-                return [{point.id for point in hits} for hits in self._shard.query_batch(q.QueryBatchRequest(requests))]
-
-        found, truth = top(False), top(True)
-        return sum(len(a & b) for a, b in zip(found, truth)) / max(1, sum(len(b) for b in truth))
-
-    def _served_report(self, recall: float, queries: int, recorded: int) -> dict[str, Any]:
+    def _served_report(self, recall: float, queries: int, recorded: int, before: float | None = None) -> dict[str, Any]:
         return {
             "recall_at_10": recall,
             "queries": queries,
             "recorded": recorded,
-            "hnsw_ef": self._options["hnsw_ef"],
+            "hnsw_ef": self._ef,
+            **({} if before is None else {"before": round(before, 4)}),
             "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
 
@@ -469,18 +534,26 @@ class EdgeQdrantStore(BaseVectorStore):
         return self._served.wait(timeout)
 
     def _measure_served(self, recorded: int, grown: bool) -> None:
-        """When due, recall@10 on the newest served queries (``ServedQueries``' thread)."""
+        """When due, recall@10 on the newest served queries, and hnsw_ef retuned on them (``ServedQueries``'
+        thread)."""
         measured_at = ((self._report or {}).get("served") or {}).get("recorded", 0)
         if self._shard is None or self._options["exact"] or not query_sample.measure_due(recorded, measured_at):
             return
         queries = self._served.sample.newest(query_sample.MEASURED, self._dimension or 0).tolist()
-        recall = round(self._recall_on(queries, self.count()), 4)
-        self._report = dict(
-            self._report or {},
-            recall_at_10=recall,
-            queries=len(queries),
-            measured_on=f"{len(queries)} served queries, against Qdrant's exact search",
-            served=self._served_report(recall, len(queries), recorded),
+        ef_before = self._ef
+        tuned, before = self._tune(queries, recall_target.SERVED, self.count())
+        served = self._served_report(
+            tuned["recall_at_10"], len(queries), recorded, before if tuned["hnsw_ef"] != ef_before else None
+        )
+        tuned.pop("tuned_on", None)
+        self._keep_report(
+            dict(
+                self._report or {},
+                **tuned,
+                measured_on=f"{len(queries)} served queries, against Qdrant's exact search",
+                retuned_on=recall_target.SERVED,
+                served=served,
+            )
         )
 
     def close(self) -> None:
@@ -507,6 +580,35 @@ def _stored_vectors(shard_folder: Path, location: str) -> tuple[int, bool]:
             f"from a backup or rebuild the collection",
             location=location,
         ) from exc
+
+
+def _recalls(found: list[list[Any]], truth: list[list[Any]]) -> np.ndarray:
+    """Each query's recall of ``truth`` (its exact top k) in ``found``: a hit counts when it is one of them or
+    scores as high as the k-th (ties)."""
+    recalls = np.ones(len(truth))
+    for row, (hits, exact) in enumerate(zip(found, truth)):
+        if exact:
+            ids, kth = {point.id for point in exact}, min(point.score for point in exact) - 1e-6
+            good = sum(point.id in ids or point.score >= kth for point in hits)
+            recalls[row] = min(good, len(exact)) / len(exact)
+    return recalls
+
+
+def _stored_report(path: Path) -> dict[str, Any] | None:
+    """The last measure kept beside the shard; None when there is none or it cannot be read (logged: the next
+    measure writes it again)."""
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("cannot read %s (%s); searching at hnsw_ef %d until the next measure", path, exc, DEFAULT_EF)
+        return None
+    ef = report.get("hnsw_ef") if isinstance(report, dict) else None
+    if not isinstance(ef, int) or isinstance(ef, bool) or ef < 1:
+        log.warning("%s holds no hnsw_ef; searching at hnsw_ef %d until the next measure", path, DEFAULT_EF)
+        return None
+    return report
 
 
 def _stored_average_length(path: Path, location: str) -> float:
