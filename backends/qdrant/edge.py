@@ -257,9 +257,14 @@ class EdgeQdrantStore(BaseVectorStore):
             allowed = [point_id(key) for key in self.matching_ids(filter)]
             return self._q.Filter(must=[self._q.HasIdCondition(set(allowed))]) if allowed else False
 
-    def _params(self, k: int, exact: bool | None = None, ef: int | None = None) -> Any:
+    def _params(self, k: int, exact: bool | None = None, ef: int | None = None, filtered: bool = False) -> Any:
         exact = self._options["exact"] if exact is None else exact
-        return self._q.SearchParams(hnsw_ef=max(ef or self._ef, k), exact=exact)
+        ef = ef or self._ef
+        if filtered and not self._options["hnsw_ef"]:
+            # Tuned on unfiltered queries, which say nothing of a filter's: Qdrant's graph search passes over the
+            # points a filter rejects, so a filtered search keeps at least the untuned breadth.
+            ef = max(ef, DEFAULT_EF)
+        return self._q.SearchParams(hnsw_ef=max(ef, k), exact=exact)
 
     def _query(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None, with_payload: Any) -> list[Any]:
         if self._shard is None:
@@ -272,7 +277,7 @@ class EdgeQdrantStore(BaseVectorStore):
             query=self._q.Query.Nearest(vector.tolist()),
             filter=query_filter,
             with_payload=with_payload,
-            params=self._params(k),
+            params=self._params(k, filtered=query_filter is not None),
         )
         with self._library_calls():
             return self._shard.query(request)
@@ -367,7 +372,10 @@ class EdgeQdrantStore(BaseVectorStore):
         requests = []
         for name, query in asked.items():
             if name == "dense":
-                nearest, params = q.Query.Nearest(np.asarray(query).tolist()), self._params(depth)
+                nearest, params = (
+                    q.Query.Nearest(np.asarray(query).tolist()),
+                    self._params(depth, filtered=query_filter is not None),
+                )
             else:
                 nearest, params = q.Query.Nearest(q.SparseVector(*query), using=SPARSE), None
             requests.append(
