@@ -253,8 +253,8 @@ def qdrant_embedded_plot(report: dict, out: Path) -> None:
     sizes = sorted({r["points"] for r in rows})
     stores = list(dict.fromkeys(r["store"] for r in rows))
     by = {(r["store"], r["points"]): r for r in rows}
-    figure, axes = plt.subplots(1, len(sizes) + 2, figsize=(5.2 * (len(sizes) + 2), 4.8), squeeze=False)
-    load, *latency, memory = axes[0]
+    figure, axes = plt.subplots(1, len(sizes) + 3, figsize=(5.2 * (len(sizes) + 3), 4.8), squeeze=False)
+    load, *latency, memory, matched = axes[0]
     width = 0.8 / len(sizes)
     x = np.arange(len(stores))
     for i, n in enumerate(sizes):
@@ -313,6 +313,33 @@ def qdrant_embedded_plot(report: dict, out: Path) -> None:
     memory.set_ylabel("MiB (log)")
     memory.set_title("Peak RSS (load or query) and disk")
     memory.legend(fontsize="x-small")
+    for i, n in enumerate(sizes):  # the same recall: embedded Qdrant's hnsw_ef sweep beside FAISS auto's point
+        sweep = (by.get(("qdrant-edge", n)) or {}).get("ef_sweep")
+        if sweep:
+            matched.plot(
+                [p["p50_ms"] for p in sweep],
+                [p["recall_at_10"] for p in sweep],
+                marker="o",
+                color=f"C{i}",
+                label=f"{n:,}: embedded Qdrant, hnsw_ef {sweep[0]['hnsw_ef']}-{sweep[-1]['hnsw_ef']}",
+            )
+        if ("faiss", n) in by and sweep:
+            faiss = by[("faiss", n)]
+            matched.plot(
+                faiss["p50_ms"],
+                faiss["recall_at_10"],
+                marker="*",
+                markersize=12,
+                color=f"C{i}",
+                linestyle="none",
+                label=f"{n:,}: FAISS auto (5x its p50 dotted)",
+            )
+            matched.axvline(5 * faiss["p50_ms"], color=f"C{i}", linestyle="dotted", linewidth=1)
+    matched.set_xscale("log")
+    matched.set_xlabel("p50 single-query latency, ms (log)")
+    matched.set_ylabel("recall@10, held-out queries")
+    matched.set_title("Recall against latency (warm process)")
+    matched.legend(fontsize="x-small")
     via = {r["via"] for r in rows if r["store"] == "qdrant-edge"}
     note = " (embedded Qdrant through qdrant_edge directly)" if "qdrant_edge directly" in via else ""
     figure.suptitle(
