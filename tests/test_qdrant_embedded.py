@@ -62,12 +62,15 @@ def _lower_bound(recalls: np.ndarray) -> float:
     return float(np.mean(recalls) - 2 * np.std(recalls, ddof=1) / math.sqrt(len(recalls)))
 
 
-def test_hnsw_ef_is_tuned_on_served_queries_to_the_smallest_that_reaches_the_target(tmp_path: Path) -> None:
+@pytest.mark.parametrize("quantization", [{}, {"quantization": "scalar"}], ids=["float", "int8 rescored"])
+def test_hnsw_ef_is_tuned_on_served_queries_to_the_smallest_that_reaches_the_target(
+    quantization: dict, tmp_path: Path
+) -> None:
     vectors = clustered(12_000, dimension=256, centres=240)  # 12 MB: past Qdrant's threshold, a graph is built
     pairs = np.random.default_rng(5).integers(0, len(vectors), (200, 2))
     queries = vectors[pairs[:, 0]] + vectors[pairs[:, 1]]  # between stored points, as real queries are
     queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
-    store = _build({}, tmp_path)
+    store = _build(quantization, tmp_path)
     store.upsert([f"p{i}" for i in range(len(vectors))], vectors, [{"metadata": {}}] * len(vectors))
     built = store.optimize()
     # Stored vectors find themselves in the graph: they measure, and never tune hnsw_ef down.
@@ -84,7 +87,7 @@ def test_hnsw_ef_is_tuned_on_served_queries_to_the_smallest_that_reaches_the_tar
     assert abs(float(np.mean(ours)) - report["recall_at_10"]) <= 0.01  # what searches get is what was measured
     store.close()
 
-    below = _build({"hnsw_ef": ef - 1}, tmp_path)  # one less is short of the target on the same queries
+    below = _build({**quantization, "hnsw_ef": ef - 1}, tmp_path)  # one less is short of the target on the same queries
     assert _lower_bound(_served_recalls(below, vectors, measured)) < 0.95
     for query in queries[:120]:
         below.record_query(query)
@@ -93,12 +96,12 @@ def test_hnsw_ef_is_tuned_on_served_queries_to_the_smallest_that_reaches_the_tar
     below.close()
 
     (tmp_path / "qdrant" / "vecguard" / "index.json").write_text(json.dumps({**report, "hnsw_ef": ef}))
-    reopened = _build({}, tmp_path)  # the tuned hnsw_ef comes back with the collection
+    reopened = _build(quantization, tmp_path)  # the tuned hnsw_ef comes back with the collection
     assert reopened.index_report()["hnsw_ef"] == ef
     assert np.array_equal(_served_recalls(reopened, vectors, measured), ours)
     reopened.close()
     (tmp_path / "qdrant" / "vecguard" / "index.json").write_text("{damaged")
-    damaged = _build({}, tmp_path)  # logged; searched at the default until the next measure
+    damaged = _build(quantization, tmp_path)  # logged; searched at the default until the next measure
     assert damaged.index_report() is None and len(damaged.search(queries[0], 10)) == 10
     damaged.close()
 

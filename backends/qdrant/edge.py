@@ -71,6 +71,7 @@ PROBES = 100  # stored vectors the recall of a new HNSW graph is measured with, 
 STORED = "sampled stored vectors"  # what those are called in a report
 DEFAULT_EF = 128  # hnsw_ef until a measure tunes it
 MAX_EF = 1024
+OVERSAMPLING = 2.0  # quantized candidates rescored per hit asked for, with quantization = "scalar"
 MANIFEST_FILE = "manifest.json"
 INDEX_FILE = "index.json"
 KEYWORDS_FILE = "keywords.json"  # the keyword vectors' fixed average chunk length, decided by the first batch
@@ -264,7 +265,11 @@ class EdgeQdrantStore(BaseVectorStore):
             # Tuned on unfiltered queries, which say nothing of a filter's: Qdrant's graph search passes over the
             # points a filter rejects, so a filtered search keeps at least the untuned breadth.
             ef = max(ef, DEFAULT_EF)
-        return self._q.SearchParams(hnsw_ef=max(ef, k), exact=exact)
+        # A collection with quantization = "scalar" searches its int8 codes, then rescores twice the candidates with
+        # the stored vectors (without that its recall stalls below the target whatever hnsw_ef); an exact search
+        # reads the stored vectors only. A collection without quantization ignores this.
+        quantization = self._q.QuantizationSearchParams(ignore=exact, rescore=True, oversampling=OVERSAMPLING)
+        return self._q.SearchParams(hnsw_ef=max(ef, k), exact=exact, quantization=quantization)
 
     def _query(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None, with_payload: Any) -> list[Any]:
         if self._shard is None:
