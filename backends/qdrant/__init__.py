@@ -109,18 +109,7 @@ def _build(options: dict[str, Any], base_dir: Path) -> BaseVectorStore:
     if opts["keyword_vectors"] not in (None, True, False):
         raise ConfigError(f"[store] qdrant keyword_vectors must be true or false, got {opts['keyword_vectors']!r}")
     opts["keyword_vectors"] = opts["keyword_vectors"] is not False
-    sample = opts["query_sample"]
-    if sample is not None and (not isinstance(sample, int) or isinstance(sample, bool) or sample < 0):
-        raise ConfigError(
-            f"[store] qdrant query_sample must be a whole number >= 0 (served query vectors kept; 0: none), "
-            f"got {sample!r}"
-        )
-    target = opts["target_recall"]
-    if target is not None and (not isinstance(target, (int, float)) or isinstance(target, bool) or not 0 < target <= 1):
-        raise ConfigError(
-            f"[store] qdrant target_recall must be a number in (0, 1], like 0.95 (recall@10 against exact search), "
-            f"got {target!r}"
-        )
+    _check_tuning(opts)
     if opts["url"] is not None or opts["path"] == ":memory:" or opts["local_mode"]:
         for key in ("query_sample", "target_recall"):
             if opts[key] is not None:
@@ -134,6 +123,22 @@ def _build(options: dict[str, Any], base_dir: Path) -> BaseVectorStore:
     if opts["path"] is None:
         raise ConfigError('[store] qdrant needs path (the embedded engine), url (a server) or path = ":memory:"')
     return _embedded(opts, resolve_path(opts["path"], base_dir, "[store] qdrant"))
+
+
+def _check_tuning(opts: dict[str, Any]) -> None:
+    """The embedded engine's served-query sample and recall target, each a ConfigError when malformed."""
+    sample = opts["query_sample"]
+    if sample is not None and (not isinstance(sample, int) or isinstance(sample, bool) or sample < 0):
+        raise ConfigError(
+            f"[store] qdrant query_sample must be a whole number >= 0 (served query vectors kept; 0: none), "
+            f"got {sample!r}"
+        )
+    target = opts["target_recall"]
+    if target is not None and (not isinstance(target, (int, float)) or isinstance(target, bool) or not 0 < target <= 1):
+        raise ConfigError(
+            f"[store] qdrant target_recall must be a number in (0, 1], like 0.95 (recall@10 against exact search), "
+            f"got {target!r}"
+        )
 
 
 def _embedded(opts: dict[str, Any], path: Path) -> BaseVectorStore:

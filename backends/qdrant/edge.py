@@ -111,6 +111,10 @@ class EdgeQdrantStore(BaseVectorStore):
         import qdrant_edge
 
         self._q = qdrant_edge
+        self._quantization = {  # the search parameters for int8 codes, exact or not, made once
+            exact: qdrant_edge.QuantizationSearchParams(ignore=exact, rescore=True, oversampling=OVERSAMPLING)
+            for exact in (False, True)
+        }
         self._models = edge_models()
         self._options = options
         self._folder = Path(path) / options["collection"]
@@ -268,8 +272,7 @@ class EdgeQdrantStore(BaseVectorStore):
         # A collection with quantization = "scalar" searches its int8 codes, then rescores twice the candidates with
         # the stored vectors (without that its recall stalls below the target whatever hnsw_ef); an exact search
         # reads the stored vectors only. A collection without quantization ignores this.
-        quantization = self._q.QuantizationSearchParams(ignore=exact, rescore=True, oversampling=OVERSAMPLING)
-        return self._q.SearchParams(hnsw_ef=max(ef, k), exact=exact, quantization=quantization)
+        return self._q.SearchParams(hnsw_ef=max(ef, k), exact=exact, quantization=self._quantization[exact])
 
     def _query(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None, with_payload: Any) -> list[Any]:
         if self._shard is None:
