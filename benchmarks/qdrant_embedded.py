@@ -367,14 +367,15 @@ def query(store: str, folder: Path, edge: str, queries: int, filtered: int) -> d
 
 def ef_sweep(s, qs: np.ndarray) -> list[dict]:
     """The held-out queries again at each of SWEEP_EF, in this warm process, through the store's own shard with the
-    store's request (the payload's id only), in two rounds (rising, then falling; medians over both), so that
-    embedded Qdrant's p50 can be read at FAISS's recall. Reaches the store's private ``_shard``."""
+    store's request (the payload's id only) and search parameters (with int8 codes, their rescoring), in two rounds
+    (rising, then falling; medians over both), so that embedded Qdrant's p50 can be read at FAISS's recall. Reaches
+    the store's private ``_shard`` and ``_params``."""
     q = s._q
     times: dict[int, list[float]] = {ef: [] for ef in SWEEP_EF}
     found: dict[int, list[list[int]]] = {}
     for order in (SWEEP_EF, SWEEP_EF[::-1]):
         for ef in order:
-            params, hits_of = q.SearchParams(hnsw_ef=ef), []
+            params, hits_of = s._params(K, ef=ef), []
             for vector in qs:
                 request = q.QueryRequest(
                     limit=K, query=q.Query.Nearest(vector.tolist()), with_payload=["vecguard_id"], params=params

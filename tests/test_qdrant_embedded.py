@@ -34,7 +34,7 @@ def test_closing_after_writes_builds_the_hnsw_graph_and_measures_its_recall(tmp_
     report = store.index_report()  # what Engine.close records in the manifest
     assert report is not None and report["vectors"] == 4000 and report["queries"] == 100
     assert report["measured_on"] == "100 sampled stored vectors, against Qdrant's exact search"  # no engine: no probes
-    assert report["spec"] == "HNSW m=16 ef_construct=100" and report["hnsw_ef"] == 64
+    assert report["spec"] == "HNSW m=16 ef_construct=100, int8 codes rescored" and report["hnsw_ef"] == 64
     assert 0.9 <= report["recall_at_10"] <= 1.0
     assert store.index_report() == report  # no write since: nothing rebuilt or measured again
     store.close()
@@ -62,7 +62,7 @@ def _lower_bound(recalls: np.ndarray) -> float:
     return float(np.mean(recalls) - 2 * np.std(recalls, ddof=1) / math.sqrt(len(recalls)))
 
 
-@pytest.mark.parametrize("quantization", [{}, {"quantization": "scalar"}], ids=["float", "int8 rescored"])
+@pytest.mark.parametrize("quantization", [{"quantization": "none"}, {}], ids=["float", "int8 rescored (default)"])
 def test_hnsw_ef_is_tuned_on_served_queries_to_the_smallest_that_reaches_the_target(
     quantization: dict, tmp_path: Path
 ) -> None:
@@ -75,6 +75,7 @@ def test_hnsw_ef_is_tuned_on_served_queries_to_the_smallest_that_reaches_the_tar
     built = store.optimize()
     # Stored vectors find themselves in the graph: they measure, and never tune hnsw_ef down.
     assert built["tuned"] is False and built["hnsw_ef"] == 128 and "tuned_on" not in built
+    assert built["spec"] == "HNSW m=16 ef_construct=100" + ("" if quantization else ", int8 codes rescored")
     for query in queries:
         store.record_query(query)
     assert store.wait_for_index(120)
@@ -146,6 +147,7 @@ def test_a_damaged_manifest_is_one_line_naming_the_file(tmp_path: Path) -> None:
         ({"payload_indexes": {"a.b": "keyword"}}, "payload_indexes keys must be metadata fields"),
         ({"hnsw_ef": 0}, "hnsw_ef must be a whole number"),
         ({"target_recall": 1.5}, r"target_recall must be a number in \(0, 1\]"),
+        ({"quantization": "binary"}, 'quantization must be "scalar" \\(int8 codes, rescored\\) or "none"'),
         ({"url": "http://127.0.0.1:1", "path": None, "target_recall": 0.9}, "target_recall is the embedded engine's"),
     ],
 )

@@ -134,6 +134,7 @@ class EdgeQdrantStore(BaseVectorStore):
         self._weights: SparseWeights | None = None  # set by hold_keywords: points carry keyword vectors
         self._average_length: float | None = None
         self._has_keywords = False  # the shard holds the sparse vector
+        self._spec = ""  # the HNSW graph and quantization the shard was created with, as the index report says
         self._served = query_sample.ServedQueries(
             self._folder,
             options["query_sample"],
@@ -144,7 +145,7 @@ class EdgeQdrantStore(BaseVectorStore):
         shard_folder = self._folder / SHARD_FOLDER
         if (shard_folder / "edge_config.json").exists():
             try:
-                self._dimension, self._has_keywords = _stored_vectors(shard_folder, self._location)
+                self._dimension, self._has_keywords, self._spec = _stored_vectors(shard_folder, self._location)
                 self._report = _stored_report(self._folder / INDEX_FILE)
                 self._ef = options["hnsw_ef"] or (self._report or {}).get("hnsw_ef") or DEFAULT_EF
                 with self._library_calls():
@@ -171,9 +172,8 @@ class EdgeQdrantStore(BaseVectorStore):
         quantization = None
         if o["quantization"] == "scalar":
             quantization = q.ScalarQuantizationConfig(type=q.ScalarType.Int8, always_ram=True)
-        hnsw = q.HnswIndexConfig(
-            m=o["hnsw_m"] or 16, ef_construct=o["hnsw_ef_construct"] or 100, full_scan_threshold=10_000
-        )
+        m, ef_construct = o["hnsw_m"] or 16, o["hnsw_ef_construct"] or 100
+        hnsw = q.HnswIndexConfig(m=m, ef_construct=ef_construct, full_scan_threshold=10_000)
         sparse = None
         if self._weights is not None:
             sparse = {SPARSE: q.EdgeSparseVectorParams(modifier=q.Modifier.Idf, memory=memory)}
@@ -196,6 +196,7 @@ class EdgeQdrantStore(BaseVectorStore):
             for field, kind in o["payload_indexes"].items():
                 self._shard.update(q.UpdateOperation.create_field_index(f"metadata.{field}", schema[kind]))
         self._dimension, self._has_keywords = dimension, sparse is not None
+        self._spec = _spec(m, ef_construct, quantization is not None)
 
     # ------------------------------------------------------------ VectorStore
 
@@ -433,7 +434,7 @@ class EdgeQdrantStore(BaseVectorStore):
         queries, source = self._measuring_queries(total)
         tuned, _ = self._tune(queries, source, total)
         report = {
-            "spec": f"HNSW m={self._options['hnsw_m'] or 16} ef_construct={self._options['hnsw_ef_construct'] or 100}",
+            "spec": self._spec,
             "vectors": total,
             "measured_on": f"{len(queries)} {source}, against Qdrant's exact search",
             **tuned,
@@ -584,18 +585,28 @@ class EdgeQdrantStore(BaseVectorStore):
             self._claim.release()
 
 
-def _stored_vectors(shard_folder: Path, location: str) -> tuple[int, bool]:
-    """The dense vectors' size, and whether the points carry keyword vectors, from the shard's config."""
+def _stored_vectors(shard_folder: Path, location: str) -> tuple[int, bool, str]:
+    """The dense vectors' size, whether the points carry keyword vectors, and the index's spec, from the shard's
+    config: what it was created with, whatever the options say now."""
     path = shard_folder / "edge_config.json"
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
-        return int(config["vectors"][DENSE]["size"]), SPARSE in (config.get("sparse_vectors") or {})
+        hnsw, quantized = config["hnsw_config"], "scalar" in (config.get("quantization_config") or {})
+        return (
+            int(config["vectors"][DENSE]["size"]),
+            SPARSE in (config.get("sparse_vectors") or {}),
+            _spec(hnsw["m"], hnsw["ef_construct"], quantized),
+        )
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise StorageError(
-            f"{path} does not say the vector size ({type(exc).__name__}: {exc}); the shard is damaged: restore it "
-            f"from a backup or rebuild the collection",
+            f"{path} does not say the vector size and index ({type(exc).__name__}: {exc}); the shard is damaged: "
+            f"restore it from a backup or rebuild the collection",
             location=location,
         ) from exc
+
+
+def _spec(m: int, ef_construct: int, quantized: bool) -> str:
+    return f"HNSW m={m} ef_construct={ef_construct}" + (", int8 codes rescored" if quantized else "")
 
 
 def _recalls(found: list[list[Any]], truth: list[list[Any]]) -> np.ndarray:
