@@ -86,6 +86,29 @@ def _build(options: dict[str, Any], base_dir: Path) -> BaseVectorStore:
             f"lock and change records), got {opts['collection']!r}"
         )
     opts["lock_lease"] = checked_lease("[store] qdrant", opts["lock_lease"])
+    _check_creation(opts)
+    if opts["keyword_vectors"] not in (None, True, False):
+        raise ConfigError(f"[store] qdrant keyword_vectors must be true or false, got {opts['keyword_vectors']!r}")
+    opts["keyword_vectors"] = opts["keyword_vectors"] is not False
+    _check_tuning(opts)
+    if opts["url"] is not None or opts["path"] == ":memory:" or opts["local_mode"]:
+        for key in ("query_sample", "target_recall"):
+            if opts[key] is not None:
+                raise ConfigError(
+                    f"[store] qdrant {key} is the embedded engine's (path without local_mode): a server keeps no "
+                    f"served-query sample and its hnsw_ef is not tuned; remove it"
+                )
+        opts["hnsw_ef"] = opts["hnsw_ef"] or DEFAULT_EF
+        opts["quantization"] = opts["quantization"] or "none"  # not measured on a server: Qdrant's own default
+        path = opts["path"] if opts["path"] == ":memory:" else resolve_path(opts["path"], base_dir, "[store] qdrant")
+        return QdrantStore(opts, path)
+    if opts["path"] is None:
+        raise ConfigError('[store] qdrant needs path (the embedded engine), url (a server) or path = ":memory:"')
+    return _embedded(opts, resolve_path(opts["path"], base_dir, "[store] qdrant"))
+
+
+def _check_creation(opts: dict[str, Any]) -> None:
+    """The creation options, payload indexes, batch size and hnsw_ef, each a ConfigError when malformed."""
     if opts["quantization"] not in (None, "scalar", "none"):
         raise ConfigError(
             f'[store] qdrant quantization must be "scalar" (int8 codes, rescored) or "none", '
@@ -110,24 +133,6 @@ def _build(options: dict[str, Any], base_dir: Path) -> BaseVectorStore:
             f"[store] qdrant payload_indexes keys must be metadata fields of letters, digits, '_' and '-' (the "
             f"fields a filter can name), got {sorted(map(str, opts['payload_indexes']))}"
         )
-    if opts["keyword_vectors"] not in (None, True, False):
-        raise ConfigError(f"[store] qdrant keyword_vectors must be true or false, got {opts['keyword_vectors']!r}")
-    opts["keyword_vectors"] = opts["keyword_vectors"] is not False
-    _check_tuning(opts)
-    if opts["url"] is not None or opts["path"] == ":memory:" or opts["local_mode"]:
-        for key in ("query_sample", "target_recall"):
-            if opts[key] is not None:
-                raise ConfigError(
-                    f"[store] qdrant {key} is the embedded engine's (path without local_mode): a server keeps no "
-                    f"served-query sample and its hnsw_ef is not tuned; remove it"
-                )
-        opts["hnsw_ef"] = opts["hnsw_ef"] or DEFAULT_EF
-        opts["quantization"] = opts["quantization"] or "none"  # not measured on a server: Qdrant's own default
-        path = opts["path"] if opts["path"] == ":memory:" else resolve_path(opts["path"], base_dir, "[store] qdrant")
-        return QdrantStore(opts, path)
-    if opts["path"] is None:
-        raise ConfigError('[store] qdrant needs path (the embedded engine), url (a server) or path = ":memory:"')
-    return _embedded(opts, resolve_path(opts["path"], base_dir, "[store] qdrant"))
 
 
 def _check_tuning(opts: dict[str, Any]) -> None:
