@@ -39,7 +39,7 @@ bench: setup
 
 quality: setup
 	$(BIN)/python -m pip install --quiet -e '.[all,test,bench]'
-	$(BIN)/python benchmarks/quality.py
+	$(BIN)/python benchmarks/quality.py --backends faiss qdrant chroma $${QDRANT_URL:+qdrant-server}
 	$(BIN)/python benchmarks/plots.py
 
 clean:

@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/quality.py                       # FAISS, every query
     .venv/bin/python benchmarks/quality.py --backends faiss qdrant --save-as quality-qdrant
+    QDRANT_URL=http://127.0.0.1:6333 .venv/bin/python benchmarks/quality.py --backends faiss qdrant-server \
+        --save-as quality-qdrant-server                           # a Qdrant server's keyword signal
     .venv/bin/python benchmarks/quality.py --export data/quality   # + JSONL for `vecguard eval`
 
 Nine query sets over real corpora that come inside registry packages:
@@ -172,7 +174,8 @@ def chatter_sets() -> dict[str, dict]:
 
 
 def built_collection(documents: list[dict], fingerprint: str, backend: str) -> dict:
-    """A FAISS collection of ``documents`` (built once), or a migrated copy on another backend."""
+    """A FAISS collection of ``documents`` (built once), or a migrated copy on another backend: embedded under the
+    cache folder, or (``qdrant-server``) a collection named by the same digest on the server at QDRANT_URL."""
     import vecguard
 
     digest = hashlib.sha256(json.dumps(documents, sort_keys=True).encode()).hexdigest()[:12]
@@ -188,7 +191,10 @@ def built_collection(documents: list[dict], fingerprint: str, backend: str) -> d
             )
     if backend == "faiss":
         return source
-    target = {"store": {"plugin": backend, "path": str(folder / backend), "collection": "quality"}}
+    if backend == "qdrant-server":
+        target = {"store": {**server_options(), "collection": folder.name}}
+    else:
+        target = {"store": {"plugin": backend, "path": str(folder / backend), "collection": "quality"}}
     try:
         with vecguard.open(target) as engine:
             copied = engine.count() == len(documents)
@@ -198,6 +204,11 @@ def built_collection(documents: list[dict], fingerprint: str, backend: str) -> d
         report = vecguard.migrate(source, target)
         print(f"  migrated to {backend}: {'verified' if report.passed else 'verification FAILED'}", flush=True)
     return target
+
+
+def server_options() -> dict:
+    """The ``[store]`` options of the Qdrant server at QDRANT_URL (QDRANT_API_KEY too, if it needs one)."""
+    return {"plugin": "qdrant", "url": os.environ["QDRANT_URL"], "api_key": os.environ.get("QDRANT_API_KEY")}
 
 
 def fuse_rrf(lists: Mapping[str, list[tuple[str, float]]]) -> list[str]:
@@ -311,7 +322,13 @@ def export(sets: Mapping[str, dict], folder: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backends", nargs="+", default=["faiss"], choices=["faiss", "qdrant", "chroma"])
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        default=["faiss"],
+        choices=["faiss", "qdrant", "qdrant-server", "chroma"],
+        help="qdrant: embedded; qdrant-server: the server at QDRANT_URL (default: faiss)",
+    )
     parser.add_argument("--max-queries", type=int, default=0, help="a fixed-seed sample per set (0: every query)")
     parser.add_argument(
         "--export",
@@ -322,6 +339,8 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", help="only these sets (default: every set)")
     parser.add_argument("--save-as", default="quality", help="results name under benchmarks/results/")
     args = parser.parse_args()
+    if "qdrant-server" in args.backends and not os.environ.get("QDRANT_URL"):
+        parser.error("--backends qdrant-server needs QDRANT_URL, the address of a Qdrant server")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     import vecguard
@@ -417,10 +436,13 @@ def markdown(report: dict) -> str:
                 + f" | {'met' if met else 'MISSED'} (>= {bar:.3f}) |"
             )
         lines.append("")
-    faiss, qdrant = report["results"].get("faiss"), report["results"].get("qdrant")
-    if faiss and qdrant:
+    faiss = report["results"].get("faiss")
+    for backend, where in (("qdrant", "embedded Qdrant"), ("qdrant-server", "a Qdrant server")):
+        qdrant = report["results"].get(backend)
+        if not (faiss and qdrant):
+            continue
         lines += [
-            "## Qdrant's keyword signal (sparse vectors inside Qdrant) beside vecguard's BM25 files (FAISS)",
+            f"## The keyword signal inside {where} (sparse vectors) beside vecguard's BM25 files (FAISS)",
             "",
             "| set | BM25 files | Qdrant sparse | difference | default on FAISS | default on Qdrant | difference |",
             "|---|---:|---:|---:|---:|---:|---:|",
