@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from vecguard import ConfigError, Registry, StorageError
-from vecguard.backends.qdrant.edge import EdgeQdrantStore
+from vecguard.backends.qdrant.edge import FILTERED_EF, EdgeQdrantStore
 
 
 def _build(options: dict, tmp_path: Path) -> EdgeQdrantStore:
@@ -86,6 +86,8 @@ def test_hnsw_ef_is_tuned_on_served_queries_to_the_smallest_that_reaches_the_tar
     measured = queries[report["served"]["recorded"] - report["served"]["queries"] : report["served"]["recorded"]]
     ours = _served_recalls(store, vectors, measured)
     assert abs(float(np.mean(ours)) - report["recall_at_10"]) <= 0.01  # what searches get is what was measured
+    # The tuning saw no filter: a filtered search goes at least FILTERED_EF wide.
+    assert store._params(10).hnsw_ef == ef and store._params(10, filtered=True).hnsw_ef == max(ef, FILTERED_EF)
     store.close()
 
     below = _build({**quantization, "hnsw_ef": ef - 1}, tmp_path)  # one less is short of the target on the same queries
@@ -94,6 +96,7 @@ def test_hnsw_ef_is_tuned_on_served_queries_to_the_smallest_that_reaches_the_tar
         below.record_query(query)
     below.wait_for_index(120)
     assert below.index_report()["hnsw_ef"] == ef - 1 and below.index_report()["tuned"] is False  # the user's stays
+    assert below._params(10, filtered=True).hnsw_ef == ef - 1  # filtered too
     below.close()
 
     (tmp_path / "qdrant" / "vecguard" / "index.json").write_text(json.dumps({**report, "hnsw_ef": ef}))
