@@ -381,58 +381,37 @@ def query(store: str, folder: Path, edge: str, queries: int, filtered: int) -> d
     return out
 
 
-def ef_sweep(s, qs: np.ndarray) -> list[dict]:
-    """The held-out queries again at each of SWEEP_EF, in this warm process, through the store's own shard with the
-    store's request (the payload's id only) and search parameters (with int8 codes, their rescoring), in two rounds
-    (rising, then falling; medians over both), so that embedded Qdrant's p50 can be read at FAISS's recall. Reaches
-    the store's private ``_shard`` and ``_params``."""
-    q = s._q
-    times: dict[int, list[float]] = {ef: [] for ef in SWEEP_EF}
+def ef_sweep(s, qs: np.ndarray, efs: tuple[int, ...] = SWEEP_EF, filter: dict | None = None) -> list[dict]:
+    """The held-out queries again at each of ``efs``, in this warm process, through the store's own shard with the
+    store's request (the payload's id only), filter and search parameters (with int8 codes, their rescoring), in two
+    rounds (rising, then falling; medians over both), so that embedded Qdrant's p50 can be read at FAISS's recall.
+    Reaches the store's private ``_shard``, ``_filter`` and ``_params``."""
+    q, flt = s._q, s._filter(filter)
+    times: dict[int, list[float]] = {ef: [] for ef in efs}
     found: dict[int, list[list[int]]] = {}
-    for order in (SWEEP_EF, SWEEP_EF[::-1]):
+    for order in (efs, efs[::-1]):
         for ef in order:
             params, hits_of = s._params(K, ef=ef), []
             for vector in qs:
                 request = q.QueryRequest(
-                    limit=K, query=q.Query.Nearest(vector.tolist()), with_payload=["vecguard_id"], params=params
+                    limit=K,
+                    query=q.Query.Nearest(vector.tolist()),
+                    filter=flt,
+                    with_payload=["vecguard_id"],
+                    params=params,
                 )
                 began = time.perf_counter()
                 hits = s._shard.query(request)
                 times[ef].append(time.perf_counter() - began)
                 hits_of.append([row_of(hit.payload["vecguard_id"]) for hit in hits])
             found[ef] = hits_of
-    return [{"hnsw_ef": ef, "p50_ms": statistics.median(times[ef]) * 1000, "found": found[ef]} for ef in SWEEP_EF]
+    return [{"hnsw_ef": ef, "p50_ms": statistics.median(times[ef]) * 1000, "found": found[ef]} for ef in efs]
 
 
 def filtered_sweep(s, qs: np.ndarray) -> dict[str, list[dict]]:
-    """The filtered queries again at each of FILTERED_SWEEP_EF per filter, as ``ef_sweep`` does (the store's filter
-    and search parameters, two rounds, medians): where the store's floor for filtered searches comes from."""
-    q, out = s._q, {}
-    for label, limit in SELECTIVITY.items():
-        flt = s._filter({"sel": {"$lt": limit}})
-        times: dict[int, list[float]] = {ef: [] for ef in FILTERED_SWEEP_EF}
-        found: dict[int, list[list[int]]] = {}
-        for order in (FILTERED_SWEEP_EF, FILTERED_SWEEP_EF[::-1]):
-            for ef in order:
-                params, hits_of = s._params(K, ef=ef), []
-                for vector in qs:
-                    request = q.QueryRequest(
-                        limit=K,
-                        query=q.Query.Nearest(vector.tolist()),
-                        filter=flt,
-                        with_payload=["vecguard_id"],
-                        params=params,
-                    )
-                    began = time.perf_counter()
-                    hits = s._shard.query(request)
-                    times[ef].append(time.perf_counter() - began)
-                    hits_of.append([row_of(hit.payload["vecguard_id"]) for hit in hits])
-                found[ef] = hits_of
-        out[label] = [
-            {"hnsw_ef": ef, "p50_ms": statistics.median(times[ef]) * 1000, "found": found[ef]}
-            for ef in FILTERED_SWEEP_EF
-        ]
-    return out
+    """The filtered queries at each of FILTERED_SWEEP_EF per filter, as ``ef_sweep``: where the store's floor for
+    filtered searches comes from."""
+    return {label: ef_sweep(s, qs, FILTERED_SWEEP_EF, {"sel": {"$lt": limit}}) for label, limit in SELECTIVITY.items()}
 
 
 def serve(s, folder: Path) -> dict:
