@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import subprocess
 import sys
 import threading
@@ -267,6 +268,10 @@ def test_hnsw_ef_search_is_tuned_to_the_recall_target(tmp_path: Path) -> None:
     state = reopened.index_state
     assert not state.needs_build
     assert kinds.search_parameters(faiss, state.spec, None, state.tuning, 10).efSearch == chosen[0.97]
+    # A filter letting a tenth through: efSearch 1/share wider, and HNSW_FILTER_SLACK on top (1/share alone left
+    # HNSW32's filtered recall at 0.93 on clustered points).
+    widened = kinds.search_parameters(faiss, state.spec, None, state.tuning, 10, widen=10.0).efSearch
+    assert widened == min(max(chosen[0.97], kinds.FILTER_MAX_EF_SEARCH), math.ceil(chosen[0.97] * 10 * 2.0))
     reopened.close()
 
 

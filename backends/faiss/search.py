@@ -4,7 +4,8 @@ Filtered search restricts FAISS with an id selector instead of over-fetching. On
 filter would leave the tuned nprobe (efSearch) with few or none of the allowed points (measured: HNSW32 at its
 tuned efSearch returned 0.14 of 10 hits when 10 of 100,000 points matched, IVF 1.44; benchmarks/results/
 filtered_search.md): up to FILTER_EXACT_MAX allowed points are scored exactly from SQLite; beyond it the search
-widens by the inverse of the share allowed, and falls back to exact when it still comes back short.
+widens by the inverse of the share allowed (an HNSW search twice that), and falls back to exact when it still comes
+back short.
 
 Module functions with explicit arguments: they are the hot path.
 """
@@ -49,7 +50,8 @@ def search_nums(
     if approximate and len(allowed.nums) <= FILTER_EXACT_MAX:
         return exact_among(points, vector, allowed.nums, k)
     # A filter that lets a share f of the points through leaves about f of what the tuned nprobe (efSearch)
-    # reaches: search 1/f as wide, and answer exactly if that still comes back short.
+    # reaches: search 1/f as wide (HNSW twice that: kinds.HNSW_FILTER_SLACK), and answer exactly if that still
+    # comes back short.
     params = live.filtered_params(k, allowed.selector(), widen=total / len(allowed.nums))
     scores, nums = index.search(vector.reshape(1, -1), min(k, total), params=params)
     if approximate and np.count_nonzero(nums[0] >= 0) < min(k, len(allowed.nums)):
