@@ -675,7 +675,7 @@ def markdown(report: dict) -> str:
         "common direction, uneven cluster sizes, per-cluster spread), not real embeddings (1M cannot be encoded on "
         f"2 CPUs); {s['queries']:,} held-out queries from the same mixture (never stored; "
         f"{s.get('local_queries', s['queries'])} for qdrant-local, whose queries are brute force in Python; rows with "
-        f"no interval beside their recall were measured on 500), {s['filtered']} of them for "
+        f"no interval beside their recall were measured on 500, and 200 per filter), {s['filtered']:,} of them for "
         f"each filter ({s.get('local_filtered', s['filtered'])} for qdrant-local, whose filters are evaluated in "
         "Python point by point); recall@10 against exact numpy brute force (ties count; filtered recall against the exact best "
         "10 of the allowed points; ± is the half-width of the 95% interval around the mean, 2 standard errors over the "
