@@ -185,6 +185,15 @@ def recall(vectors: np.ndarray, queries: np.ndarray, found: list[list[int]], ten
     return {"recall_at_10": float(np.mean(per_query)), "recall_ci95": spread, "queries": len(per_query)}
 
 
+def scored(measured: dict, vectors: np.ndarray, queries: np.ndarray, tenth: np.ndarray, mask) -> dict:
+    """A child's measurement with its ``found`` lists (hits of the first queries) replaced by their recall."""
+    found = measured["found"]
+    return {
+        **{k: v for k, v in measured.items() if k != "found"},
+        **recall(vectors, queries[: len(found)], found, tenth, mask),
+    }
+
+
 # ------------------------------------------------------------------ the stores
 
 
@@ -505,36 +514,15 @@ def measure_size(n: int, stores: list[str], args, edge: str, report: dict) -> No
                 {k: v for k, v in queried.items() if k not in ("found", "filtered", "ef_sweep", "filtered_sweep")}
             )
             if "ef_sweep" in queried:
-                run["ef_sweep"] = [
-                    {
-                        **{k: v for k, v in point.items() if k != "found"},
-                        **recall(vectors, queries, point["found"], tenth, None),
-                    }
-                    for point in queried["ef_sweep"]
-                ]
+                run["ef_sweep"] = [scored(point, vectors, queries, tenth, None) for point in queried["ef_sweep"]]
             if "filtered_sweep" in queried:
                 run["filtered_sweep"] = {
-                    label: [
-                        {
-                            **{k: v for k, v in point.items() if k != "found"},
-                            **recall(
-                                vectors,
-                                queries[: len(point["found"])],
-                                point["found"],
-                                tenth_filtered[label],
-                                masks[label],
-                            ),
-                        }
-                        for point in points
-                    ]
+                    label: [scored(point, vectors, queries, tenth_filtered[label], masks[label]) for point in points]
                     for label, points in queried["filtered_sweep"].items()
                 }
             run.update(recall(vectors, queries, queried["found"], tenth, None))
             run["filtered"] = {
-                label: {
-                    **{k: v for k, v in f.items() if k != "found"},
-                    **recall(vectors, queries[: len(f["found"])], f["found"], tenth_filtered[label], masks[label]),
-                }
+                label: scored(f, vectors, queries, tenth_filtered[label], masks[label])
                 for label, f in queried["filtered"].items()
             }
             runs.append(run)
